@@ -1,0 +1,1 @@
+"""LLM agents: the contract, an OpenAI-compatible streaming agent, echo, and fallback."""

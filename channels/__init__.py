@@ -1,0 +1,1 @@
+"""Channel providers, their supervision, and the path from an inbound message to a reply."""

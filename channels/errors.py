@@ -1,0 +1,43 @@
+"""One error taxonomy for every remote call: providers, platform APIs and agents.
+
+The supervisor decides retry versus stop from the class, the emitter decides fallback from it.
+Messages must never contain secrets: classifiers build them from status codes and platform codes.
+"""
+
+from __future__ import annotations
+
+
+class ChannelError(Exception):
+    """Base of every classified error."""
+
+    retryable: bool = False
+
+
+class TransientError(ChannelError):
+    """Network trouble, timeouts, 5xx: try again later."""
+
+    retryable = True
+
+
+class RateLimited(TransientError):
+    """The remote asked us to slow down; `retry_after` is its hint in seconds, if any."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AuthError(ChannelError):
+    """Credentials rejected or permission missing: retrying will not help until edited."""
+
+
+class ConfigError(ChannelError):
+    """The configuration cannot work (missing template, bad URL...)."""
+
+
+class PermanentError(ChannelError):
+    """The request itself is wrong and will fail the same way again."""
+
+
+class UnsupportedError(ChannelError):
+    """The platform or channel cannot do what was asked."""

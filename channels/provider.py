@@ -1,0 +1,93 @@
+"""Contracts between the channel manager, the handler, the emitter and platform providers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from channels.model import ChannelId, ChannelState, Delivered, InboundMessage
+
+# The provider hands every inbound message to this sink and acks the platform once it returns:
+# returning means "journaled" (or a recognised duplicate). Raising means "do not ack".
+InboundSink = Callable[[InboundMessage], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    streaming_card: bool
+    markdown: bool
+    max_message_chars: int
+
+
+class ReplyStream(Protocol):
+    """One answer on its way to the user. The emitter owns timing; the stream owns platform calls."""
+
+    @property
+    def delivered(self) -> Delivered: ...
+
+    @property
+    def streaming(self) -> bool:
+        """True while updates go into a live card; False once it fell back to messages."""
+        ...
+
+    async def update(self, text_so_far: str) -> None: ...
+
+    async def finish(self, final_text: str) -> None: ...
+
+    async def fail(self, reason: str, partial_text: str = "") -> None: ...
+
+
+class ChannelProvider(Protocol):
+    """One connection to one IM platform account."""
+
+    @property
+    def channel_id(self) -> ChannelId: ...
+
+    @property
+    def platform(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    def state(self) -> ChannelState: ...
+
+    @property
+    def last_frame_at(self) -> float:
+        """Monotonic time of the last frame (pings included) seen on the live session."""
+        ...
+
+    async def start(self) -> None:
+        """Return once the platform session is established, or raise a classified error."""
+        ...
+
+    async def wait_closed(self) -> None:
+        """Return, or raise why, when the session ended."""
+        ...
+
+    async def close(self) -> None:
+        """Idempotent, bounded: leaves no socket or task behind."""
+        ...
+
+    async def send(self, message: InboundMessage, text: str) -> None:
+        """Send a plain (markdown) answer to the chat `message` came from."""
+        ...
+
+    async def open_stream(self, message: InboundMessage) -> ReplyStream:
+        """Begin a streamed answer to `message` (a card when possible)."""
+        ...
+
+
+ProviderFactory = Callable[[InboundSink], ChannelProvider]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStatus:
+    state: ChannelState
+    connected_at: float | None  # wall clock (epoch seconds)
+    last_event_at: float | None
+    last_error: str | None
+    reconnects: int
+    messages_received: int
+    next_attempt_at: float | None

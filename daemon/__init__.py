@@ -1,0 +1,1 @@
+"""channeld process shell: CLI, config, lifecycle, admin server."""

@@ -1,0 +1,1 @@
+"""Persistence: SQLModel tables, engine, repositories, Alembic migrations."""

@@ -1,0 +1,66 @@
+"""Suite-wide guards: a blocked event loop fails the test, and nothing leaves loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
+# Agents and providers must never reach a real service from a test.
+for _var in ("LLM_API_KEY", "LLM_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+    os.environ.pop(_var, None)
+
+LOOP_BLOCK_LIMIT = 0.25  # seconds the loop may go without running a callback
+
+
+class LoopBlockGuard:
+    """Watches a running loop from a thread; records every stall above the limit."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
+        self._loop = loop
+        self._limit = limit
+        self._last_tick = time.monotonic()
+        self._stop = threading.Event()
+        self.stalls: list[float] = []
+        self._thread = threading.Thread(target=self._watch, name="loop-guard", daemon=True)
+        self._handle: asyncio.TimerHandle | None = None
+
+    def _tick(self) -> None:
+        self._last_tick = time.monotonic()
+        self._handle = self._loop.call_later(0.01, self._tick)
+
+    def _watch(self) -> None:
+        reported_for = 0.0
+        while not self._stop.wait(0.02):
+            last = self._last_tick
+            stalled = time.monotonic() - last
+            if stalled > self._limit and last != reported_for:
+                reported_for = last
+                self.stalls.append(stalled)
+
+    def start(self) -> None:
+        self._tick()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+@pytest.fixture(autouse=True)
+async def loop_block_guard(request: pytest.FixtureRequest) -> AsyncIterator[LoopBlockGuard]:
+    """Fails any async test during which the event loop stalled for longer than the limit."""
+    guard = LoopBlockGuard(asyncio.get_running_loop(), LOOP_BLOCK_LIMIT)
+    guard.start()
+    yield guard
+    guard.stop()
+    if guard.stalls and not request.node.get_closest_marker("allow_loop_block"):
+        pytest.fail(f"event loop blocked for {max(guard.stalls):.3f}s (limit {LOOP_BLOCK_LIMIT}s)")
