@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, NewType
 
@@ -53,6 +54,7 @@ class InboundMessage:
     received_at: datetime
     attachments: tuple[Attachment, ...] = ()
     bot_mentioned: bool = False
+    tenant: str = ""  # corp / tenant key, part of the identity of the sender
     frame_id: str = ""  # transport-level id (DingTalk headers.messageId), a second dedupe key
     reply_handle: dict[str, Any] = field(default_factory=dict)  # opaque to everyone but the provider
 
@@ -64,3 +66,30 @@ class Delivered:
     card_id: str | None
     text: str
     messages_sent: int
+
+
+def inbound_to_json(message: InboundMessage) -> str:
+    """Serialise for the journal, so an unanswered message can be recovered after a restart."""
+    data = asdict(message)
+    data["received_at"] = message.received_at.isoformat()
+    return json.dumps(data, ensure_ascii=False)
+
+
+def inbound_from_json(text: str) -> InboundMessage:
+    """Inverse of `inbound_to_json`."""
+    data = json.loads(text)
+    return InboundMessage(
+        channel_id=ChannelId(data["channel_id"]),
+        platform=data["platform"],
+        message_id=data["message_id"],
+        chat_id=data["chat_id"],
+        chat_type=ChatType(data["chat_type"]),
+        sender=Sender(**data["sender"]),
+        text=data["text"],
+        received_at=datetime.fromisoformat(data["received_at"]),
+        attachments=tuple(Attachment(**a) for a in data["attachments"]),
+        bot_mentioned=data["bot_mentioned"],
+        tenant=data["tenant"],
+        frame_id=data["frame_id"],
+        reply_handle=data["reply_handle"],
+    )

@@ -1,0 +1,56 @@
+"""Answer with a second agent when the first fails before saying anything."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from agents.base import Agent, AgentRequest
+from channels.errors import ChannelError
+
+logger = logging.getLogger(__name__)
+
+
+class FallbackAgent:
+    """Streams from `primary`; on a classified error before its first delta, from `secondary`.
+
+    After a delta the error is re-raised: the user has already seen part of the answer, and a
+    second answer appended to it would read as nonsense.
+    """
+
+    def __init__(self, primary: Agent, secondary: Agent) -> None:
+        self.name = primary.name
+        self.primary = primary
+        self.secondary = secondary
+
+    def __repr__(self) -> str:
+        return f"FallbackAgent({self.primary!r} -> {self.secondary!r})"
+
+    async def stream(self, request: AgentRequest) -> AsyncIterator[str]:
+        """Yield the primary's deltas, or the secondary's if the primary fails up front."""
+        yielded = False
+        try:
+            async with contextlib.aclosing(self.primary.stream(request)) as deltas:
+                async for delta in deltas:
+                    yielded = True
+                    yield delta
+            return
+        except ChannelError as exc:
+            if yielded:
+                raise
+            # Classified messages carry no secrets by contract, so the reason can be logged.
+            logger.warning(
+                "agent %r failed before answering (%s: %s); answering with %r",
+                self.primary.name,
+                type(exc).__name__,
+                exc,
+                self.secondary.name,
+            )
+        async with contextlib.aclosing(self.secondary.stream(request)) as deltas:
+            async for delta in deltas:
+                yield delta
+
+    async def aclose(self) -> None:
+        """Close the primary only: the secondary is shared and closed by whoever built it."""
+        await self.primary.aclose()

@@ -1,0 +1,22 @@
+"""Settings every channel has, whatever its platform."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ChannelConfigBase(BaseModel):
+    """Common `[[channels]]` keys; each platform adds its own and a `type` literal."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    agent: str = "default"
+    enabled: bool = True
+    group_context: Literal["per_user", "shared"] = "per_user"
+    idle_reset_minutes: int = Field(default=720, ge=1)
+    queue_limit: int = Field(default=5, ge=1, le=100)  # waiting messages per conversation
+    card_update_interval: float = Field(default=0.3, ge=0.05, le=10.0)  # seconds, per reply
+    card_updates_per_second: float = Field(default=20.0, gt=0, le=200)  # token bucket, per channel

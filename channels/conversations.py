@@ -1,0 +1,97 @@
+"""Conversation keys and the ordered worker that answers one conversation at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from channels.model import ChatType, InboundMessage
+
+
+def conversation_key(message: InboundMessage, group_context: str) -> str:
+    """Direct chats: one per chat; groups: one per member unless the channel shares context."""
+    if message.chat_type is ChatType.DIRECT:
+        return f"direct:{message.chat_id}"
+    if group_context == "shared":
+        return f"group:{message.chat_id}"
+    return f"group:{message.chat_id}:{message.sender.platform_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    entry_id: int  # journal row
+    message: InboundMessage
+
+
+class ConversationWorker:
+    """Answers one conversation's messages in order; the task exists only while there is work."""
+
+    def __init__(
+        self,
+        key: str,
+        answer: Callable[[Job], Awaitable[None]],
+        *,
+        limit: int,
+        on_idle: Callable[[ConversationWorker], None],
+    ) -> None:
+        self.key = key
+        self._answer = answer
+        self._limit = limit
+        self._on_idle = on_idle
+        self._queue: deque[Job] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._current: asyncio.Task[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def submit(self, job: Job) -> int | None:
+        """Queue a job; returns how many are ahead of it, or None when the queue is full."""
+        ahead = len(self._queue) + (1 if self._current is not None else 0)
+        if len(self._queue) >= self._limit:
+            return None
+        self._queue.append(job)
+        if not self.busy:
+            self._task = asyncio.create_task(self._run(), name=f"conversation-{self.key}")
+        return ahead
+
+    def stop_current(self) -> bool:
+        """Cancel the answer being written (`/stop`); queued messages still get answered."""
+        if self._current is None or self._current.done():
+            return False
+        self._current.cancel()
+        return True
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                job = self._queue.popleft()
+                self._current = asyncio.create_task(self._answer(job))
+                try:
+                    await self._current
+                except asyncio.CancelledError:
+                    if self._current.cancelled() and not self._cancelling():
+                        continue  # only the answer was stopped; keep serving the queue
+                    raise
+                finally:
+                    self._current = None
+        finally:
+            if not self._queue:
+                self._on_idle(self)
+
+    def _cancelling(self) -> bool:
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+
+    async def cancel(self) -> None:
+        """End the worker and its answer in progress; queued jobs stay in the journal."""
+        self._queue.clear()
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,1 @@
+"""DingTalk: Stream-mode connection, OpenAPI client, AI-card replies and a local emulator."""

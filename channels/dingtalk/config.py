@@ -1,0 +1,49 @@
+"""`[[channels]]` entries with `type = "dingtalk"`."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from channels.config import ChannelConfigBase
+
+DEFAULT_API_BASE = "https://api.dingtalk.com"
+
+
+def default_api_base() -> str:
+    """The SDK's own override variable is honoured, so one setting moves every call."""
+    return os.environ.get("DINGTALK_OPENAPI_ENDPOINT", DEFAULT_API_BASE)
+
+
+class DingTalkChannelConfig(ChannelConfigBase):
+    """A Stream-mode DingTalk robot (enterprise internal app)."""
+
+    type: Literal["dingtalk"] = "dingtalk"
+    client_id: str = Field(min_length=1)  # AppKey; also the robotCode of an internal app
+    client_secret: SecretStr
+    robot_code: str = ""  # defaults to client_id
+    card_template_id: str = ""  # empty: answers go out as markdown messages
+    card_content_key: str = "content"  # the template's streaming markdown variable
+    api_base: str = Field(default_factory=default_api_base)
+    request_timeout: float = Field(default=10.0, gt=0, le=120)
+    watchdog_seconds: float = Field(default=90.0, ge=5, le=3600)  # silence before a reconnect
+
+    @field_validator("api_base")
+    @classmethod
+    def _api_base_is_http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("api_base must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("client_secret")
+    @classmethod
+    def _secret_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("client_secret must not be empty")
+        return value
+
+    @property
+    def effective_robot_code(self) -> str:
+        return self.robot_code or self.client_id

@@ -1,0 +1,165 @@
+"""One Stream-mode session on top of dingtalk-stream 0.24.3's client.
+
+Written against dingtalk-stream 0.24.3, whose `start()` cannot run inside a daemon
+(reference/dingtalk.md §5-6). This subclass keeps the SDK's frame parsing, handler routing and
+ack frames, and replaces the connection loop:
+
+- `open_connection()` there is a blocking `requests.post` with no timeout; here the open call goes
+  through our aiohttp client (timeout, `api_base` honoured, credentials errors classified).
+- `start()` there catches the first `CancelledError` and sleeps 10 s; `start()` is never called
+  here, and `run()` lets cancellation through.
+- `stream.py` there names `websockets.exceptions` in an `except` clause before anything imported
+  it; importing it below makes that attribute exist whatever path the SDK takes.
+- the SDK acks only after `process()` returns; our handler's `process()` only journals the message
+  (the answer is produced elsewhere), so the ack follows the journal write within milliseconds.
+- frames are routed one at a time, in arrival order, so the journal sees messages in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote_plus
+
+import dingtalk_stream
+import websockets.exceptions  # noqa: F401  (see module docstring: 0.24.3 relies on it lazily)
+from dingtalk_stream import AckMessage, CallbackMessage, ChatbotMessage, SystemMessage
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from channels.dingtalk.api import DingTalkApi
+from channels.errors import TransientError
+
+# Receives (frame messageId, decoded callback data); returning means the message is journaled.
+BotMessageCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+SDK_UA = "dingtalk-sdk-python/v0.24.3-union"
+OPEN_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 2.0
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+
+
+class _BotMessageHandler(dingtalk_stream.CallbackHandler):  # type: ignore[misc]  # untyped SDK base
+    """Journals the bot message through the callback, then lets the SDK ack it."""
+
+    def __init__(self, on_message: BotMessageCallback, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger  # the SDK's default logger forces INFO and its own handler
+        self._on_message = on_message
+
+    async def process(self, message: CallbackMessage) -> tuple[int, str]:
+        await self._on_message(str(message.headers.message_id or ""), dict(message.data or {}))
+        return AckMessage.STATUS_OK, "OK"
+
+
+class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]  # untyped SDK base
+    """A single Stream connection: `open()` handshakes, `run()` reads until it ends."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        client_secret: str,
+        api: DingTalkApi,
+        on_message: BotMessageCallback,
+        watchdog_seconds: float,
+        logger: logging.Logger,
+    ) -> None:
+        super().__init__(dingtalk_stream.Credential(client_id, client_secret), logger=logger)
+        self.register_callback_handler(ChatbotMessage.TOPIC, _BotMessageHandler(on_message, logger))
+        self._api = api
+        self._watchdog = watchdog_seconds
+        self.last_frame_at = time.monotonic()
+        self.frames_received = 0
+        self.invalid_frames = 0
+
+    def _subscriptions(self) -> list[dict[str, str]]:
+        return [{"type": "CALLBACK", "topic": topic} for topic in self.callback_handler_map]
+
+    async def start(self) -> None:
+        """The SDK's endless loop is not used; see the module docstring."""
+        raise NotImplementedError("use open() and run()")
+
+    async def open(self) -> None:
+        """Open-connection call and websocket handshake; raises classified errors."""
+        endpoint, ticket = await self._api.open_connection(self._subscriptions(), SDK_UA)
+        uri = f"{endpoint}?ticket={quote_plus(ticket)}"
+        try:
+            self.websocket = await connect(
+                uri,
+                open_timeout=OPEN_TIMEOUT,
+                close_timeout=CLOSE_TIMEOUT,
+                ping_interval=20,
+                ping_timeout=20,
+                max_size=MAX_FRAME_BYTES,
+            )
+        except InvalidStatus as exc:
+            # the ticket is single use and short-lived: a rejected upgrade is worth a new ticket
+            raise TransientError(
+                f"gateway refused the websocket upgrade (HTTP {exc.response.status_code})"
+            ) from exc
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise TransientError(f"gateway websocket connect failed: {type(exc).__name__}") from exc
+        self.last_frame_at = time.monotonic()
+        self.pre_start()
+
+    async def run(self) -> None:
+        """Read and route frames; return on a SYSTEM disconnect, raise TransientError otherwise."""
+        websocket: ClientConnection = self.websocket
+        while True:
+            try:
+                async with asyncio.timeout(self._watchdog):
+                    raw = await websocket.recv()
+            except TimeoutError:
+                raise TransientError(
+                    f"no frame from the gateway for {self._watchdog:.0f}s (pings included)"
+                ) from None
+            except ConnectionClosed as exc:
+                code = exc.rcvd.code if exc.rcvd else 1006
+                raise TransientError(f"gateway closed the socket (code {code})") from exc
+            self.last_frame_at = time.monotonic()
+            self.frames_received += 1
+            try:
+                frame = json.loads(raw)
+                if not isinstance(frame, dict):
+                    raise ValueError("frame is not an object")  # noqa: TRY301
+            except ValueError:
+                self.invalid_frames += 1
+                self.logger.warning("dropped a gateway frame that is not a JSON object")
+                continue
+            if await self.route_message(frame) == self.TAG_DISCONNECT:
+                await websocket.close()
+                return
+
+    async def route_message(self, json_message: dict[str, Any]) -> str:
+        """SYSTEM frames are answered here quietly (0.24.3 logs every ping as a warning)."""
+        if json_message.get("type") != SystemMessage.TYPE:
+            try:
+                return str(await super().route_message(json_message))
+            except (ValueError, TypeError, KeyError) as exc:
+                # `data` that is not JSON: the SDK raises before its handler; skip, do not ack
+                self.invalid_frames += 1
+                self.logger.warning("dropped an unreadable gateway frame: %s", type(exc).__name__)
+                return ""
+        try:
+            message = SystemMessage.from_dict(json_message)
+        except (ValueError, TypeError, KeyError):
+            self.invalid_frames += 1
+            return ""
+        ack = await self.system_handler.raw_process(message)
+        await self.websocket.send(json.dumps(ack.to_dict()))
+        if message.headers.topic == SystemMessage.TOPIC_DISCONNECT:
+            self.logger.info("gateway asked to reconnect: %s", (message.data or {}).get("reason", ""))
+            return str(self.TAG_DISCONNECT)
+        return ""
+
+    async def close(self) -> None:
+        """Close the socket, bounded by the websocket close timeout."""
+        websocket = self.websocket
+        if websocket is not None:
+            await websocket.close()
+            self.websocket = None

@@ -1,0 +1,250 @@
+"""From an inbound message to an answer: journal, dedupe, users, conversations, commands, workers.
+
+The provider acks the platform as soon as `accept()` returns, so `accept()` does only what must
+happen before the ack (the journal write) and hands the rest to a per-conversation worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agents.base import Agent, AgentRequest, Turn
+from channels.config import ChannelConfigBase
+from channels.conversations import ConversationWorker, Job, conversation_key
+from channels.emitter import ReplyOutcome, ResponseEmitter
+from channels.errors import ChannelError
+from channels.model import ChatType, InboundMessage, inbound_to_json
+from channels.provider import ChannelProvider
+from storage.repository import JournalState, Store
+
+log = logging.getLogger(__name__)
+
+HELP_TEXT = (
+    "**Commands**\n\n"
+    "- `/new` start a new conversation (the assistant forgets earlier turns)\n"
+    "- `/stop` stop the answer being written\n"
+    "- `/help` show this list"
+)
+NEW_TEXT = "Started a new conversation."
+STOPPED_TEXT = "Stopped."
+NOTHING_TO_STOP_TEXT = "Nothing to stop."
+QUEUED_TEXT = "Got it. I will answer this after the current reply ({ahead} ahead of it)."
+OVERFLOW_TEXT = "Too many messages are waiting. Please wait for the current answers, then resend."
+UNAVAILABLE_TEXT = "This bot cannot answer right now. Please try again later."
+
+
+@dataclass
+class ChannelRuntime:
+    """What the handler needs of a live channel; the manager provides it."""
+
+    config: ChannelConfigBase
+    provider: ChannelProvider
+    agent: Agent
+    system_prompt: str
+    history_messages: int
+    emitter: ResponseEmitter
+
+
+@dataclass
+class HandlerCounters:
+    received: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    replies: dict[str, int] = field(default_factory=dict)
+
+    def reply(self, outcome: str) -> None:
+        self.replies[outcome] = self.replies.get(outcome, 0) + 1
+
+
+def command_of(text: str) -> tuple[str, str]:
+    """('/new', 'rest of text') for a command, ('', text) otherwise."""
+    stripped = text.strip()
+    if not stripped.startswith("/"):
+        return "", text
+    word, _, rest = stripped.partition(" ")
+    word = word.lower()
+    if word in {"/new", "/help", "/stop"}:
+        return word, rest.strip()
+    return "", text
+
+
+class MessageHandler:
+    """Owns every conversation worker and side task; `close()` ends them all."""
+
+    def __init__(
+        self,
+        store: Store,
+        runtime: Callable[[str], ChannelRuntime | None],
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._runtime = runtime
+        self._clock = clock
+        self._workers: dict[str, ConversationWorker] = {}
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self.counters = HandlerCounters()
+        self._closing = False
+
+    # -- intake (before the ack) ----------------------------------------------------------------
+
+    async def accept(self, message: InboundMessage) -> None:
+        """Journal the message (or recognise a redelivery); answering happens later."""
+        if self._closing:
+            raise ChannelError("shutting down")  # no ack: the platform may deliver it again
+        runtime = self._runtime(message.channel_id)
+        if runtime is None:
+            raise ChannelError(f"channel {message.channel_id} is not running")
+        if message.chat_type is ChatType.GROUP and not message.bot_mentioned:
+            self.counters.ignored += 1
+            return
+        entry_id = await self._store.journal_accept(
+            message.channel_id, message.message_id, message.frame_id or None, inbound_to_json(message)
+        )
+        if entry_id is None:
+            self.counters.duplicates += 1
+            log.info("channel %s: redelivered message ignored", message.channel_id)
+            return
+        self.counters.received += 1
+        key = conversation_key(message, runtime.config.group_context)
+        command, _ = command_of(message.text)
+        worker = self._workers.get(key)
+        if command == "/stop":
+            stopped = worker is not None and worker.stop_current()
+            self._spawn(self._reply_command(entry_id, message, STOPPED_TEXT if stopped else NOTHING_TO_STOP_TEXT))
+            return
+        if worker is None:
+            worker = ConversationWorker(
+                key, self._answer, limit=runtime.config.queue_limit, on_idle=self._retire
+            )
+            self._workers[key] = worker
+        ahead = worker.submit(Job(entry_id, message))
+        if ahead is None:
+            self._spawn(self._reply_command(entry_id, message, OVERFLOW_TEXT, JournalState.FAILED))
+        elif ahead > 0:
+            self._spawn(self._notify(message, QUEUED_TEXT.format(ahead=ahead)))
+
+    # -- answering (in the conversation's worker) -----------------------------------------------
+
+    async def _answer(self, job: Job) -> None:
+        message = job.message
+        runtime = self._runtime(message.channel_id)
+        if runtime is None:
+            await self._store.journal_update(job.entry_id, state=JournalState.FAILED, error="channel stopped")
+            return
+        try:
+            await self._answer_with(runtime, job)
+        except asyncio.CancelledError:
+            await self._store.journal_update(job.entry_id, state=JournalState.FAILED, error="stopped")
+            self.counters.reply(ReplyOutcome.CANCELLED)
+            raise
+        except Exception as exc:  # noqa: BLE001  (one bad message must not stop its conversation)
+            if not isinstance(exc, ChannelError):
+                log.exception("channel %s: answering failed", message.channel_id)
+            else:
+                log.warning("channel %s: answering failed: %s", message.channel_id, exc)
+            self.counters.reply(ReplyOutcome.FAILED)
+            await self._store.journal_update(
+                job.entry_id, state=JournalState.FAILED, error=f"{type(exc).__name__}: {exc}"
+            )
+
+    async def _answer_with(self, runtime: ChannelRuntime, job: Job) -> None:
+        message, config = job.message, runtime.config
+        now = self._clock()
+        user_id = await self._store.resolve_user(
+            message.platform, message.tenant, message.sender.platform_id, message.sender.display_name
+        )
+        key = conversation_key(message, config.group_context)
+        command, text = command_of(message.text)
+        if command == "/help":
+            await self._reply_plain(runtime, job, HELP_TEXT)
+            return
+        if command == "/new":
+            await self._store.start_new_conversation(message.channel_id, key, user_id, now=now)
+            if not text:
+                await self._reply_plain(runtime, job, NEW_TEXT)
+                return
+        conversation = await self._store.current_conversation(
+            message.channel_id, key, user_id, idle_reset=timedelta(minutes=config.idle_reset_minutes), now=now
+        )
+        history = await self._store.recent_messages(conversation.id, runtime.history_messages)
+        await self._store.journal_update(job.entry_id, state=JournalState.REPLYING, conversation_id=conversation.id)
+        await self._store.append_message(conversation.id, "user", text, journal_id=job.entry_id, now=now)
+        stream = await runtime.provider.open_stream(message)
+        if stream.delivered.card_id:
+            await self._store.journal_update(job.entry_id, card_id=stream.delivered.card_id)
+        request = AgentRequest(
+            system_prompt=runtime.system_prompt,
+            history=tuple(Turn("user" if m.role == "user" else "assistant", m.content) for m in history),
+            user_text=text,
+            user_id=user_id,
+        )
+        result = await runtime.emitter.emit(runtime.agent.stream(request), stream)
+        self.counters.reply(result.outcome)
+        delivered = stream.delivered.text
+        if result.outcome is ReplyOutcome.REPLIED:
+            await self._store.append_message(conversation.id, "assistant", result.text, now=self._clock())
+            await self._store.journal_update(job.entry_id, state=JournalState.REPLIED, delivered_text=delivered)
+        else:
+            await self._store.journal_update(
+                job.entry_id, state=JournalState.FAILED, delivered_text=delivered, error=result.error
+            )
+
+    async def _reply_plain(self, runtime: ChannelRuntime, job: Job, text: str) -> None:
+        await runtime.provider.send(job.message, text)
+        await self._store.journal_update(job.entry_id, state=JournalState.REPLIED, delivered_text=text)
+
+    async def _reply_command(
+        self, entry_id: int, message: InboundMessage, text: str, state: JournalState = JournalState.REPLIED
+    ) -> None:
+        runtime = self._runtime(message.channel_id)
+        try:
+            if runtime is None:
+                raise ChannelError("channel stopped")
+            await runtime.provider.send(message, text)
+        except ChannelError as exc:
+            await self._store.journal_update(entry_id, state=JournalState.FAILED, error=str(exc))
+            return
+        await self._store.journal_update(entry_id, state=state, delivered_text=text)
+
+    async def _notify(self, message: InboundMessage, text: str) -> None:
+        runtime = self._runtime(message.channel_id)
+        if runtime is None:
+            return
+        try:
+            await runtime.provider.send(message, text)
+        except ChannelError as exc:
+            log.info("channel %s: could not send a notice: %s", message.channel_id, exc)
+
+    # -- ownership ------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    def _retire(self, worker: ConversationWorker) -> None:
+        if self._workers.get(worker.key) is worker:
+            del self._workers[worker.key]
+
+    def busy(self) -> bool:
+        return any(w.busy for w in self._workers.values()) or bool(self._side_tasks)
+
+    async def close(self) -> None:
+        """Stop intake and cancel every worker and side task (graceful draining is separate)."""
+        self._closing = True
+        workers = list(self._workers.values())
+        self._workers.clear()
+        await asyncio.gather(*(w.cancel() for w in workers))
+        tasks = list(self._side_tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

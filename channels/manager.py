@@ -1,0 +1,211 @@
+"""The channel manager: reconciles desired state (storage) with running supervisors."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agents.base import Agent
+from channels.config import ChannelConfigBase
+from channels.emitter import EmitterSettings, ResponseEmitter
+from channels.errors import ConfigError
+from channels.handler import ChannelRuntime, MessageHandler
+from channels.model import ChannelState, InboundMessage
+from channels.provider import ChannelProvider, ChannelStatus, InboundSink
+from channels.ratelimit import TokenBucket
+from channels.supervisor import Backoff, Supervisor
+from storage.repository import ChannelRecord, Store
+
+log = logging.getLogger(__name__)
+
+# Builds a provider for a channel config; `sink` receives its inbound messages.
+ProviderBuilder = Callable[[ChannelConfigBase, InboundSink], ChannelProvider]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentProfile:
+    agent: Agent
+    system_prompt: str
+    history_messages: int
+
+
+def spec_digest(config: ChannelConfigBase) -> str:
+    """Changes whenever any setting, secrets included, changes; the secret itself is not kept."""
+    exposed = config.model_dump(mode="python")
+    text = json.dumps(
+        {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v) for k, v in exposed.items()},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Running:
+    """A supervisor plus what the handler needs to answer on that channel."""
+
+    def __init__(self, record: ChannelRecord, supervisor: Supervisor, runtime: ChannelRuntime) -> None:
+        self.version = record.version
+        self.supervisor = supervisor
+        self.runtime = runtime
+
+
+class ChannelManager:
+    """Starts, stops and restarts only what differs between storage and what runs."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        build_provider: ProviderBuilder,
+        agents: Mapping[str, AgentProfile],
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._store = store
+        self._build_provider = build_provider
+        self._agents = agents
+        self._backoff = backoff
+        self._configs: dict[str, ChannelConfigBase] = {}
+        self._running: dict[str, _Running] = {}
+        self._failed_to_build: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+        self.handler = MessageHandler(store, self.runtime)
+        self.started = False
+
+    # -- desired state --------------------------------------------------------------------------
+
+    async def provision(self, channels: Sequence[ChannelConfigBase]) -> None:
+        """Write the config file's channels as desired state; operator toggles survive restarts."""
+        wanted = {c.id: c for c in channels}
+        for record in await self._store.list_channels():
+            if record.source == "config" and record.id not in wanted:
+                await self._store.delete_channel(record.id)
+        for config in channels:
+            digest = spec_digest(config)
+            existing = await self._store.get_channel(config.id)
+            enabled = config.enabled
+            if existing is not None and existing.spec.get("digest") == digest:
+                enabled = existing.enabled
+            spec: dict[str, Any] = {"settings": config.model_dump(mode="json"), "digest": digest}
+            await self._store.upsert_channel(
+                config.id, type=config.type, agent=config.agent, enabled=enabled, source="config", spec=spec
+            )
+            self._configs[config.id] = config
+
+    async def start(self, channels: Sequence[ChannelConfigBase]) -> None:
+        await self.provision(channels)
+        await self.reconcile()
+        self.started = True
+
+    async def reconcile(self) -> None:
+        """Make the running supervisors match storage."""
+        async with self._lock:
+            records = {r.id: r for r in await self._store.list_channels()}
+            for channel_id in list(self._running):
+                record = records.get(channel_id)
+                running = self._running[channel_id]
+                if record is None or not record.enabled or record.version != running.version:
+                    await self._stop(channel_id, ChannelState.DISABLED)
+            for channel_id, record in records.items():
+                if record.enabled and channel_id not in self._running:
+                    self._start(record)
+
+    def _start(self, record: ChannelRecord) -> None:
+        config = self._configs.get(record.id)
+        if config is None:
+            self._failed_to_build[record.id] = "no settings for this channel"
+            return
+        profile = self._agents.get(config.agent)
+        if profile is None:
+            self._failed_to_build[record.id] = f"unknown agent {config.agent!r}"
+            return
+        supervisor_box: list[Supervisor] = []
+
+        async def sink(message: InboundMessage) -> None:
+            supervisor_box[0].record_event()
+            await self.handler.accept(message)
+
+        try:
+            provider = self._build_provider(config, sink)
+        except ConfigError as exc:
+            self._failed_to_build[record.id] = str(exc)
+            return
+        supervisor = Supervisor(record.id, provider, backoff=self._backoff)
+        supervisor_box.append(supervisor)
+        emitter = ResponseEmitter(
+            TokenBucket(rate=config.card_updates_per_second, burst=max(1.0, config.card_updates_per_second)),
+            EmitterSettings(min_interval=config.card_update_interval),
+        )
+        runtime = ChannelRuntime(
+            config=config,
+            provider=provider,
+            agent=profile.agent,
+            system_prompt=profile.system_prompt,
+            history_messages=profile.history_messages,
+            emitter=emitter,
+        )
+        self._failed_to_build.pop(record.id, None)
+        self._running[record.id] = _Running(record, supervisor, runtime)
+        supervisor.start()
+
+    async def _stop(self, channel_id: str, final_state: ChannelState) -> None:
+        running = self._running.pop(channel_id, None)
+        if running is not None:
+            await running.supervisor.stop(final_state)
+
+    # -- admin actions --------------------------------------------------------------------------
+
+    async def set_enabled(self, channel_id: str, enabled: bool) -> bool:
+        if await self._store.set_channel_enabled(channel_id, enabled) is None:
+            return False
+        await self.reconcile()
+        return True
+
+    async def restart(self, channel_id: str) -> bool:
+        """Close the old connection first, then start a fresh one."""
+        record = await self._store.get_channel(channel_id)
+        if record is None:
+            return False
+        async with self._lock:
+            await self._stop(channel_id, ChannelState.DISCONNECTED)
+        await self.reconcile()
+        return True
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def runtime(self, channel_id: str) -> ChannelRuntime | None:
+        running = self._running.get(channel_id)
+        return running.runtime if running else None
+
+    def supervisor(self, channel_id: str) -> Supervisor | None:
+        running = self._running.get(channel_id)
+        return running.supervisor if running else None
+
+    def status(self, channel_id: str) -> ChannelStatus:
+        running = self._running.get(channel_id)
+        if running is not None:
+            return running.supervisor.status()
+        error = self._failed_to_build.get(channel_id)
+        return ChannelStatus(
+            state=ChannelState.FAILED if error else ChannelState.DISABLED,
+            connected_at=None,
+            last_event_at=None,
+            last_error=error,
+            reconnects=0,
+            messages_received=0,
+            next_attempt_at=None,
+        )
+
+    def states(self) -> dict[str, ChannelState]:
+        return {cid: r.supervisor.state for cid, r in self._running.items()}
+
+    async def close(self) -> None:
+        """Stop intake, then every channel concurrently; bounded by each supervisor's budget."""
+        await self.handler.close()
+        async with self._lock:
+            ids = list(self._running)
+            await asyncio.gather(*(self._stop(cid, ChannelState.DISABLED) for cid in ids))

@@ -1,0 +1,126 @@
+"""`channeld` command line: run, check-config, migrate, emulate, chat."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from daemon.config import EXIT_CONFIG_ERROR, ConfigurationError, Settings, load
+
+DEFAULT_CONFIG = Path("channeld.toml")
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    """An explicit --config must exist; otherwise ./channeld.toml if present, else defaults."""
+    if args.config is not None:
+        return Path(args.config)
+    env = os.environ.get("CHANNELD_CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    return load(_config_path(args))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    # third-party chatter that would drown the daemon's own lines
+    for noisy in ("websockets", "aiohttp.access", "httpx", "openai", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from daemon.app import run
+
+    settings = _load(args)
+    _setup_logging(settings.daemon.log_level)
+    return asyncio.run(run(settings))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    path = _config_path(args)
+    print(
+        f"configuration OK ({path or 'embedded defaults'}): "
+        f"{len(settings.channels)} channel(s), {len(settings.agents)} agent(s), "
+        f"database {settings.daemon.effective_database_url.split('://')[0]}"
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from storage.engine import migrate
+
+    settings = _load(args)
+    _setup_logging(settings.daemon.log_level)
+    settings.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(migrate(settings.daemon.effective_database_url))
+    print("database migrated to the latest schema")
+    return 0
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    from channels.dingtalk import emulator
+
+    _setup_logging("INFO")
+    return asyncio.run(emulator.main(args))
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from daemon.chat import main as chat_main
+
+    return asyncio.run(chat_main(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="channeld", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", help="TOML config file (default: ./channeld.toml if present)")
+        return p
+
+    with_config(sub.add_parser("run", help="run the daemon")).set_defaults(func=cmd_run)
+    with_config(sub.add_parser("check-config", help="validate the configuration and exit")).set_defaults(
+        func=cmd_check_config
+    )
+    with_config(sub.add_parser("migrate", help="apply database migrations and exit")).set_defaults(
+        func=cmd_migrate
+    )
+    emulate = sub.add_parser("emulate", help="run a local platform emulator")
+    platforms = emulate.add_subparsers(dest="platform", required=True)
+    from channels.dingtalk import emulator
+
+    dingtalk = platforms.add_parser("dingtalk", help="a local DingTalk (Stream gateway + OpenAPI)")
+    emulator.add_arguments(dingtalk)
+    dingtalk.set_defaults(func=cmd_emulate)
+    chat = sub.add_parser("chat", help="talk to the bot as a simulated DingTalk user")
+    from daemon.chat import add_arguments as chat_arguments
+
+    chat_arguments(chat)
+    chat.set_defaults(func=cmd_chat)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigurationError as exc:
+        print(f"channeld: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

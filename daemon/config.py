@@ -1,0 +1,251 @@
+"""The configuration contract: one TOML file, `${VAR}` expansion, `CHANNELD_*` overrides, pydantic.
+
+Precedence: embedded defaults < the TOML file < `CHANNELD_<SECTION>__<KEY>` environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
+from channels.dingtalk.config import DingTalkChannelConfig
+
+ENV_PREFIX = "CHANNELD_"
+EXIT_CONFIG_ERROR = 11
+
+ChannelConfig = Annotated[DingTalkChannelConfig, Field(discriminator="type")]
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigurationError(Exception):
+    """The configuration is invalid; the message names the offending key."""
+
+
+def default_state_dir() -> Path:
+    """systemd's StateDirectory when set, else ./.state beside the working directory."""
+    return Path(os.environ.get("STATE_DIRECTORY", ".state")).resolve()
+
+
+class DaemonSection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    database_url: str = ""  # empty: SQLite file under state_dir
+    log_level: str = "INFO"
+    graceful_timeout: float = Field(default=20.0, ge=0, le=600)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.state_dir / 'channeld.db'}"
+
+
+class AdminSection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    listen: str = "127.0.0.1:8787"
+    token: SecretStr | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("listen must be HOST:PORT")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class EmulatorSection(BaseModel):
+    """The embedded DingTalk emulator used when no real credentials are configured."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:9100"
+
+
+class Settings(BaseModel):
+    """The whole validated configuration."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    daemon: DaemonSection = DaemonSection()
+    admin: AdminSection = AdminSection()
+    emulator: EmulatorSection = EmulatorSection()
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)
+    channels: list[ChannelConfig] = Field(default_factory=list)
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_ids(cls, value: list[ChannelConfig]) -> list[ChannelConfig]:
+        seen: set[str] = set()
+        for channel in value:
+            if channel.id in seen:
+                raise ValueError(f"duplicate channel id {channel.id!r}")
+            seen.add(channel.id)
+        return value
+
+    def check_references(self) -> None:
+        """Cross-field checks pydantic cannot express per field."""
+        for index, channel in enumerate(self.channels):
+            if channel.agent not in self.agents:
+                raise ConfigurationError(
+                    f"channels.{index}.agent: unknown agent {channel.agent!r} "
+                    f"(defined: {', '.join(sorted(self.agents)) or 'none'})"
+                )
+        for name, agent in self.agents.items():
+            if agent.fallback is not None and agent.fallback not in self.agents:
+                raise ConfigurationError(
+                    f"agents.{name}.fallback: unknown agent {agent.fallback!r}"
+                )
+
+
+def expand_variables(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed TOML document."""
+    if isinstance(value, dict):
+        return {k: expand_variables(v, environ, f"{path}.{k}" if path else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_variables(v, environ, f"{path}.{i}") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigurationError(f"{path}: environment variable {name} is not set")
+
+    return _VAR.sub(substitute, value)
+
+
+def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """`CHANNELD_ADMIN__TOKEN=x` sets admin.token; `CHANNELD_CHANNELS__0__ENABLED=false` a list item.
+
+    Values are parsed as JSON when they parse (numbers, booleans), else taken as strings.
+    """
+    for key, raw in sorted(environ.items()):
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
+        try:
+            parsed: Any = json.loads(raw)
+        except ValueError:
+            parsed = raw
+        node: Any = data
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigurationError(f"{key}: no list item {part} at {'.'.join(parts[:depth])}")
+                if last:
+                    node[int(part)] = parsed
+                else:
+                    node = node[int(part)]
+            elif last:
+                node[part] = parsed
+            else:
+                node = node.setdefault(part, {})
+    return data
+
+
+def _error_location(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    """Dotted key path of a pydantic error, with the channel's id where that helps."""
+    loc = [str(p) for p in error["loc"]]
+    # discriminated unions add the tag ("dingtalk") to the path; the operator never wrote it
+    if len(loc) > 2 and loc[0] == "channels" and loc[2] in {"dingtalk"}:
+        loc.pop(2)
+    if len(loc) > 1 and loc[0] == "agents" and len(loc) > 2 and loc[2] in {"openai", "echo"}:
+        loc.pop(2)
+    path = ".".join(loc)
+    if loc[:1] == ["channels"] and len(loc) > 1 and loc[1].isdigit():
+        channels = data.get("channels") or []
+        index = int(loc[1])
+        if index < len(channels) and isinstance(channels[index], dict) and "id" in channels[index]:
+            path += f" (channel {channels[index]['id']!r})"
+    return path
+
+
+def validate(data: dict[str, Any]) -> Settings:
+    """Validate a config mapping; ConfigurationError lists each offending key."""
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{_error_location(e, data)}: {e['msg']}" for e in exc.errors(include_input=False)]
+        raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    settings.check_references()
+    return settings
+
+
+def embedded_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    """What `channeld run` uses with no file: echo or env-configured LLM, emulated DingTalk."""
+    agent: dict[str, Any]
+    if environ.get("LLM_API_KEY") or environ.get("LLM_BASE_URL"):
+        agent = {
+            "type": "openai",
+            "base_url": environ.get("LLM_BASE_URL", "https://api.openai.com/v1"),
+            "api_key": environ.get("LLM_API_KEY", ""),
+            "model": environ.get("LLM_MODEL", "gpt-4o-mini"),
+        }
+    else:
+        agent = {"type": "echo"}
+    return {"agents": {"default": agent}, "channels": [], "emulator": {"enabled": True}}
+
+
+def load(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, expand, override and validate. `path=None` uses the embedded defaults."""
+    env = os.environ if environ is None else environ
+    if path is None:
+        data: dict[str, Any] = embedded_defaults(env)
+    else:
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            data = tomllib.loads(raw)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{path}: not valid TOML: {exc}") from None
+        data = expand_variables(data, env)
+        data.setdefault("agents", {})
+        if not data["agents"]:
+            data["agents"] = embedded_defaults(env)["agents"]
+    data = apply_env_overrides(data, env)
+    return validate(data)
+
+
+__all__ = [
+    "EXIT_CONFIG_ERROR",
+    "AgentConfig",
+    "ChannelConfig",
+    "ConfigurationError",
+    "DingTalkChannelConfig",
+    "EchoAgentConfig",
+    "OpenAIAgentConfig",
+    "Settings",
+    "load",
+]

@@ -1,0 +1,59 @@
+"""What every part of the Store shares: the engine, short sessions, the clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.engine import WRITE_OPTION
+
+Clock = Callable[[], datetime]
+
+# A read-then-insert that loses a race on PostgreSQL hits a unique constraint; re-running the
+# transaction then finds the winner's row. Three rounds cover any realistic pile-up.
+CONFLICT_ATTEMPTS = 3
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def require_aware(value: datetime, name: str) -> datetime:
+    """Rejects naive datetimes: the store keeps UTC and must not guess a zone."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got {value!r}")
+    return value.astimezone(UTC)
+
+
+class StoreBase:
+    """Engine, session factories and clock shared by the Store's repositories."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+        self._engine = engine
+        # Same pool; on SQLite its transactions BEGIN IMMEDIATE (see storage.engine).
+        self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
+        self._clock = clock
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The underlying async engine."""
+        return self._engine
+
+    def _now(self) -> datetime:
+        return require_aware(self._clock(), "clock()")
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncSession]:
+        async with AsyncSession(self._engine, expire_on_commit=False) as session:
+            yield session
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        # Leaving without commit rolls back: a body commits only what it finished.
+        async with AsyncSession(self._write_engine, expire_on_commit=False) as session:
+            yield session

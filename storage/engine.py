@@ -1,0 +1,127 @@
+"""Async engine creation (SQLite or PostgreSQL) and the Alembic migration runner."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 5000
+# Execution option that makes a SQLite transaction take the write lock at BEGIN (see _begin).
+WRITE_OPTION = "channeld_write"
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def parse_url(url: str | URL) -> URL:
+    """Parses a database URL and pins it to the async driver of its backend."""
+    parsed = make_url(url)
+    driver = _ASYNC_DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(
+            f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+            "use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
+        )
+    return parsed.set(drivername=driver)
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The database file of a SQLite URL, None for in-memory databases and other backends."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def make_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
+    """Creates an async engine with channeld's per-backend connection settings."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_async_engine(parsed, **kwargs)
+        event.listen(engine.sync_engine, "connect", _configure_sqlite)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)  # survive a PostgreSQL restart or failover
+    connect_args = kwargs.setdefault("connect_args", {})
+    # asyncpg waits 60 s to connect and forever for a query by default; /readyz and the
+    # journal (written before the platform ack) need a bounded answer.
+    connect_args.setdefault("timeout", 10)
+    connect_args.setdefault("command_timeout", 30)
+    return create_async_engine(parsed, **kwargs)
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # The driver's own implicit BEGIN is deferred and cannot be made IMMEDIATE; turning it
+    # off lets _begin_sqlite emit the BEGIN (the SQLAlchemy-documented aiosqlite recipe).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        # WAL lets readers run beside the single writer; synchronous stays FULL (the default)
+        # because a journal row must survive power loss once the platform has been acked.
+        cursor.execute("PRAGMA journal_mode = WAL")
+    finally:
+        cursor.close()
+
+
+def _begin_sqlite(conn: Connection) -> None:
+    # A deferred transaction that reads and then writes can fail with SQLITE_BUSY without
+    # waiting when another writer committed in between; IMMEDIATE takes the write lock up
+    # front, so busy_timeout applies and writers queue instead of failing.
+    immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def alembic_config() -> Config:
+    """An Alembic configuration built in code; no alembic.ini is needed at run time."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Applies pending migrations through an existing engine."""
+    # On SQLite the migration's transaction takes the write lock up front, like any writer.
+    async with engine.execution_options(**{WRITE_OPTION: True}).connect() as conn:
+        await conn.run_sync(_upgrade_to_head)
+        await conn.commit()
+
+
+async def ensure_sqlite_directory(url: str | URL) -> None:
+    """Creates the parent directory of a SQLite database file if it is missing."""
+    path = sqlite_path(parse_url(url))
+    if path is not None:
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+
+
+async def migrate(url: str) -> None:
+    """Applies Alembic migrations to head (daemon start and `channeld migrate`)."""
+    await ensure_sqlite_directory(url)
+    engine = make_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
