@@ -14,7 +14,7 @@ _WORD = re.compile(r"\s*\S+")
 
 def echo_answer(request: AgentRequest) -> str:
     """The full deterministic answer for a request."""
-    answer = f"You said: {request.user_text.strip()}"
+    answer = f"You said: {request.user_text.strip()}".rstrip()
     if request.history:
         # Counting earlier user turns makes history loading visible end to end without an LLM.
         turn = 1 + sum(1 for t in request.history if t.role == "user")

@@ -43,6 +43,7 @@ class Behaviour:
     stall_after: int | None = None  # tokens sent before stalling mid-stream
     stall: float = 0.0
     drop_after: int | None = None  # tokens sent before the connection is cut
+    cut_clean: bool = False  # end the body properly instead, but with no finish_reason or [DONE]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,14 +65,9 @@ class RecordedRequest:
 
 
 def _error_body(message: str, status: int, code: str | None) -> dict[str, Any]:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    if status == 429:
-        kind = "rate_limit_exceeded"
+    kind = {429: "rate_limit_exceeded"}.get(status, "invalid_request_error")
+    kind = "server_error" if status >= 500 else kind
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-
-def _count_words(messages: Sequence[Mapping[str, Any]]) -> int:
-    return sum(len(str(m.get("content") or "").split()) for m in messages)
 
 
 class FakeLLM:
@@ -90,10 +86,13 @@ class FakeLLM:
         self.first_token_delay = first_token_delay
         self.token_interval = token_interval
         self.requests: list[RecordedRequest] = []
+        self.active = 0  # chat completion requests being answered right now
         self._script: list[Behaviour] = []
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
         self._stopping = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._host = "127.0.0.1"
@@ -139,14 +138,8 @@ class FakeLLM:
         code: str | None = None,
     ) -> None:
         """Answer the next request with an HTTP error and an OpenAI-style error body."""
-        self.script(
-            Behaviour(
-                status=status,
-                headers=dict(headers or {}),
-                error_message=message or f"fake error {status}",
-                error_code=code,
-            )
-        )
+        message = message or f"fake error {status}"
+        self.script(Behaviour(status, dict(headers or {}), message, code))
 
     def script_reply(
         self,
@@ -177,15 +170,21 @@ class FakeLLM:
         """Send some tokens, then go silent."""
         self.script(Behaviour(stall_after=after_tokens, stall=seconds))
 
-    def script_drop(self, after_tokens: int, *, text: str | None = None) -> None:
-        """Send some tokens, then cut the connection without finishing the body."""
-        self.script(Behaviour(text=text, drop_after=after_tokens))
+    def script_drop(
+        self, after_tokens: int, *, text: str | None = None, clean: bool = False
+    ) -> None:
+        """Send some tokens, then cut the connection mid-body (or end the body, unfinished)."""
+        self.script(Behaviour(text=text, drop_after=after_tokens, cut_clean=clean))
 
     async def wait_for_requests(self, count: int) -> list[RecordedRequest]:
         """Wait until at least `count` requests were recorded."""
         async with self._changed:
             await self._changed.wait_for(lambda: len(self.requests) >= count)
         return self.requests
+
+    async def wait_idle(self) -> None:
+        """Wait until no chat completion is being answered (clients that hung up included)."""
+        await self._idle.wait()
 
     # -- handlers ---------------------------------------------------------------------------
 
@@ -231,6 +230,7 @@ class FakeLLM:
             raise _Stopping
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
+        self._track_active(+1)
         try:
             return await self._answer(request)
         except (_Stopping, ConnectionResetError):
@@ -238,6 +238,15 @@ class FakeLLM:
             if request.transport is not None:
                 request.transport.close()
             return web.Response(status=503)
+        finally:
+            self._track_active(-1)  # no await here: a cancelled handler must still be counted
+
+    def _track_active(self, change: int) -> None:
+        self.active += change
+        if self.active:
+            self._idle.clear()
+        else:
+            self._idle.set()
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
@@ -272,7 +281,7 @@ class FakeLLM:
         return self.first_token_delay
 
     def _usage(self, body: dict[str, Any], tokens: list[str]) -> dict[str, int]:
-        prompt = _count_words(body["messages"])
+        prompt = sum(len(str(m.get("content") or "").split()) for m in body["messages"])
         return {
             "prompt_tokens": prompt,
             "completion_tokens": len(tokens),
@@ -329,16 +338,14 @@ class FakeLLM:
         interval = (
             self.token_interval if behaviour.token_interval is None else behaviour.token_interval
         )
-        for index, token in enumerate(tokens):
-            if index == behaviour.drop_after:
-                return self._drop(request, response)
+        for index, token in enumerate(tokens[: behaviour.drop_after]):
             if index == behaviour.stall_after:
                 await self._pause(behaviour.stall)
             elif index:
                 await self._pause(interval)
             await send(delta({"content": token}))
         if behaviour.drop_after is not None:
-            return self._drop(request, response)
+            return await self._drop(request, response, clean=behaviour.cut_clean)
         await send(delta({}, "stop"))
         if include_usage:
             await send([], self._usage(body, tokens))
@@ -347,10 +354,15 @@ class FakeLLM:
         return response
 
     @staticmethod
-    def _drop(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
-        # Closing the transport without the terminating zero-length chunk is what a crashed
-        # upstream or a dead proxy looks like to the client: an incomplete chunked body.
-        if request.transport is not None:
+    async def _drop(
+        request: web.Request, response: web.StreamResponse, *, clean: bool
+    ) -> web.StreamResponse:
+        if clean:
+            # A proxy that gives up politely: a well-formed body that just stops.
+            await response.write_eof()
+        elif request.transport is not None:
+            # No terminating zero-length chunk: what a crashed upstream or a dead proxy looks
+            # like to the client, an incomplete chunked body.
             request.transport.close()
         return response
 
@@ -375,7 +387,9 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m agents.fake_llm`: serve until SIGINT or SIGTERM."""
-    parser = argparse.ArgumentParser(description="Fake OpenAI-compatible chat completions server")
+    parser = argparse.ArgumentParser(
+        prog="python -m agents.fake_llm", description="Fake OpenAI-compatible chat server"
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--first-token-delay", type=float, default=0.0, metavar="SECONDS")

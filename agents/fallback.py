@@ -5,11 +5,23 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from agents.base import Agent, AgentRequest
 from channels.errors import ChannelError
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def closing_stream(deltas: AsyncIterator[str]) -> AsyncIterator[AsyncIterator[str]]:
+    """Close an agent's stream on exit when it can be closed (async generators can)."""
+    try:
+        yield deltas
+    finally:
+        aclose: Any = getattr(deltas, "aclose", None)  # the Agent protocol does not promise it
+        if aclose is not None:
+            await aclose()
 
 
 class FallbackAgent:
@@ -31,7 +43,7 @@ class FallbackAgent:
         """Yield the primary's deltas, or the secondary's if the primary fails up front."""
         yielded = False
         try:
-            async with contextlib.aclosing(self.primary.stream(request)) as deltas:
+            async with closing_stream(self.primary.stream(request)) as deltas:
                 async for delta in deltas:
                     yielded = True
                     yield delta
@@ -47,7 +59,7 @@ class FallbackAgent:
                 exc,
                 self.secondary.name,
             )
-        async with contextlib.aclosing(self.secondary.stream(request)) as deltas:
+        async with closing_stream(self.secondary.stream(request)) as deltas:
             async for delta in deltas:
                 yield delta
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import importlib
 import json
 import logging
 import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -48,6 +49,13 @@ _REASONING_FIELDS = ("reasoning_content", "reasoning")
 _KEY_LIKE = re.compile(r"\b(sk|key)-[A-Za-z0-9_\-]{6,}")
 _DETAIL_LIMIT = 200
 
+# One-time costs paid at import (daemon startup) rather than inside the event loop on the first
+# answer, where together they stalled it for 0.1-1 s: modules that openai 2.x, httpx 0.28 and
+# anyio 4 import lazily, and the CA bundle, loaded once and shared instead of once per agent.
+for _module in ("openai.resources", "httpcore", "anyio._backends._asyncio"):
+    importlib.import_module(_module)
+_TLS_CONTEXT = httpx.create_ssl_context()  # honours SSL_CERT_FILE / SSL_CERT_DIR like httpx
+
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 UsageCallback = Callable[[int, int], None]
@@ -63,7 +71,7 @@ class Usage:
 
 def backoff_delay(attempt: int, jitter: float) -> float:
     """Seconds before retry `attempt` (0-based); `jitter` in [0, 1) spreads the upper half."""
-    step = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)
+    step = min(BACKOFF_CAP, BACKOFF_BASE * 2.0**attempt)
     # Equal jitter: never zero (a storm of instant retries), never synchronised across replies.
     return step / 2 + step / 2 * jitter
 
@@ -135,10 +143,6 @@ def classify_error(exc: Exception, *, agent: str, secret: str = "") -> ChannelEr
     return PermanentError(f"{where}: unexpected client error ({type(exc).__name__})")
 
 
-class _Deadline(TransientError):
-    """The whole-answer budget is spent: no retry can fit any more."""
-
-
 class OpenAIAgent:
     """Streams chat completions from an OpenAI-compatible server."""
 
@@ -159,14 +163,16 @@ class OpenAIAgent:
         self._on_usage = on_usage
         self._secret = config.api_key.get_secret_value()
         self._closed = False
+        # A backstop only: the asyncio deadlines in stream() are the real policy.
+        timeout = httpx.Timeout(
+            config.timeout, connect=min(CONNECT_TIMEOUT_CAP, config.first_token_timeout)
+        )
         self._client = openai.AsyncOpenAI(
             base_url=config.base_url,
             api_key=self._secret or NO_KEY_PLACEHOLDER,
-            # A backstop only: the asyncio deadlines in stream() are the real policy.
-            timeout=httpx.Timeout(
-                config.timeout, connect=min(CONNECT_TIMEOUT_CAP, config.first_token_timeout)
-            ),
+            timeout=timeout,
             max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(verify=_TLS_CONTEXT, timeout=timeout),
         )
 
     def __repr__(self) -> str:
@@ -188,19 +194,18 @@ class OpenAIAgent:
             yielded = False
             try:
                 # aclosing: an abandoned answer releases its connection now, not at GC time.
-                async with contextlib.aclosing(self._attempt(messages, request, deadline)) as deltas:
+                attempt_deltas = self._attempt(messages, request, deadline)
+                async with contextlib.aclosing(attempt_deltas) as deltas:
                     async for delta in deltas:
                         yielded = True
                         yield delta
                 return
-            except _Deadline:
-                raise
             except ChannelError as exc:
                 if yielded or not exc.retryable or attempt >= self.config.max_retries:
                     raise
                 delay = self._retry_delay(exc, attempt)
                 if loop.time() + delay >= deadline:
-                    raise
+                    raise  # the answer's budget is spent (always so after a total timeout)
                 attempt += 1
                 logger.warning(
                     "%s; retry %d of %d in %.2fs", exc, attempt, self.config.max_retries, delay
@@ -228,7 +233,7 @@ class OpenAIAgent:
 
     async def _attempt(
         self, messages: list[ChatCompletionMessageParam], request: AgentRequest, deadline: float
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """One request: yields deltas, raises classified errors; never retries by itself."""
         loop = asyncio.get_running_loop()
         first_deadline = min(deadline, loop.time() + self.config.first_token_timeout)
@@ -277,7 +282,7 @@ class OpenAIAgent:
                 return await awaitable
         except TimeoutError:
             if until >= deadline:
-                raise _Deadline(
+                raise TransientError(
                     f"agent {self.name!r}: answer timed out after {self.config.timeout:g}s"
                 ) from None
             raise TransientError(

@@ -12,6 +12,7 @@ class ChannelConfigBase(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    type: str  # each platform narrows this to its literal tag
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     agent: str = "default"
     enabled: bool = True

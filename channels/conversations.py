@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from channels.model import ChatType, InboundMessage
 
@@ -32,7 +33,7 @@ class ConversationWorker:
     def __init__(
         self,
         key: str,
-        answer: Callable[[Job], Awaitable[None]],
+        answer: Callable[[Job], Coroutine[Any, Any, None]],
         *,
         limit: int,
         on_idle: Callable[[ConversationWorker], None],

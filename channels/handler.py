@@ -105,7 +105,10 @@ class MessageHandler:
             self.counters.ignored += 1
             return
         entry_id = await self._store.journal_accept(
-            message.channel_id, message.message_id, message.frame_id or None, inbound_to_json(message)
+            message.channel_id,
+            message.message_id,
+            message.frame_id or None,
+            inbound_to_json(message),
         )
         if entry_id is None:
             self.counters.duplicates += 1
@@ -117,7 +120,11 @@ class MessageHandler:
         worker = self._workers.get(key)
         if command == "/stop":
             stopped = worker is not None and worker.stop_current()
-            self._spawn(self._reply_command(entry_id, message, STOPPED_TEXT if stopped else NOTHING_TO_STOP_TEXT))
+            self._spawn(
+                self._reply_command(
+                    entry_id, message, STOPPED_TEXT if stopped else NOTHING_TO_STOP_TEXT
+                )
+            )
             return
         if worker is None:
             worker = ConversationWorker(
@@ -136,12 +143,16 @@ class MessageHandler:
         message = job.message
         runtime = self._runtime(message.channel_id)
         if runtime is None:
-            await self._store.journal_update(job.entry_id, state=JournalState.FAILED, error="channel stopped")
+            await self._store.journal_update(
+                job.entry_id, state=JournalState.FAILED, error="channel stopped"
+            )
             return
         try:
             await self._answer_with(runtime, job)
         except asyncio.CancelledError:
-            await self._store.journal_update(job.entry_id, state=JournalState.FAILED, error="stopped")
+            await self._store.journal_update(
+                job.entry_id, state=JournalState.FAILED, error="stopped"
+            )
             self.counters.reply(ReplyOutcome.CANCELLED)
             raise
         except Exception as exc:  # noqa: BLE001  (one bad message must not stop its conversation)
@@ -158,7 +169,10 @@ class MessageHandler:
         message, config = job.message, runtime.config
         now = self._clock()
         user_id = await self._store.resolve_user(
-            message.platform, message.tenant, message.sender.platform_id, message.sender.display_name
+            message.platform,
+            message.tenant,
+            message.sender.platform_id,
+            message.sender.display_name,
         )
         key = conversation_key(message, config.group_context)
         command, text = command_of(message.text)
@@ -171,17 +185,27 @@ class MessageHandler:
                 await self._reply_plain(runtime, job, NEW_TEXT)
                 return
         conversation = await self._store.current_conversation(
-            message.channel_id, key, user_id, idle_reset=timedelta(minutes=config.idle_reset_minutes), now=now
+            message.channel_id,
+            key,
+            user_id,
+            idle_reset=timedelta(minutes=config.idle_reset_minutes),
+            now=now,
         )
         history = await self._store.recent_messages(conversation.id, runtime.history_messages)
-        await self._store.journal_update(job.entry_id, state=JournalState.REPLYING, conversation_id=conversation.id)
-        await self._store.append_message(conversation.id, "user", text, journal_id=job.entry_id, now=now)
+        await self._store.journal_update(
+            job.entry_id, state=JournalState.REPLYING, conversation_id=conversation.id
+        )
+        await self._store.append_message(
+            conversation.id, "user", text, journal_id=job.entry_id, now=now
+        )
         stream = await runtime.provider.open_stream(message)
         if stream.delivered.card_id:
             await self._store.journal_update(job.entry_id, card_id=stream.delivered.card_id)
         request = AgentRequest(
             system_prompt=runtime.system_prompt,
-            history=tuple(Turn("user" if m.role == "user" else "assistant", m.content) for m in history),
+            history=tuple(
+                Turn("user" if m.role == "user" else "assistant", m.content) for m in history
+            ),
             user_text=text,
             user_id=user_id,
         )
@@ -189,19 +213,32 @@ class MessageHandler:
         self.counters.reply(result.outcome)
         delivered = stream.delivered.text
         if result.outcome is ReplyOutcome.REPLIED:
-            await self._store.append_message(conversation.id, "assistant", result.text, now=self._clock())
-            await self._store.journal_update(job.entry_id, state=JournalState.REPLIED, delivered_text=delivered)
+            await self._store.append_message(
+                conversation.id, "assistant", result.text, now=self._clock()
+            )
+            await self._store.journal_update(
+                job.entry_id, state=JournalState.REPLIED, delivered_text=delivered
+            )
         else:
             await self._store.journal_update(
-                job.entry_id, state=JournalState.FAILED, delivered_text=delivered, error=result.error
+                job.entry_id,
+                state=JournalState.FAILED,
+                delivered_text=delivered,
+                error=result.error,
             )
 
     async def _reply_plain(self, runtime: ChannelRuntime, job: Job, text: str) -> None:
         await runtime.provider.send(job.message, text)
-        await self._store.journal_update(job.entry_id, state=JournalState.REPLIED, delivered_text=text)
+        await self._store.journal_update(
+            job.entry_id, state=JournalState.REPLIED, delivered_text=text
+        )
 
     async def _reply_command(
-        self, entry_id: int, message: InboundMessage, text: str, state: JournalState = JournalState.REPLIED
+        self,
+        entry_id: int,
+        message: InboundMessage,
+        text: str,
+        state: JournalState = JournalState.REPLIED,
     ) -> None:
         runtime = self._runtime(message.channel_id)
         try:

@@ -38,7 +38,10 @@ def spec_digest(config: ChannelConfigBase) -> str:
     """Changes whenever any setting, secrets included, changes; the secret itself is not kept."""
     exposed = config.model_dump(mode="python")
     text = json.dumps(
-        {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v) for k, v in exposed.items()},
+        {
+            k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
+            for k, v in exposed.items()
+        },
         sort_keys=True,
         default=str,
     )
@@ -48,7 +51,9 @@ def spec_digest(config: ChannelConfigBase) -> str:
 class _Running:
     """A supervisor plus what the handler needs to answer on that channel."""
 
-    def __init__(self, record: ChannelRecord, supervisor: Supervisor, runtime: ChannelRuntime) -> None:
+    def __init__(
+        self, record: ChannelRecord, supervisor: Supervisor, runtime: ChannelRuntime
+    ) -> None:
         self.version = record.version
         self.supervisor = supervisor
         self.runtime = runtime
@@ -92,7 +97,12 @@ class ChannelManager:
                 enabled = existing.enabled
             spec: dict[str, Any] = {"settings": config.model_dump(mode="json"), "digest": digest}
             await self._store.upsert_channel(
-                config.id, type=config.type, agent=config.agent, enabled=enabled, source="config", spec=spec
+                config.id,
+                type=config.type,
+                agent=config.agent,
+                enabled=enabled,
+                source="config",
+                spec=spec,
             )
             self._configs[config.id] = config
 
@@ -137,7 +147,10 @@ class ChannelManager:
         supervisor = Supervisor(record.id, provider, backoff=self._backoff)
         supervisor_box.append(supervisor)
         emitter = ResponseEmitter(
-            TokenBucket(rate=config.card_updates_per_second, burst=max(1.0, config.card_updates_per_second)),
+            TokenBucket(
+                rate=config.card_updates_per_second,
+                burst=max(1, round(config.card_updates_per_second)),
+            ),
             EmitterSettings(min_interval=config.card_update_interval),
         )
         runtime = ChannelRuntime(

@@ -56,7 +56,9 @@ class InboundMessage:
     bot_mentioned: bool = False
     tenant: str = ""  # corp / tenant key, part of the identity of the sender
     frame_id: str = ""  # transport-level id (DingTalk headers.messageId), a second dedupe key
-    reply_handle: dict[str, Any] = field(default_factory=dict)  # opaque to everyone but the provider
+    reply_handle: dict[str, Any] = field(
+        default_factory=dict
+    )  # opaque to everyone but the provider
 
 
 @dataclass(frozen=True, slots=True)

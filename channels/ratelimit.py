@@ -1,4 +1,11 @@
-"""Per-channel call budget: an async token bucket that slows down when the platform pushes back."""
+"""Per-channel call budget: an async token bucket that slows down when the platform pushes back.
+
+Adaptive policy: `penalize()` (a 403/429 came back) halves the effective rate, never below
+`min_rate` (1/s by default, or the configured rate when that is lower), empties the bucket so the
+burst does not hit the platform again, and pauses every acquirer for the platform's `retry_after`.
+Once `quiet_period` seconds pass without another penalty, the rate climbs back linearly by
+`recovery` x the configured rate per second (10 %/s by default) until it is whole again.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +22,7 @@ _EPSILON = 1e-9
 
 
 class TokenBucket:
-    """Tokens for the platform calls of one channel, shared by all its replies; FIFO and adaptive.
-
-    `penalize()` (a 403/429 came back) halves the effective rate, never below `min_rate` (1/s by
-    default, or the configured rate when that is lower), empties the bucket so the burst does not
-    hit the platform again, and pauses every acquirer for the platform's `retry_after`. Once
-    `quiet_period` seconds pass without another penalty, the rate climbs back linearly by
-    `recovery` x the configured rate per second (10 %/s by default) until it is whole again.
-    """
+    """Tokens for one channel's platform calls, shared by all its replies; FIFO and adaptive."""
 
     def __init__(
         self,
@@ -36,7 +36,7 @@ class TokenBucket:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if rate <= 0 or burst < 1 or min_rate <= 0 or quiet_period < 0 or recovery <= 0:
-            raise ValueError("rate, min_rate, recovery > 0, burst >= 1 and quiet_period >= 0 required")
+            raise ValueError("need rate, min_rate, recovery > 0, burst >= 1, quiet_period >= 0")
         self._rate = rate
         self._burst = float(burst)
         self._min_rate = min(min_rate, rate)
@@ -69,21 +69,25 @@ class TokenBucket:
         """Clock time before which no token is handed out."""
         return self._paused_until
 
-    async def acquire(self) -> None:
-        """Wait (without blocking the loop) until a token is available, then take it."""
+    async def acquire(self, max_wait: float | None = None) -> bool:
+        """Wait for a token and take it; False, taking none, if it cannot come within max_wait."""
+        deadline = None if max_wait is None else self._clock() + max_wait
         async with self._lock:
             while True:
                 now = self._clock()
                 self._refill(now)
                 if self._tokens >= 1 - _EPSILON:
                     self._tokens -= 1
-                    return
+                    return True
                 # Recomputed after every sleep: a penalty may have arrived in the meantime.
                 start = max(now, self._paused_until)
-                await self._sleep(start - now + (1 - self._tokens) / self._rate_at(start))
+                ready = start + (1 - self._tokens) / self._rate_at(start)
+                if deadline is not None and ready > deadline + _EPSILON:
+                    return False
+                await self._sleep(ready - now)
 
     def penalize(self, retry_after: float | None = None) -> None:
-        """Slow down after the platform answered 403/429; pause for `retry_after` seconds if given."""
+        """Slow down after a 403/429 from the platform; pause for `retry_after` seconds if given."""
         now = self._clock()
         self._refill(now)
         rate = self._rate_at(now)

@@ -106,16 +106,16 @@ async def run(settings: Settings, *, install_signals: bool = True) -> int:
     loop = asyncio.get_running_loop()
     interrupts = 0
 
-    def on_signal(signum: int) -> None:
+    def on_signal(signum: signal.Signals) -> None:
         nonlocal interrupts
         interrupts += 1
         if interrupts > 1 and signum == signal.SIGINT:
             log.warning("second interrupt: exiting now")
             raise SystemExit(130)
-        log.info("received %s, shutting down", signal.Signals(signum).name)
+        log.info("received %s, shutting down", signum.name)
         stop.set()
 
-    handlers: list[int] = []
+    handlers: list[signal.Signals] = []
     if install_signals:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)

@@ -71,13 +71,15 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     from channels.dingtalk import emulator
 
     _setup_logging("INFO")
-    return asyncio.run(emulator.main(args))
+    code: int = asyncio.run(emulator.main(args))
+    return code
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from daemon.chat import main as chat_main
 
-    return asyncio.run(chat_main(args))
+    code: int = asyncio.run(chat_main(args))
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +103,20 @@ def _upgrade_to_head(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+# Alembic keeps the running migration in module globals (alembic.context, alembic.op), so two
+# upgrades interleaving on one loop would issue each other's DDL. Other processes are kept apart
+# by the database: BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL (see env.py).
+_upgrade_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def upgrade(engine: AsyncEngine) -> None:
     """Applies pending migrations through an existing engine."""
+    lock = _upgrade_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     # On SQLite the migration's transaction takes the write lock up front, like any writer.
-    async with engine.execution_options(**{WRITE_OPTION: True}).connect() as conn:
+    writer = engine
+    async with lock, writer.connect() as conn:
         await conn.run_sync(_upgrade_to_head)
         await conn.commit()
 

@@ -122,7 +122,9 @@ class DingTalkReplyStream:
         except ChannelError as exc:
             if exc.retryable:
                 raise  # the emitter skips this update and slows down
-            self._card_live = False  # e.g. Card.Streaming.Write missing: the answer goes as messages
+            self._card_live = (
+                False  # e.g. Card.Streaming.Write missing: the answer goes as messages
+            )
             log.warning(
                 "channel %s: card streaming refused (%s: %s); the answer will follow as a message",
                 self._message.channel_id,
@@ -178,7 +180,9 @@ class DingTalkReplyStream:
             return
         note = f"{self._card_text}\n\n(continued below)" if self._card_text else "(see below)"
         try:
-            await self._api.update_card(self._card_id, {self._key: note, "flowStatus": FLOW_FINISHED})
+            await self._api.update_card(
+                self._card_id, {self._key: note, "flowStatus": FLOW_FINISHED}
+            )
         except ChannelError as exc:
             log.info("channel %s: could not settle a dead card: %s", self._message.channel_id, exc)
 

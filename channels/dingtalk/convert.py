@@ -13,7 +13,12 @@ from channels.model import Attachment, ChannelId, ChatType, InboundMessage, Send
 
 PLATFORM = "dingtalk"
 
-_DESCRIBED_KINDS = {"picture": "an image", "file": "a file", "video": "a video", "audio": "a voice message"}
+_DESCRIBED_KINDS = {
+    "picture": "an image",
+    "file": "a file",
+    "video": "a video",
+    "audio": "a voice message",
+}
 
 
 def _describe(attachment: Attachment) -> str:
@@ -106,7 +111,9 @@ def to_inbound(
         message_id=str(msg.message_id),
         chat_id=str(msg.conversation_id),
         chat_type=chat_type,
-        sender=Sender(platform_id=str(sender_key), display_name=msg.sender_nick or "", extra_ids=extra),
+        sender=Sender(
+            platform_id=str(sender_key), display_name=msg.sender_nick or "", extra_ids=extra
+        ),
         text=full_text,
         received_at=received_at,
         attachments=tuple(attachments),

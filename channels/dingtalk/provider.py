@@ -25,7 +25,9 @@ class DingTalkProvider:
     """One DingTalk robot. Sessions come and go under the supervisor; replies survive them."""
 
     platform = PLATFORM
-    capabilities = Capabilities(streaming_card=True, markdown=True, max_message_chars=MARKDOWN_LIMIT)
+    capabilities = Capabilities(
+        streaming_card=True, markdown=True, max_message_chars=MARKDOWN_LIMIT
+    )
 
     def __init__(
         self,
@@ -146,4 +148,3 @@ class DingTalkProvider:
         )
         await stream.begin()
         return stream
-

@@ -71,6 +71,7 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
     ) -> None:
         super().__init__(dingtalk_stream.Credential(client_id, client_secret), logger=logger)
         self.register_callback_handler(ChatbotMessage.TOPIC, _BotMessageHandler(on_message, logger))
+        self.websocket: ClientConnection | None = None
         self._api = api
         self._watchdog = watchdog_seconds
         self.last_frame_at = time.monotonic()
@@ -109,7 +110,9 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
 
     async def run(self) -> None:
         """Read and route frames; return on a SYSTEM disconnect, raise TransientError otherwise."""
-        websocket: ClientConnection = self.websocket
+        websocket = self.websocket
+        if websocket is None:
+            raise TransientError("session is not open")
         while True:
             try:
                 async with asyncio.timeout(self._watchdog):
@@ -151,15 +154,17 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
             self.invalid_frames += 1
             return ""
         ack = await self.system_handler.raw_process(message)
-        await self.websocket.send(json.dumps(ack.to_dict()))
+        if self.websocket is not None:
+            await self.websocket.send(json.dumps(ack.to_dict()))
         if message.headers.topic == SystemMessage.TOPIC_DISCONNECT:
-            self.logger.info("gateway asked to reconnect: %s", (message.data or {}).get("reason", ""))
+            self.logger.info(
+                "gateway asked to reconnect: %s", (message.data or {}).get("reason", "")
+            )
             return str(self.TAG_DISCONNECT)
         return ""
 
     async def close(self) -> None:
         """Close the socket, bounded by the websocket close timeout."""
-        websocket = self.websocket
+        websocket, self.websocket = self.websocket, None
         if websocket is not None:
             await websocket.close()
-            self.websocket = None

@@ -1,0 +1,404 @@
+"""What the DingTalk emulator knows and remembers: apps, tokens, sessions, cards, chats and calls.
+
+Everything here is touched only from the emulator's own event loop; callers on other threads go
+through `EmulatorThread`, which hands them copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import fnmatch
+import hashlib
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+DEFAULT_CONTENT_KEY = "content"
+CLIENT_ID_KEY = web.RequestKey("client_id", str)  # the app a request turned out to be for
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorApp:
+    """One enterprise-internal app: AppKey (client id), AppSecret and robot code."""
+
+    client_id: str
+    client_secret: str
+    robot_code: str = ""
+
+    @property
+    def effective_robot_code(self) -> str:
+        """Internal apps use the AppKey as robot code unless told otherwise."""
+        return self.robot_code or self.client_id
+
+
+AppSpec = EmulatorApp | tuple[str, str] | tuple[str, str, str]
+
+
+def to_app(spec: AppSpec) -> EmulatorApp:
+    """Accepts an `EmulatorApp` or a `(client_id, client_secret[, robot_code])` tuple."""
+    if isinstance(spec, EmulatorApp):
+        return spec
+    return EmulatorApp(*spec)
+
+
+class ApiError(Exception):
+    """An OpenAPI-style error answer: HTTP status plus DingTalk's `code` and `message`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body DingTalk sends with an error."""
+        return error_body(self.code, self.message)
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    """DingTalk's new-style OpenAPI error shape."""
+    return {"requestid": str(uuid.uuid4()).upper(), "code": code, "message": message}
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One HTTP call the emulator answered; the access-token header value is never kept."""
+
+    seq: int
+    at: float  # time.monotonic()
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    status: int
+    client_id: str  # the app the call was made for, "" when unknown
+    fault: bool  # answered by an injected fault instead of the real route
+
+
+@dataclass(frozen=True, slots=True)
+class AckRecord:
+    """One frame the client sent back on a Stream connection."""
+
+    message_id: str
+    connection_id: str
+    client_id: str
+    at: float  # time.monotonic() when it arrived
+    code: int | None
+    message: str
+    data: Any  # `data` decoded when it is a JSON string
+    frame: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CardUpdate:
+    """One change to a card, in arrival order."""
+
+    at: float  # time.monotonic()
+    kind: str  # "create", "deliver", "update", "stream"
+    body: dict[str, Any]
+
+
+@dataclass
+class CardState:
+    """A card instance as DingTalk keeps it, plus its history."""
+
+    out_track_id: str
+    client_id: str
+    template_id: str
+    content_key: str
+    card_data: dict[str, str]
+    callback_type: str = ""
+    open_space_ids: list[str] = field(default_factory=list)
+    conversation_ids: list[str] = field(default_factory=list)
+    contents: dict[str, str] = field(default_factory=dict)  # streamed text per key
+    finalized: bool = False
+    error: bool = False
+    guids: set[str] = field(default_factory=set)
+    history: list[CardUpdate] = field(default_factory=list)
+
+    @property
+    def flow_status(self) -> str | None:
+        """AI cards carry their status ("1".."5") in the card data."""
+        return self.card_data.get("flowStatus")
+
+    @property
+    def text(self) -> str:
+        """What the user reads: the streamed content, else the card data value of the key."""
+        if self.content_key in self.contents:
+            return self.contents[self.content_key]
+        return self.card_data.get(self.content_key, "")
+
+    @property
+    def status(self) -> str:
+        """`created`, `streaming`, `finished` or `failed`."""
+        if self.error or self.flow_status == "5":
+            return "failed"
+        if self.finalized or self.flow_status == "3":
+            return "finished"
+        if self.contents or self.flow_status in ("2", "4"):
+            return "streaming"
+        return "created"
+
+    @property
+    def done(self) -> bool:
+        """No more changes are expected."""
+        return self.status in ("finished", "failed")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary for the control plane."""
+        return {
+            "out_track_id": self.out_track_id,
+            "client_id": self.client_id,
+            "template_id": self.template_id,
+            "open_space_ids": list(self.open_space_ids),
+            "text": self.text,
+            "status": self.status,
+            "flow_status": self.flow_status,
+            "finalized": self.finalized,
+            "error": self.error,
+            "card_data": dict(self.card_data),
+            "contents": dict(self.contents),
+            "updates": len(self.history),
+        }
+
+
+@dataclass
+class ChatItem:
+    """One entry of a chat transcript: a user message, a bot message or a card."""
+
+    id: str
+    kind: str  # "user", "message", "card"
+    at: float  # time.monotonic()
+    via: str = ""  # "stream", "session", "robot", "card"
+    msgtype: str = ""
+    text: str = ""
+    title: str = ""
+    sender: str = ""
+    at_user_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Conversation:
+    """A chat as the user sees it."""
+
+    conversation_id: str
+    client_id: str
+    conversation_type: str  # "1" single, "2" group
+    title: str = ""
+    items: list[ChatItem] = field(default_factory=list)
+    version: int = 0
+
+
+@dataclass
+class Session:
+    """A sessionWebhook handed out with an incoming message."""
+
+    client_id: str
+    conversation_id: str
+    sender_staff_id: str
+    expires_at_ms: int
+    revoked: bool = False
+
+    def valid(self) -> bool:
+        """The webhook works until its expiry time (wall clock, as DingTalk states it)."""
+        return not self.revoked and time.time() * 1000 < self.expires_at_ms
+
+
+def default_fault_body(status: int) -> dict[str, Any]:
+    """A realistic error body for an injected status."""
+    if status == 401:
+        return error_body("InvalidAuthentication", "不合法的access_token")
+    if status == 403:
+        return {
+            **error_body(
+                "Forbidden.AccessDenied.AccessTokenPermissionDenied",
+                "没有调用该接口的权限，接口权限申请参考：https://open.dingtalk.com/document/orgapp-server/add-api-permission",
+            ),
+            "accessdenieddetail": {"requiredScopes": ["Card.Streaming.Write"]},
+        }
+    if status == 429:
+        return error_body("Throttling", "Request was denied due to flow control.")
+    if status >= 500:
+        return error_body(
+            "ServiceUnavailable", "The request has failed due to a temporary failure."
+        )
+    return error_body("InvalidParameter", "The request is invalid.")
+
+
+QPS_LIMIT_BODY: dict[str, Any] = error_body(
+    "Forbidden.AccessDenied.QpsLimitForAppkeyAndApi",
+    "the qps of app over limit, please retry later",
+)
+
+
+@dataclass
+class Fault:
+    """An injected HTTP fault: a status answer, extra latency, or both."""
+
+    path: str  # exact path or fnmatch pattern, e.g. "/v1.0/card/*"
+    status: int | None
+    remaining: int | None  # None: forever
+    body: Any = None
+    retry_after: float | None = None
+    latency: float = 0.0
+    method: str | None = None
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        """Method (if given) and path pattern both match."""
+        if self.method is not None and self.method.upper() != method.upper():
+            return False
+        return path == self.path or fnmatch.fnmatchcase(path, self.path)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary."""
+        return {
+            "path": self.path,
+            "status": self.status,
+            "remaining": self.remaining,
+            "retry_after": self.retry_after,
+            "latency": self.latency,
+            "method": self.method,
+            "hits": self.hits,
+        }
+
+
+def stable_id(*parts: str, length: int = 22) -> str:
+    """A deterministic base64 id, shaped like DingTalk's opaque ids."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return base64.b64encode(digest).decode()[:length]
+
+
+class EmulatorState:
+    """All mutable state; `notify()` wakes everyone waiting for a change."""
+
+    def __init__(self, apps: list[EmulatorApp], templates: Mapping[str, str]) -> None:
+        self.apps = {app.client_id: app for app in apps}
+        self.templates = dict(templates)  # template id -> its streaming content key
+        self.calls: list[CallRecord] = []
+        self.acks: list[AckRecord] = []
+        self.cards: dict[str, CardState] = {}
+        self.conversations: dict[str, Conversation] = {}
+        self.direct: dict[tuple[str, str], str] = {}  # (client_id, staff id) -> conversation id
+        self.sessions: dict[str, Session] = {}
+        self.tokens: dict[str, tuple[str, float]] = {}  # token -> (client_id, monotonic deadline)
+        self.faults: list[Fault] = []
+        self.latency = 0.0
+        self.failing_deliveries: list[str] = []  # errorMsg of forced deliverResult failures
+        self.version = 0
+        self._changed = asyncio.Event()
+        self._item_seq = 0
+
+    def notify(self, conversation_id: str | None = None) -> None:
+        """Something changed: bump versions and wake waiters."""
+        self.version += 1
+        if conversation_id is not None and conversation_id in self.conversations:
+            self.conversations[conversation_id].version += 1
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_changed(self, at_most: float) -> None:
+        """Returns after the next change or after `at_most` seconds, whichever comes first."""
+        changed = self._changed
+        try:
+            await asyncio.wait_for(changed.wait(), at_most)
+        except TimeoutError:
+            return
+
+    def app_for_token(self, token: str) -> str | None:
+        """The client id a valid, unexpired token belongs to."""
+        entry = self.tokens.get(token)
+        if entry is None or time.monotonic() >= entry[1]:
+            return None
+        return entry[0]
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        """The first matching fault, consuming one of its uses."""
+        for fault in self.faults:
+            if fault.matches(method, path):
+                fault.hits += 1
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self.faults.remove(fault)
+                return fault
+        return None
+
+    def direct_conversation_id(self, client_id: str, staff_id: str) -> str:
+        """The single chat between a user and a bot (DingTalk keeps one per pair)."""
+        key = (client_id, staff_id)
+        if key not in self.direct:
+            self.direct[key] = "cid" + stable_id("direct", client_id, staff_id) + "=="
+        return self.direct[key]
+
+    def conversation(
+        self, client_id: str, conversation_id: str, conversation_type: str, title: str = ""
+    ) -> Conversation:
+        """Gets or creates a chat."""
+        conv = self.conversations.get(conversation_id)
+        if conv is None:
+            conv = Conversation(conversation_id, client_id, conversation_type, title)
+            self.conversations[conversation_id] = conv
+        elif title and not conv.title:
+            conv.title = title
+        return conv
+
+    def add_item(self, conv: Conversation, item: ChatItem) -> ChatItem:
+        """Appends to a transcript and wakes waiters."""
+        conv.items.append(item)
+        self.notify(conv.conversation_id)
+        return item
+
+    def next_item_id(self) -> str:
+        """Ids for message items; cards use their outTrackId."""
+        self._item_seq += 1
+        return f"m{self._item_seq}"
+
+    def chat_view(self, conversation_id: str) -> dict[str, Any] | None:
+        """The transcript with every card rendered as it looks right now."""
+        conv = self.conversations.get(conversation_id)
+        if conv is None:
+            return None
+        items: list[dict[str, Any]] = []
+        for item in conv.items:
+            entry: dict[str, Any] = {
+                "id": item.id,
+                "kind": item.kind,
+                "at": item.at,
+                "via": item.via,
+                "msgtype": item.msgtype,
+                "text": item.text,
+                "title": item.title,
+                "sender": item.sender,
+                "at_user_ids": list(item.at_user_ids),
+            }
+            card = self.cards.get(item.id) if item.kind == "card" else None
+            if card is not None:
+                entry.update(
+                    text=card.text,
+                    status=card.status,
+                    done=card.done,
+                    flow_status=card.flow_status,
+                    template_id=card.template_id,
+                    card_data=dict(card.card_data),
+                )
+            items.append(entry)
+        return {
+            "conversation_id": conv.conversation_id,
+            "client_id": conv.client_id,
+            "conversation_type": conv.conversation_type,
+            "title": conv.title,
+            "version": conv.version,
+            "items": items,
+        }
+
+    def card_copy(self, out_track_id: str) -> CardState | None:
+        """A copy that later changes will not touch."""
+        card = self.cards.get(out_track_id)
+        return copy.deepcopy(card) if card is not None else None

@@ -1,0 +1,301 @@
+"""Drive one reply: read an agent's deltas and push them into a ReplyStream at a pace it can take.
+
+Latest wins: the agent is read by its own task and never waits on the platform; the driver sends
+the whole text so far whenever it changed, one platform call at a time, at least `min_interval`
+apart, each call paid for with a token from the channel's shared bucket. Intermediate states that
+came and went during a call are skipped, never queued. The emitter knows no platform: fallbacks
+(card to messages) happen inside the ReplyStream, which keeps taking the same calls.
+
+The final text is retried until it lands or a deadline passes; then, and when the agent fails or
+answers nothing, the reply ends through `fail()` with the partial text. `on_progress(text)` runs
+after every call that landed, the final one included, so the owner can record what the user saw.
+Cancellation (a /stop, a shutdown) ends the reply with `fail("(stopped)")`, then propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from channels.errors import ChannelError, RateLimited, TransientError
+from channels.provider import ReplyStream
+from channels.ratelimit import Clock, Sleep, TokenBucket
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], Awaitable[None]]
+
+# Backoff between attempts at the final text: doubles from the first delay up to the cap.
+_RETRY_FIRST = 0.5
+_RETRY_CAP = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class EmitterSettings:
+    """Timing and user-facing texts of the response emitter."""
+
+    min_interval: float = 0.3  # seconds between the starts of two platform calls of one reply
+    final_retry_deadline: float = 30.0  # how long the final text is retried before giving up
+    cleanup_timeout: float = 5.0  # bound on the best-effort fail() after an error or a stop
+    failure_text: str = "Sorry, I could not answer this time. Please try again."
+    empty_text: str = "Sorry, I got an empty answer this time. Please try again."
+    stopped_text: str = "(stopped)"
+
+
+class ReplyOutcome(enum.StrEnum):
+    """How a reply ended; doubles as a metric label."""
+
+    REPLIED = "replied"
+    FAILED = "failed"
+    # Never returned by emit(), which re-raises CancelledError: the owner that catches it labels
+    # the reply with this.
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class EmitResult:
+    """What happened to one reply."""
+
+    outcome: ReplyOutcome
+    text: str  # everything the agent produced: the answer, or the partial text on failure
+    error: str | None  # "ClassName: message" of what went wrong
+    updates_sent: int  # intermediate updates that landed; the final call is not counted
+    first_update_at: float | None  # clock time the first text landed (update or final call)
+
+
+class _Reply:
+    """State of one reply, shared by the reader task and the driver."""
+
+    def __init__(self, stream: ReplyStream, on_progress: Progress | None) -> None:
+        self.stream = stream
+        self.on_progress = on_progress
+        self.changed = asyncio.Event()  # new text arrived, or the agent is done
+        self.ended = False
+        self.updates_enabled = True
+        self.token_held = False  # a token taken for an update that the end made unnecessary
+        self.last_call_at: float | None = None
+        self.updates_sent = 0
+        self.first_update_at: float | None = None
+        self._parts: list[str] = []
+        self._text = ""
+
+    @property
+    def text(self) -> str:
+        if self._parts:
+            self._text += "".join(self._parts)
+            self._parts.clear()
+        return self._text
+
+    def append(self, delta: str) -> None:
+        self._parts.append(delta)
+        self.changed.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self.changed.set()
+
+
+class ResponseEmitter:
+    """Streams agents' answers into ReplyStreams for one channel, within its shared rate budget."""
+
+    def __init__(
+        self,
+        bucket: TokenBucket,
+        settings: EmitterSettings,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._bucket = bucket
+        self._settings = settings
+        self._clock = clock
+        self._sleep = sleep
+
+    async def emit(
+        self,
+        deltas: AsyncIterator[str],
+        stream: ReplyStream,
+        *,
+        on_progress: Progress | None = None,
+    ) -> EmitResult:
+        """Deliver the agent's answer into `stream`; if cancelled, end the reply and re-raise."""
+        reply = _Reply(stream, on_progress)
+        reader = asyncio.create_task(self._read(deltas, reply), name="emitter-reader")
+        try:
+            await self._drive_updates(reply)
+            try:
+                await reader
+            except ChannelError as exc:
+                return await self._fail(reply, self._settings.failure_text, _describe(exc))
+            except Exception as exc:
+                log.exception("the agent failed with an unclassified error")
+                return await self._fail(reply, self._settings.failure_text, _describe(exc))
+            if not reply.text.strip():
+                return await self._fail(reply, self._settings.empty_text, "empty answer")
+            return await self._finish(reply)
+        except asyncio.CancelledError:
+            # Re-raised so that the owner (a /stop, a shutdown, a timeout) sees its cancellation.
+            await self._stop(reader)
+            await self._fail_quietly(reply, self._settings.stopped_text)
+            raise
+        except Exception:
+            # A bug below (on_progress, the stream) must not leave the card "thinking" forever.
+            await self._stop(reader)
+            await self._fail_quietly(reply, self._settings.failure_text)
+            raise
+
+    async def _read(self, deltas: AsyncIterator[str], reply: _Reply) -> None:
+        try:
+            async for delta in deltas:
+                if delta:
+                    reply.append(delta)
+        finally:
+            reply.end()
+
+    async def _drive_updates(self, reply: _Reply) -> None:
+        """Send the latest text whenever it changed, until the agent is done."""
+        while True:
+            await reply.changed.wait()
+            if reply.ended:
+                return
+            if not reply.updates_enabled:
+                reply.changed.clear()
+                continue
+            await self._pace(reply)
+            if reply.ended:
+                return  # the final call carries it all
+            await self._bucket.acquire()
+            if reply.ended:
+                reply.token_held = True
+                return
+            # Cleared right before the snapshot: whatever arrives during the call triggers the next.
+            reply.changed.clear()
+            await self._update(reply, reply.text)
+
+    async def _update(self, reply: _Reply, text: str) -> None:
+        reply.last_call_at = self._clock()
+        try:
+            await reply.stream.update(text)
+        except RateLimited as exc:
+            self._bucket.penalize(exc.retry_after)
+            log.info("update rate-limited (retry after %s s), skipped: %s", exc.retry_after, exc)
+            return
+        except TransientError as exc:
+            log.info("update failed, skipped: %s", _describe(exc))
+            return
+        except ChannelError as exc:
+            # Retrying a refused update only spends budget; the final call still gets its chance.
+            reply.updates_enabled = False
+            log.warning("update refused, no more updates for this reply: %s", _describe(exc))
+            return
+        reply.updates_sent += 1
+        await self._landed(reply, text)
+
+    async def _finish(self, reply: _Reply) -> EmitResult:
+        """Deliver the final text, retrying with backoff until it lands or the deadline passes."""
+        # A RateLimited answer pauses the shared bucket for its retry_after, so the next attempt
+        # waits for it there, and gives up at once when the pause outlasts the deadline.
+        text = reply.text
+        deadline = self._clock() + self._settings.final_retry_deadline
+        delay = _RETRY_FIRST
+        error = "RateLimited: no call budget for the final text before the deadline"
+        while (remaining := deadline - self._clock()) > 0:
+            # The stream's calls carry their own timeouts; this only bounds the whole attempt.
+            scope = asyncio.timeout(remaining)
+            try:
+                async with scope:
+                    await self._pace(reply)
+                    if not await self._take_token(reply, deadline - self._clock()):
+                        break
+                    reply.last_call_at = self._clock()
+                    await reply.stream.finish(text)
+            except RateLimited as exc:
+                self._bucket.penalize(exc.retry_after)
+                error = _describe(exc)
+            except TransientError as exc:
+                error = _describe(exc)
+            except ChannelError as exc:
+                error = _describe(exc)
+                break  # retrying cannot help
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                error = "TimeoutError: the final text did not land before the deadline"
+                break
+            else:
+                await self._landed(reply, text)
+                return self._result(ReplyOutcome.REPLIED, reply, None)
+            if self._clock() + delay >= deadline:
+                break
+            log.info("final text not delivered, retrying in %.1f s: %s", delay, error)
+            await self._sleep(delay)
+            delay = min(delay * 2, _RETRY_CAP)
+        log.warning("giving up on the final text: %s", error)
+        return await self._fail(reply, self._settings.failure_text, error)
+
+    async def _fail(self, reply: _Reply, reason: str, error: str) -> EmitResult:
+        problem = await self._fail_quietly(reply, reason)
+        if problem is not None:
+            error = f"{error}; telling the user failed too: {problem}"
+        return self._result(ReplyOutcome.FAILED, reply, error)
+
+    async def _fail_quietly(self, reply: _Reply, reason: str) -> str | None:
+        """Best effort, bounded: end the reply showing `reason` and what the agent wrote."""
+        timeout = self._settings.cleanup_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self._pace(reply)
+                if not await self._take_token(reply, timeout):
+                    # One call over the budget beats a card left "thinking" for good.
+                    log.info("no call budget to end the reply in time; calling anyway")
+                reply.last_call_at = self._clock()
+                await reply.stream.fail(reason, partial_text=reply.text)
+        except (ChannelError, TimeoutError) as exc:
+            log.warning("could not end the reply: %s", _describe(exc))
+            return _describe(exc)
+        except Exception as exc:
+            # A broken stream must not mask the outcome being reported.
+            log.exception("ending the reply failed")
+            return _describe(exc)
+        return None
+
+    async def _landed(self, reply: _Reply, text: str) -> None:
+        if reply.first_update_at is None:
+            reply.first_update_at = self._clock()
+        if reply.on_progress is not None:
+            await reply.on_progress(text)
+
+    async def _pace(self, reply: _Reply) -> None:
+        if reply.last_call_at is not None:
+            wait = reply.last_call_at + self._settings.min_interval - self._clock()
+            if wait > 0:
+                await self._sleep(wait)
+
+    async def _take_token(self, reply: _Reply, max_wait: float) -> bool:
+        if reply.token_held:
+            reply.token_held = False
+            return True
+        return await self._bucket.acquire(max_wait)
+
+    async def _stop(self, reader: asyncio.Task[None]) -> None:
+        """Cancel the reader if it still runs and wait for it, without swallowing our own cancel."""
+        if not reader.done():
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=self._settings.cleanup_timeout)
+            if not reader.done():
+                log.error("the agent stream ignored cancellation; abandoning it")
+                return
+        if not reader.cancelled():
+            reader.exception()  # retrieved: the outcome was reported (or is being superseded)
+
+    def _result(self, outcome: ReplyOutcome, reply: _Reply, error: str | None) -> EmitResult:
+        return EmitResult(outcome, reply.text, error, reply.updates_sent, reply.first_update_at)
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -1,0 +1,243 @@
+"""`channeld chat`: talk to a bot as a simulated DingTalk user, through the emulator.
+
+Each line typed is posted as a user message; the bot's answer is followed by long-polling the
+chat view. On a terminal a streaming card is redrawn in place; otherwise only final texts print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import threading
+import unicodedata
+from collections.abc import AsyncIterator
+from typing import Any, TextIO
+
+import aiohttp
+
+DEFAULT_EMULATOR = "http://127.0.0.1:8788"
+POLL_WAIT = 10.0  # seconds one long-poll may hang on the emulator
+EXIT_UNREACHABLE = 1
+EXIT_UNKNOWN_APP = 2
+
+
+class ControlError(Exception):
+    """The emulator's control plane refused or failed a request."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `channeld chat`."""
+    parser.add_argument("--emulator", default=DEFAULT_EMULATOR, help="emulator base URL")
+    parser.add_argument("--app", default=None, help="client id of the bot (default: the first app)")
+    parser.add_argument("--group", action="store_true", help="write in a group, mentioning the bot")
+    parser.add_argument("--user", default="you", help="the simulated user's name")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for an answer"
+    )
+
+
+async def main(args: argparse.Namespace) -> int:
+    """Entry point of `channeld chat`; returns the exit code."""
+    return await chat(
+        args.emulator, args.app, group=args.group, user=args.user, reply_timeout=args.timeout
+    )
+
+
+async def _stdin_lines() -> AsyncIterator[str]:
+    """Lines of stdin, read by a daemon thread so neither the loop nor exit waits on a keypress."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read() -> None:
+        try:
+            while line := sys.stdin.readline():
+                loop.call_soon_threadsafe(queue.put_nowait, line)
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+        except RuntimeError:
+            return  # the loop is gone: the chat ended while this thread waited for input
+
+    threading.Thread(target=read, name="chat-stdin", daemon=True).start()
+    while (line := await queue.get()) is not None:
+        yield line
+
+
+def _rows(text: str, width: int) -> int:
+    """Terminal rows `text` occupies, counting wide (CJK) characters as two columns."""
+    rows = 0
+    for line in text.split("\n"):
+        columns = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in line)
+        rows += max(1, -(-columns // width))
+    return rows
+
+
+class _Renderer:
+    """Prints bot messages once and cards as they stream (in place on a terminal)."""
+
+    def __init__(self, out: TextIO, tty: bool) -> None:
+        self._out = out
+        self._tty = tty
+        self._final: set[str] = set()
+        self._live_id: str | None = None  # the card printed last, which a redraw may replace
+        self._live_text = ""
+
+    def _print(self, text: str) -> None:
+        self._out.write(text + "\n")
+        self._out.flush()
+
+    def show(self, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            if item["kind"] == "user" or item["id"] in self._final:
+                continue
+            if item["kind"] != "card":
+                title = (
+                    f"[{item['title']}] "
+                    if item.get("title") and item["msgtype"] != "markdown"
+                    else ""
+                )
+                self._live_id = None
+                self._print(f"bot> {title}{item['text']}")
+                self._final.add(item["id"])
+                continue
+            done = bool(item.get("done"))
+            text = "bot> " + (item["text"] or "…")
+            if item.get("status") == "failed":
+                text += "\n(the answer failed)"
+            if done:
+                self._final.add(item["id"])
+            if self._tty:
+                self._draw(item["id"], text)
+                if done:
+                    self._live_id = None
+            elif done:
+                self._print(text)
+
+    def _draw(self, item_id: str, text: str) -> None:
+        if item_id == self._live_id:
+            if text == self._live_text:
+                return
+            width = shutil.get_terminal_size().columns
+            # Back to the first row of the previous rendering, then clear to the end of screen.
+            self._out.write(f"\x1b[{_rows(self._live_text, width)}F\x1b[J")
+        self._print(text)
+        self._live_id, self._live_text = item_id, text
+
+    def note(self, text: str) -> None:
+        self._live_id = None
+        self._print(f"({text})")
+
+
+async def _request(
+    http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+) -> dict[str, Any]:
+    async with http.request(method, url, **kwargs) as resp:
+        body = await resp.json(content_type=None)
+        if resp.status >= 400:
+            error = body.get("error") if isinstance(body, dict) else None
+            raise ControlError(str(error or f"HTTP {resp.status}"))
+        if not isinstance(body, dict):
+            raise ControlError("unexpected answer from the emulator")
+        return body
+
+
+async def _follow(
+    http: aiohttp.ClientSession,
+    base: str,
+    *,
+    conversation_id: str,
+    user_item_id: str,
+    renderer: _Renderer,
+    within: float,
+) -> None:
+    """Shows the answer to one user message until it is complete or `within` seconds pass."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    since = -1
+    while (remaining := deadline - loop.time()) > 0:
+        params = {
+            "conversation_id": conversation_id,
+            "since": str(since),
+            "wait": f"{min(remaining, POLL_WAIT):.3f}",
+        }
+        view = await _request(http, "GET", f"{base}/_emulator/chat", params=params)
+        since = int(view["version"])
+        items: list[dict[str, Any]] = view["items"]
+        renderer.show(items)
+        ids = [item["id"] for item in items]
+        answer = items[ids.index(user_item_id) + 1 :] if user_item_id in ids else []
+        bot = [item for item in answer if item["kind"] != "user"]
+        if bot and all(item.get("done", True) for item in bot):
+            return
+    renderer.note("no complete answer yet; it will show after your next message")
+
+
+async def chat(
+    emulator_url: str,
+    client_id: str | None = None,
+    *,
+    group: bool = False,
+    user: str = "you",
+    reply_timeout: float = 120.0,
+    lines: AsyncIterator[str] | None = None,
+    out: TextIO | None = None,
+    tty: bool | None = None,
+) -> int:
+    """Runs the REPL until `/quit` or end of input; returns the exit code."""
+    out = out or sys.stdout
+    tty = out.isatty() if tty is None else tty
+    base = emulator_url.rstrip("/")
+    renderer = _Renderer(out, tty)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=POLL_WAIT + 10)) as http:
+        try:
+            state = await _request(http, "GET", f"{base}/_emulator/state")
+        except (aiohttp.ClientError, TimeoutError, ControlError) as exc:
+            print(f"cannot reach the emulator at {base}: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        apps = [str(app["client_id"]) for app in state.get("apps", [])]
+        client_id = client_id or (apps[0] if apps else "")
+        if client_id not in apps:
+            print(f"unknown app {client_id!r}; the emulator has {', '.join(apps)}", file=sys.stderr)
+            return EXIT_UNKNOWN_APP
+        where = "a group (mentioning the bot)" if group else "a single chat"
+        renderer.note(f"chatting with {client_id} as {user} in {where}; /quit to leave")
+        message = {
+            "client_id": client_id,
+            "conversation_type": "2" if group else "1",
+            "sender_staff_id": user,
+            "sender_nick": user,
+            "mentioned": True,
+        }
+        if group:
+            message["conversation_title"] = f"{user}'s group"
+        source = lines if lines is not None else _stdin_lines()
+        while True:
+            if tty:
+                out.write("you> ")
+                out.flush()
+            line = await anext(source, None)
+            if line is None or line.strip() == "/quit":
+                return 0
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                sent = await _request(
+                    http, "POST", f"{base}/_emulator/messages", json={**message, "text": text}
+                )
+                if not sent["delivered"]:
+                    renderer.note(f"not delivered: {sent['reason']}")
+                    continue
+                await _follow(
+                    http,
+                    base,
+                    conversation_id=sent["conversation_id"],
+                    user_item_id=sent["item_id"],
+                    renderer=renderer,
+                    within=reply_timeout,
+                )
+            except ControlError as exc:
+                renderer.note(f"emulator: {exc}")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                print(f"lost the emulator at {base}: {exc}", file=sys.stderr)
+                return EXIT_UNREACHABLE

@@ -1,0 +1,240 @@
+"""Users, their platform identities, conversations and message history."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from storage.base import CONFLICT_ATTEMPTS, StoreBase, require_aware
+from storage.models import Conversation, Message, PlatformIdentity, UserAccount
+from storage.records import ConversationRecord, MessageRecord
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class ConversationRepository(StoreBase):
+    """User, conversation and message operations of the Store."""
+
+    async def resolve_user(
+        self, platform: str, tenant: str, platform_user_id: str, display_name: str
+    ) -> str:
+        """The internal user id of an IM account, created on first sight.
+
+        A changed display name is stored; an empty one keeps the name already known.
+        """
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            async with self._write() as session:
+                statement = (
+                    select(PlatformIdentity)
+                    .where(
+                        PlatformIdentity.platform == platform,
+                        PlatformIdentity.tenant == tenant,
+                        PlatformIdentity.platform_user_id == platform_user_id,
+                    )
+                    .with_for_update()
+                )
+                identity = (await session.exec(statement)).first()
+                if identity is not None and (
+                    not display_name or identity.display_name == display_name
+                ):
+                    return identity.user_id
+                now = self._now()
+                if identity is None:
+                    identity = await self._create_user(
+                        session,
+                        platform=platform,
+                        tenant=tenant,
+                        platform_user_id=platform_user_id,
+                        display_name=display_name,
+                        now=now,
+                    )
+                else:
+                    identity.display_name = display_name
+                    identity.updated_at = now
+                    await session.exec(
+                        update(UserAccount)
+                        .where(col(UserAccount.id) == identity.user_id)
+                        .values(display_name=display_name, updated_at=now)
+                    )
+                try:
+                    await session.commit()
+                except IntegrityError:
+                    # Another caller created the same identity first; the next round reads it.
+                    if attempt == CONFLICT_ATTEMPTS:
+                        raise
+                    continue
+                return identity.user_id
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _create_user(
+        session: AsyncSession,
+        *,
+        platform: str,
+        tenant: str,
+        platform_user_id: str,
+        display_name: str,
+        now: datetime,
+    ) -> PlatformIdentity:
+        user = UserAccount(id=_new_id(), display_name=display_name, created_at=now, updated_at=now)
+        session.add(user)
+        await session.flush()  # the identity's foreign key needs the user row first
+        identity = PlatformIdentity(
+            platform=platform,
+            tenant=tenant,
+            platform_user_id=platform_user_id,
+            user_id=user.id,
+            display_name=display_name,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(identity)
+        return identity
+
+    async def current_conversation(
+        self, channel_id: str, key: str, user_id: str, *, idle_reset: timedelta, now: datetime
+    ) -> ConversationRecord:
+        """The open conversation for the key; a new one if there is none or it sat idle too long."""
+        now = require_aware(now, "now")
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            async with self._write() as session:
+                current = await self._open_conversation(session, channel_id, key)
+                if current is not None and current.last_activity_at >= now - idle_reset:
+                    return ConversationRecord.from_row(current)
+                if current is not None:
+                    current.closed_at = now
+                    # The partial unique index allows one open row per key: close first.
+                    await session.flush()
+                created = self._add_conversation(session, channel_id, key, user_id, now)
+                if await self._commit_or_conflict(session, last=attempt == CONFLICT_ATTEMPTS):
+                    return ConversationRecord.from_row(created)
+        raise AssertionError("unreachable")
+
+    async def start_new_conversation(
+        self, channel_id: str, key: str, user_id: str, *, now: datetime
+    ) -> ConversationRecord:
+        """Closes the open conversation for the key (if any) and opens a new one (/new)."""
+        now = require_aware(now, "now")
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            async with self._write() as session:
+                await session.exec(
+                    update(Conversation)
+                    .where(
+                        col(Conversation.channel_id) == channel_id,
+                        col(Conversation.key) == key,
+                        col(Conversation.closed_at).is_(None),
+                    )
+                    .values(closed_at=now)
+                )
+                created = self._add_conversation(session, channel_id, key, user_id, now)
+                if await self._commit_or_conflict(session, last=attempt == CONFLICT_ATTEMPTS):
+                    return ConversationRecord.from_row(created)
+        raise AssertionError("unreachable")
+
+    async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
+        """The conversation with this id, open or closed."""
+        async with self._read() as session:
+            row = await session.get(Conversation, conversation_id)
+            return None if row is None else ConversationRecord.from_row(row)
+
+    async def append_message(
+        self,
+        conversation_id: str,
+        role: str,
+        content: str,
+        *,
+        journal_id: int | None = None,
+        now: datetime,
+    ) -> None:
+        """Stores a turn and marks the conversation active; LookupError if it does not exist."""
+        now = require_aware(now, "now")
+        async with self._write() as session:
+            result = await session.exec(
+                update(Conversation)
+                .where(col(Conversation.id) == conversation_id)
+                .values(last_activity_at=now)
+            )
+            if result.rowcount == 0:
+                raise LookupError(f"conversation {conversation_id} not found")
+            session.add(
+                Message(
+                    conversation_id=conversation_id,
+                    role=role,
+                    content=content,
+                    journal_id=journal_id,
+                    created_at=now,
+                )
+            )
+            await session.commit()
+
+    async def recent_messages(self, conversation_id: str, limit: int) -> list[MessageRecord]:
+        """The last `limit` messages of a conversation, oldest first."""
+        if limit <= 0:
+            return []
+        statement = (
+            select(Message)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(col(Message.id).desc())
+            .limit(limit)
+        )
+        async with self._read() as session:
+            rows = list(await session.exec(statement))
+        return [MessageRecord.from_row(row) for row in reversed(rows)]
+
+    async def list_conversations(
+        self, channel_id: str | None = None, limit: int = 100
+    ) -> list[ConversationRecord]:
+        """Conversations, open and closed, most recently active first."""
+        statement = select(Conversation)
+        if channel_id is not None:
+            statement = statement.where(Conversation.channel_id == channel_id)
+        statement = statement.order_by(
+            col(Conversation.last_activity_at).desc(), col(Conversation.id)
+        ).limit(limit)
+        async with self._read() as session:
+            return [ConversationRecord.from_row(row) for row in await session.exec(statement)]
+
+    @staticmethod
+    async def _open_conversation(
+        session: AsyncSession, channel_id: str, key: str
+    ) -> Conversation | None:
+        statement = select(Conversation).where(
+            Conversation.channel_id == channel_id,
+            Conversation.key == key,
+            col(Conversation.closed_at).is_(None),
+        )
+        return (await session.exec(statement.with_for_update())).first()
+
+    @staticmethod
+    def _add_conversation(
+        session: AsyncSession, channel_id: str, key: str, user_id: str, now: datetime
+    ) -> Conversation:
+        row = Conversation(
+            id=_new_id(),
+            channel_id=channel_id,
+            key=key,
+            user_id=user_id,
+            created_at=now,
+            last_activity_at=now,
+        )
+        session.add(row)
+        return row
+
+    @staticmethod
+    async def _commit_or_conflict(session: AsyncSession, *, last: bool) -> bool:
+        # False when a concurrent caller opened a conversation for the same key first: the
+        # partial unique index refused ours, and the next round picks theirs up.
+        try:
+            await session.commit()
+        except IntegrityError:
+            if last:
+                raise
+            return False
+        return True

@@ -1,0 +1,104 @@
+"""The inbound journal: every platform message is recorded here before it is acked."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from storage.base import StoreBase, require_aware
+from storage.models import InboundJournal
+from storage.records import FINISHED_STATES, UNFINISHED_STATES, JournalEntry, JournalState
+
+
+class JournalRepository(StoreBase):
+    """Journal operations of the Store."""
+
+    async def journal_accept(
+        self, channel_id: str, platform_message_id: str, frame_id: str | None, payload: str
+    ) -> int | None:
+        """Records a RECEIVED message and returns its id, or None for a redelivery."""
+        now = self._now()
+        row = InboundJournal(
+            channel_id=channel_id,
+            platform_message_id=platform_message_id,
+            frame_id=frame_id,
+            state=JournalState.RECEIVED.value,
+            payload=payload,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._write() as session:
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError:
+                # The unique constraints are the dedupe: a concurrent or earlier delivery of
+                # the same message id or frame id won, whichever of them collided.
+                return None
+        if row.id is None:
+            raise RuntimeError("journal insert returned no id")
+        return row.id
+
+    async def journal_update(
+        self,
+        entry_id: int,
+        *,
+        state: JournalState | None = None,
+        conversation_id: str | None = None,
+        card_id: str | None = None,
+        delivered_text: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Sets the given fields (None leaves a field as is); raises LookupError if absent."""
+        values: dict[str, Any] = {"updated_at": self._now()}
+        if state is not None:
+            values["state"] = JournalState(state).value
+        if conversation_id is not None:
+            values["conversation_id"] = conversation_id
+        if card_id is not None:
+            values["card_id"] = card_id
+        if delivered_text is not None:
+            values["delivered_text"] = delivered_text
+        if error is not None:
+            values["error"] = error
+        statement = (
+            update(InboundJournal).where(col(InboundJournal.id) == entry_id).values(**values)
+        )
+        async with self._write() as session:
+            result = await session.exec(statement)
+            if result.rowcount == 0:
+                raise LookupError(f"journal entry {entry_id} not found")
+            await session.commit()
+
+    async def journal_get(self, entry_id: int) -> JournalEntry | None:
+        """The journal entry with this id, if any."""
+        async with self._read() as session:
+            row = await session.get(InboundJournal, entry_id)
+            return None if row is None else JournalEntry.from_row(row)
+
+    async def journal_unfinished(self, channel_id: str | None = None) -> list[JournalEntry]:
+        """Entries still RECEIVED or REPLYING (what start-up recovery handles), oldest first."""
+        statement = select(InboundJournal).where(
+            col(InboundJournal.state).in_([s.value for s in UNFINISHED_STATES])
+        )
+        if channel_id is not None:
+            statement = statement.where(InboundJournal.channel_id == channel_id)
+        async with self._read() as session:
+            rows = await session.exec(statement.order_by(col(InboundJournal.id)))
+            return [JournalEntry.from_row(row) for row in rows]
+
+    async def journal_prune(self, older_than: datetime) -> int:
+        """Deletes finished entries last updated before older_than; returns how many."""
+        # Pruned ids no longer dedupe: keep older_than well past the platforms' redelivery window.
+        statement = delete(InboundJournal).where(
+            col(InboundJournal.state).in_([s.value for s in FINISHED_STATES]),
+            col(InboundJournal.updated_at) < require_aware(older_than, "older_than"),
+        )
+        async with self._write() as session:
+            result = await session.exec(statement)
+            await session.commit()
+            return result.rowcount

@@ -1,0 +1,527 @@
+"""The DingTalk emulator: the real dingtalk-stream 0.24.3 SDK against it, its faults, its control
+plane, and `channeld chat` driving it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import dingtalk_stream
+import pytest
+
+from channels.dingtalk.emulator import BOT_MESSAGE_TOPIC, DingTalkEmulator, EmulatorThread
+from channels.dingtalk.emulator_payloads import MSGTYPES, bot_message
+from channels.dingtalk.emulator_state import EmulatorApp
+from daemon.chat import chat
+from tests import dingtalk_support
+from tests.dingtalk_support import (
+    DINGTALK_CLIENT_ID,
+    DINGTALK_CLIENT_SECRET,
+    DINGTALK_TEMPLATE,
+    RawStreamClient,
+    callback_ack,
+    sdk_pointed_at,
+    stop_sdk_client,
+)
+
+dingtalk_emulator = dingtalk_support.dingtalk_emulator  # the shared fixture, by name
+ID = DINGTALK_CLIENT_ID
+
+
+# -- the real SDK ---------------------------------------------------------------------------------
+
+
+class RecordingHandler(dingtalk_stream.ChatbotHandler):  # type: ignore[misc]  # untyped SDK base
+    """Answers like a well-behaved bot: records the message and acks at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: asyncio.Queue[dingtalk_stream.ChatbotMessage] = asyncio.Queue()
+
+    async def process(self, callback: dingtalk_stream.CallbackMessage) -> tuple[int, str]:
+        self.messages.put_nowait(dingtalk_stream.ChatbotMessage.from_dict(callback.data))
+        return dingtalk_stream.AckMessage.STATUS_OK, "OK"
+
+
+@dataclass
+class Sdk:
+    client: dingtalk_stream.DingTalkStreamClient
+    handler: RecordingHandler
+
+
+@pytest.fixture
+async def sdk(
+    dingtalk_emulator: EmulatorThread,
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[Sdk]:
+    """A started 0.24.3 client aimed at the emulator; stopped and cleaned up afterwards."""
+    # get_host_ip() opens a UDP socket toward 8.8.8.8; keep the test on loopback.
+    monkeypatch.setattr(dingtalk_stream.DingTalkStreamClient, "get_host_ip", lambda _: "127.0.0.1")
+    with sdk_pointed_at(dingtalk_emulator.url):
+        credential = dingtalk_stream.Credential(ID, DINGTALK_CLIENT_SECRET)
+        client = dingtalk_stream.DingTalkStreamClient(credential, logger=logging.getLogger("sdk"))
+        handler = RecordingHandler()
+        client.register_callback_handler(dingtalk_stream.ChatbotMessage.TOPIC, handler)
+        task = asyncio.create_task(client.start())
+        try:
+            yield Sdk(client, handler)
+        finally:
+            await stop_sdk_client(client, task)
+    # Nothing the SDK started may outlive the test (websockets' own tasks finish on close).
+    leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    if leftovers:
+        await asyncio.wait(leftovers, timeout=2.0)
+    assert all(t.done() for t in leftovers), leftovers
+
+
+@pytest.mark.allow_loop_block  # the SDK's requests.post blocks the loop (its defect, §5.1)
+async def test_sdk_handshake_and_ping_ack(dingtalk_emulator: EmulatorThread, sdk: Sdk) -> None:
+    live = await dingtalk_emulator.wait_for(lambda e: e.live_connections(ID))
+    assert live[0].subscriptions == (("CALLBACK", BOT_MESSAGE_TOPIC),)
+    assert live[0].ua == "dingtalk-sdk-python/v0.24.3-union"
+    opened = await dingtalk_emulator.calls("/v1.0/gateway/connections/open")
+    assert opened[0].status == 200
+    assert opened[0].body["clientId"] == ID
+    assert opened[0].body["clientSecret"] == "***"  # recordings never keep credentials
+
+    def acked_ping(e: DingTalkEmulator) -> Any:
+        for ping in e.sent_frames("ping"):
+            acks = e.acks(ping.message_id)
+            if acks:
+                return ping, acks[0]
+        return None
+
+    ping, ack = await dingtalk_emulator.wait_for(acked_ping)
+    assert all(isinstance(v, str) for v in ping.frame["headers"].values())
+    assert ack.connection_id == live[0].connection_id
+    expected = {"contentType": "application/json", "messageId": ping.message_id}
+    assert {k: ack.frame[k] for k in ("code", "headers", "message")} == {
+        "code": 200,
+        "headers": expected,
+        "message": "OK",
+    }
+    assert json.loads(ack.frame["data"]) == json.loads(ping.frame["data"])
+
+
+@pytest.mark.allow_loop_block
+async def test_sdk_receives_a_bot_message_and_acks(
+    dingtalk_emulator: EmulatorThread, sdk: Sdk
+) -> None:
+    await dingtalk_emulator.wait_for(lambda e: e.live_connections(ID))
+    sent = await dingtalk_emulator.send_user_message(
+        ID, text="hello bot", sender_staff_id="staff-42", sender_nick="Alice"
+    )
+    assert sent.delivered
+    msg = await asyncio.wait_for(sdk.handler.messages.get(), 5)
+    assert msg.text.content == "hello bot"
+    assert msg.conversation_type == "1"
+    assert (msg.sender_staff_id, msg.sender_nick) == ("staff-42", "Alice")
+    assert msg.message_id == sent.msg_id
+    assert msg.robot_code == ID
+    assert msg.session_webhook == sent.session_webhook
+    assert msg.session_webhook_expired_time - msg.create_at == 90 * 60 * 1000
+    acks = await dingtalk_emulator.wait_for(lambda e: e.acks(sent.frame_message_id))
+    assert acks[0].frame == callback_ack({"headers": {"messageId": sent.frame_message_id}})
+
+
+@pytest.mark.allow_loop_block
+async def test_sdk_gets_group_messages_only_when_mentioned(
+    dingtalk_emulator: EmulatorThread, sdk: Sdk
+) -> None:
+    await dingtalk_emulator.wait_for(lambda e: e.live_connections(ID))
+    group = {"conversation_type": "2", "conversation_id": "cidGroup1=="}
+    skipped = await dingtalk_emulator.send_user_message(
+        ID, text="chatter", mentioned=False, **group
+    )
+    assert not skipped.delivered
+    forced = await dingtalk_emulator.send_user_message(
+        ID, text="overheard", mentioned=False, deliver_unmentioned=True, **group
+    )
+    mentioned = await dingtalk_emulator.send_user_message(ID, text="hi bot", **group)
+    assert forced.delivered
+    assert mentioned.delivered
+    first = await asyncio.wait_for(sdk.handler.messages.get(), 5)
+    second = await asyncio.wait_for(sdk.handler.messages.get(), 5)
+    assert (first.text.content, first.is_in_at_list) == ("overheard", False)
+    assert (second.text.content, second.is_in_at_list) == (" hi bot", True)
+    assert second.conversation_type == "2"
+    assert second.at_users[0].dingtalk_id == second.chatbot_user_id
+
+
+@pytest.mark.allow_loop_block
+async def test_sdk_reconnects_after_system_disconnect(
+    dingtalk_emulator: EmulatorThread, sdk: Sdk
+) -> None:
+    first = (await dingtalk_emulator.wait_for(lambda e: e.live_connections(ID)))[0]
+    assert await dingtalk_emulator.system_disconnect(ID, reason="load balancing") == 1
+
+    def moved(e: DingTalkEmulator) -> Any:
+        live = e.live_connections(ID)
+        return live if [c.connection_id for c in live] not in ([], [first.connection_id]) else None
+
+    live = await dingtalk_emulator.wait_for(moved)
+    assert len(live) == 1  # the old socket was closed by the client, not left behind
+    disconnect = (await dingtalk_emulator.call(lambda e: e.sent_frames("disconnect")))[0]
+    acks = await dingtalk_emulator.acks(disconnect.message_id)
+    assert json.loads(acks[0].frame["data"]) == {"reason": "load balancing"}
+    sent = await dingtalk_emulator.send_user_message(ID, text="still there?")
+    assert sent.connection_id == live[0].connection_id
+    assert (await asyncio.wait_for(sdk.handler.messages.get(), 5)).text.content == "still there?"
+
+
+# -- the gateway with a raw client ----------------------------------------------------------------
+
+
+@pytest.fixture
+async def raw(dingtalk_emulator: EmulatorThread) -> AsyncIterator[RawStreamClient]:
+    client = RawStreamClient(dingtalk_emulator.url)
+    await client.connect()
+    yield client
+    await client.close()
+
+
+async def test_wrong_credentials_and_used_tickets_are_refused(
+    dingtalk_emulator: EmulatorThread,
+) -> None:
+    url = dingtalk_emulator.url
+    async with aiohttp.ClientSession() as http:
+        body = {
+            "clientId": ID,
+            "clientSecret": "wrong",
+            "subscriptions": [],
+            "ua": "t",
+            "localIp": "",
+        }
+        async with http.post(url + "/v1.0/gateway/connections/open", json=body) as resp:
+            assert resp.status == 401
+            assert (await resp.json())["code"] == "InvalidAuthentication"
+        body["clientSecret"] = DINGTALK_CLIENT_SECRET
+        async with http.post(url + "/v1.0/gateway/connections/open", json=body) as resp:
+            opened = await resp.json()
+        assert opened["endpoint"] == url.replace("http", "ws") + "/connect"
+        ws = await http.ws_connect(f"{opened['endpoint']}?ticket={opened['ticket']}")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as used:
+            await http.ws_connect(f"{opened['endpoint']}?ticket={opened['ticket']}")
+        assert used.value.status == 401
+        await ws.close()
+
+
+async def test_expired_ticket_is_refused() -> None:
+    emulator = DingTalkEmulator([(ID, DINGTALK_CLIENT_SECRET)], ticket_ttl=0.0, ping_interval=None)
+    await emulator.start()
+    client = RawStreamClient(emulator.url)
+    try:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as expired:
+            await client.connect()
+        assert expired.value.status == 401
+    finally:
+        await client.close()
+        await emulator.stop()
+
+
+async def test_frames_have_the_wire_shape(
+    dingtalk_emulator: EmulatorThread,
+    raw: RawStreamClient,
+) -> None:
+    sent = await dingtalk_emulator.send_user_message(ID, text="shape")
+    await dingtalk_emulator.wait_for(lambda e: len(e.acks()) >= 3)  # 2+ pings and the message
+    for frame in raw.frames:
+        assert frame["specVersion"] == "1.0"
+        assert all(isinstance(v, str) for v in frame["headers"].values())
+        assert isinstance(frame["data"], str)
+    callback = next(f for f in raw.frames if f["type"] == "CALLBACK")
+    assert callback["headers"]["messageId"] == sent.frame_message_id
+    assert callback["headers"]["topic"] == BOT_MESSAGE_TOPIC
+    data = json.loads(callback["data"])
+    assert data["conversationType"] == "1"
+    assert data["sessionWebhook"] == sent.session_webhook
+    ping = next(f for f in raw.frames if f["type"] == "SYSTEM")
+    assert ping["headers"]["topic"] == "ping"
+    assert "opaque" in json.loads(ping["data"])
+
+
+@pytest.mark.parametrize("msgtype", MSGTYPES)
+def test_every_message_type_parses_in_the_sdk(msgtype: str) -> None:
+    payload = bot_message(
+        EmulatorApp(ID, DINGTALK_CLIENT_SECRET),
+        corp_id="dingcorp",
+        text="voice text",
+        msgtype=msgtype,
+        conversation_type="1",
+        conversation_id="cid1==",
+        conversation_title="",
+        sender_staff_id="u1",
+        sender_nick="U",
+        mentioned=True,
+        at_staff_ids=[],
+        session_webhook="http://127.0.0.1:1/robot/sendBySession?session=x",
+        session_expires_ms=2,
+        create_at_ms=1,
+        download_code="dl-1",
+        file_name="a.pdf",
+        is_admin=False,
+        extra=None,
+    )
+    msg = dingtalk_stream.ChatbotMessage.from_dict(json.loads(json.dumps(payload)))
+    assert msg.message_type == msgtype
+    content = payload.get("content", {})
+    expected = {
+        "text": lambda: msg.text.content == "voice text",
+        "richText": lambda: (
+            msg.get_text_list() == ["voice text"] and msg.get_image_list() == ["dl-1"]
+        ),
+        "picture": lambda: msg.image_content.download_code == "dl-1",
+        "audio": lambda: (
+            content["recognition"] == "voice text" and content["downloadCode"] == "dl-1"
+        ),
+        "video": lambda: content["videoType"] == "mp4",
+        "file": lambda: content["fileName"] == "a.pdf",
+    }
+    assert expected[msgtype]()
+
+
+@pytest.mark.parametrize(("mode", "code"), [("abort", 1006), ("close", 1011)])
+async def test_drop_kills_the_socket(
+    dingtalk_emulator: EmulatorThread,
+    raw: RawStreamClient,
+    mode: str,
+    code: int,
+) -> None:
+    assert await dingtalk_emulator.drop(ID, mode=mode) == 1
+    await asyncio.wait_for(raw.closed.wait(), 5)
+    assert raw.close_code == code
+    await dingtalk_emulator.wait_for(lambda e: not e.live_connections(ID))
+
+
+async def test_system_disconnect_closes_tcp_after_the_grace(
+    dingtalk_emulator: EmulatorThread,
+    raw: RawStreamClient,
+) -> None:
+    assert await dingtalk_emulator.system_disconnect(ID, grace=0.1) == 1
+    # No deliveries to a socket that was told to go away.
+    late = await dingtalk_emulator.send_user_message(ID, text="late")
+    assert (late.delivered, late.reason) == (False, "no live Stream connection")
+    await asyncio.wait_for(raw.closed.wait(), 5)  # the client never closed: the server did
+    assert "disconnect" in raw.topics("SYSTEM")
+    assert await dingtalk_emulator.live_connections(ID) == []
+
+
+async def test_silenced_socket_gets_nothing_until_woken(
+    dingtalk_emulator: EmulatorThread,
+    raw: RawStreamClient,
+) -> None:
+    other = RawStreamClient(dingtalk_emulator.url)
+    await other.connect()
+    try:
+        await dingtalk_emulator.wait_for(lambda e: len(e.live_connections(ID)) == 2)
+        target = (await dingtalk_emulator.live_connections(ID))[0].connection_id
+        assert await dingtalk_emulator.call(lambda e: e.silence(ID, connection_id=target)) == 1
+        before = await dingtalk_emulator.call(
+            lambda e: next(c.frames_sent for c in e.connections(ID) if c.connection_id == target)
+        )
+        lost = await dingtalk_emulator.send_user_message(ID, text="lost", connection_id=target)
+        assert (lost.delivered, lost.reason) == (False, "connection is silenced")
+        # The other socket keeps getting pings meanwhile; the silenced one gets none.
+        pings_other = await dingtalk_emulator.wait_for(
+            lambda e: [
+                c for c in e.connections(ID) if c.connection_id != target and c.pings_sent >= 3
+            ]
+        )
+        assert pings_other
+        after = await dingtalk_emulator.call(
+            lambda e: next(c.frames_sent for c in e.connections(ID) if c.connection_id == target)
+        )
+        assert after == before
+        await dingtalk_emulator.call(lambda e: e.silence(ID, False, connection_id=target))
+        await dingtalk_emulator.wait_for(
+            lambda e: (
+                next(c.frames_sent for c in e.connections(ID) if c.connection_id == target) > after
+            )
+        )
+    finally:
+        await other.close()
+
+
+async def test_redeliver_sends_the_identical_frame(
+    dingtalk_emulator: EmulatorThread,
+    raw: RawStreamClient,
+) -> None:
+    sent = await dingtalk_emulator.send_user_message(ID, text="twice")
+    await dingtalk_emulator.call(lambda e: e.redeliver(sent.frame_message_id))
+    await dingtalk_emulator.wait_for(lambda e: len(e.acks(sent.frame_message_id)) == 2)
+    copies = [r for r in raw.raw_frames if sent.frame_message_id in r]
+    assert len(copies) == 2
+    assert copies[0] == copies[1]
+
+
+# -- control plane --------------------------------------------------------------------------------
+
+
+async def test_control_plane_drives_users_chats_and_faults(
+    dingtalk_emulator: EmulatorThread,
+    raw: RawStreamClient,
+) -> None:
+    base = dingtalk_emulator.url + "/_emulator"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + "/state") as resp:
+            state = await resp.json()
+        assert state["apps"] == [{"client_id": ID, "robot_code": ID}]
+        assert DINGTALK_CLIENT_SECRET not in json.dumps(state)
+        message = {"client_id": ID, "text": "via control", "sender_staff_id": "ctl"}
+        async with http.post(base + "/messages", json=message) as resp:
+            sent = await resp.json()
+        assert sent["delivered"]
+        cid = sent["conversation_id"]
+        # A long poll from the current version returns once the bot answers.
+        params = {"conversation_id": cid, "since": str(sent["version"]), "wait": "5"}
+        poll = asyncio.create_task(http.get(base + "/chat", params=params))
+        await raw.api.send_text_by_session(sent["session_webhook"], "answer")
+        async with await poll as resp:
+            view = await resp.json()
+        assert [(i["kind"], i["text"]) for i in view["items"]] == [
+            ("user", "via control"),
+            ("message", "answer"),
+        ]
+        async with http.post(base + "/messages", json={**message, "bogus": 1}) as resp:
+            assert resp.status == 400
+        async with http.post(base + "/messages", json={**message, "client_id": "nope"}) as resp:
+            assert resp.status == 404
+        async with http.get(base + "/chat", params={"conversation_id": "missing"}) as resp:
+            assert resp.status == 404
+        fault = {"path": "/v1.0/oauth2/*", "status": 503, "times": 1}
+        async with http.post(base + "/faults", json=fault) as resp:
+            assert (await resp.json())["remaining"] == 1
+        async with http.post(base + "/tokens/expire") as resp:
+            assert resp.status == 200
+        async with http.get(base + "/calls", params={"path": "/robot/sendBySession"}) as resp:
+            calls = await resp.json()
+        assert [c["status"] for c in calls] == [200]
+        async with http.get(base + "/connections", params={"client_id": ID}) as resp:
+            assert [c["state"] for c in await resp.json()] == ["open"]
+        async with http.post(base + "/connections/disconnect", json={"client_id": ID}) as resp:
+            assert (await resp.json())["connections"] == 1
+        async with http.get(base + "/cards/unknown") as resp:
+            assert resp.status == 404
+
+
+async def test_control_plane_reports_an_offline_bot(
+    dingtalk_emulator: EmulatorThread,
+) -> None:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(dingtalk_emulator.url + "/_emulator/messages", json={"client_id": ID}) as resp,
+    ):
+        sent = await resp.json()
+    assert (sent["delivered"], sent["reason"]) == (False, "no live Stream connection")
+
+
+# -- channeld chat --------------------------------------------------------------------------------
+
+
+class Screen(io.StringIO):
+    """Captured terminal output that tests can wait on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        self.changed.set()
+        return super().write(text)
+
+    async def shows(self, needle: str) -> None:
+        while needle not in self.getvalue():
+            self.changed.clear()
+            await self.changed.wait()
+
+
+async def _lines(*lines: str) -> AsyncIterator[str]:
+    for line in lines:
+        yield line
+
+
+def _streaming_bot(url: str, screen: Screen | None) -> RawStreamClient:
+    """A bot that answers every message with a streamed AI card, pausing once mid-way."""
+    bot: RawStreamClient
+
+    async def answer(frame: dict[str, Any]) -> None:
+        data = json.loads(frame["data"])
+        card_id = "card-" + data["msgId"][-8:-2]
+        await bot.api.create_and_deliver_card(
+            template_id=DINGTALK_TEMPLATE,
+            out_track_id=card_id,
+            card_data={"content": "", "flowStatus": "1"},
+            conversation_type=data["conversationType"],
+            conversation_id=data["conversationId"],
+            sender_staff_id=data["senderStaffId"],
+        )
+        await bot.api.stream_card(card_id, "content", "Hel")
+        if screen is not None:
+            await screen.shows("bot> Hel")  # let the terminal draw the partial text first
+        await bot.api.stream_card(card_id, "content", "Hello there", finalize=True)
+
+    bot = RawStreamClient(url, on_callback=answer)
+    return bot
+
+
+@pytest.mark.parametrize("tty", [False, True])
+async def test_chat_shows_a_streamed_card(
+    dingtalk_emulator: EmulatorThread,
+    tty: bool,
+) -> None:
+    screen = Screen()
+    bot = _streaming_bot(dingtalk_emulator.url, screen if tty else None)
+    await bot.connect()
+    try:
+        code = await chat(
+            dingtalk_emulator.url, ID, lines=_lines("hello\n", "/quit\n"), out=screen, tty=tty
+        )
+    finally:
+        await bot.close()
+    assert code == 0
+    output = screen.getvalue()
+    assert output.count("bot> Hello there") == 1
+    if tty:
+        assert "bot> Hel\n\x1b[1F\x1b[J" in output  # drawn partially, then redrawn in place
+    else:
+        assert "bot> Hel\n" not in output  # a pipe only gets the final text
+
+
+async def test_chat_shows_plain_messages_in_a_group(
+    dingtalk_emulator: EmulatorThread,
+) -> None:
+    bot: RawStreamClient
+
+    async def answer(frame: dict[str, Any]) -> None:
+        data = json.loads(frame["data"])
+        assert (data["conversationType"], data["isInAtList"]) == ("2", True)
+        text = f"**echo** {data['text']['content'].strip()}"
+        await bot.api.send_by_session(data["sessionWebhook"], markdown=text, title="Echo")
+
+    bot = RawStreamClient(dingtalk_emulator.url, on_callback=answer)
+    await bot.connect()
+    screen = Screen()
+    try:
+        code = await chat(dingtalk_emulator.url, None, group=True, lines=_lines("ping"), out=screen)
+    finally:
+        await bot.close()
+    assert code == 0
+    assert "bot> **echo** ping\n" in screen.getvalue()
+
+
+async def test_chat_reports_an_unreachable_emulator_and_an_unknown_app(
+    dingtalk_emulator: EmulatorThread,
+) -> None:
+    unknown = await chat(dingtalk_emulator.url, "nope", lines=_lines(), out=Screen())
+    assert unknown == 2
+    await dingtalk_emulator.call(lambda e: None)  # the emulator is still fine
+    closed = DingTalkEmulator(ping_interval=None)
+    url = await closed.start()
+    await closed.stop()
+    assert await chat(url, None, lines=_lines(), out=Screen()) == 1

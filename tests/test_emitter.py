@@ -1,0 +1,553 @@
+"""ResponseEmitter against a recording ReplyStream (the platform boundary) in virtual time.
+
+Agent, stream, emitter and bucket all sleep on one VirtualClock: time jumps to the next sleeper's
+deadline once every runnable task has parked, so seconds of streaming take milliseconds and
+timings measured on the clock are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+import pytest
+
+from channels.emitter import EmitResult, EmitterSettings, ReplyOutcome, ResponseEmitter
+from channels.errors import ChannelError, PermanentError, RateLimited, TransientError
+from channels.model import Delivered
+from channels.ratelimit import TokenBucket
+
+SETTLE_ROUNDS = 20  # loop turns that let woken tasks run to their next sleep before time moves
+EPS = 1e-9
+
+
+class VirtualClock:
+    """Virtual monotonic time with an asyncio sleep that waits on it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        if delay <= 0:
+            await asyncio.sleep(0)
+            return
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._timers, (self.now + delay, next(self._order), future))
+        await future
+
+    async def run(self) -> None:
+        """Advance time whenever everything is asleep; runs until cancelled."""
+        while True:
+            for _ in range(SETTLE_ROUNDS):
+                await asyncio.sleep(0)
+            while self._timers and self._timers[0][2].done():
+                heapq.heappop(self._timers)  # its sleeper was cancelled
+            if not self._timers:
+                await asyncio.sleep(0.001)  # idle, or waiting on real time (a real timeout)
+                continue
+            self.now = max(self.now, self._timers[0][0])
+            assert self.now < 10_000, "virtual time ran away: something never ends"
+            while self._timers and self._timers[0][0] <= self.now:
+                future = heapq.heappop(self._timers)[2]
+                if not future.done():
+                    future.set_result(None)
+
+
+@pytest.fixture
+async def clock() -> AsyncIterator[VirtualClock]:
+    clock = VirtualClock()
+    driver = asyncio.create_task(clock.run(), name="virtual-clock")
+    yield clock
+    driver.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await driver
+
+
+@dataclass
+class Call:
+    kind: str  # "update", "finish" or "fail"
+    text: str
+    started: float
+    ended: float | None = None
+    reason: str = ""
+    error: BaseException | None = None
+
+    @property
+    def landed(self) -> bool:
+        return self.ended is not None and self.error is None
+
+
+class RecordingStream:
+    """A ReplyStream that records every call, fails on demand and checks one call at a time."""
+
+    def __init__(
+        self,
+        clock: VirtualClock,
+        *,
+        latency: float = 0.05,
+        update_faults: Iterable[BaseException | None] = (),
+        finish_faults: Iterable[BaseException | None] = (),
+        finish_always: BaseException | None = None,
+        fail_hangs: bool = False,
+    ) -> None:
+        self.clock = clock
+        self.latency = latency
+        self.update_faults = list(update_faults)
+        self.finish_faults = list(finish_faults)
+        self.finish_always = finish_always
+        self.fail_hangs = fail_hangs
+        self.calls: list[Call] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.is_streaming = True
+        self._delivered = ""
+
+    @property
+    def delivered(self) -> Delivered:
+        return Delivered(card_id="card-1", text=self._delivered, messages_sent=0)
+
+    @property
+    def streaming(self) -> bool:
+        return self.is_streaming
+
+    def of(self, kind: str) -> list[Call]:
+        return [call for call in self.calls if call.kind == kind]
+
+    async def update(self, text_so_far: str) -> None:
+        fault = self.update_faults.pop(0) if self.update_faults else None
+        await self._call(Call("update", text_so_far, self.clock()), fault)
+
+    async def finish(self, final_text: str) -> None:
+        fault = self.finish_faults.pop(0) if self.finish_faults else self.finish_always
+        await self._call(Call("finish", final_text, self.clock()), fault)
+
+    async def fail(self, reason: str, partial_text: str = "") -> None:
+        call = Call("fail", partial_text, self.clock(), reason=reason)
+        if self.fail_hangs:
+            self.calls.append(call)
+            await asyncio.Event().wait()
+        await self._call(call, None)
+
+    async def _call(self, call: Call, fault: BaseException | None) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        assert self.in_flight == 1, "two platform calls of one reply in flight"
+        self.calls.append(call)
+        try:
+            await self.clock.sleep(self.latency)
+            call.ended = self.clock()
+            if fault is not None:
+                call.error = fault
+                raise fault
+            self._delivered = call.text
+        finally:
+            self.in_flight -= 1
+
+
+class FakeAgent:
+    """Yields the given deltas `gap` apart, then raises `error` if given; records its reads."""
+
+    def __init__(
+        self,
+        clock: VirtualClock,
+        deltas: Iterable[str],
+        *,
+        gap: float = 0.01,
+        error: BaseException | None = None,
+    ) -> None:
+        self.clock = clock
+        self.deltas = list(deltas)
+        self.gap = gap
+        self.error = error
+        self.pulled_at: list[float] = []
+        self.closed = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.deltas)
+
+    async def stream(self) -> AsyncIterator[str]:
+        try:
+            for delta in self.deltas:
+                await self.clock.sleep(self.gap)
+                self.pulled_at.append(self.clock())
+                yield delta
+            if self.error is not None:
+                raise self.error
+        finally:
+            self.closed = True
+
+
+def words(count: int, prefix: str = "w") -> list[str]:
+    return [f"{prefix}{i} " for i in range(count)]
+
+
+def make_emitter(
+    clock: VirtualClock,
+    *,
+    bucket: TokenBucket | None = None,
+    rate: float = 100.0,
+    burst: int = 10,
+    **settings: float,
+) -> ResponseEmitter:
+    if bucket is None:
+        bucket = TokenBucket(rate, burst, clock=clock, sleep=clock.sleep)
+    return ResponseEmitter(bucket, EmitterSettings(**settings), clock=clock, sleep=clock.sleep)
+
+
+class ProgressLog:
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.first = asyncio.Event()
+
+    async def __call__(self, text: str) -> None:
+        self.texts.append(text)
+        self.first.set()
+
+
+def assert_paced(calls: list[Call], min_interval: float) -> None:
+    starts = [call.started for call in calls]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(gap >= min_interval - EPS for gap in gaps), gaps
+
+
+async def test_fast_deltas_are_coalesced_latest_wins(clock: VirtualClock) -> None:
+    agent = FakeAgent(clock, words(200), gap=0.01)  # two seconds of streaming
+    stream = RecordingStream(clock, latency=0.05)
+    progress = ProgressLog()
+    emitter = make_emitter(clock, min_interval=0.3)
+
+    result = await emitter.emit(agent.stream(), stream, on_progress=progress)
+
+    assert result.outcome is ReplyOutcome.REPLIED
+    assert result.text == agent.text
+    assert result.error is None
+    updates = stream.of("update")
+    assert 3 <= len(updates) <= 2.0 / 0.3 + 1  # one per interval at most, not one per delta
+    texts = [call.text for call in updates]
+    for shorter, longer in itertools.pairwise([*texts, agent.text]):
+        assert longer.startswith(shorter)
+        assert len(longer) > len(shorter)
+    assert [call.kind for call in stream.calls][-1] == "finish"
+    assert stream.of("finish")[0].text == agent.text
+    assert stream.max_in_flight == 1
+    assert_paced(stream.calls, 0.3)
+    assert progress.texts == [*texts, agent.text]
+    assert result.updates_sent == len(updates)
+    assert result.first_update_at == updates[0].ended
+    assert agent.closed
+
+
+async def test_reading_the_agent_never_waits_on_the_platform(clock: VirtualClock) -> None:
+    agent = FakeAgent(clock, words(50), gap=0.01)  # done after 0.5 s
+    stream = RecordingStream(clock, latency=2.0)  # a very slow platform
+    emitter = make_emitter(clock, min_interval=0.3)
+
+    result = await emitter.emit(agent.stream(), stream)
+
+    first = stream.calls[0]
+    assert first.ended is not None
+    assert max(agent.pulled_at) < first.ended  # everything was read during the first call
+    assert [call.kind for call in stream.calls] == ["update", "finish"]  # the rest coalesced
+    assert result.outcome is ReplyOutcome.REPLIED
+    assert stream.calls[-1].text == agent.text
+
+
+async def test_no_update_goes_out_without_new_text(clock: VirtualClock) -> None:
+    agent = FakeAgent(clock, words(5), gap=1.0)  # a slow agent: one delta a second
+    stream = RecordingStream(clock)
+    emitter = make_emitter(clock, min_interval=0.3)
+
+    await emitter.emit(agent.stream(), stream)
+
+    texts = [call.text for call in stream.of("update")]
+    assert texts == ["".join(agent.deltas[: i + 1]) for i in range(4)]  # the fifth is the final
+    assert stream.calls[-1].text == agent.text
+
+
+async def test_a_shared_bucket_caps_the_rate_of_concurrent_replies(clock: VirtualClock) -> None:
+    rate, burst = 4.0, 2
+    bucket = TokenBucket(rate, burst, clock=clock, sleep=clock.sleep, quiet_period=100.0)
+    emitter = make_emitter(clock, bucket=bucket, min_interval=0.1)
+    agents = [FakeAgent(clock, words(100, f"r{n}-"), gap=0.02) for n in range(5)]
+    streams = [RecordingStream(clock, latency=0.02) for _ in agents]
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [
+            group.create_task(emitter.emit(agent.stream(), stream))
+            for agent, stream in zip(agents, streams, strict=True)
+        ]
+
+    results = [task.result() for task in tasks]
+    assert [r.outcome for r in results] == [ReplyOutcome.REPLIED] * 5
+    assert [r.text for r in results] == [agent.text for agent in agents]
+    starts = sorted(call.started for stream in streams for call in stream.calls)
+    # A token bucket allows at most burst + rate x window calls in any window of time.
+    for i, j in itertools.combinations(range(len(starts)), 2):
+        assert j - i + 1 <= burst + rate * (starts[j] - starts[i]) + EPS, (i, j)
+    # Unthrottled, five replies at 10 updates/s would make ~100 calls in these 2 s.
+    assert len(starts) <= burst + rate * (starts[-1] - starts[0]) + EPS
+    assert len(starts) >= 5 * 2  # yet every reply still streamed, not just finished
+    assert all(len(stream.of("update")) >= 1 for stream in streams)
+    assert all(stream.max_in_flight == 1 for stream in streams)
+
+
+async def test_a_token_taken_just_before_the_end_carries_the_final_call(
+    clock: VirtualClock,
+) -> None:
+    bucket = TokenBucket(1, 1, clock=clock, sleep=clock.sleep)
+    emitter = make_emitter(clock, bucket=bucket, min_interval=0.3)
+    agent = FakeAgent(clock, words(50), gap=0.01)  # done at 0.5 s, while waiting for a token
+    stream = RecordingStream(clock)
+
+    await emitter.emit(agent.stream(), stream)
+
+    update, finish = stream.calls
+    assert (update.kind, finish.kind) == ("update", "finish")
+    assert finish.started == pytest.approx(
+        update.started + 1.0
+    )  # the next token, not the one after
+
+
+async def test_rate_limited_updates_slow_the_bucket_and_the_reply_completes(
+    clock: VirtualClock,
+) -> None:
+    bucket = TokenBucket(20, 5, clock=clock, sleep=clock.sleep, quiet_period=100.0)
+    emitter = make_emitter(clock, bucket=bucket, min_interval=0.1)
+    agent = FakeAgent(clock, words(150), gap=0.01)
+    limited = RateLimited("429 from the platform", retry_after=0.5)
+    stream = RecordingStream(clock, update_faults=[None, limited])
+    progress = ProgressLog()
+
+    result = await emitter.emit(agent.stream(), stream, on_progress=progress)
+
+    assert result.outcome is ReplyOutcome.REPLIED
+    assert stream.calls[-1].kind == "finish"
+    assert stream.calls[-1].text == agent.text
+    assert bucket.rate == 10.0  # halved
+    refused = stream.calls[1]
+    assert refused.error is limited
+    assert refused.ended is not None
+    after = stream.calls[2]
+    assert after.started >= refused.ended + 0.5 - EPS  # nobody called during the pause
+    assert after.text.startswith(refused.text)
+    assert len(after.text) > len(refused.text)
+    assert refused.text not in progress.texts
+    assert result.updates_sent == len([c for c in stream.of("update") if c.landed])
+
+
+async def test_a_refused_update_stops_updates_but_the_final_text_lands(clock: VirtualClock) -> None:
+    emitter = make_emitter(clock)
+    agent = FakeAgent(clock, words(100), gap=0.01)
+    stream = RecordingStream(clock, update_faults=[PermanentError("card streaming denied")])
+
+    result = await emitter.emit(agent.stream(), stream)
+
+    assert [call.kind for call in stream.calls] == ["update", "finish"]
+    assert result.outcome is ReplyOutcome.REPLIED
+    assert stream.calls[-1].text == agent.text
+    assert result.updates_sent == 0
+    assert result.first_update_at == stream.calls[-1].ended
+
+
+async def test_final_text_is_retried_until_it_lands(clock: VirtualClock) -> None:
+    emitter = make_emitter(clock, min_interval=0.3)
+    agent = FakeAgent(clock, words(20), gap=0.01)
+    faults = [TransientError("502 bad gateway"), RateLimited("429", retry_after=2.0)]
+    stream = RecordingStream(clock, finish_faults=faults)
+    progress = ProgressLog()
+
+    result = await emitter.emit(agent.stream(), stream, on_progress=progress)
+
+    assert result.outcome is ReplyOutcome.REPLIED
+    first, second, third = stream.of("finish")
+    assert [c.error for c in (first, second, third)] == [*faults, None]
+    assert all(call.text == agent.text for call in (first, second, third))
+    assert first.ended is not None
+    assert second.ended is not None
+    assert second.started - first.ended >= 0.5 - EPS  # backoff
+    assert third.started - second.ended >= 2.0 - EPS  # the platform's retry_after
+    assert progress.texts[-1] == agent.text
+    assert not stream.of("fail")
+
+
+async def test_final_text_that_never_lands_fails_the_reply_visibly(clock: VirtualClock) -> None:
+    settings = EmitterSettings(final_retry_deadline=5.0)
+    emitter = make_emitter(clock, final_retry_deadline=settings.final_retry_deadline)
+    agent = FakeAgent(clock, words(20), gap=0.01)
+    stream = RecordingStream(clock, finish_always=TransientError("503 service unavailable"))
+
+    result = await emitter.emit(agent.stream(), stream)
+
+    assert result.outcome is ReplyOutcome.FAILED
+    assert result.error == "TransientError: 503 service unavailable"
+    assert result.text == agent.text
+    finishes = stream.of("finish")
+    assert len(finishes) >= 3
+    [fail] = stream.of("fail")
+    assert fail.reason == settings.failure_text
+    assert fail.text == agent.text  # the whole answer goes along: nothing dropped silently
+    assert fail.started >= finishes[-1].started
+    # No backoff sleep that would end past the deadline: the user hears about it in time.
+    assert fail.started <= finishes[0].started + 5.0
+
+
+async def test_a_retry_after_beyond_the_deadline_gives_up_at_once(clock: VirtualClock) -> None:
+    emitter = make_emitter(clock, final_retry_deadline=5.0)
+    agent = FakeAgent(clock, words(5))
+    stream = RecordingStream(clock, finish_always=RateLimited("429", retry_after=60.0))
+
+    result = await emitter.emit(agent.stream(), stream)
+
+    assert result.outcome is ReplyOutcome.FAILED
+    assert result.error == "RateLimited: 429"
+    [finish] = stream.of("finish")
+    [fail] = stream.of("fail")
+    assert finish.ended is not None
+    assert fail.started < finish.ended + 1.0  # no pointless wait for a retry that cannot happen
+    assert fail.text == agent.text
+
+
+async def test_final_text_refused_for_good_is_not_retried(clock: VirtualClock) -> None:
+    emitter = make_emitter(clock)
+    agent = FakeAgent(clock, words(5))
+    stream = RecordingStream(clock, finish_always=PermanentError("card gone"))
+
+    result = await emitter.emit(agent.stream(), stream)
+
+    assert result.outcome is ReplyOutcome.FAILED
+    assert result.error == "PermanentError: card gone"
+    assert len(stream.of("finish")) == 1
+    assert len(stream.of("fail")) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (TransientError("upstream 502"), "TransientError: upstream 502"),
+        (ValueError("agent bug"), "ValueError: agent bug"),
+    ],
+)
+async def test_agent_error_mid_stream_fails_with_the_partial_text(
+    clock: VirtualClock, error: Exception, expected: str
+) -> None:
+    emitter = make_emitter(clock)
+    agent = FakeAgent(clock, words(60), gap=0.01, error=error)
+    stream = RecordingStream(clock)
+
+    result = await emitter.emit(agent.stream(), stream)
+
+    assert result.outcome is ReplyOutcome.FAILED
+    assert result.error == expected
+    assert result.text == agent.text
+    assert not stream.of("finish")
+    [fail] = stream.of("fail")
+    assert fail.reason == EmitterSettings().failure_text
+    assert fail.text == agent.text
+    assert stream.of("update")  # it had been streaming
+    assert stream.max_in_flight == 1
+
+
+@pytest.mark.parametrize("deltas", [[], ["", ""], ["  ", "\n"]])
+async def test_an_empty_answer_is_a_visible_failure(clock: VirtualClock, deltas: list[str]) -> None:
+    emitter = make_emitter(clock)
+    stream = RecordingStream(clock)
+
+    result = await emitter.emit(FakeAgent(clock, deltas).stream(), stream)
+
+    assert result.outcome is ReplyOutcome.FAILED
+    assert result.error == "empty answer"
+    assert not stream.of("finish")
+    [fail] = stream.of("fail")
+    assert fail.reason == EmitterSettings().empty_text
+    assert fail.reason.strip()
+
+
+def other_tasks(*known: asyncio.Task[object] | None) -> set[asyncio.Task[object]]:
+    return {task for task in asyncio.all_tasks() if task not in {asyncio.current_task(), *known}}
+
+
+async def test_cancellation_ends_the_reply_and_leaves_no_task(clock: VirtualClock) -> None:
+    driver = next(t for t in asyncio.all_tasks() if t.get_name() == "virtual-clock")
+    emitter = make_emitter(clock)
+    agent = FakeAgent(clock, words(500), gap=0.01)
+    stream = RecordingStream(clock)
+    progress = ProgressLog()
+    reply = asyncio.create_task(emitter.emit(agent.stream(), stream, on_progress=progress))
+
+    await progress.first.wait()
+    await clock.sleep(0.5)
+    reply.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reply
+
+    assert reply.cancelled()
+    [fail] = stream.of("fail")
+    assert fail.reason == "(stopped)"
+    assert fail.text  # the partial answer stays visible
+    assert agent.text.startswith(fail.text)
+    assert fail.text.startswith(progress.texts[-1])
+    assert not stream.of("finish")
+    assert agent.closed
+    assert other_tasks(driver) == set()
+
+
+async def test_cancellation_cleanup_is_bounded(clock: VirtualClock) -> None:
+    emitter = make_emitter(clock, cleanup_timeout=0.05)  # real seconds: the hang is real
+    agent = FakeAgent(clock, words(100), gap=0.01)
+    stream = RecordingStream(clock, fail_hangs=True)
+    progress = ProgressLog()
+    reply = asyncio.create_task(emitter.emit(agent.stream(), stream, on_progress=progress))
+
+    await progress.first.wait()
+    reply.cancel()
+    async with asyncio.timeout(2.0):
+        with pytest.raises(asyncio.CancelledError):
+            await reply
+    assert len(stream.of("fail")) == 1
+
+
+async def test_a_stream_that_fell_back_keeps_taking_the_same_calls(clock: VirtualClock) -> None:
+    emitter = make_emitter(clock, min_interval=0.3)
+    agent = FakeAgent(clock, words(150), gap=0.01)
+    stream = RecordingStream(clock)
+
+    async def fall_back_after_first(text: str) -> None:
+        stream.is_streaming = False  # e.g. the card died; the stream now sends messages
+
+    result = await emitter.emit(agent.stream(), stream, on_progress=fall_back_after_first)
+
+    assert result.outcome is ReplyOutcome.REPLIED
+    assert len(stream.of("update")) > 1
+    assert stream.calls[-1].kind == "finish"
+    assert stream.calls[-1].text == agent.text
+
+
+async def test_a_failing_progress_hook_still_ends_the_reply(clock: VirtualClock) -> None:
+    emitter = make_emitter(clock)
+    agent = FakeAgent(clock, words(100), gap=0.01)
+    stream = RecordingStream(clock)
+
+    async def broken(text: str) -> None:
+        raise ChannelError("journal unavailable")
+
+    with pytest.raises(ChannelError, match="journal"):
+        await emitter.emit(agent.stream(), stream, on_progress=broken)
+    [fail] = stream.of("fail")
+    assert fail.reason == EmitterSettings().failure_text
+    assert agent.closed
+
+
+def test_outcome_is_a_metric_label() -> None:
+    assert [str(o) for o in ReplyOutcome] == ["replied", "failed", "cancelled"]
+    result = EmitResult(ReplyOutcome.REPLIED, "hi", None, 0, None)
+    assert f"{result.outcome}" == "replied"

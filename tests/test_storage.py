@@ -1,0 +1,597 @@
+"""The store against real SQLite and PostgreSQL databases."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+
+from storage import JournalState, Store, migrate
+from storage.engine import alembic_config, make_engine
+from storage.models import metadata
+from tests.storage_support import FakeClock, PostgresDatabase, sqlite_url
+
+TABLES = {
+    "alembic_version",
+    "channel",
+    "conversation",
+    "inbound_journal",
+    "message",
+    "platform_identity",
+    "user_account",
+}
+IDLE = timedelta(hours=1)
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MIGRATE_ON_GO = """
+import asyncio, sys
+from storage import migrate
+print("ready", flush=True)
+sys.stdin.readline()
+asyncio.run(migrate(sys.argv[1]))
+"""
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabase]:
+    database = PostgresDatabase()
+    yield database
+    database.drop()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def database_url(backend: str, tmp_path: Path, postgres: PostgresDatabase) -> str:
+    """A database without tables; the SQLite file's directory does not exist yet."""
+    if backend == "sqlite":
+        return sqlite_url(tmp_path / "state" / "channeld.db")
+    return await postgres.empty()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(
+    backend: str, tmp_path: Path, postgres: PostgresDatabase, clock: FakeClock
+) -> AsyncIterator[Store]:
+    """A migrated database with no rows."""
+    if backend == "sqlite":
+        url = sqlite_url(tmp_path / "state" / "channeld.db")
+    else:
+        url = await postgres.clean()
+    opened = await Store.open(url, clock=clock)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def _sql(store: Store, statement: str, **params: Any) -> list[Any]:
+    async with store.engine.connect() as conn:
+        return list((await conn.execute(text(statement), params)).all())
+
+
+def _schema(conn: Connection) -> tuple[set[str], list[Any]]:
+    tables = set(inspect(conn).get_table_names())
+    return tables, compare_metadata(MigrationContext.configure(conn), metadata)
+
+
+# --- schema -------------------------------------------------------------------------------
+
+
+async def test_migrate_creates_the_schema_and_is_idempotent(database_url: str) -> None:
+    # Replicas (or a daemon and `channeld migrate`) may start together.
+    await asyncio.gather(migrate(database_url), migrate(database_url))
+    await migrate(database_url)
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            tables, differences = await conn.run_sync(_schema)
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+    finally:
+        await engine.dispose()
+    assert tables == TABLES
+    assert differences == [], "models and migrations disagree"
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert version == [(head,)]
+
+
+async def test_replicas_migrating_at_once_all_succeed(database_url: str) -> None:
+    # Separate processes, as replicas are: the in-process lock cannot help, only the
+    # database's own locking (advisory lock, BEGIN IMMEDIATE) can. Each process imports
+    # first and migrates on "go", so the migrations really overlap.
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            MIGRATE_ON_GO,
+            database_url,
+            cwd=REPO_ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    try:
+        async with asyncio.timeout(30):
+            for process in processes:
+                assert process.stdout is not None
+                assert await process.stdout.readline() == b"ready\n"
+            outputs = await asyncio.gather(
+                *(p.communicate(b"go\n") for p in processes), migrate(database_url)
+            )
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert [p.returncode for p in processes] == [0, 0], [o[1] for o in outputs[:-1]]
+    store = await Store.open(database_url)
+    try:
+        assert await _sql(store, "SELECT count(*) FROM alembic_version") == [(1,)]
+    finally:
+        await store.close()
+
+
+async def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
+    store = await Store.open(sqlite_url(tmp_path / "a" / "b" / "channeld.db"))
+    try:
+        assert (tmp_path / "a" / "b" / "channeld.db").exists()
+        assert await _sql(store, "PRAGMA journal_mode") == [("wal",)]
+        assert await _sql(store, "PRAGMA busy_timeout") == [(5000,)]
+        assert await _sql(store, "PRAGMA foreign_keys") == [(1,)]
+    finally:
+        await store.close()
+
+
+async def test_ping(store: Store) -> None:
+    assert await store.ping() is True
+
+
+async def test_ping_is_false_when_the_database_is_down() -> None:
+    # Port 1 on loopback refuses at once: nothing listens there.
+    store = await Store.open("postgresql+asyncpg://postgres@127.0.0.1:1/none", migrate=False)
+    try:
+        assert await store.ping() is False
+    finally:
+        await store.close()
+
+
+async def test_naive_datetimes_are_rejected(store: Store) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await store.journal_prune(datetime(2025, 1, 1))  # naive on purpose
+
+
+# --- journal ------------------------------------------------------------------------------
+
+
+async def test_journal_accept_records_a_received_entry(store: Store, clock: FakeClock) -> None:
+    clock.now = datetime(2025, 3, 1, 16, 0, 0, 123456, tzinfo=timezone(timedelta(hours=8)))
+    entry_id = await store.journal_accept("ding", "msg-1", "frame-1", '{"text": "hi"}')
+    assert entry_id is not None
+    entry = await store.journal_get(entry_id)
+    assert entry is not None
+    assert (entry.channel_id, entry.platform_message_id, entry.frame_id) == (
+        "ding",
+        "msg-1",
+        "frame-1",
+    )
+    assert entry.state is JournalState.RECEIVED
+    assert entry.payload == '{"text": "hi"}'
+    assert (entry.conversation_id, entry.card_id, entry.delivered_text, entry.error) == (
+        None,
+        None,
+        "",
+        None,
+    )
+    # Same instant, handed back in UTC whatever zone it came in.
+    assert entry.created_at == clock.now
+    assert entry.created_at.utcoffset() == timedelta(0)
+    assert entry.updated_at == entry.created_at
+    assert await store.journal_get(entry_id + 1000) is None
+
+
+async def test_journal_rejects_a_redelivered_message_id(store: Store) -> None:
+    first = await store.journal_accept("ding", "msg-1", "frame-1", "{}")
+    assert first is not None
+    assert await store.journal_accept("ding", "msg-1", "frame-2", "{}") is None
+    assert await store.journal_accept("ding", "msg-1", None, "{}") is None
+    # The key is per channel.
+    assert await store.journal_accept("feishu", "msg-1", "frame-1", "{}") is not None
+    assert [e.id for e in await store.journal_unfinished("ding")] == [first]
+
+
+async def test_journal_rejects_a_redelivered_frame_id(store: Store) -> None:
+    first = await store.journal_accept("ding", "msg-1", "frame-1", "{}")
+    assert first is not None
+    assert await store.journal_accept("ding", "msg-2", "frame-1", "{}") is None
+    # Frames without an id never collide with each other.
+    assert await store.journal_accept("ding", "msg-3", None, "{}") is not None
+    assert await store.journal_accept("ding", "msg-4", None, "{}") is not None
+    assert len(await store.journal_unfinished("ding")) == 3
+
+
+async def test_journal_update_moves_state_and_keeps_unset_fields(
+    store: Store, clock: FakeClock
+) -> None:
+    entry_id = await store.journal_accept("ding", "msg-1", None, "{}")
+    assert entry_id is not None
+    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
+    conversation = await store.current_conversation(
+        "ding", "direct:c1", user, idle_reset=IDLE, now=clock.now
+    )
+
+    later = clock.advance(timedelta(seconds=5))
+    await store.journal_update(
+        entry_id, state=JournalState.REPLYING, conversation_id=conversation.id, card_id="card-9"
+    )
+    await store.journal_update(entry_id, delivered_text="Hello, wor")
+    entry = await store.journal_get(entry_id)
+    assert entry is not None
+    assert entry.state is JournalState.REPLYING
+    assert (entry.conversation_id, entry.card_id, entry.delivered_text) == (
+        conversation.id,
+        "card-9",
+        "Hello, wor",
+    )
+    assert entry.updated_at == later
+    assert entry.created_at < entry.updated_at
+
+    await store.journal_update(entry_id, state=JournalState.FAILED, error="card 403")
+    entry = await store.journal_get(entry_id)
+    assert entry is not None
+    assert (entry.state, entry.error, entry.card_id) == (JournalState.FAILED, "card 403", "card-9")
+
+    with pytest.raises(LookupError):
+        await store.journal_update(entry_id + 1000, state=JournalState.REPLIED)
+
+
+async def test_journal_unfinished_lists_received_and_replying_oldest_first(store: Store) -> None:
+    ids: dict[str, int] = {}
+    for name, channel in [
+        ("a", "ding"),
+        ("b", "feishu"),
+        ("c", "ding"),
+        ("d", "ding"),
+        ("e", "ding"),
+    ]:
+        entry_id = await store.journal_accept(channel, name, None, "{}")
+        assert entry_id is not None
+        ids[name] = entry_id
+    await store.journal_update(ids["a"], state=JournalState.REPLYING)
+    await store.journal_update(ids["c"], state=JournalState.REPLIED)
+    await store.journal_update(ids["d"], state=JournalState.IGNORED)
+
+    everything = await store.journal_unfinished()
+    assert [e.platform_message_id for e in everything] == ["a", "b", "e"]
+    assert [e.state for e in everything] == [
+        JournalState.REPLYING,
+        JournalState.RECEIVED,
+        JournalState.RECEIVED,
+    ]
+    assert [e.platform_message_id for e in await store.journal_unfinished("ding")] == ["a", "e"]
+    assert await store.journal_unfinished("wecom") == []
+
+
+async def test_journal_prune_deletes_only_old_finished_entries(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
+    conversation = await store.current_conversation(
+        "ding", "direct:c1", user, idle_reset=IDLE, now=clock.now
+    )
+    old: dict[str, int] = {}
+    for name, state in [
+        ("replied", JournalState.REPLIED),
+        ("failed", JournalState.FAILED),
+        ("ignored", JournalState.IGNORED),
+        ("received", JournalState.RECEIVED),
+        ("replying", JournalState.REPLYING),
+    ]:
+        entry_id = await store.journal_accept("ding", f"old-{name}", None, "{}")
+        assert entry_id is not None
+        await store.journal_update(entry_id, state=state)
+        old[name] = entry_id
+    await store.append_message(
+        conversation.id, "user", "hi", journal_id=old["replied"], now=clock.now
+    )
+    cutoff = clock.advance(timedelta(days=7))
+    recent = await store.journal_accept("ding", "new-replied", None, "{}")
+    assert recent is not None
+    await store.journal_update(recent, state=JournalState.REPLIED)
+
+    assert await store.journal_prune(cutoff) == 3
+    assert await store.journal_prune(cutoff) == 0
+    for name in ("replied", "failed", "ignored"):
+        assert await store.journal_get(old[name]) is None
+    for kept in (old["received"], old["replying"], recent):
+        assert await store.journal_get(kept) is not None
+    # The history survives the pruned journal row; only the link is cleared.
+    [message] = await store.recent_messages(conversation.id, 10)
+    assert (message.content, message.journal_id) == ("hi", None)
+    # A pruned message id can be journaled again.
+    assert await store.journal_accept("ding", "old-replied", None, "{}") is not None
+
+
+async def test_concurrent_journal_accept_yields_one_id_per_message(store: Store) -> None:
+    calls = [(f"msg-{i}", f"frame-{i}") for i in range(35)]
+    calls += [(f"msg-{i}", f"frame-{i}") for i in range(10)]  # redelivered as is
+    calls += [(f"msg-{i}-again", f"frame-{i}") for i in range(10, 15)]  # same frame, new id
+    assert len(calls) == 50
+
+    results = await asyncio.gather(
+        *(store.journal_accept("ding", msg, frame, "{}") for msg, frame in calls)
+    )
+
+    accepted = [(call, result) for call, result in zip(calls, results, strict=True) if result]
+    assert len(accepted) == 35
+    assert len({result for _, result in accepted}) == 35
+    assert sorted(int(frame.removeprefix("frame-")) for (_, frame), _ in accepted) == list(
+        range(35)
+    )
+    unfinished = await store.journal_unfinished("ding")
+    assert sorted(e.id for e in unfinished) == sorted(result for _, result in accepted)
+
+
+# --- users --------------------------------------------------------------------------------
+
+
+async def test_resolve_user_creates_once_and_follows_the_display_name(store: Store) -> None:
+    alice = await store.resolve_user("dingtalk", "corp", "staff-1", "Alice")
+    assert len(alice) == 32
+    assert await store.resolve_user("dingtalk", "corp", "staff-1", "Alice") == alice
+    assert await store.resolve_user("dingtalk", "corp", "staff-1", "Alice W.") == alice
+    # An empty name (the platform did not send one) keeps the known one.
+    assert await store.resolve_user("dingtalk", "corp", "staff-1", "") == alice
+    assert await _sql(store, "SELECT display_name FROM user_account WHERE id = :id", id=alice) == [
+        ("Alice W.",)
+    ]
+    assert await _sql(store, "SELECT display_name FROM platform_identity") == [("Alice W.",)]
+
+    others = {
+        await store.resolve_user("dingtalk", "other-corp", "staff-1", "Alice"),
+        await store.resolve_user("feishu", "corp", "staff-1", "Alice"),
+        await store.resolve_user("dingtalk", "corp", "staff-2", "Bob"),
+    }
+    assert alice not in others
+    assert len(others) == 3
+
+
+async def test_concurrent_resolve_user_returns_one_user(store: Store) -> None:
+    results = await asyncio.gather(
+        *(store.resolve_user("feishu", "tenant", "ou_1", "Carol") for _ in range(20))
+    )
+    assert len(set(results)) == 1
+    assert await _sql(store, "SELECT count(*) FROM user_account") == [(1,)]
+    assert await _sql(store, "SELECT count(*) FROM platform_identity") == [(1,)]
+
+
+# --- conversations ------------------------------------------------------------------------
+
+
+async def test_current_conversation_resets_after_idle_time(store: Store, clock: FakeClock) -> None:
+    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
+    start = clock.now
+    first = await store.current_conversation("ding", "direct:c1", user, idle_reset=IDLE, now=start)
+    assert (first.channel_id, first.key, first.user_id) == ("ding", "direct:c1", user)
+    assert first.created_at == first.last_activity_at == start
+    assert first.closed_at is None
+
+    same = await store.current_conversation(
+        "ding", "direct:c1", user, idle_reset=IDLE, now=start + timedelta(minutes=50)
+    )
+    assert same.id == first.id
+    # Activity, not the last lookup, keeps a conversation alive.
+    await store.append_message(first.id, "user", "hi", now=start + timedelta(minutes=50))
+    still = await store.current_conversation(
+        "ding", "direct:c1", user, idle_reset=IDLE, now=start + timedelta(minutes=110)
+    )
+    assert still.id == first.id
+    assert still.last_activity_at == start + timedelta(minutes=50)
+    # Other keys are other conversations.
+    group = await store.current_conversation(
+        "ding", "group:g1:u1", user, idle_reset=IDLE, now=start + timedelta(minutes=110)
+    )
+    assert group.id != first.id
+
+    reset_at = start + timedelta(minutes=111)
+    fresh = await store.current_conversation(
+        "ding", "direct:c1", user, idle_reset=IDLE, now=reset_at
+    )
+    assert fresh.id != first.id
+    assert fresh.created_at == reset_at
+    closed = await store.get_conversation(first.id)
+    assert closed is not None
+    assert closed.closed_at == reset_at
+
+
+async def test_start_new_conversation_closes_the_current_one(
+    store: Store, clock: FakeClock
+) -> None:
+    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
+    first = await store.current_conversation(
+        "ding", "direct:c1", user, idle_reset=IDLE, now=clock.now
+    )
+    now = clock.advance(timedelta(minutes=1))
+    second = await store.start_new_conversation("ding", "direct:c1", user, now=now)
+    assert second.id != first.id
+    assert second.closed_at is None
+    current = await store.current_conversation("ding", "direct:c1", user, idle_reset=IDLE, now=now)
+    assert current.id == second.id
+    old = await store.get_conversation(first.id)
+    assert old is not None
+    assert old.closed_at == now
+    # /new with nothing open just opens one.
+    other = await store.start_new_conversation("ding", "direct:c2", user, now=now)
+    assert other.key == "direct:c2"
+
+
+async def test_concurrent_current_conversation_opens_one(store: Store, clock: FakeClock) -> None:
+    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
+    results = await asyncio.gather(
+        *(
+            store.current_conversation("ding", "direct:c1", user, idle_reset=IDLE, now=clock.now)
+            for _ in range(10)
+        )
+    )
+    assert len({c.id for c in results}) == 1
+    assert len(await store.list_conversations("ding")) == 1
+
+
+async def test_messages_come_back_in_order_and_limited(store: Store, clock: FakeClock) -> None:
+    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
+    conversation = await store.current_conversation(
+        "ding", "direct:c1", user, idle_reset=IDLE, now=clock.now
+    )
+    entry_id = await store.journal_accept("ding", "msg-1", None, "{}")
+    for turn in range(6):
+        role = "user" if turn % 2 == 0 else "assistant"
+        journal_id = entry_id if turn == 4 else None
+        # Same timestamp for all: the order must not depend on the clock's resolution.
+        await store.append_message(
+            conversation.id, role, f"turn {turn}", journal_id=journal_id, now=clock.now
+        )
+
+    last = await store.recent_messages(conversation.id, 3)
+    assert [m.content for m in last] == ["turn 3", "turn 4", "turn 5"]
+    assert [m.role for m in last] == ["assistant", "user", "assistant"]
+    assert last[1].journal_id == entry_id
+    assert all(m.conversation_id == conversation.id for m in last)
+    assert last[0].created_at == clock.now
+    assert [m.content for m in await store.recent_messages(conversation.id, 100)] == [
+        f"turn {turn}" for turn in range(6)
+    ]
+    assert await store.recent_messages(conversation.id, 0) == []
+    assert await store.recent_messages("no-such-conversation", 5) == []
+    with pytest.raises(LookupError):
+        await store.append_message("no-such-conversation", "user", "hi", now=clock.now)
+
+
+async def test_list_conversations_newest_activity_first(store: Store, clock: FakeClock) -> None:
+    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
+    start = clock.now
+    a = await store.current_conversation("ding", "direct:a", user, idle_reset=IDLE, now=start)
+    b = await store.current_conversation(
+        "ding", "direct:b", user, idle_reset=IDLE, now=start + timedelta(minutes=1)
+    )
+    c = await store.current_conversation(
+        "lark", "direct:c", user, idle_reset=IDLE, now=start + timedelta(minutes=2)
+    )
+    await store.append_message(a.id, "user", "bump", now=start + timedelta(minutes=3))
+
+    assert [x.id for x in await store.list_conversations()] == [a.id, c.id, b.id]
+    assert [x.id for x in await store.list_conversations("ding")] == [a.id, b.id]
+    assert [x.id for x in await store.list_conversations(limit=1)] == [a.id]
+
+
+# --- channels -----------------------------------------------------------------------------
+
+
+async def test_channel_upsert_versions_only_real_changes(store: Store, clock: FakeClock) -> None:
+    created = await store.upsert_channel(
+        "ding",
+        type="dingtalk",
+        agent="default",
+        enabled=True,
+        source="config",
+        spec={"client_id": "abc", "scopes": ("a", "b")},
+    )
+    assert (created.id, created.type, created.agent, created.enabled, created.source) == (
+        "ding",
+        "dingtalk",
+        "default",
+        True,
+        "config",
+    )
+    assert created.spec == {"client_id": "abc", "scopes": ["a", "b"]}
+    assert created.version == 1
+    assert created.created_at == created.updated_at == clock.now
+
+    clock.advance(timedelta(minutes=1))
+    unchanged = await store.upsert_channel(
+        "ding",
+        type="dingtalk",
+        agent="default",
+        enabled=True,
+        source="config",
+        spec={"scopes": ["a", "b"], "client_id": "abc"},
+    )
+    assert unchanged == created
+
+    edited_at = clock.advance(timedelta(minutes=1))
+    edited = await store.upsert_channel(
+        "ding",
+        type="dingtalk",
+        agent="default",
+        enabled=True,
+        source="config",
+        spec={"client_id": "xyz", "scopes": ["a", "b"]},
+    )
+    assert (edited.version, edited.spec["client_id"], edited.updated_at) == (2, "xyz", edited_at)
+    assert edited.created_at == created.created_at
+
+    for change in ({"agent": "other"}, {"type": "feishu"}, {"enabled": False}):
+        fields: dict[str, Any] = {
+            "type": edited.type,
+            "agent": edited.agent,
+            "enabled": edited.enabled,
+            "spec": edited.spec,
+        } | change
+        edited = await store.upsert_channel("ding", source="config", **fields)
+    assert edited.version == 5
+    # Where a channel is defined is bookkeeping, not a change to reconcile.
+    moved = await store.upsert_channel(
+        "ding",
+        type=edited.type,
+        agent=edited.agent,
+        enabled=edited.enabled,
+        source="api",
+        spec=edited.spec,
+    )
+    assert (moved.source, moved.version) == ("api", 5)
+    assert await store.get_channel("ding") == moved
+
+
+async def test_channel_enable_disable_list_and_delete(store: Store) -> None:
+    for channel_id in ("b-feishu", "a-ding"):
+        await store.upsert_channel(
+            channel_id, type="dingtalk", agent="default", enabled=True, source="api", spec={}
+        )
+    disabled = await store.set_channel_enabled("a-ding", False)
+    assert disabled is not None
+    assert (disabled.enabled, disabled.version) == (False, 2)
+    again = await store.set_channel_enabled("a-ding", False)
+    assert again is not None
+    assert again.version == 2
+    enabled = await store.set_channel_enabled("a-ding", True)
+    assert enabled is not None
+    assert (enabled.enabled, enabled.version) == (True, 3)
+    assert await store.set_channel_enabled("missing", True) is None
+
+    assert [c.id for c in await store.list_channels()] == ["a-ding", "b-feishu"]
+    assert await store.delete_channel("a-ding") is True
+    assert await store.delete_channel("a-ding") is False
+    assert await store.get_channel("a-ding") is None
+    assert [c.id for c in await store.list_channels()] == ["b-feishu"]
