@@ -22,15 +22,17 @@ Measure = Callable[[str], int]
 # string (a backtick fence's info string may not contain a backtick, or it is inline code).
 _FENCE = re.compile(r"(?P<indent> {0,3})(?P<marker>`{3,}|~{3,})(?P<info>.*)")
 
-# Separators, strongest first. Pieces never include them; a chunk keeps those between its pieces,
-# so only whitespace at chunk boundaries is lost.
-_BLANK_LINES = re.compile(r"(?:[ \t]*\n)*")
-_PARAGRAPH = re.compile(r"[ \t]*\n(?:[ \t]*\n)+")
+# Separators, strongest first: group 1 is the separator proper. Pieces never include it; a chunk
+# keeps those between its pieces, so only whitespace at chunk boundaries is lost.
+_PARAGRAPH = re.compile(r"([ \t]*\n(?:[ \t]*\n)+)")
 _LOWER_LEVELS = (
-    re.compile(r"[ \t]*\n"),  # lines
-    re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*"),  # sentences (CJK ones need no space after)
-    re.compile(r"\s+"),  # words
+    re.compile(r"([ \t]*\n)"),  # lines
+    # Sentences: the stop stays with its sentence; CJK ones need no space after them. Written
+    # without lookbehind so the engine can skip ahead to the next stop character.
+    re.compile(r"(?:[.!?](?=\s)|[。！？])(\s*)"),
+    re.compile(r"(\s+)"),  # words
 )
+_BLANK_LINES = re.compile(r"(?:[ \t]*\n)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,13 +229,18 @@ def _pieces(text: str, start: int, end: int, separator: re.Pattern[str]) -> list
     spans: list[Span] = []
     pos = start
     for match in separator.finditer(text, start, end):
-        _add_trimmed(spans, text, pos, match.start())
-        pos = max(pos, match.end())
+        _add_trimmed(spans, text, pos, match.start(1))
+        pos = max(pos, match.end(1))
     _add_trimmed(spans, text, pos, end)
     return spans
 
 
 def _add_trimmed(spans: list[Span], text: str, start: int, end: int) -> None:
+    if end <= start:
+        return
+    if not text[start].isspace() and not text[end - 1].isspace():
+        spans.append((start, end))  # the common case, kept cheap: one piece per word at worst
+        return
     # Blank lines go, but the first line keeps its indent: it may be markdown (a list, code).
     blank = _BLANK_LINES.match(text, start, end)  # it matches the empty string too: never None
     if blank is not None:

@@ -17,6 +17,7 @@ from channels.dingtalk.provider import DingTalkProvider
 from channels.errors import ConfigError
 from channels.manager import AgentProfile, ChannelManager
 from channels.provider import ChannelProvider, InboundSink
+from channels.supervisor import Backoff
 from daemon.admin import AdminServer
 from daemon.config import Settings
 from daemon.embedded import EmbeddedEmulator
@@ -37,8 +38,9 @@ def build_provider(config: ChannelConfigBase, sink: InboundSink) -> ChannelProvi
 class Daemon:
     """Owns every long-lived resource; `start()` then `stop()`, each once."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, backoff: Backoff | None = None) -> None:
         self.settings = settings
+        self._backoff = backoff
         self.store: Store | None = None
         self.manager: ChannelManager | None = None
         self.admin: AdminServer | None = None
@@ -72,7 +74,9 @@ class Daemon:
             )
             for name, config in settings.agents.items()
         }
-        self.manager = ChannelManager(self.store, build_provider=build_provider, agents=profiles)
+        self.manager = ChannelManager(
+            self.store, build_provider=build_provider, agents=profiles, backoff=self._backoff
+        )
         self.admin = AdminServer(settings.admin, self._ready)
         await self.admin.start()
         await self.manager.start(channels)

@@ -84,7 +84,7 @@ class EmulatorSection(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = False
-    listen: str = "127.0.0.1:9100"
+    listen: str = "127.0.0.1:8788"
 
 
 class Settings(BaseModel):

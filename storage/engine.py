@@ -115,7 +115,7 @@ async def upgrade(engine: AsyncEngine) -> None:
     """Applies pending migrations through an existing engine."""
     lock = _upgrade_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     # On SQLite the migration's transaction takes the write lock up front, like any writer.
-    writer = engine
+    writer = engine.execution_options(**{WRITE_OPTION: True})
     async with lock, writer.connect() as conn:
         await conn.run_sync(_upgrade_to_head)
         await conn.commit()

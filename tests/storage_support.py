@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,49 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "CHANNELD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 POSTGRES_CONNECT_TIMEOUT = 5.0  # seconds
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_MIGRATE_ON_GO = """
+import asyncio, sys
+from storage import migrate
+print("ready", flush=True)
+sys.stdin.readline()
+asyncio.run(migrate(sys.argv[1]))
+"""
+
+
+async def migrate_in_processes(url: str, count: int) -> list[tuple[int | None, bytes]]:
+    """Migrates from `count` processes at once, as replicas starting together would.
+
+    Each process imports first and migrates on "go", so the migrations really overlap.
+    Returns each process's exit code and stderr.
+    """
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _MIGRATE_ON_GO,
+            url,
+            cwd=REPO_ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(count)
+    ]
+    try:
+        async with asyncio.timeout(30):
+            for process in processes:
+                if process.stdout is None or await process.stdout.readline() != b"ready\n":
+                    raise RuntimeError("migration process did not start")
+            outputs = await asyncio.gather(*(p.communicate(b"go\n") for p in processes))
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    return [(p.returncode, err) for p, (_, err) in zip(processes, outputs, strict=True)]
 
 
 def sqlite_url(path: Path) -> str:

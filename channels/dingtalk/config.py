@@ -28,7 +28,7 @@ class DingTalkChannelConfig(ChannelConfigBase):
     card_content_key: str = "content"  # the template's streaming markdown variable
     api_base: str = Field(default_factory=default_api_base)
     request_timeout: float = Field(default=10.0, gt=0, le=120)
-    watchdog_seconds: float = Field(default=90.0, ge=5, le=3600)  # silence before a reconnect
+    watchdog_seconds: float = Field(default=120.0, ge=1, le=3600)  # silence before a reconnect
 
     @field_validator("api_base")
     @classmethod

@@ -1,0 +1,142 @@
+"""A whole daemon against the threaded DingTalk emulator and the fake LLM, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.fake_llm import FakeLLM
+from channels.dingtalk.emulator import EmulatorThread
+from channels.model import ChannelState
+from channels.supervisor import Backoff
+from daemon.app import Daemon
+from daemon.config import Settings, validate
+from tests.agents_support import FAKE_LLM_KEY
+from tests.dingtalk_support import DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET, DINGTALK_TEMPLATE
+
+CHANNEL = "dt"
+FAST_BACKOFF = Backoff(initial=0.05, maximum=0.2, healthy_after=60)
+
+
+def settings_for(
+    tmp_path: Path,
+    emulator_url: str,
+    llm: FakeLLM | None,
+    *,
+    channel: dict[str, Any] | None = None,
+    agent: dict[str, Any] | None = None,
+) -> Settings:
+    """Config for one DingTalk channel on the emulator, answering with the fake LLM or echo."""
+    agent_config: dict[str, Any] = (
+        {
+            "type": "openai",
+            "base_url": llm.url,
+            "api_key": FAKE_LLM_KEY,
+            "model": "fake-model",
+            "timeout": 10,
+            "first_token_timeout": 5,
+            "max_retries": 2,
+        }
+        if llm is not None
+        else {"type": "echo", "delay": 0.01}
+    )
+    agent_config.update(agent or {})
+    channel_config: dict[str, Any] = {
+        "id": CHANNEL,
+        "type": "dingtalk",
+        "agent": "default",
+        "client_id": DINGTALK_CLIENT_ID,
+        "client_secret": DINGTALK_CLIENT_SECRET,
+        "card_template_id": DINGTALK_TEMPLATE,
+        "api_base": emulator_url,
+        "card_update_interval": 0.05,
+        "request_timeout": 3,
+    }
+    channel_config.update(channel or {})
+    return validate(
+        {
+            "daemon": {"state_dir": str(tmp_path), "log_level": "DEBUG"},
+            "admin": {"listen": "127.0.0.1:0"},
+            "agents": {"default": agent_config},
+            "channels": [channel_config],
+        }
+    )
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll a cheap in-process predicate until it holds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+class Stack:
+    """A running daemon plus handles on its peers."""
+
+    def __init__(self, daemon: Daemon, emulator: EmulatorThread, llm: FakeLLM | None) -> None:
+        self.daemon = daemon
+        self.emulator = emulator
+        self.llm = llm
+
+    @property
+    def supervisor(self) -> Any:
+        assert self.daemon.manager is not None
+        return self.daemon.manager.supervisor(CHANNEL)
+
+    def state(self) -> ChannelState:
+        assert self.daemon.manager is not None
+        return self.daemon.manager.status(CHANNEL).state
+
+    async def connected(self, timeout: float = 10.0) -> None:
+        await wait_until(lambda: self.state() is ChannelState.CONNECTED, timeout)
+
+    async def say(self, text: str, **kwargs: Any) -> Any:
+        sent = await self.emulator.send_user_message(DINGTALK_CLIENT_ID, text=text, **kwargs)
+        assert sent.delivered, sent.reason
+        return sent
+
+    async def view(self, conversation_id: str) -> dict[str, Any]:
+        view = await self.emulator.chat_view(conversation_id)
+        assert view is not None
+        return view
+
+    async def bot_items(self, conversation_id: str) -> list[dict[str, Any]]:
+        view = await self.emulator.chat_view(conversation_id)
+        return [i for i in (view or {"items": []})["items"] if i["kind"] != "user"]
+
+    async def wait_bot_items(
+        self, conversation_id: str, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout):
+            while True:
+                items = await self.bot_items(conversation_id)
+                if predicate(items):
+                    return items
+                await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        await self.daemon.stop()
+
+
+async def start_stack(
+    tmp_path: Path, emulator: EmulatorThread, llm: FakeLLM | None, **overrides: Any
+) -> Stack:
+    daemon = Daemon(settings_for(tmp_path, emulator.url, llm, **overrides), backoff=FAST_BACKOFF)
+    await daemon.start()
+    stack = Stack(daemon, emulator, llm)
+    return stack
+
+
+@pytest.fixture
+async def fake_llm_slow() -> AsyncIterator[FakeLLM]:
+    """A fake LLM whose tokens arrive 30 ms apart, so cards visibly stream."""
+    server = FakeLLM(api_key=FAKE_LLM_KEY, token_interval=0.03)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
