@@ -132,7 +132,10 @@ async def _request(
     http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
 ) -> dict[str, Any]:
     async with http.request(method, url, **kwargs) as resp:
-        body = await resp.json(content_type=None)
+        try:
+            body = await resp.json(content_type=None)
+        except ValueError as exc:
+            raise ControlError(f"HTTP {resp.status} without JSON: is this an emulator?") from exc
         if resp.status >= 400:
             error = body.get("error") if isinstance(body, dict) else None
             raise ControlError(str(error or f"HTTP {resp.status}"))

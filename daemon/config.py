@@ -16,7 +16,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
+from agents.registry import fallback_order
 from channels.dingtalk.config import DingTalkChannelConfig
+from channels.errors import ConfigError as ChannelConfigError
 
 ENV_PREFIX = "CHANNELD_"
 EXIT_CONFIG_ERROR = 11
@@ -110,6 +112,10 @@ class Settings(BaseModel):
 
     def check_references(self) -> None:
         """Cross-field checks pydantic cannot express per field."""
+        try:
+            fallback_order(self.agents)  # unknown fallbacks and cycles, without building clients
+        except ChannelConfigError as exc:
+            raise ConfigurationError(str(exc)) from None
         for index, channel in enumerate(self.channels):
             if channel.agent not in self.agents:
                 raise ConfigurationError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import threading
 import time
@@ -56,8 +57,11 @@ class LoopBlockGuard:
 
 
 @pytest.fixture(autouse=True)
-async def loop_block_guard(request: pytest.FixtureRequest) -> AsyncIterator[LoopBlockGuard]:
+async def loop_block_guard(request: pytest.FixtureRequest) -> AsyncIterator[LoopBlockGuard | None]:
     """Fails any async test during which the event loop stalled for longer than the limit."""
+    if not inspect.iscoroutinefunction(request.function):
+        yield None  # a plain test has no running loop to watch
+        return
     guard = LoopBlockGuard(asyncio.get_running_loop(), LOOP_BLOCK_LIMIT)
     guard.start()
     yield guard

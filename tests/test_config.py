@@ -144,3 +144,9 @@ def test_check_config_exits_11_and_names_the_key(tmp_path: Path) -> None:
     )
     assert ok.returncode == 0, ok.stderr
     assert "1 channel(s)" in ok.stdout
+
+
+def test_fallback_cycle_is_a_config_error(tmp_path: Path) -> None:
+    text = GOOD.replace('type = "echo"', 'type = "echo"\nfallback = "default"')
+    with pytest.raises(ConfigurationError, match="cycle"):
+        load(write(tmp_path, text), ENV)

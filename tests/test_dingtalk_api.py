@@ -396,3 +396,16 @@ async def test_close_leaves_a_borrowed_session_open(emulator: DingTalkEmulator) 
         await api.access_token()
         await api.close()
         assert not session.closed
+
+
+async def test_session_webhook_expires_with_its_stated_time() -> None:
+    emulator = DingTalkEmulator([(ID, SECRET)], session_validity=0.0, ping_interval=None)
+    await emulator.start()
+    api = DingTalkApi(client_id=ID, client_secret=SECRET, api_base=emulator.url, robot_code=ID)
+    try:
+        sent = await emulator.send_user_message(ID, text="hi")
+        with pytest.raises(PermanentError, match="300001"):
+            await api.send_text_by_session(sent.session_webhook, "too late")
+    finally:
+        await api.close()
+        await emulator.stop()

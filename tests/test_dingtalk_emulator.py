@@ -3,10 +3,12 @@ plane, and `channeld chat` driving it."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +17,19 @@ import aiohttp
 import dingtalk_stream
 import pytest
 
-from channels.dingtalk.emulator import BOT_MESSAGE_TOPIC, DingTalkEmulator, EmulatorThread
+from channels.dingtalk.emulator import (
+    BOT_MESSAGE_TOPIC,
+    DingTalkEmulator,
+    EmulatorThread,
+    add_arguments,
+    main,
+    serve,
+)
 from channels.dingtalk.emulator_payloads import MSGTYPES, bot_message
 from channels.dingtalk.emulator_state import EmulatorApp
+from daemon.chat import add_arguments as chat_arguments
 from daemon.chat import chat
+from daemon.chat import main as chat_main
 from tests import dingtalk_support
 from tests.dingtalk_support import (
     DINGTALK_CLIENT_ID,
@@ -408,6 +419,10 @@ async def test_control_plane_drives_users_chats_and_faults(
             assert (await resp.json())["connections"] == 1
         async with http.get(base + "/cards/unknown") as resp:
             assert resp.status == 404
+        async with http.get(dingtalk_emulator.url + "/v1.0/not/emulated") as resp:
+            assert resp.status == 404
+    missing = await dingtalk_emulator.calls("/v1.0/not/emulated")
+    assert [c.status for c in missing] == [404]  # unemulated endpoints show up in the record
 
 
 async def test_control_plane_reports_an_offline_bot(
@@ -524,4 +539,38 @@ async def test_chat_reports_an_unreachable_emulator_and_an_unknown_app(
     closed = DingTalkEmulator(ping_interval=None)
     url = await closed.start()
     await closed.stop()
-    assert await chat(url, None, lines=_lines(), out=Screen()) == 1
+    parser = argparse.ArgumentParser()
+    chat_arguments(parser)
+    args = parser.parse_args(["--emulator", url, "--group", "--user", "bob"])
+    assert (args.app, args.group, args.user) == (None, True, "bob")
+    assert await chat_main(args) == 1
+
+
+# -- standalone ------------------------------------------------------------------------------------
+
+
+async def test_serve_prints_what_a_user_needs_and_stops_on_cancel() -> None:
+    screen = Screen()
+    task = asyncio.create_task(serve("127.0.0.1:0", [("app-a", "sec-a", "robot-a")], out=screen))
+    await screen.shows("control plane")
+    url = screen.getvalue().split("listening on ")[1].split()[0]
+    assert "app client_id=app-a client_secret=sec-a robot_code=robot-a" in screen.getvalue()
+    async with aiohttp.ClientSession() as http, http.get(url + "/_emulator/state") as resp:
+        assert (await resp.json())["apps"] == [{"client_id": "app-a", "robot_code": "robot-a"}]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_main_parses_options_and_reports_a_busy_port() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = parser.parse_args(
+            ["--listen", f"127.0.0.1:{port}", "--app", "a:b:c", "--template", "t1=body"]
+        )
+        assert args.app == [EmulatorApp("a", "b", "c")]
+        assert await main(args) == 1

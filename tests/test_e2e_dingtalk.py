@@ -50,3 +50,185 @@ async def test_direct_message_streams_into_a_finished_card(
         assert request.messages[-1] == {"role": "user", "content": "hello bot"}
     finally:
         await stack.stop()
+
+
+async def test_group_needs_a_mention_and_the_mention_is_stripped(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm)
+    try:
+        await stack.connected()
+        ignored = await stack.say("talking among ourselves", conversation_type="2",
+                                  conversation_id="cid-group", mentioned=False, deliver_unmentioned=True)
+        await dingtalk_emulator.wait_for(lambda e: e.acks(ignored.frame_message_id))
+        answered = await stack.say("what time is it", conversation_type="2",
+                                   conversation_id="cid-group", mentioned=True)
+        items = await stack.wait_bot_items("cid-group", lambda i: bool(cards(i)) and cards(i)[0]["done"])
+        assert len(cards(items)) == 1
+        assert len(fake_llm.requests) == 1
+        user_turn = fake_llm.requests[0].messages[-1]["content"]
+        assert user_turn == "what time is it"
+        assert answered.frame_message_id != ignored.frame_message_id
+    finally:
+        await stack.stop()
+
+
+async def test_conversation_continues_and_new_resets_the_context(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm)
+    try:
+        await stack.connected()
+        first = await stack.say("my name is Ada")
+        await stack.wait_bot_items(first.conversation_id, lambda i: len(cards(i)) == 1 and cards(i)[0]["done"])
+        await stack.say("what is my name")
+        await stack.wait_bot_items(first.conversation_id, lambda i: len(cards(i)) == 2 and cards(i)[1]["done"])
+        second = fake_llm.requests[1].messages
+        assert [m["content"] for m in second if m["role"] == "user"] == ["my name is Ada", "what is my name"]
+        assert any(m["role"] == "assistant" for m in second)
+
+        await stack.say("/new")
+        await stack.wait_bot_items(
+            first.conversation_id, lambda i: any("new conversation" in m["text"] for m in messages(i))
+        )
+        await stack.say("who am I")
+        await stack.wait_bot_items(first.conversation_id, lambda i: len(cards(i)) == 3 and cards(i)[2]["done"])
+        third = fake_llm.requests[2].messages
+        assert [m["content"] for m in third if m["role"] != "system"] == ["who am I"]
+    finally:
+        await stack.stop()
+
+
+async def test_help_lists_the_commands(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread
+) -> None:
+    stack = await start_stack(tmp_path, dingtalk_emulator, None)
+    try:
+        await stack.connected()
+        sent = await stack.say("/help")
+        items = await stack.wait_bot_items(sent.conversation_id, lambda i: bool(messages(i)))
+        assert "/new" in items[0]["text"] and "/stop" in items[0]["text"]
+        assert cards(items) == []
+    finally:
+        await stack.stop()
+
+
+async def test_redelivered_message_is_answered_once(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm)
+    try:
+        await stack.connected()
+        sent = await stack.say("only once please")
+        await stack.wait_bot_items(sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"])
+        await dingtalk_emulator.call(lambda e: e.redeliver(sent.frame_message_id))
+        await dingtalk_emulator.wait_for(lambda e: len(e.acks(sent.frame_message_id)) == 2)
+        # the same msgId under a new frame id, as after a reconnect
+        again = await stack.say("only once please", extra={"msgId": sent.msg_id})
+        await dingtalk_emulator.wait_for(lambda e: e.acks(again.frame_message_id))
+        handler = stack.daemon.manager.handler  # type: ignore[union-attr]
+        assert handler.counters.duplicates == 2
+        assert len(cards(await stack.bot_items(sent.conversation_id))) == 1
+        assert len(fake_llm.requests) == 1
+    finally:
+        await stack.stop()
+
+
+async def test_card_creation_refused_falls_back_to_one_markdown_reply(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    await dingtalk_emulator.add_fault("/v1.0/card/instances/createAndDeliver", 403, times=1,
+                                      body={"code": "Forbidden.AccessDenied.AccessTokenPermissionDenied",
+                                            "message": "missing Card.Instance.Write"})
+    fake_llm.script_reply(ANSWER)
+    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm)
+    try:
+        await stack.connected()
+        sent = await stack.say("hello")
+        items = await stack.wait_bot_items(sent.conversation_id, lambda i: bool(messages(i)))
+        await asyncio.sleep(0.3)  # a second, duplicate reply would arrive within this window
+        items = await stack.bot_items(sent.conversation_id)
+        assert cards(items) == []
+        assert [m["text"] for m in messages(items)] == [ANSWER]
+        assert messages(items)[0]["msgtype"] == "markdown"
+    finally:
+        await stack.stop()
+
+
+async def test_llm_500_is_retried_and_llm_down_gives_a_clear_failure(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script_error(500)
+    fake_llm.script_reply(ANSWER)
+    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm, agent={"max_retries": 1})
+    try:
+        await stack.connected()
+        sent = await stack.say("first")
+        items = await stack.wait_bot_items(sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"])
+        assert cards(items)[0]["text"] == ANSWER
+        assert len(fake_llm.requests) == 2
+
+        fake_llm.script_error(503)
+        fake_llm.script_error(503)
+        await stack.say("second")
+        items = await stack.wait_bot_items(sent.conversation_id, lambda i: len(cards(i)) == 2 and cards(i)[1]["done"])
+        failed = cards(items)[1]
+        assert failed["flow_status"] == "5"
+        assert "could not answer" in failed["text"]
+        assert len(fake_llm.requests) == 4
+    finally:
+        await stack.stop()
+
+
+async def test_expired_session_webhook_uses_the_robot_api(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm, channel={"card_template_id": ""})
+    try:
+        await stack.connected()
+        direct = await stack.say("hello in private")
+        await stack.wait_bot_items(direct.conversation_id, lambda i: bool(messages(i)))
+        assert len(await dingtalk_emulator.calls("/robot/sendBySession")) == 1
+
+        # the session ends while the LLM is thinking: the answer goes through the robot API
+        fake_llm.script_reply("late answer", first_token_delay=0.5)
+        late = await stack.say("hello again")
+        await dingtalk_emulator.wait_for(lambda e: e.acks(late.frame_message_id))
+        await dingtalk_emulator.expire_sessions()
+        items = await stack.wait_bot_items(direct.conversation_id, lambda i: len(messages(i)) == 2)
+        assert items[1]["text"] == "late answer"
+        robot = await dingtalk_emulator.calls("/v1.0/robot/oToMessages/batchSend")
+        assert len(robot) == 1
+        assert robot[0].body["userIds"] == ["user-1"]
+
+        fake_llm.script_reply("group answer", first_token_delay=0.5)
+        group = await stack.say("hi group", conversation_type="2", conversation_id="cid-g", mentioned=True)
+        await dingtalk_emulator.wait_for(lambda e: e.acks(group.frame_message_id))
+        await dingtalk_emulator.expire_sessions()
+        items = await stack.wait_bot_items(group.conversation_id, lambda i: bool(messages(i)))
+        assert [i["text"] for i in items] == ["group answer"]
+        assert len(await dingtalk_emulator.calls("/v1.0/robot/groupMessages/send")) == 1
+    finally:
+        await stack.stop()
+
+
+async def test_ack_reaches_the_platform_before_the_llm_answers(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script_reply(ANSWER, first_token_delay=1.0)
+    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm)
+    try:
+        await stack.connected()
+        sent = await stack.say("slow one")
+        acks = await dingtalk_emulator.wait_for(lambda e: e.acks(sent.frame_message_id))
+        assert acks is not None
+        frames = await dingtalk_emulator.call(lambda e: [f for f in e.sent_frames() if f.message_id == sent.frame_message_id])
+        ack_latency = acks[0].at - frames[0].at
+        assert ack_latency < 0.5
+        assert acks[0].code == 200
+        items = await stack.wait_bot_items(sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"])
+        card = await dingtalk_emulator.card(items[0]["id"])
+        assert card is not None
+        assert acks[0].at < card.history[-1].at - 0.5
+    finally:
+        await stack.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,10 +15,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from storage import JournalState, Store, migrate
+from storage import ConversationRecord, JournalState, Store, migrate
 from storage.engine import alembic_config, make_engine
 from storage.models import metadata
-from tests.storage_support import FakeClock, PostgresDatabase, sqlite_url
+from tests.storage_support import FakeClock, PostgresDatabase, migrate_in_processes, sqlite_url
 
 TABLES = {
     "alembic_version",
@@ -31,14 +30,13 @@ TABLES = {
     "user_account",
 }
 IDLE = timedelta(hours=1)
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MIGRATE_ON_GO = """
-import asyncio, sys
-from storage import migrate
-print("ready", flush=True)
-sys.stdin.readline()
-asyncio.run(migrate(sys.argv[1]))
-"""
+CHANNEL: dict[str, Any] = {
+    "type": "dingtalk",
+    "agent": "default",
+    "enabled": True,
+    "source": "config",
+    "spec": {"client_id": "abc", "scopes": ["a", "b"]},
+}
 
 
 @pytest.fixture(scope="session")
@@ -97,11 +95,24 @@ def _schema(conn: Connection) -> tuple[set[str], list[Any]]:
     return tables, compare_metadata(MigrationContext.configure(conn), metadata)
 
 
+async def _accept(store: Store, message_id: str, channel_id: str = "ding") -> int:
+    entry_id = await store.journal_accept(channel_id, message_id, None, "{}")
+    assert entry_id is not None
+    return entry_id
+
+
+async def _conversation(
+    store: Store, now: datetime, key: str = "direct:c1", channel_id: str = "ding"
+) -> ConversationRecord:
+    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
+    return await store.current_conversation(channel_id, key, user, idle_reset=IDLE, now=now)
+
+
 # --- schema -------------------------------------------------------------------------------
 
 
 async def test_migrate_creates_the_schema_and_is_idempotent(database_url: str) -> None:
-    # Replicas (or a daemon and `channeld migrate`) may start together.
+    # Alembic keeps the running migration in globals: two in one process must queue.
     await asyncio.gather(migrate(database_url), migrate(database_url))
     await migrate(database_url)
     engine = make_engine(database_url)
@@ -113,41 +124,14 @@ async def test_migrate_creates_the_schema_and_is_idempotent(database_url: str) -
         await engine.dispose()
     assert tables == TABLES
     assert differences == [], "models and migrations disagree"
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    assert version == [(head,)]
+    assert version == [(ScriptDirectory.from_config(alembic_config()).get_current_head(),)]
 
 
 async def test_replicas_migrating_at_once_all_succeed(database_url: str) -> None:
-    # Separate processes, as replicas are: the in-process lock cannot help, only the
-    # database's own locking (advisory lock, BEGIN IMMEDIATE) can. Each process imports
-    # first and migrates on "go", so the migrations really overlap.
-    processes = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            MIGRATE_ON_GO,
-            database_url,
-            cwd=REPO_ROOT,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        for _ in range(2)
-    ]
-    try:
-        async with asyncio.timeout(30):
-            for process in processes:
-                assert process.stdout is not None
-                assert await process.stdout.readline() == b"ready\n"
-            outputs = await asyncio.gather(
-                *(p.communicate(b"go\n") for p in processes), migrate(database_url)
-            )
-    finally:
-        for process in processes:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-    assert [p.returncode for p in processes] == [0, 0], [o[1] for o in outputs[:-1]]
+    # Separate processes, as replicas are: only the database's own locking (advisory lock,
+    # BEGIN IMMEDIATE) keeps them apart.
+    results = await migrate_in_processes(database_url, 2)
+    assert [code for code, _ in results] == [0, 0], [err for _, err in results]
     store = await Store.open(database_url)
     try:
         assert await _sql(store, "SELECT count(*) FROM alembic_version") == [(1,)]
@@ -193,23 +177,16 @@ async def test_journal_accept_records_a_received_entry(store: Store, clock: Fake
     assert entry_id is not None
     entry = await store.journal_get(entry_id)
     assert entry is not None
-    assert (entry.channel_id, entry.platform_message_id, entry.frame_id) == (
-        "ding",
-        "msg-1",
-        "frame-1",
+    assert (entry.channel_id, entry.platform_message_id, entry.frame_id, entry.payload) == (
+        ("ding", "msg-1", "frame-1", '{"text": "hi"}')
     )
     assert entry.state is JournalState.RECEIVED
-    assert entry.payload == '{"text": "hi"}'
     assert (entry.conversation_id, entry.card_id, entry.delivered_text, entry.error) == (
-        None,
-        None,
-        "",
-        None,
+        (None, None, "", None)
     )
     # Same instant, handed back in UTC whatever zone it came in.
-    assert entry.created_at == clock.now
+    assert entry.created_at == entry.updated_at == clock.now
     assert entry.created_at.utcoffset() == timedelta(0)
-    assert entry.updated_at == entry.created_at
     assert await store.journal_get(entry_id + 1000) is None
 
 
@@ -224,25 +201,19 @@ async def test_journal_rejects_a_redelivered_message_id(store: Store) -> None:
 
 
 async def test_journal_rejects_a_redelivered_frame_id(store: Store) -> None:
-    first = await store.journal_accept("ding", "msg-1", "frame-1", "{}")
-    assert first is not None
+    assert await store.journal_accept("ding", "msg-1", "frame-1", "{}") is not None
     assert await store.journal_accept("ding", "msg-2", "frame-1", "{}") is None
     # Frames without an id never collide with each other.
-    assert await store.journal_accept("ding", "msg-3", None, "{}") is not None
-    assert await store.journal_accept("ding", "msg-4", None, "{}") is not None
+    await _accept(store, "msg-3")
+    await _accept(store, "msg-4")
     assert len(await store.journal_unfinished("ding")) == 3
 
 
 async def test_journal_update_moves_state_and_keeps_unset_fields(
     store: Store, clock: FakeClock
 ) -> None:
-    entry_id = await store.journal_accept("ding", "msg-1", None, "{}")
-    assert entry_id is not None
-    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
-    conversation = await store.current_conversation(
-        "ding", "direct:c1", user, idle_reset=IDLE, now=clock.now
-    )
-
+    entry_id = await _accept(store, "msg-1")
+    conversation = await _conversation(store, clock.now)
     later = clock.advance(timedelta(seconds=5))
     await store.journal_update(
         entry_id, state=JournalState.REPLYING, conversation_id=conversation.id, card_id="card-9"
@@ -250,46 +221,33 @@ async def test_journal_update_moves_state_and_keeps_unset_fields(
     await store.journal_update(entry_id, delivered_text="Hello, wor")
     entry = await store.journal_get(entry_id)
     assert entry is not None
-    assert entry.state is JournalState.REPLYING
-    assert (entry.conversation_id, entry.card_id, entry.delivered_text) == (
-        conversation.id,
-        "card-9",
-        "Hello, wor",
+    assert (entry.state, entry.conversation_id, entry.card_id, entry.delivered_text) == (
+        (JournalState.REPLYING, conversation.id, "card-9", "Hello, wor")
     )
-    assert entry.updated_at == later
-    assert entry.created_at < entry.updated_at
+    assert entry.created_at < entry.updated_at == later
 
     await store.journal_update(entry_id, state=JournalState.FAILED, error="card 403")
     entry = await store.journal_get(entry_id)
     assert entry is not None
     assert (entry.state, entry.error, entry.card_id) == (JournalState.FAILED, "card 403", "card-9")
-
     with pytest.raises(LookupError):
         await store.journal_update(entry_id + 1000, state=JournalState.REPLIED)
 
 
 async def test_journal_unfinished_lists_received_and_replying_oldest_first(store: Store) -> None:
-    ids: dict[str, int] = {}
-    for name, channel in [
-        ("a", "ding"),
-        ("b", "feishu"),
-        ("c", "ding"),
-        ("d", "ding"),
-        ("e", "ding"),
-    ]:
-        entry_id = await store.journal_accept(channel, name, None, "{}")
-        assert entry_id is not None
-        ids[name] = entry_id
+    ids = {
+        name: await _accept(store, name, channel)
+        for name, channel in zip("abcde", ["ding", "feishu", "ding", "ding", "ding"], strict=True)
+    }
     await store.journal_update(ids["a"], state=JournalState.REPLYING)
     await store.journal_update(ids["c"], state=JournalState.REPLIED)
     await store.journal_update(ids["d"], state=JournalState.IGNORED)
 
     everything = await store.journal_unfinished()
-    assert [e.platform_message_id for e in everything] == ["a", "b", "e"]
-    assert [e.state for e in everything] == [
-        JournalState.REPLYING,
-        JournalState.RECEIVED,
-        JournalState.RECEIVED,
+    assert [(e.platform_message_id, e.state) for e in everything] == [
+        ("a", JournalState.REPLYING),
+        ("b", JournalState.RECEIVED),
+        ("e", JournalState.RECEIVED),
     ]
     assert [e.platform_message_id for e in await store.journal_unfinished("ding")] == ["a", "e"]
     assert await store.journal_unfinished("wecom") == []
@@ -298,41 +256,26 @@ async def test_journal_unfinished_lists_received_and_replying_oldest_first(store
 async def test_journal_prune_deletes_only_old_finished_entries(
     store: Store, clock: FakeClock
 ) -> None:
-    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
-    conversation = await store.current_conversation(
-        "ding", "direct:c1", user, idle_reset=IDLE, now=clock.now
-    )
-    old: dict[str, int] = {}
-    for name, state in [
-        ("replied", JournalState.REPLIED),
-        ("failed", JournalState.FAILED),
-        ("ignored", JournalState.IGNORED),
-        ("received", JournalState.RECEIVED),
-        ("replying", JournalState.REPLYING),
-    ]:
-        entry_id = await store.journal_accept("ding", f"old-{name}", None, "{}")
-        assert entry_id is not None
+    conversation = await _conversation(store, clock.now)
+    old = {state: await _accept(store, f"old-{state}") for state in JournalState}
+    for state, entry_id in old.items():
         await store.journal_update(entry_id, state=state)
-        old[name] = entry_id
-    await store.append_message(
-        conversation.id, "user", "hi", journal_id=old["replied"], now=clock.now
-    )
+    replied = old[JournalState.REPLIED]
+    await store.append_message(conversation.id, "user", "hi", journal_id=replied, now=clock.now)
     cutoff = clock.advance(timedelta(days=7))
-    recent = await store.journal_accept("ding", "new-replied", None, "{}")
-    assert recent is not None
+    recent = await _accept(store, "new-replied")
     await store.journal_update(recent, state=JournalState.REPLIED)
 
     assert await store.journal_prune(cutoff) == 3
     assert await store.journal_prune(cutoff) == 0
-    for name in ("replied", "failed", "ignored"):
-        assert await store.journal_get(old[name]) is None
-    for kept in (old["received"], old["replying"], recent):
-        assert await store.journal_get(kept) is not None
+    remaining = {s for s, i in old.items() if await store.journal_get(i) is not None}
+    assert remaining == {JournalState.RECEIVED, JournalState.REPLYING}
+    assert await store.journal_get(recent) is not None
     # The history survives the pruned journal row; only the link is cleared.
     [message] = await store.recent_messages(conversation.id, 10)
     assert (message.content, message.journal_id) == ("hi", None)
     # A pruned message id can be journaled again.
-    assert await store.journal_accept("ding", "old-replied", None, "{}") is not None
+    await _accept(store, "old-replied")
 
 
 async def test_concurrent_journal_accept_yields_one_id_per_message(store: Store) -> None:
@@ -345,14 +288,12 @@ async def test_concurrent_journal_accept_yields_one_id_per_message(store: Store)
         *(store.journal_accept("ding", msg, frame, "{}") for msg, frame in calls)
     )
 
-    accepted = [(call, result) for call, result in zip(calls, results, strict=True) if result]
-    assert len(accepted) == 35
-    assert len({result for _, result in accepted}) == 35
-    assert sorted(int(frame.removeprefix("frame-")) for (_, frame), _ in accepted) == list(
-        range(35)
-    )
+    accepted = {frame: result for (_, frame), result in zip(calls, results, strict=True) if result}
+    assert sorted(accepted) == sorted(f"frame-{i}" for i in range(35))
+    assert results.count(None) == 15
+    assert len(set(accepted.values())) == 35
     unfinished = await store.journal_unfinished("ding")
-    assert sorted(e.id for e in unfinished) == sorted(result for _, result in accepted)
+    assert sorted(e.id for e in unfinished) == sorted(accepted.values())
 
 
 # --- users --------------------------------------------------------------------------------
@@ -365,9 +306,8 @@ async def test_resolve_user_creates_once_and_follows_the_display_name(store: Sto
     assert await store.resolve_user("dingtalk", "corp", "staff-1", "Alice W.") == alice
     # An empty name (the platform did not send one) keeps the known one.
     assert await store.resolve_user("dingtalk", "corp", "staff-1", "") == alice
-    assert await _sql(store, "SELECT display_name FROM user_account WHERE id = :id", id=alice) == [
-        ("Alice W.",)
-    ]
+    names = await _sql(store, "SELECT display_name FROM user_account WHERE id = :id", id=alice)
+    assert names == [("Alice W.",)]
     assert await _sql(store, "SELECT display_name FROM platform_identity") == [("Alice W.",)]
 
     others = {
@@ -392,34 +332,25 @@ async def test_concurrent_resolve_user_returns_one_user(store: Store) -> None:
 
 
 async def test_current_conversation_resets_after_idle_time(store: Store, clock: FakeClock) -> None:
-    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
     start = clock.now
-    first = await store.current_conversation("ding", "direct:c1", user, idle_reset=IDLE, now=start)
-    assert (first.channel_id, first.key, first.user_id) == ("ding", "direct:c1", user)
+    first = await _conversation(store, start)
+    assert (first.channel_id, first.key) == ("ding", "direct:c1")
+    assert first.user_id == await store.resolve_user("dingtalk", "corp", "u1", "Alice")
     assert first.created_at == first.last_activity_at == start
     assert first.closed_at is None
 
-    same = await store.current_conversation(
-        "ding", "direct:c1", user, idle_reset=IDLE, now=start + timedelta(minutes=50)
-    )
-    assert same.id == first.id
+    assert (await _conversation(store, start + timedelta(minutes=50))).id == first.id
     # Activity, not the last lookup, keeps a conversation alive.
     await store.append_message(first.id, "user", "hi", now=start + timedelta(minutes=50))
-    still = await store.current_conversation(
-        "ding", "direct:c1", user, idle_reset=IDLE, now=start + timedelta(minutes=110)
-    )
+    still = await _conversation(store, start + timedelta(minutes=110))
     assert still.id == first.id
     assert still.last_activity_at == start + timedelta(minutes=50)
     # Other keys are other conversations.
-    group = await store.current_conversation(
-        "ding", "group:g1:u1", user, idle_reset=IDLE, now=start + timedelta(minutes=110)
-    )
-    assert group.id != first.id
+    other = await _conversation(store, start + timedelta(minutes=110), key="group:g1:u1")
+    assert other.id != first.id
 
     reset_at = start + timedelta(minutes=111)
-    fresh = await store.current_conversation(
-        "ding", "direct:c1", user, idle_reset=IDLE, now=reset_at
-    )
+    fresh = await _conversation(store, reset_at)
     assert fresh.id != first.id
     assert fresh.created_at == reset_at
     closed = await store.get_conversation(first.id)
@@ -430,42 +361,29 @@ async def test_current_conversation_resets_after_idle_time(store: Store, clock: 
 async def test_start_new_conversation_closes_the_current_one(
     store: Store, clock: FakeClock
 ) -> None:
-    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
-    first = await store.current_conversation(
-        "ding", "direct:c1", user, idle_reset=IDLE, now=clock.now
-    )
+    first = await _conversation(store, clock.now)
     now = clock.advance(timedelta(minutes=1))
-    second = await store.start_new_conversation("ding", "direct:c1", user, now=now)
+    second = await store.start_new_conversation("ding", "direct:c1", first.user_id, now=now)
     assert second.id != first.id
     assert second.closed_at is None
-    current = await store.current_conversation("ding", "direct:c1", user, idle_reset=IDLE, now=now)
-    assert current.id == second.id
+    assert (await _conversation(store, now)).id == second.id
     old = await store.get_conversation(first.id)
     assert old is not None
     assert old.closed_at == now
     # /new with nothing open just opens one.
-    other = await store.start_new_conversation("ding", "direct:c2", user, now=now)
-    assert other.key == "direct:c2"
+    other = await store.start_new_conversation("ding", "direct:c2", first.user_id, now=now)
+    assert (other.key, other.closed_at) == ("direct:c2", None)
 
 
 async def test_concurrent_current_conversation_opens_one(store: Store, clock: FakeClock) -> None:
-    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
-    results = await asyncio.gather(
-        *(
-            store.current_conversation("ding", "direct:c1", user, idle_reset=IDLE, now=clock.now)
-            for _ in range(10)
-        )
-    )
+    results = await asyncio.gather(*(_conversation(store, clock.now) for _ in range(10)))
     assert len({c.id for c in results}) == 1
     assert len(await store.list_conversations("ding")) == 1
 
 
 async def test_messages_come_back_in_order_and_limited(store: Store, clock: FakeClock) -> None:
-    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
-    conversation = await store.current_conversation(
-        "ding", "direct:c1", user, idle_reset=IDLE, now=clock.now
-    )
-    entry_id = await store.journal_accept("ding", "msg-1", None, "{}")
+    conversation = await _conversation(store, clock.now)
+    entry_id = await _accept(store, "msg-1")
     for turn in range(6):
         role = "user" if turn % 2 == 0 else "assistant"
         journal_id = entry_id if turn == 4 else None
@@ -475,14 +393,14 @@ async def test_messages_come_back_in_order_and_limited(store: Store, clock: Fake
         )
 
     last = await store.recent_messages(conversation.id, 3)
-    assert [m.content for m in last] == ["turn 3", "turn 4", "turn 5"]
-    assert [m.role for m in last] == ["assistant", "user", "assistant"]
-    assert last[1].journal_id == entry_id
-    assert all(m.conversation_id == conversation.id for m in last)
-    assert last[0].created_at == clock.now
-    assert [m.content for m in await store.recent_messages(conversation.id, 100)] == [
-        f"turn {turn}" for turn in range(6)
+    assert [(m.content, m.role, m.journal_id) for m in last] == [
+        ("turn 3", "assistant", None),
+        ("turn 4", "user", entry_id),
+        ("turn 5", "assistant", None),
     ]
+    assert {(m.conversation_id, m.created_at) for m in last} == {(conversation.id, clock.now)}
+    everything = await store.recent_messages(conversation.id, 100)
+    assert [m.content for m in everything] == [f"turn {turn}" for turn in range(6)]
     assert await store.recent_messages(conversation.id, 0) == []
     assert await store.recent_messages("no-such-conversation", 5) == []
     with pytest.raises(LookupError):
@@ -490,15 +408,10 @@ async def test_messages_come_back_in_order_and_limited(store: Store, clock: Fake
 
 
 async def test_list_conversations_newest_activity_first(store: Store, clock: FakeClock) -> None:
-    user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
     start = clock.now
-    a = await store.current_conversation("ding", "direct:a", user, idle_reset=IDLE, now=start)
-    b = await store.current_conversation(
-        "ding", "direct:b", user, idle_reset=IDLE, now=start + timedelta(minutes=1)
-    )
-    c = await store.current_conversation(
-        "lark", "direct:c", user, idle_reset=IDLE, now=start + timedelta(minutes=2)
-    )
+    a = await _conversation(store, start, key="direct:a")
+    b = await _conversation(store, start + timedelta(minutes=1), key="direct:b")
+    c = await _conversation(store, start + timedelta(minutes=2), key="direct:c", channel_id="lark")
     await store.append_message(a.id, "user", "bump", now=start + timedelta(minutes=3))
 
     assert [x.id for x in await store.list_conversations()] == [a.id, c.id, b.id]
@@ -511,83 +424,51 @@ async def test_list_conversations_newest_activity_first(store: Store, clock: Fak
 
 async def test_channel_upsert_versions_only_real_changes(store: Store, clock: FakeClock) -> None:
     created = await store.upsert_channel(
-        "ding",
-        type="dingtalk",
-        agent="default",
-        enabled=True,
-        source="config",
-        spec={"client_id": "abc", "scopes": ("a", "b")},
+        "ding", **CHANNEL | {"spec": {"client_id": "abc", "scopes": ("a", "b")}}
     )
     assert (created.id, created.type, created.agent, created.enabled, created.source) == (
-        "ding",
-        "dingtalk",
-        "default",
-        True,
-        "config",
+        ("ding", "dingtalk", "default", True, "config")
     )
-    assert created.spec == {"client_id": "abc", "scopes": ["a", "b"]}
+    assert created.spec == CHANNEL["spec"]
     assert created.version == 1
     assert created.created_at == created.updated_at == clock.now
 
     clock.advance(timedelta(minutes=1))
-    unchanged = await store.upsert_channel(
-        "ding",
-        type="dingtalk",
-        agent="default",
-        enabled=True,
-        source="config",
-        spec={"scopes": ["a", "b"], "client_id": "abc"},
-    )
-    assert unchanged == created
+    # Same content in another order is no change.
+    reordered = CHANNEL | {"spec": {"scopes": ["a", "b"], "client_id": "abc"}}
+    assert await store.upsert_channel("ding", **reordered) == created
 
     edited_at = clock.advance(timedelta(minutes=1))
-    edited = await store.upsert_channel(
-        "ding",
-        type="dingtalk",
-        agent="default",
-        enabled=True,
-        source="config",
-        spec={"client_id": "xyz", "scopes": ["a", "b"]},
-    )
-    assert (edited.version, edited.spec["client_id"], edited.updated_at) == (2, "xyz", edited_at)
+    fields = CHANNEL | {"spec": {"client_id": "xyz"}}
+    edited = await store.upsert_channel("ding", **fields)
+    assert (edited.version, edited.spec, edited.updated_at) == (2, {"client_id": "xyz"}, edited_at)
     assert edited.created_at == created.created_at
 
-    for change in ({"agent": "other"}, {"type": "feishu"}, {"enabled": False}):
-        fields: dict[str, Any] = {
-            "type": edited.type,
-            "agent": edited.agent,
-            "enabled": edited.enabled,
-            "spec": edited.spec,
-        } | change
-        edited = await store.upsert_channel("ding", source="config", **fields)
-    assert edited.version == 5
+    for version, change in enumerate(({"agent": "b"}, {"type": "feishu"}, {"enabled": False}), 3):
+        fields |= change
+        edited = await store.upsert_channel("ding", **fields)
+        assert edited.version == version
+    assert (edited.agent, edited.type, edited.enabled) == ("b", "feishu", False)
     # Where a channel is defined is bookkeeping, not a change to reconcile.
-    moved = await store.upsert_channel(
-        "ding",
-        type=edited.type,
-        agent=edited.agent,
-        enabled=edited.enabled,
-        source="api",
-        spec=edited.spec,
-    )
+    moved = await store.upsert_channel("ding", **fields | {"source": "api"})
     assert (moved.source, moved.version) == ("api", 5)
     assert await store.get_channel("ding") == moved
 
 
 async def test_channel_enable_disable_list_and_delete(store: Store) -> None:
     for channel_id in ("b-feishu", "a-ding"):
-        await store.upsert_channel(
-            channel_id, type="dingtalk", agent="default", enabled=True, source="api", spec={}
-        )
+        await store.upsert_channel(channel_id, **CHANNEL)
     disabled = await store.set_channel_enabled("a-ding", False)
-    assert disabled is not None
-    assert (disabled.enabled, disabled.version) == (False, 2)
     again = await store.set_channel_enabled("a-ding", False)
-    assert again is not None
-    assert again.version == 2
     enabled = await store.set_channel_enabled("a-ding", True)
+    assert disabled is not None
+    assert again is not None
     assert enabled is not None
-    assert (enabled.enabled, enabled.version) == (True, 3)
+    assert [(r.enabled, r.version) for r in (disabled, again, enabled)] == [
+        (False, 2),
+        (False, 2),
+        (True, 3),
+    ]
     assert await store.set_channel_enabled("missing", True) is None
 
     assert [c.id for c in await store.list_channels()] == ["a-ding", "b-feishu"]

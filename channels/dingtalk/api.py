@@ -334,7 +334,10 @@ class DingTalkApi:
     def _check_success(self, name: str, payload: Any) -> None:
         if isinstance(payload, dict) and payload.get("success") is False:
             code, message = _platform_error(payload)
-            raise PermanentError(self._scrub(f"dingtalk {name}: success false {code} {message}"))
+            detail = self._scrub(f"dingtalk {name}: success false {code} {message}".rstrip())
+            if _THROTTLE.search(code) or _THROTTLE.search(message):
+                raise RateLimited(detail)
+            raise PermanentError(detail)
 
     # -- messages ----------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 
 from channels.dingtalk.api import DingTalkApi
-from channels.errors import ChannelError
+from channels.errors import AuthError, ChannelError, PermanentError
 from channels.model import ChatType, Delivered, InboundMessage
 from channels.splitting import split_text
 
@@ -41,8 +41,14 @@ class MessageSender:
         webhook = str(handle.get("session_webhook", ""))
         expires_ms = int(handle.get("session_webhook_expires_ms", 0))
         if webhook and expires_ms - WEBHOOK_MARGIN_MS > self._clock() * 1000:
-            await self._api.send_by_session(webhook, markdown=markdown, title=TITLE)
-        elif message.chat_type is ChatType.GROUP:
+            try:
+                await self._api.send_by_session(webhook, markdown=markdown, title=TITLE)
+            except (PermanentError, AuthError) as exc:
+                # the session ended early (DingTalk answers errcode on HTTP 200): robot API instead
+                log.info("channel %s: sessionWebhook refused (%s)", message.channel_id, exc)
+            else:
+                return
+        if message.chat_type is ChatType.GROUP:
             await self._api.send_to_group(message.chat_id, markdown=markdown, title=TITLE)
         else:
             staff_id = str(handle.get("sender_staff_id", ""))

@@ -322,9 +322,9 @@ class Gateway:
             raise ValueError("mode must be 'abort' or 'close'")
         targets = self._targets(client_id, connection_id)
         for conn in targets:
-            if mode == "abort":
+            if mode == "abort" and conn.transport is not None:
                 conn.transport.abort()
-            else:
+            elif mode == "close":
                 await conn.ws.close(code=1011, message=b"internal error")
         return len(targets)
 
@@ -351,7 +351,7 @@ class Gateway:
 
     async def _close_later(self, conn: _Connection, grace: float) -> None:
         await asyncio.sleep(grace)
-        if conn.closed_at is None:
+        if conn.closed_at is None and conn.transport is not None:
             conn.transport.close()
 
     def silence(self, client_id: str, on: bool = True, *, connection_id: str | None = None) -> int:

@@ -127,6 +127,7 @@ class DingTalkEmulator:
     ) -> web.StreamResponse:
         if request.path.startswith(CONTROL_PREFIX):
             return await handler(request)
+        arrived = time.monotonic()
         raw = await request.read()  # cached by aiohttp, so handlers can read it again
         fault = self.state.take_fault(request.method, request.path)
         delay = self.state.latency + (fault.latency if fault else 0.0)
@@ -145,10 +146,16 @@ class DingTalkEmulator:
                 response = await handler(request)
             except ApiError as exc:
                 response = web.json_response(exc.body(), status=exc.status)
-        self._record(request, raw, response.status, fault is not None and bool(fault.status))
+            except web.HTTPException as exc:  # e.g. 404 for an endpoint the emulator lacks
+                self._record(request, arrived, raw, exc.status, faulted=False)
+                raise
+        faulted = fault is not None and bool(fault.status)
+        self._record(request, arrived, raw, response.status, faulted=faulted)
         return response
 
-    def _record(self, request: web.Request, raw: bytes, status: int, faulted: bool) -> None:
+    def _record(
+        self, request: web.Request, arrived: float, raw: bytes, status: int, *, faulted: bool
+    ) -> None:
         body: Any = None
         if raw:
             try:
@@ -166,7 +173,7 @@ class DingTalkEmulator:
         self.state.calls.append(
             CallRecord(
                 self._seq,
-                time.monotonic(),
+                arrived,
                 request.method,
                 request.path,
                 dict(request.query),

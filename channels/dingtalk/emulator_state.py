@@ -70,8 +70,8 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 class CallRecord:
     """One HTTP call the emulator answered; the access-token header value is never kept."""
 
-    seq: int
-    at: float  # time.monotonic()
+    seq: int  # in order of completion (a WebSocket call completes when it closes)
+    at: float  # time.monotonic() when the request arrived
     method: str
     path: str
     query: dict[str, str]
