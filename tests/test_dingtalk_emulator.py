@@ -186,6 +186,31 @@ async def test_sdk_reconnects_after_system_disconnect(
     assert (await asyncio.wait_for(sdk.handler.messages.get(), 5)).text.content == "still there?"
 
 
+async def test_sdk_ai_card_helpers_work_against_the_emulator(
+    dingtalk_emulator: EmulatorThread,
+) -> None:
+    with sdk_pointed_at(dingtalk_emulator.url):
+        credential = dingtalk_stream.Credential(ID, DINGTALK_CLIENT_SECRET)
+        client = dingtalk_stream.DingTalkStreamClient(credential, logger=logging.getLogger("sdk"))
+        incoming = dingtalk_stream.reply_specified_single_chat("staff-7")
+        replier = dingtalk_stream.AICardReplier(client, incoming)
+
+        def answer() -> str:
+            card_id: str = replier.start(DINGTALK_TEMPLATE, {"content": ""})
+            replier.streaming(card_id, "content", "Hel", append=False, finished=False, failed=False)
+            replier.streaming(card_id, "content", "lo", append=True, finished=True, failed=False)
+            replier.finish(card_id, {"content": "Hello"})
+            return card_id
+
+        # The SDK's card helpers block on requests; a worker thread keeps this loop free.
+        card_id = await asyncio.to_thread(answer)
+    card = await dingtalk_emulator.card(card_id)
+    assert card is not None
+    assert (card.text, card.status, card.flow_status) == ("Hello", "finished", "3")
+    assert card.open_space_ids == ["dtv1.card//IM_ROBOT.staff-7"]
+    assert [u.kind for u in card.history] == ["create", "deliver", "stream", "stream", "update"]
+
+
 # -- the gateway with a raw client ----------------------------------------------------------------
 
 

@@ -355,7 +355,7 @@ class Gateway:
             conn.transport.close()
 
     def silence(self, client_id: str, on: bool = True, *, connection_id: str | None = None) -> int:
-        """A zombie socket: stays open, answers nothing, gets no pings and no deliveries."""
+        """Zombie sockets: they stay open but get no pings and no deliveries."""
         targets = self._targets(client_id, connection_id)
         for conn in targets:
             conn.silenced = on
@@ -369,10 +369,10 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         live = self._live(None)
-        results = await asyncio.gather(
+        # Errors are ignored: a socket that is already broken needs no close handshake.
+        await asyncio.gather(
             *(c.ws.close(code=1001, message=b"going away") for c in live), return_exceptions=True
         )
-        del results  # a socket that is already broken needs no close handshake
         for conn in live:
             if conn.closed_at is None and conn.transport is not None:
                 conn.transport.abort()

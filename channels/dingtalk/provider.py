@@ -98,6 +98,11 @@ class DingTalkProvider:
             raise TransientError("no session")
         try:
             await asyncio.shield(reader)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if reader.cancelled() and not (task and task.cancelling()):
+                raise TransientError("stream session was cancelled") from None
+            raise
         finally:
             if reader.done():
                 self._state = ChannelState.DISCONNECTED
