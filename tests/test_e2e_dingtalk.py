@@ -232,3 +232,91 @@ async def test_ack_reaches_the_platform_before_the_llm_answers(
         assert acks[0].at < card.history[-1].at - 0.5
     finally:
         await stack.stop()
+
+
+async def test_a_message_during_an_answer_is_queued_and_the_user_is_told(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script_reply("first answer", first_token_delay=0.6)
+    fake_llm.script_reply("second answer")
+    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm)
+    try:
+        await stack.connected()
+        sent = await stack.say("first question")
+        await fake_llm.wait_for_requests(1)
+        await stack.say("second question")
+        items = await stack.wait_bot_items(
+            sent.conversation_id, lambda i: len(cards(i)) == 2 and cards(i)[1]["done"]
+        )
+        notices = [m["text"] for m in messages(items)]
+        assert len(notices) == 1 and "after the current reply" in notices[0]
+        assert [c["text"] for c in cards(items)] == ["first answer", "second answer"]
+        # in order: the second question was asked only after the first answer was complete
+        second = fake_llm.requests[1].messages
+        assert [m["content"] for m in second if m["role"] != "system"] == [
+            "first question", "first answer", "second question"
+        ]
+    finally:
+        await stack.stop()
+
+
+async def test_long_answers_are_split_into_several_messages(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    paragraphs = [f"Paragraph {n}: " + "word " * 150 for n in range(12)]
+    long_answer = "\n\n".join(p.strip() for p in paragraphs)
+    fake_llm.script_reply(tokens=[p.strip() + "\n\n" for p in paragraphs])
+    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm, channel={"card_template_id": ""})
+    try:
+        await stack.connected()
+        sent = await stack.say("tell me everything")
+        items = await stack.wait_bot_items(sent.conversation_id, lambda i: len(messages(i)) >= 3)
+        await asyncio.sleep(0.2)
+        items = await stack.bot_items(sent.conversation_id)
+        texts = [m["text"] for m in messages(items)]
+        assert len(texts) >= 3
+        assert all(len(t) <= 3500 for t in texts)
+        assert " ".join(" ".join(texts).split()) == " ".join(long_answer.split())
+        assert all(t.lstrip().startswith("Paragraph") for t in texts)  # cut on paragraph boundaries
+    finally:
+        await stack.stop()
+
+
+async def test_card_updates_hitting_429_still_end_with_the_full_answer(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm_slow: FakeLLM
+) -> None:
+    await dingtalk_emulator.add_fault("/v1.0/card/streaming", 429, times=4, retry_after=0.1)
+    fake_llm_slow.script_reply(ANSWER)
+    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm_slow)
+    try:
+        await stack.connected()
+        sent = await stack.say("hello")
+        items = await stack.wait_bot_items(sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"])
+        assert cards(items)[0]["text"] == ANSWER
+        assert cards(items)[0]["flow_status"] == "3"
+        assert messages(items) == []
+        statuses = [c.status for c in await dingtalk_emulator.calls("/v1.0/card/streaming")]
+        assert statuses.count(429) == 4
+    finally:
+        await stack.stop()
+
+
+async def test_streaming_permission_missing_sends_the_answer_as_a_message_once(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm_slow: FakeLLM
+) -> None:
+    await dingtalk_emulator.add_fault("/v1.0/card/streaming", 403, times=None, body={
+        "code": "Forbidden.AccessDenied.AccessTokenPermissionDenied", "message": "Card.Streaming.Write"})
+    fake_llm_slow.script_reply(ANSWER)
+    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm_slow)
+    try:
+        await stack.connected()
+        sent = await stack.say("hello")
+        items = await stack.wait_bot_items(sent.conversation_id, lambda i: bool(messages(i)))
+        await asyncio.sleep(0.3)
+        items = await stack.bot_items(sent.conversation_id)
+        assert [m["text"] for m in messages(items)] == [ANSWER]
+        card = cards(items)[0]
+        assert card["flow_status"] == "3"  # not left on "thinking"
+        assert ANSWER not in card["text"]
+    finally:
+        await stack.stop()
