@@ -155,7 +155,7 @@ class MessageHandler:
             )
             self.counters.reply(ReplyOutcome.CANCELLED)
             raise
-        except Exception as exc:  # noqa: BLE001  (one bad message must not stop its conversation)
+        except Exception as exc:
             if not isinstance(exc, ChannelError):
                 log.exception("channel %s: answering failed", message.channel_id)
             else:

@@ -21,7 +21,7 @@ class Capabilities:
 
 
 class ReplyStream(Protocol):
-    """One answer on its way to the user. The emitter owns timing; the stream owns platform calls."""
+    """One answer on its way to the user; the emitter owns timing, the stream platform calls."""
 
     @property
     def delivered(self) -> Delivered: ...

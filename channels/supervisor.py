@@ -100,10 +100,10 @@ class Supervisor:
         self.messages_received += 1
         self.last_event_at = time.time()
 
-    async def wait_connected(self, timeout: float) -> bool:
-        """True once connected within `timeout` seconds."""
+    async def wait_connected(self, within: float) -> bool:
+        """True once connected within `within` seconds."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 await self._connected.wait()
         return self._connected.is_set()
 
@@ -141,7 +141,7 @@ class Supervisor:
             except ChannelError as exc:
                 await self._back_off(exc)
                 continue
-            except Exception as exc:  # noqa: BLE001  (a provider bug must not end supervision)
+            except Exception as exc:
                 log.exception("channel %s: unexpected error while connecting", self.channel_id)
                 await self._back_off(exc)
                 continue
@@ -158,7 +158,7 @@ class Supervisor:
                 reason: BaseException | None = None
             except ChannelError as exc:
                 reason = exc
-            except Exception as exc:  # noqa: BLE001  (same: log it loudly, keep supervising)
+            except Exception as exc:
                 log.exception("channel %s: session ended by an unexpected error", self.channel_id)
                 reason = exc
             if time.monotonic() - began >= self._backoff.healthy_after:

@@ -61,7 +61,7 @@ class AdminServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._admin.host, self._admin.port)
         await site.start()
-        server = site._server  # noqa: SLF001  (aiohttp exposes no public bound-port accessor)
+        server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self._admin.port
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from collections.abc import Callable
-from typing import Any
 
 from agents.base import Agent
 from agents.registry import build_agents, close_agents
@@ -87,7 +84,11 @@ class Daemon:
             self.admin.port,
         )
         if self.emulator is not None:
-            log.info("emulated DingTalk at %s; talk to the bot with: %s", self.emulator.url, self.emulator.chat_hint())
+            log.info(
+                "emulated DingTalk at %s; talk to the bot with: %s",
+                self.emulator.url,
+                self.emulator.chat_hint(),
+            )
 
     async def stop(self) -> None:
         """Reverse order of start; each step bounded by its own budget."""
@@ -132,5 +133,3 @@ async def run(settings: Settings, *, install_signals: bool = True) -> int:
             loop.remove_signal_handler(signum)
         await daemon.stop()
     return 0
-
-

@@ -87,13 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", help="TOML config file (default: ./channeld.toml if present)")
+        p.add_argument(
+            "--config", "-c", help="TOML config file (default: ./channeld.toml if present)"
+        )
         return p
 
     with_config(sub.add_parser("run", help="run the daemon")).set_defaults(func=cmd_run)
-    with_config(sub.add_parser("check-config", help="validate the configuration and exit")).set_defaults(
-        func=cmd_check_config
-    )
+    with_config(
+        sub.add_parser("check-config", help="validate the configuration and exit")
+    ).set_defaults(func=cmd_check_config)
     with_config(sub.add_parser("migrate", help="apply database migrations and exit")).set_defaults(
         func=cmd_migrate
     )

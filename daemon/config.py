@@ -132,7 +132,9 @@ class Settings(BaseModel):
 def expand_variables(value: Any, environ: Mapping[str, str], path: str = "") -> Any:
     """Replace `${VAR}` and `${VAR:-default}` in every string of a parsed TOML document."""
     if isinstance(value, dict):
-        return {k: expand_variables(v, environ, f"{path}.{k}" if path else k) for k, v in value.items()}
+        return {
+            k: expand_variables(v, environ, f"{path}.{k}" if path else k) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [expand_variables(v, environ, f"{path}.{i}") for i, v in enumerate(value)]
     if not isinstance(value, str):
@@ -150,7 +152,7 @@ def expand_variables(value: Any, environ: Mapping[str, str], path: str = "") -> 
 
 
 def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """`CHANNELD_ADMIN__TOKEN=x` sets admin.token; `CHANNELD_CHANNELS__0__ENABLED=false` a list item.
+    """`CHANNELD_ADMIN__TOKEN=x` sets admin.token; `CHANNELD_CHANNELS__0__ENABLED=false` an item.
 
     Values are parsed as JSON when they parse (numbers, booleans), else taken as strings.
     """
@@ -167,7 +169,9 @@ def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dic
             last = depth == len(parts) - 1
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigurationError(f"{key}: no list item {part} at {'.'.join(parts[:depth])}")
+                    raise ConfigurationError(
+                        f"{key}: no list item {part} at {'.'.join(parts[:depth])}"
+                    )
                 if last:
                     node[int(part)] = parsed
                 else:

@@ -16,7 +16,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5000
-# Execution option that makes a SQLite transaction take the write lock at BEGIN (see _begin).
+# Execution option that makes a SQLite transaction take the write lock at BEGIN (_begin_sqlite).
 WRITE_OPTION = "channeld_write"
 
 _ASYNC_DRIVERS = {

@@ -109,7 +109,10 @@ class Stack:
         return [i for i in (view or {"items": []})["items"] if i["kind"] != "user"]
 
     async def wait_bot_items(
-        self, conversation_id: str, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+        self,
+        conversation_id: str,
+        predicate: Callable[[list[dict[str, Any]]], bool],
+        timeout: float = 10.0,
     ) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout):
             while True:

@@ -58,7 +58,10 @@ def test_valid_file_expands_variables(tmp_path: Path) -> None:
 
 
 def test_env_override_wins_over_the_file(tmp_path: Path) -> None:
-    env = ENV | {"CHANNELD_ADMIN__LISTEN": "127.0.0.1:9999", "CHANNELD_CHANNELS__0__ENABLED": "false"}
+    env = ENV | {
+        "CHANNELD_ADMIN__LISTEN": "127.0.0.1:9999",
+        "CHANNELD_CHANNELS__0__ENABLED": "false",
+    }
     settings = load(write(tmp_path, GOOD), env)
     assert settings.admin.port == 9999
     assert settings.channels[0].enabled is False
@@ -89,7 +92,9 @@ def test_missing_variable_names_the_key(tmp_path: Path) -> None:
         (('client_secret = "${DT_SECRET}"', 'client_secret = ""'), r"channels\.0\.client_secret"),
     ],
 )
-def test_errors_name_the_offending_key(tmp_path: Path, mutation: tuple[str, str], expected: str) -> None:
+def test_errors_name_the_offending_key(
+    tmp_path: Path, mutation: tuple[str, str], expected: str
+) -> None:
     old, new = mutation
     assert old in GOOD
     with pytest.raises(ConfigurationError, match=expected):

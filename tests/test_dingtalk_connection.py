@@ -88,7 +88,9 @@ async def test_a_silent_socket_is_replaced_by_the_watchdog(
 async def test_rejected_credentials_end_in_failed_without_a_retry_storm(
     tmp_path: Path, dingtalk_emulator: EmulatorThread
 ) -> None:
-    stack = await start_stack(tmp_path, dingtalk_emulator, None, channel={"client_secret": "wrong-secret"})
+    stack = await start_stack(
+        tmp_path, dingtalk_emulator, None, channel={"client_secret": "wrong-secret"}
+    )
     try:
         await wait_until(lambda: stack.state() is ChannelState.FAILED)
         await asyncio.sleep(0.5)  # long enough for several attempts under the test backoff
@@ -163,7 +165,7 @@ async def test_one_cancellation_ends_a_session(
     try:
         await stack.connected()
         provider = stack.supervisor.provider
-        reader = provider._reader  # noqa: SLF001  (the session task itself is what is tested)
+        reader = provider._reader
         assert reader is not None
         reader.cancel()
         async with asyncio.timeout(1):
@@ -181,12 +183,21 @@ def test_websockets_exceptions_is_loaded_before_the_sdk_can_need_it() -> None:
     """The lazy-attribute hazard of 0.24.3 (reference §5.4), shown and then defused."""
     bare = subprocess.run(
         [sys.executable, "-c", "import websockets; print(hasattr(websockets, 'exceptions'))"],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     ours = subprocess.run(
-        [sys.executable, "-c",
-         "import channels.dingtalk.stream, websockets; print(hasattr(websockets, 'exceptions'))"],
-        capture_output=True, text=True, check=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "import channels.dingtalk.stream, websockets; print(hasattr(websockets, 'exceptions'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     assert bare.stdout.strip() == "False"  # the hazard is real with the pinned websockets
     assert ours.stdout.strip() == "True"

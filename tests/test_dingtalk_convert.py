@@ -53,12 +53,20 @@ def test_group_message_carries_the_mention_flag() -> None:
     mentioned = convert(payload("text", text={"content": " what now"}, conversationType="2"))
     assert mentioned.chat_type is ChatType.GROUP
     assert mentioned.bot_mentioned and mentioned.text == "what now"
-    plain = convert(payload("text", text={"content": "chatter"}, conversationType="2", isInAtList=False))
+    plain = convert(
+        payload("text", text={"content": "chatter"}, conversationType="2", isInAtList=False)
+    )
     assert not plain.bot_mentioned
 
 
 def test_rich_text_keeps_its_text_parts_and_reports_pictures() -> None:
-    rich = {"richText": [{"text": "look at "}, {"type": "picture", "downloadCode": "dc1"}, {"text": "this"}]}
+    rich = {
+        "richText": [
+            {"text": "look at "},
+            {"type": "picture", "downloadCode": "dc1"},
+            {"text": "this"},
+        ]
+    }
     msg = convert(payload("richText", content=rich))
     assert msg.text.startswith("look at this")
     assert "an image" in msg.text
@@ -66,7 +74,12 @@ def test_rich_text_keeps_its_text_parts_and_reports_pictures() -> None:
 
 
 def test_audio_uses_the_recognition() -> None:
-    msg = convert(payload("audio", content={"duration": 4000, "downloadCode": "dc", "recognition": "钉钉，让进步发生"}))
+    msg = convert(
+        payload(
+            "audio",
+            content={"duration": 4000, "downloadCode": "dc", "recognition": "钉钉，让进步发生"},
+        )
+    )
     assert msg.text == "钉钉，让进步发生"
 
 
@@ -80,7 +93,9 @@ def test_audio_uses_the_recognition() -> None:
         ("interactiveCard", {"x": 1}, "a interactiveCard attachment"),
     ],
 )
-def test_media_is_described_to_the_agent_not_dropped(msgtype: str, content: dict[str, Any], told: str) -> None:
+def test_media_is_described_to_the_agent_not_dropped(
+    msgtype: str, content: dict[str, Any], told: str
+) -> None:
     msg = convert(payload(msgtype, content=content))
     assert told in msg.text
     assert msg.attachments

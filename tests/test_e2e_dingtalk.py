@@ -1,4 +1,4 @@
-"""End to end: the daemon, the DingTalk emulator (real sockets) and the fake LLM (real openai client)."""
+"""End to end: the daemon, the emulated DingTalk and the fake LLM, over real sockets."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ async def test_direct_message_streams_into_a_finished_card(
     try:
         await stack.connected()
         sent = await stack.say("hello bot")
-        items = await stack.wait_bot_items(sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"])
+        items = await stack.wait_bot_items(
+            sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"]
+        )
         card = cards(items)[0]
         assert card["text"] == ANSWER
         assert card["flow_status"] == "3"
@@ -58,12 +60,20 @@ async def test_group_needs_a_mention_and_the_mention_is_stripped(
     stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm)
     try:
         await stack.connected()
-        ignored = await stack.say("talking among ourselves", conversation_type="2",
-                                  conversation_id="cid-group", mentioned=False, deliver_unmentioned=True)
+        ignored = await stack.say(
+            "talking among ourselves",
+            conversation_type="2",
+            conversation_id="cid-group",
+            mentioned=False,
+            deliver_unmentioned=True,
+        )
         await dingtalk_emulator.wait_for(lambda e: e.acks(ignored.frame_message_id))
-        answered = await stack.say("what time is it", conversation_type="2",
-                                   conversation_id="cid-group", mentioned=True)
-        items = await stack.wait_bot_items("cid-group", lambda i: bool(cards(i)) and cards(i)[0]["done"])
+        answered = await stack.say(
+            "what time is it", conversation_type="2", conversation_id="cid-group", mentioned=True
+        )
+        items = await stack.wait_bot_items(
+            "cid-group", lambda i: bool(cards(i)) and cards(i)[0]["done"]
+        )
         assert len(cards(items)) == 1
         assert len(fake_llm.requests) == 1
         user_turn = fake_llm.requests[0].messages[-1]["content"]
@@ -80,28 +90,36 @@ async def test_conversation_continues_and_new_resets_the_context(
     try:
         await stack.connected()
         first = await stack.say("my name is Ada")
-        await stack.wait_bot_items(first.conversation_id, lambda i: len(cards(i)) == 1 and cards(i)[0]["done"])
+        await stack.wait_bot_items(
+            first.conversation_id, lambda i: len(cards(i)) == 1 and cards(i)[0]["done"]
+        )
         await stack.say("what is my name")
-        await stack.wait_bot_items(first.conversation_id, lambda i: len(cards(i)) == 2 and cards(i)[1]["done"])
+        await stack.wait_bot_items(
+            first.conversation_id, lambda i: len(cards(i)) == 2 and cards(i)[1]["done"]
+        )
         second = fake_llm.requests[1].messages
-        assert [m["content"] for m in second if m["role"] == "user"] == ["my name is Ada", "what is my name"]
+        assert [m["content"] for m in second if m["role"] == "user"] == [
+            "my name is Ada",
+            "what is my name",
+        ]
         assert any(m["role"] == "assistant" for m in second)
 
         await stack.say("/new")
         await stack.wait_bot_items(
-            first.conversation_id, lambda i: any("new conversation" in m["text"] for m in messages(i))
+            first.conversation_id,
+            lambda i: any("new conversation" in m["text"] for m in messages(i)),
         )
         await stack.say("who am I")
-        await stack.wait_bot_items(first.conversation_id, lambda i: len(cards(i)) == 3 and cards(i)[2]["done"])
+        await stack.wait_bot_items(
+            first.conversation_id, lambda i: len(cards(i)) == 3 and cards(i)[2]["done"]
+        )
         third = fake_llm.requests[2].messages
         assert [m["content"] for m in third if m["role"] != "system"] == ["who am I"]
     finally:
         await stack.stop()
 
 
-async def test_help_lists_the_commands(
-    tmp_path: Path, dingtalk_emulator: EmulatorThread
-) -> None:
+async def test_help_lists_the_commands(tmp_path: Path, dingtalk_emulator: EmulatorThread) -> None:
     stack = await start_stack(tmp_path, dingtalk_emulator, None)
     try:
         await stack.connected()
@@ -120,7 +138,9 @@ async def test_redelivered_message_is_answered_once(
     try:
         await stack.connected()
         sent = await stack.say("only once please")
-        await stack.wait_bot_items(sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"])
+        await stack.wait_bot_items(
+            sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"]
+        )
         await dingtalk_emulator.call(lambda e: e.redeliver(sent.frame_message_id))
         await dingtalk_emulator.wait_for(lambda e: len(e.acks(sent.frame_message_id)) == 2)
         # the same msgId under a new frame id, as after a reconnect
@@ -137,9 +157,15 @@ async def test_redelivered_message_is_answered_once(
 async def test_card_creation_refused_falls_back_to_one_markdown_reply(
     tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
 ) -> None:
-    await dingtalk_emulator.add_fault("/v1.0/card/instances/createAndDeliver", 403, times=1,
-                                      body={"code": "Forbidden.AccessDenied.AccessTokenPermissionDenied",
-                                            "message": "missing Card.Instance.Write"})
+    await dingtalk_emulator.add_fault(
+        "/v1.0/card/instances/createAndDeliver",
+        403,
+        times=1,
+        body={
+            "code": "Forbidden.AccessDenied.AccessTokenPermissionDenied",
+            "message": "missing Card.Instance.Write",
+        },
+    )
     fake_llm.script_reply(ANSWER)
     stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm)
     try:
@@ -164,14 +190,18 @@ async def test_llm_500_is_retried_and_llm_down_gives_a_clear_failure(
     try:
         await stack.connected()
         sent = await stack.say("first")
-        items = await stack.wait_bot_items(sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"])
+        items = await stack.wait_bot_items(
+            sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"]
+        )
         assert cards(items)[0]["text"] == ANSWER
         assert len(fake_llm.requests) == 2
 
         fake_llm.script_error(503)
         fake_llm.script_error(503)
         await stack.say("second")
-        items = await stack.wait_bot_items(sent.conversation_id, lambda i: len(cards(i)) == 2 and cards(i)[1]["done"])
+        items = await stack.wait_bot_items(
+            sent.conversation_id, lambda i: len(cards(i)) == 2 and cards(i)[1]["done"]
+        )
         failed = cards(items)[1]
         assert failed["flow_status"] == "5"
         assert "could not answer" in failed["text"]
@@ -183,7 +213,9 @@ async def test_llm_500_is_retried_and_llm_down_gives_a_clear_failure(
 async def test_expired_session_webhook_uses_the_robot_api(
     tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
 ) -> None:
-    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm, channel={"card_template_id": ""})
+    stack = await start_stack(
+        tmp_path, dingtalk_emulator, fake_llm, channel={"card_template_id": ""}
+    )
     try:
         await stack.connected()
         direct = await stack.say("hello in private")
@@ -202,7 +234,9 @@ async def test_expired_session_webhook_uses_the_robot_api(
         assert robot[0].body["userIds"] == ["user-1"]
 
         fake_llm.script_reply("group answer", first_token_delay=0.5)
-        group = await stack.say("hi group", conversation_type="2", conversation_id="cid-g", mentioned=True)
+        group = await stack.say(
+            "hi group", conversation_type="2", conversation_id="cid-g", mentioned=True
+        )
         await dingtalk_emulator.wait_for(lambda e: e.acks(group.frame_message_id))
         await dingtalk_emulator.expire_sessions()
         items = await stack.wait_bot_items(group.conversation_id, lambda i: bool(messages(i)))
@@ -222,11 +256,15 @@ async def test_ack_reaches_the_platform_before_the_llm_answers(
         sent = await stack.say("slow one")
         acks = await dingtalk_emulator.wait_for(lambda e: e.acks(sent.frame_message_id))
         assert acks is not None
-        frames = await dingtalk_emulator.call(lambda e: [f for f in e.sent_frames() if f.message_id == sent.frame_message_id])
+        frames = await dingtalk_emulator.call(
+            lambda e: [f for f in e.sent_frames() if f.message_id == sent.frame_message_id]
+        )
         ack_latency = acks[0].at - frames[0].at
         assert ack_latency < 0.5
         assert acks[0].code == 200
-        items = await stack.wait_bot_items(sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"])
+        items = await stack.wait_bot_items(
+            sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"]
+        )
         card = await dingtalk_emulator.card(items[0]["id"])
         assert card is not None
         assert acks[0].at < card.history[-1].at - 0.5
@@ -254,7 +292,9 @@ async def test_a_message_during_an_answer_is_queued_and_the_user_is_told(
         # in order: the second question was asked only after the first answer was complete
         second = fake_llm.requests[1].messages
         assert [m["content"] for m in second if m["role"] != "system"] == [
-            "first question", "first answer", "second question"
+            "first question",
+            "first answer",
+            "second question",
         ]
     finally:
         await stack.stop()
@@ -266,7 +306,9 @@ async def test_long_answers_are_split_into_several_messages(
     paragraphs = [f"Paragraph {n}: " + "word " * 150 for n in range(12)]
     long_answer = "\n\n".join(p.strip() for p in paragraphs)
     fake_llm.script_reply(tokens=[p.strip() + "\n\n" for p in paragraphs])
-    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm, channel={"card_template_id": ""})
+    stack = await start_stack(
+        tmp_path, dingtalk_emulator, fake_llm, channel={"card_template_id": ""}
+    )
     try:
         await stack.connected()
         sent = await stack.say("tell me everything")
@@ -291,7 +333,9 @@ async def test_card_updates_hitting_429_still_end_with_the_full_answer(
     try:
         await stack.connected()
         sent = await stack.say("hello")
-        items = await stack.wait_bot_items(sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"])
+        items = await stack.wait_bot_items(
+            sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"]
+        )
         assert cards(items)[0]["text"] == ANSWER
         assert cards(items)[0]["flow_status"] == "3"
         assert messages(items) == []
@@ -304,8 +348,15 @@ async def test_card_updates_hitting_429_still_end_with_the_full_answer(
 async def test_streaming_permission_missing_sends_the_answer_as_a_message_once(
     tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm_slow: FakeLLM
 ) -> None:
-    await dingtalk_emulator.add_fault("/v1.0/card/streaming", 403, times=None, body={
-        "code": "Forbidden.AccessDenied.AccessTokenPermissionDenied", "message": "Card.Streaming.Write"})
+    await dingtalk_emulator.add_fault(
+        "/v1.0/card/streaming",
+        403,
+        times=None,
+        body={
+            "code": "Forbidden.AccessDenied.AccessTokenPermissionDenied",
+            "message": "Card.Streaming.Write",
+        },
+    )
     fake_llm_slow.script_reply(ANSWER)
     stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm_slow)
     try:

@@ -34,6 +34,6 @@ async def test_guard_is_quiet_on_a_healthy_loop() -> None:
 @pytest.mark.allow_loop_block
 async def test_guard_fixture_is_active(loop_block_guard: LoopBlockGuard | None) -> None:
     assert loop_block_guard is not None
-    time.sleep(0.4)
+    time.sleep(0.8)
     await asyncio.sleep(0.05)
     assert loop_block_guard.stalls

@@ -179,7 +179,7 @@ def test_measure_counts_bytes_when_asked() -> None:
 
 def random_markdown(seed: int) -> str:
     """A messy answer: prose, lists, CJK, very long words and fenced blocks of every size."""
-    rng = random.Random(seed)  # noqa: S311  (test data, not secrets)
+    rng = random.Random(seed)
 
     def words(n: int) -> str:
         out = []

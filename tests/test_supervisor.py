@@ -153,7 +153,9 @@ async def test_stop_is_bounded_and_leaves_no_task() -> None:
     assert before
     async with asyncio.timeout(2):
         await supervisor.stop()
-    after = {t for t in asyncio.all_tasks() if t.get_name().startswith("supervisor-") and not t.done()}
+    after = {
+        t for t in asyncio.all_tasks() if t.get_name().startswith("supervisor-") and not t.done()
+    }
     assert after == set()
 
 

@@ -193,7 +193,8 @@ class DingTalkReplyStream:
             log.info("channel %s: could not settle a dead card: %s", self._message.channel_id, exc)
 
     async def _close_card(self, text: str, flow_status: str, *, error: bool) -> None:
-        assert self._card_id is not None
+        if self._card_id is None:
+            raise ChannelError("no card to close")
         await self._api.stream_card(self._card_id, self._key, text, finalize=True, error=error)
         self._card_text = text
         await self._api.update_card(self._card_id, {self._key: text, "flowStatus": flow_status})

@@ -36,8 +36,8 @@ def _strip_mention(text: str, nick: str | None) -> str:
 
 def _text_and_attachments(payload: dict[str, Any], msg: Any) -> tuple[str, list[Attachment]]:
     kind = payload.get("msgtype", "")
-    content = payload.get("content") if isinstance(payload.get("content"), dict) else {}
-    assert isinstance(content, dict)  # narrowed above; keeps mypy and readers on the same page
+    raw_content = payload.get("content")
+    content: dict[str, Any] = raw_content if isinstance(raw_content, dict) else {}
     if kind == "text":
         return str(msg.text.content or ""), []
     if kind == "richText":
@@ -74,10 +74,7 @@ def to_inbound(
         raise PermanentError("bot message without msgId or conversationId")
     text, attachments = _text_and_attachments(payload, msg)
     chat_type = ChatType.GROUP if str(msg.conversation_type) == "2" else ChatType.DIRECT
-    if chat_type is ChatType.GROUP:
-        text = _strip_mention(text, bot_nick)
-    else:
-        text = text.strip()
+    text = _strip_mention(text, bot_nick) if chat_type is ChatType.GROUP else text.strip()
     notes = [_describe(a) for a in attachments]
     full_text = "\n".join([t for t in [text, *notes] if t])
     sender_key = msg.sender_staff_id or msg.sender_id or ""

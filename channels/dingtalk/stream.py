@@ -129,7 +129,7 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
             try:
                 frame = json.loads(raw)
                 if not isinstance(frame, dict):
-                    raise ValueError("frame is not an object")  # noqa: TRY301
+                    raise ValueError("frame is not an object")
             except ValueError:
                 self.invalid_frames += 1
                 self.logger.warning("dropped a gateway frame that is not a JSON object")

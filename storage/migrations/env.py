@@ -72,6 +72,6 @@ if context.is_offline_mode():
 elif connection is not None:
     _run(connection)
 else:
-    # Only the alembic command line gets here (e.g. autogenerate during development); the
-    # daemon always hands over a connection from its running event loop.
+    # Only development tooling gets here, e.g. command.revision(storage.engine.alembic_config()
+    # with sqlalchemy.url set, autogenerate=True); the daemon always hands over a connection.
     asyncio.run(_run_on_url(_url()))
