@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import weakref
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
@@ -16,6 +18,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 5000
+WAL_SWITCH_RETRY_DELAY = 0.05  # seconds
 # Execution option that makes a SQLite transaction take the write lock at BEGIN (_begin_sqlite).
 WRITE_OPTION = "channeld_write"
 
@@ -75,9 +78,6 @@ def _configure_sqlite(dbapi_connection: Any, _record: ConnectionPoolEntry) -> No
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        # WAL lets readers run beside the single writer; synchronous stays FULL (the default)
-        # because a journal row must survive power loss once the platform has been acked.
-        cursor.execute("PRAGMA journal_mode = WAL")
     finally:
         cursor.close()
 
@@ -121,17 +121,52 @@ async def upgrade(engine: AsyncEngine) -> None:
         await conn.commit()
 
 
-async def ensure_sqlite_directory(url: str | URL) -> None:
-    """Creates the parent directory of a SQLite database file if it is missing."""
-    path = sqlite_path(parse_url(url))
+async def open_engine(url: str | URL) -> AsyncEngine:
+    """Creates the engine; a SQLite file gets its directory and is switched to WAL mode."""
+    parsed = parse_url(url)
+    path = sqlite_path(parsed)
     if path is not None:
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+    engine = make_engine(parsed)
+    if path is not None:
+        try:
+            await _enable_wal(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+    return engine
+
+
+async def _enable_wal(engine: AsyncEngine) -> None:
+    # WAL lets readers run beside the single writer. It is a property of the file, so one
+    # switch lasts; it is not done in the connect hook because the switch needs an exclusive
+    # lock that SQLite refuses at once, ignoring busy_timeout, while another process holds
+    # the write lock (a replica migrating). Nothing signals that lock's release: retry.
+    # synchronous stays FULL (the default): a journal row must survive power loss once the
+    # platform has been acked.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        if not isinstance(driver, aiosqlite.Connection):
+            raise TypeError(f"expected an aiosqlite connection, got {driver!r}")
+        while True:
+            try:
+                async with driver.execute("PRAGMA journal_mode = WAL") as cursor:
+                    row = await cursor.fetchone()
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(WAL_SWITCH_RETRY_DELAY)
+    if row is None or row[0] != "wal":
+        raise RuntimeError(f"SQLite kept journal mode {row!r} instead of WAL")
 
 
 async def migrate(url: str) -> None:
     """Applies Alembic migrations to head (daemon start and `channeld migrate`)."""
-    await ensure_sqlite_directory(url)
-    engine = make_engine(url)
+    engine = await open_engine(url)
     try:
         await upgrade(engine)
     finally:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from storage.base import Clock, utc_now
 from storage.channels import ChannelRepository
 from storage.conversations import ConversationRepository
-from storage.engine import ensure_sqlite_directory, make_engine, upgrade
+from storage.engine import open_engine, upgrade
 from storage.journal import JournalRepository
 from storage.records import (
     ChannelRecord,
@@ -40,8 +40,7 @@ class Store(JournalRepository, ConversationRepository, ChannelRepository):
     @classmethod
     async def open(cls, url: str, *, migrate: bool = True, clock: Clock = utc_now) -> Self:
         """Connects to the database (and brings its schema to head unless migrate=False)."""
-        await ensure_sqlite_directory(url)
-        engine = make_engine(url)
+        engine = await open_engine(url)
         try:
             if migrate:
                 await upgrade(engine)

@@ -371,3 +371,31 @@ async def test_streaming_permission_missing_sends_the_answer_as_a_message_once(
         assert ANSWER not in card["text"]
     finally:
         await stack.stop()
+
+
+async def test_stop_cancels_the_answer_being_written(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script_stall_mid_stream(after_tokens=2, seconds=30)
+    fake_llm.script_reply("fresh answer")
+    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm)
+    try:
+        await stack.connected()
+        sent = await stack.say("write me a novel")
+        await stack.wait_bot_items(
+            sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["text"]
+        )
+        await stack.say("/stop")
+        items = await stack.wait_bot_items(
+            sent.conversation_id, lambda i: cards(i)[0]["done"] and bool(messages(i))
+        )
+        assert cards(items)[0]["flow_status"] == "5"
+        assert "(stopped)" in cards(items)[0]["text"]
+        assert [m["text"] for m in messages(items)] == ["Stopped."]
+        await stack.say("next question")
+        items = await stack.wait_bot_items(
+            sent.conversation_id, lambda i: len(cards(i)) == 2 and cards(i)[1]["done"]
+        )
+        assert cards(items)[1]["text"] == "fresh answer"
+    finally:
+        await stack.stop()
