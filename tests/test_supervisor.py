@@ -13,6 +13,7 @@ from channels.errors import AuthError, TransientError
 from channels.model import ChannelId, ChannelState, InboundMessage
 from channels.provider import Capabilities, ReplyStream
 from channels.supervisor import Backoff, Supervisor
+from tests.agents_support import RecordingSleep
 
 
 class ScriptedProvider:
@@ -61,15 +62,6 @@ class ScriptedProvider:
 
     async def open_stream(self, message: InboundMessage) -> ReplyStream:
         raise NotImplementedError
-
-
-class RecordingSleep:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-        await asyncio.sleep(0)
 
 
 async def wait_until(predicate: Callable[[], bool]) -> None:
