@@ -68,15 +68,20 @@ class ChannelManager:
         *,
         build_provider: ProviderBuilder,
         agents: Mapping[str, AgentProfile],
+        decode: Callable[[ChannelRecord], ChannelConfigBase] | None = None,
         backoff: Backoff | None = None,
+        on_state: Callable[[str, str, ChannelState], None] | None = None,
     ) -> None:
         self._store = store
+        self._decode = decode
+        self._on_state = on_state
         self._build_provider = build_provider
         self._agents = agents
         self._backoff = backoff
         self._configs: dict[str, ChannelConfigBase] = {}
         self._running: dict[str, _Running] = {}
         self._failed_to_build: dict[str, str] = {}
+        self._last_status: dict[str, ChannelStatus] = {}
         self._lock = asyncio.Lock()
         self.handler = MessageHandler(store, self.runtime)
         self.started = False
@@ -124,8 +129,20 @@ class ChannelManager:
                 if record.enabled and channel_id not in self._running:
                     self._start(record)
 
+    def settings(self, record: ChannelRecord) -> ChannelConfigBase | None:
+        """The live settings of a channel: from the config file, or decoded from storage."""
+        if record.source == "config":
+            return self._configs.get(record.id)
+        if self._decode is None:
+            return None
+        return self._decode(record)
+
     def _start(self, record: ChannelRecord) -> None:
-        config = self._configs.get(record.id)
+        try:
+            config = self.settings(record)
+        except (ConfigError, ValueError) as exc:
+            self._failed_to_build[record.id] = f"{type(exc).__name__}: {exc}"
+            return
         if config is None:
             self._failed_to_build[record.id] = "no settings for this channel"
             return
@@ -144,7 +161,13 @@ class ChannelManager:
         except ConfigError as exc:
             self._failed_to_build[record.id] = str(exc)
             return
-        supervisor = Supervisor(record.id, provider, backoff=self._backoff)
+        platform = config.type
+
+        def state_changed(channel_id: str, state: ChannelState) -> None:
+            if self._on_state is not None:
+                self._on_state(channel_id, platform, state)
+
+        supervisor = Supervisor(record.id, provider, backoff=self._backoff, on_state=state_changed)
         supervisor_box.append(supervisor)
         emitter = ResponseEmitter(
             TokenBucket(
@@ -169,6 +192,7 @@ class ChannelManager:
         running = self._running.pop(channel_id, None)
         if running is not None:
             await running.supervisor.stop(final_state)
+            self._last_status[channel_id] = running.supervisor.status()
 
     # -- admin actions --------------------------------------------------------------------------
 
@@ -203,15 +227,21 @@ class ChannelManager:
         if running is not None:
             return running.supervisor.status()
         error = self._failed_to_build.get(channel_id)
+        last = self._last_status.get(channel_id)
         return ChannelStatus(
             state=ChannelState.FAILED if error else ChannelState.DISABLED,
             connected_at=None,
-            last_event_at=None,
-            last_error=error,
-            reconnects=0,
-            messages_received=0,
+            last_event_at=last.last_event_at if last else None,
+            last_error=error or (last.last_error if last else None),
+            reconnects=last.reconnects if last else 0,
+            messages_received=last.messages_received if last else 0,
             next_attempt_at=None,
         )
+
+    def forget(self, channel_id: str) -> None:
+        """Drop what is remembered of a deleted channel."""
+        self._last_status.pop(channel_id, None)
+        self._failed_to_build.pop(channel_id, None)
 
     def states(self) -> dict[str, ChannelState]:
         return {cid: r.supervisor.state for cid, r in self._running.items()}

@@ -1,16 +1,21 @@
-"""The admin listener: health and readiness now; the REST API and page grow here."""
+"""The admin listener: REST API, web page, metrics, health and readiness."""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
+from daemon.api import PREFIX, AdminApi, Handler, error_response, make_error_middleware
+from daemon.channel_service import ApiError
 from daemon.config import AdminSection
 
 Readiness = Callable[[], Awaitable[bool]]
+WEB_ROOT = Path(__file__).resolve().parent / "web"
+PUBLIC_API_PATHS = frozenset({f"{PREFIX}/openapi.json"})
 
 
 def is_loopback(host: str) -> bool:
@@ -35,18 +40,61 @@ def token_matches(expected: str, header: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), header[len("Bearer ") :].encode())
 
 
+def make_auth_middleware(
+    token: str | None,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Bearer token on /api/v1 (but the OpenAPI document); the page, metrics and probes are open."""
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        guarded = request.path.startswith(PREFIX) and request.path not in PUBLIC_API_PATHS
+        if (
+            guarded
+            and token is not None
+            and not token_matches(token, request.headers.get("Authorization"))
+        ):
+            response = error_response(
+                ApiError(401, "unauthorized", "missing or wrong bearer token")
+            )
+            response.headers["WWW-Authenticate"] = 'Bearer realm="channeld"'
+            return response
+        return await handler(request)
+
+    return auth
+
+
 class AdminServer:
     """aiohttp application on the admin listener."""
 
-    def __init__(self, admin: AdminSection, ready: Readiness) -> None:
+    def __init__(
+        self,
+        admin: AdminSection,
+        ready: Readiness,
+        *,
+        api: AdminApi | None = None,
+        metrics: Handler | None = None,
+    ) -> None:
         check_exposure(admin)
         self._admin = admin
         self._ready = ready
-        self.app = web.Application()
+        token = admin.token.get_secret_value() if admin.token is not None else None
+        self.app = web.Application(
+            middlewares=[make_auth_middleware(token), make_error_middleware()]
+        )
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
+        if metrics is not None:
+            self.app.router.add_get("/metrics", metrics)
+        if api is not None:
+            api.add_routes(self.app)
+        if (WEB_ROOT / "index.html").exists():
+            self.app.router.add_get("/", self._index)
+            self.app.router.add_static("/static/", WEB_ROOT, show_index=False)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+
+    async def _index(self, _: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB_ROOT / "index.html", headers={"Cache-Control": "no-store"})
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -61,9 +109,7 @@ class AdminServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._admin.host, self._admin.port)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._admin.port
+        self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -16,8 +16,11 @@ from channels.manager import AgentProfile, ChannelManager
 from channels.provider import ChannelProvider, InboundSink
 from channels.supervisor import Backoff
 from daemon.admin import AdminServer
+from daemon.api import AdminApi
+from daemon.channel_service import ChannelService
 from daemon.config import Settings
 from daemon.embedded import EmbeddedEmulator
+from daemon.secrets import SecretBox, load_key
 from storage.repository import Store
 
 log = logging.getLogger("channeld")
@@ -42,6 +45,7 @@ class Daemon:
         self.manager: ChannelManager | None = None
         self.admin: AdminServer | None = None
         self.emulator: EmbeddedEmulator | None = None
+        self.channels: ChannelService | None = None
         self._agents: dict[str, Agent] = {}
 
     async def _ready(self) -> bool:
@@ -71,10 +75,22 @@ class Daemon:
             )
             for name, config in settings.agents.items()
         }
+        box = SecretBox(load_key(settings.daemon.state_dir, settings.daemon.secret_key_file))
+        services: dict[str, ChannelService] = {}
         self.manager = ChannelManager(
-            self.store, build_provider=build_provider, agents=profiles, backoff=self._backoff
+            self.store,
+            build_provider=build_provider,
+            agents=profiles,
+            decode=lambda record: services["channels"].decode(record),
+            backoff=self._backoff,
         )
-        self.admin = AdminServer(settings.admin, self._ready)
+        self.channels = services["channels"] = ChannelService(
+            self.store, self.manager, box, set(settings.agents)
+        )
+        agents_view = [{"name": n, "type": c.type} for n, c in settings.agents.items()]
+        self.admin = AdminServer(
+            settings.admin, self._ready, api=AdminApi(self.channels, self.store, agents_view)
+        )
         await self.admin.start()
         await self.manager.start(channels)
         log.info(

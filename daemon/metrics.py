@@ -1,0 +1,298 @@
+"""Prometheus metrics: one registry per daemon, the loop-lag monitor and the /metrics handler."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import platform as python_platform
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.metrics import MetricWrapperBase
+
+from channels.model import ChannelState
+
+CHANNEL_STATES = tuple(state.value for state in ChannelState)
+REPLY_OUTCOMES = ("replied", "failed", "cancelled")
+TOKEN_KINDS = ("prompt", "completion")
+
+# Acks must leave within a few milliseconds of the frame or the platform redelivers, so the
+# interesting range is sub-millisecond to tens of milliseconds.
+ACK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+# The first visible update waits for the model's first tokens: seconds, sometimes tens.
+FIRST_UPDATE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0)
+LLM_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+CHANNEL = ("channel", "platform")
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+def package_version() -> str:
+    """The installed channeld version, or a placeholder when running from a bare checkout."""
+    try:
+        return importlib.metadata.version("channeld")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class Metrics:
+    """Every channeld_* family, in a registry of its own: daemons sharing a process never mix."""
+
+    def __init__(self, *, version: str | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._build_info = Gauge(
+            "channeld_build_info", "Build information; always 1.", ["version", "python"], registry=r
+        )
+        self._build_info.labels(version or package_version(), python_platform.python_version()).set(
+            1
+        )
+        self._up = Gauge(
+            "channeld_channel_up",
+            "1 when the platform session is established.",
+            CHANNEL,
+            registry=r,
+        )
+        self._state = Gauge(
+            "channeld_channel_state",
+            "1 for the channel's current state, 0 for the others.",
+            [*CHANNEL, "state"],
+            registry=r,
+        )
+        self._reconnects = Counter(
+            "channeld_channel_reconnects",
+            "Sessions re-established after the first one.",
+            CHANNEL,
+            registry=r,
+        )
+        self._last_event = Gauge(
+            "channeld_channel_last_event_timestamp_seconds",
+            "Unix time of the last inbound message.",
+            CHANNEL,
+            registry=r,
+        )
+        self._received = Counter(
+            "channeld_messages_received", "Inbound messages accepted.", CHANNEL, registry=r
+        )
+        self._duplicates = Counter(
+            "channeld_messages_duplicate",
+            "Redelivered messages acked and dropped.",
+            CHANNEL,
+            registry=r,
+        )
+        self._ignored = Counter(
+            "channeld_messages_ignored",
+            "Group messages not addressed to the bot.",
+            CHANNEL,
+            registry=r,
+        )
+        self._invalid = Counter(
+            "channeld_messages_invalid", "Payloads that could not be parsed.", CHANNEL, registry=r
+        )
+        self._ack_latency = Histogram(
+            "channeld_ack_latency_seconds",
+            "From frame received to ack sent.",
+            CHANNEL,
+            buckets=ACK_BUCKETS,
+            registry=r,
+        )
+        self._first_update = Histogram(
+            "channeld_reply_first_update_seconds",
+            "From message received to the first update visible to the user.",
+            CHANNEL,
+            buckets=FIRST_UPDATE_BUCKETS,
+            registry=r,
+        )
+        self._replies = Counter(
+            "channeld_replies", "Replies by outcome.", [*CHANNEL, "outcome"], registry=r
+        )
+        self._platform_requests = Counter(
+            "channeld_platform_requests",
+            "Calls to the platform's API by endpoint and HTTP status (or error class).",
+            [*CHANNEL, "endpoint", "status"],
+            registry=r,
+        )
+        self._llm_seconds = Histogram(
+            "channeld_llm_request_seconds",
+            "One whole answer from the agent.",
+            ["agent"],
+            buckets=LLM_BUCKETS,
+            registry=r,
+        )
+        self._llm_tokens = Counter(
+            "channeld_llm_tokens", "Tokens reported by the model.", ["agent", "kind"], registry=r
+        )
+        self._loop_lag = Histogram(
+            "channeld_event_loop_lag_seconds",
+            "How late a timer on the event loop fired.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        # Label sets created per channel, so that forgetting a channel removes every one of them.
+        self._series: dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
+
+    def _child(self, metric: M, channel: str, *labels: str) -> M:
+        self._series.setdefault(channel, set()).add((metric, (channel, *labels)))
+        return metric.labels(channel, *labels)
+
+    def _touch(self, channel: str, platform: str) -> None:
+        """Create the channel's series at zero so that rate() sees the first increment."""
+        if channel in self._series:
+            return
+        for metric in (
+            self._reconnects,
+            self._received,
+            self._duplicates,
+            self._ignored,
+            self._invalid,
+            self._ack_latency,
+            self._first_update,
+        ):
+            self._child(metric, channel, platform)
+        for outcome in REPLY_OUTCOMES:
+            self._child(self._replies, channel, platform, outcome)
+
+    def set_channel_state(self, channel: str, platform: str, state: str) -> None:
+        """Record the channel's state (a `ChannelState` value); `up` follows `connected`."""
+        if state not in CHANNEL_STATES:
+            raise ValueError(f"unknown channel state {state!r}")
+        self._touch(channel, platform)
+        for candidate in CHANNEL_STATES:
+            self._child(self._state, channel, platform, candidate).set(
+                1 if candidate == state else 0
+            )
+        self._child(self._up, channel, platform).set(1 if state == ChannelState.CONNECTED else 0)
+
+    def reconnected(self, channel: str, platform: str) -> None:
+        """A session was re-established after an earlier one ended."""
+        self._touch(channel, platform)
+        self._child(self._reconnects, channel, platform).inc()
+
+    def message_received(self, channel: str, platform: str, at: float) -> None:
+        """An inbound message was accepted; `at` is its unix time."""
+        self._touch(channel, platform)
+        self._child(self._received, channel, platform).inc()
+        self._child(self._last_event, channel, platform).set(at)
+
+    def message_duplicate(self, channel: str, platform: str) -> None:
+        """A redelivery was acked and dropped."""
+        self._touch(channel, platform)
+        self._child(self._duplicates, channel, platform).inc()
+
+    def message_ignored(self, channel: str, platform: str) -> None:
+        """A group message did not address the bot."""
+        self._touch(channel, platform)
+        self._child(self._ignored, channel, platform).inc()
+
+    def message_invalid(self, channel: str, platform: str) -> None:
+        """A payload could not be parsed."""
+        self._touch(channel, platform)
+        self._child(self._invalid, channel, platform).inc()
+
+    def ack_latency(self, channel: str, platform: str, seconds: float) -> None:
+        """Time from a frame's arrival to its ack."""
+        self._touch(channel, platform)
+        self._child(self._ack_latency, channel, platform).observe(seconds)
+
+    def reply_first_update(self, channel: str, platform: str, seconds: float) -> None:
+        """Time from a message's arrival to the first update the user could see."""
+        self._touch(channel, platform)
+        self._child(self._first_update, channel, platform).observe(seconds)
+
+    def reply(self, channel: str, platform: str, outcome: str) -> None:
+        """A reply ended: `replied`, `failed` or `cancelled`."""
+        if outcome not in REPLY_OUTCOMES:
+            raise ValueError(f"unknown reply outcome {outcome!r}")
+        self._touch(channel, platform)
+        self._child(self._replies, channel, platform, outcome).inc()
+
+    def platform_request(
+        self, channel: str, platform: str, endpoint: str, status: int | str
+    ) -> None:
+        """One platform API call; `endpoint` is a fixed name, never a URL with ids in it."""
+        self._touch(channel, platform)
+        self._child(self._platform_requests, channel, platform, endpoint, str(status)).inc()
+
+    def llm_request(self, agent: str, seconds: float) -> None:
+        """One whole answer from an agent."""
+        self._llm_seconds.labels(agent).observe(seconds)
+
+    def llm_tokens(self, agent: str, prompt: int, completion: int) -> None:
+        """Token usage of one answer, as the model reported it."""
+        self._llm_tokens.labels(agent, "prompt").inc(prompt)
+        self._llm_tokens.labels(agent, "completion").inc(completion)
+
+    def loop_lag(self, seconds: float) -> None:
+        """How late the loop ran a timer."""
+        self._loop_lag.observe(seconds)
+
+    def remove_channel(self, channel: str) -> None:
+        """Forget every series of a deleted channel."""
+        for metric, labels in self._series.pop(channel, set()):
+            metric.remove(*labels)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition body and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def metrics_handler(metrics: Metrics) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """GET /metrics for the admin listener."""
+
+    async def handle(_: web.Request) -> web.Response:
+        body, content_type = metrics.render()
+        # aiohttp's content_type argument refuses parameters such as version and charset.
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    return handle
+
+
+class EventLoopLagMonitor:
+    """Sleeps a fixed interval in an owned task and records how late each wake-up was."""
+
+    def __init__(self, metrics: Metrics, interval: float = 0.25) -> None:
+        self._metrics = metrics
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Begin sampling on the running loop; idempotent."""
+        if self.running:
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="loop-lag-monitor")
+
+    async def stop(self) -> None:
+        """Cancel the sampling task and wait for it to end."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # our caller is being cancelled too: let that through
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self._interval)
+            # The loop may fire a timer up to its clock resolution early: clamp at zero.
+            self._metrics.loop_lag(max(0.0, loop.time() - before - self._interval))

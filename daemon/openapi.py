@@ -1,0 +1,215 @@
+"""The OpenAPI 3.1 document of the admin API; channel schemas come from the pydantic models."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from daemon.config import ChannelConfig
+
+REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {
+    "401": _json(_ref("Error"), "missing or wrong bearer token"),
+    "404": _json(_ref("Error"), "unknown id"),
+    "422": _json(_ref("Error"), "invalid input; `fields` names each offending field"),
+}
+ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+LIMIT_PARAM = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+}
+
+
+def _op(
+    summary: str,
+    ok: dict[str, Any],
+    *,
+    params: list[Any] | None = None,
+    body: dict[str, Any] | None = None,
+    status: str = "200",
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {status: ok, **ERRORS}}
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def _schemas() -> dict[str, Any]:
+    channel_schema = TypeAdapter(ChannelConfig).json_schema(ref_template=REF)
+    defs = channel_schema.pop("$defs", {})
+    nullable_str = {"type": ["string", "null"]}
+    return {
+        **defs,
+        "ChannelSettings": channel_schema,
+        "ChannelPatch": {
+            "type": "object",
+            "description": "Any settings to change; a secret omitted or sent as *** keeps its value.",
+            "additionalProperties": True,
+        },
+        "ChannelStatus": {
+            "type": "object",
+            "properties": {
+                "state": {
+                    "enum": ["connected", "connecting", "disconnected", "disabled", "failed"]
+                },
+                "connected_at": nullable_str,
+                "uptime_seconds": {"type": ["number", "null"]},
+                "last_event_at": nullable_str,
+                "last_error": nullable_str,
+                "reconnects": {"type": "integer"},
+                "messages_received": {"type": "integer"},
+                "next_attempt_at": nullable_str,
+            },
+        },
+        "Channel": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"type": "string"},
+                "agent": {"type": "string"},
+                "enabled": {"type": "boolean"},
+                "source": {"enum": ["config", "api"]},
+                "version": {"type": "integer"},
+                "settings": {"type": "object", "description": "secrets are always ***"},
+                "status": _ref("ChannelStatus"),
+            },
+        },
+        "Conversation": {
+            "type": "object",
+            "properties": {
+                k: {"type": "string"}
+                for k in ("id", "channel_id", "key", "user_id", "created_at", "last_activity_at")
+            },
+        },
+        "Message": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "role": {"enum": ["user", "assistant"]},
+                "content": {"type": "string"},
+                "created_at": {"type": "string"},
+            },
+        },
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "fields": {"type": "array", "items": {"type": "object"}},
+                    },
+                }
+            },
+        },
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """Built once; the route table in daemon/api.py must match it (a test checks)."""
+    channel = _json(_ref("Channel"))
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "channeld admin API", "version": "1"},
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/v1/openapi.json": {
+                "get": {**_op("This document", _json({"type": "object"})), "security": []}
+            },
+            "/api/v1/agents": {"get": _op("Configured agents", _json({"type": "object"}))},
+            "/api/v1/channels": {
+                "get": _op(
+                    "All channels with live status",
+                    _json(
+                        {
+                            "type": "object",
+                            "properties": {"channels": {"type": "array", "items": _ref("Channel")}},
+                        }
+                    ),
+                ),
+                "post": _op(
+                    "Create a channel (stored in the database)",
+                    _json(_ref("Channel")),
+                    body=_ref("ChannelSettings"),
+                    status="201",
+                ),
+            },
+            "/api/v1/channels/{id}": {
+                "get": _op("One channel", channel, params=[ID_PARAM]),
+                "patch": _op(
+                    "Edit an API channel (409 for config-file channels)",
+                    channel,
+                    params=[ID_PARAM],
+                    body=_ref("ChannelPatch"),
+                ),
+                "delete": _op(
+                    "Delete an API channel",
+                    {"description": "deleted"},
+                    params=[ID_PARAM],
+                    status="204",
+                ),
+            },
+            **{
+                f"/api/v1/channels/{{id}}/{action}": {
+                    "post": _op(f"{action.capitalize()} a channel", channel, params=[ID_PARAM])
+                }
+                for action in ("enable", "disable", "restart")
+            },
+            "/api/v1/conversations": {
+                "get": _op(
+                    "Conversations, newest activity first",
+                    _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "conversations": {"type": "array", "items": _ref("Conversation")}
+                            },
+                        }
+                    ),
+                    params=[
+                        {
+                            "name": "channel",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        },
+                        LIMIT_PARAM,
+                    ],
+                )
+            },
+            "/api/v1/conversations/{id}/messages": {
+                "get": _op(
+                    "Messages of a conversation, oldest first",
+                    _json(
+                        {
+                            "type": "object",
+                            "properties": {"messages": {"type": "array", "items": _ref("Message")}},
+                        }
+                    ),
+                    params=[ID_PARAM, LIMIT_PARAM],
+                )
+            },
+        },
+    }
