@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from daemon.api import PREFIX, AdminApi, Handler, error_response, make_error_middleware
 from daemon.channel_service import ApiError
@@ -40,9 +41,7 @@ def token_matches(expected: str, header: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), header[len("Bearer ") :].encode())
 
 
-def make_auth_middleware(
-    token: str | None,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def make_auth_middleware(token: str | None) -> Middleware:
     """Bearer token on /api/v1 (but the OpenAPI document); the page, metrics and probes are open."""
 
     @web.middleware

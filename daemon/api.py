@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from daemon.channel_service import ApiError, ChannelService
 from daemon.openapi import openapi_document
@@ -27,7 +28,7 @@ def error_response(error: ApiError) -> web.Response:
     return web.json_response({"error": body}, status=error.status)
 
 
-def make_error_middleware() -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def make_error_middleware() -> Middleware:
     """Every /api error is JSON with a clear message; nothing internal leaks out."""
 
     @web.middleware

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 
@@ -17,7 +18,7 @@ from channels.provider import ChannelProvider, InboundSink
 from channels.supervisor import Backoff
 from daemon.admin import AdminServer
 from daemon.api import AdminApi
-from daemon.channel_service import ChannelService
+from daemon.channel_service import ChannelService, decode_record
 from daemon.config import Settings
 from daemon.embedded import EmbeddedEmulator
 from daemon.secrets import SecretBox, load_key
@@ -76,17 +77,14 @@ class Daemon:
             for name, config in settings.agents.items()
         }
         box = SecretBox(load_key(settings.daemon.state_dir, settings.daemon.secret_key_file))
-        services: dict[str, ChannelService] = {}
         self.manager = ChannelManager(
             self.store,
             build_provider=build_provider,
             agents=profiles,
-            decode=lambda record: services["channels"].decode(record),
+            decode=functools.partial(decode_record, box),
             backoff=self._backoff,
         )
-        self.channels = services["channels"] = ChannelService(
-            self.store, self.manager, box, set(settings.agents)
-        )
+        self.channels = ChannelService(self.store, self.manager, box, set(settings.agents))
         agents_view = [{"name": n, "type": c.type} for n, c in settings.agents.items()]
         self.admin = AdminServer(
             settings.admin, self._ready, api=AdminApi(self.channels, self.store, agents_view)

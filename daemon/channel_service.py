@@ -82,11 +82,7 @@ class ChannelService:
 
     def decode(self, record: ChannelRecord) -> ChannelConfigBase:
         """Settings of an API channel with its secrets decrypted (for the provider only)."""
-        settings = dict(record.spec.get("settings", {}))
-        for name, value in list(settings.items()):
-            if isinstance(value, dict) and SEALED in value:
-                settings[name] = self._box.open(str(value[SEALED]))
-        return parse_settings(settings)
+        return decode_record(self._box, record)
 
     # -- views ------------------------------------------------------------------------------
 
@@ -242,6 +238,15 @@ class ChannelService:
         await self.get_record(channel_id)
         await self._manager.restart(channel_id)
         return await self.get(channel_id)
+
+
+def decode_record(box: SecretBox, record: ChannelRecord) -> ChannelConfigBase:
+    """Settings stored for an API channel, secrets decrypted."""
+    settings = dict(record.spec.get("settings", {}))
+    for name, value in list(settings.items()):
+        if isinstance(value, dict) and SEALED in value:
+            settings[name] = box.open(str(value[SEALED]))
+    return parse_settings(settings)
 
 
 def _iso(epoch: float | None) -> str | None:

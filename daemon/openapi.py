@@ -59,7 +59,7 @@ def _schemas() -> dict[str, Any]:
         "ChannelSettings": channel_schema,
         "ChannelPatch": {
             "type": "object",
-            "description": "Any settings to change; a secret omitted or sent as *** keeps its value.",
+            "description": "Settings to change; a secret omitted or sent as *** keeps its value.",
             "additionalProperties": True,
         },
         "ChannelStatus": {
