@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -16,6 +18,20 @@ os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 # Agents and providers must never reach a real service from a test.
 for _var in ("LLM_API_KEY", "LLM_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
     os.environ.pop(_var, None)
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "", None})  # noqa: S104
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _loopback_only_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+    """Every name lookup in the suite goes through here: nothing may leave this machine."""
+    name = host.decode() if isinstance(host, bytes) else host
+    if name not in LOOPBACK_NAMES and not str(name).startswith("127."):
+        raise OSError(f"test tried to reach {name!r}: tests must stay on loopback")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _loopback_only_getaddrinfo
 
 LOOP_BLOCK_LIMIT = 0.5  # seconds the loop may go without running a callback (CI machines are busy)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 import pytest
 
 from tests.conftest import LoopBlockGuard
@@ -37,3 +38,10 @@ async def test_guard_fixture_is_active(loop_block_guard: LoopBlockGuard | None) 
     time.sleep(0.8)
     await asyncio.sleep(0.05)
     assert loop_block_guard.stalls
+
+
+async def test_nothing_leaves_loopback() -> None:
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.ClientConnectorError) as refused:
+            await http.get("https://api.dingtalk.com/", timeout=aiohttp.ClientTimeout(total=5))
+    assert "tests must stay on loopback" in str(refused.value.os_error)
