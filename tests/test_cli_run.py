@@ -87,3 +87,23 @@ async def test_run_example_config_chat_and_stop(tmp_path: Path) -> None:
             daemon.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(daemon.wait(), 15)
     assert code == 0, "".join(seen)
+
+
+async def test_migrate_creates_the_schema_and_is_repeatable(tmp_path: Path) -> None:
+    config = tmp_path / "channeld.toml"
+    config.write_text(f'[daemon]\nstate_dir = "{tmp_path}"\n', encoding="utf-8")
+    for _ in range(2):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "daemon",
+            "migrate",
+            "--config",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        assert "latest schema" in out.decode()
+    assert (tmp_path / "channeld.db").stat().st_size > 0

@@ -1,0 +1,133 @@
+"""Terminal views of channels: the `list` table, the `show` key/value view, state colours."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# SGR codes per channel state, the same meaning as the web page's status dots
+STATE_COLOURS = {
+    "connected": "32",  # green
+    "connecting": "33",  # yellow
+    "disconnected": "31",  # red
+    "disabled": "90",  # grey
+    "failed": "1;31",  # bold red
+}
+COLUMNS = ("ID", "TYPE", "STATE", "UPTIME", "RECONNECTS", "MESSAGES", "LAST ERROR")
+RIGHT_ALIGNED = frozenset({"RECONNECTS", "MESSAGES"})
+LAST_ERROR_WIDTH = 60
+EMPTY = "-"
+
+
+def wants_colour(tty: bool, environ: Mapping[str, str]) -> bool:
+    """Colour only on a terminal, never with NO_COLOR set (no-color.org) or on a dumb terminal."""
+    return tty and not environ.get("NO_COLOR") and environ.get("TERM") != "dumb"
+
+
+def paint(state: str, colour: bool) -> str:
+    """A state name, coloured when asked to."""
+    code = STATE_COLOURS.get(state)
+    return f"\x1b[{code}m{state}\x1b[0m" if colour and code else state
+
+
+def width(text: str) -> int:
+    """Terminal columns of `text`: wide (CJK) characters take two, platform errors carry them."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` on one line, cut to `limit` columns with an ellipsis."""
+    flat = " ".join(text.split())
+    if width(flat) <= limit:
+        return flat
+    kept, used = [], 0
+    for ch in flat:
+        used += width(ch)
+        if used > limit - 1:
+            break
+        kept.append(ch)
+    return "".join(kept) + "…"
+
+
+def duration(seconds: float | None) -> str:
+    """A compact age: `45s`, `3m 07s`, `2h 05m`, `4d 1h`."""
+    if seconds is None:
+        return EMPTY
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return EMPTY
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def list_table(channels: Sequence[Mapping[str, Any]], *, colour: bool) -> str:
+    """The `list` table: one row per channel, columns aligned, the state coloured on request."""
+    if not channels:
+        return "no channels"
+    rows = []
+    for channel in channels:
+        status = channel.get("status") or {}
+        rows.append(
+            (
+                str(channel["id"]),
+                str(channel["type"]),
+                str(status.get("state", EMPTY)),
+                duration(status.get("uptime_seconds")),
+                _scalar(status.get("reconnects")),
+                _scalar(status.get("messages_received")),
+                truncate(status.get("last_error") or EMPTY, LAST_ERROR_WIDTH),
+            )
+        )
+    widths = [max(width(cell) for cell in column) for column in zip(COLUMNS, *rows, strict=True)]
+    lines = []
+    for index, row in enumerate([COLUMNS, *rows]):
+        cells = []
+        for name, cell, size in zip(COLUMNS, row, widths, strict=True):
+            pad = " " * (size - width(cell))
+            # colour after measuring: escape codes take no columns on screen
+            shown = paint(cell, colour) if index and name == "STATE" else cell
+            cells.append(pad + shown if name in RIGHT_ALIGNED else shown + pad)
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def channel_view(channel: Mapping[str, Any], *, colour: bool) -> str:
+    """The `show` view: identity, live status, then every setting (secrets arrive as `***`)."""
+    status = channel.get("status") or {}
+    state = str(status.get("state", EMPTY))
+    pairs = [
+        ("id", _scalar(channel.get("id"))),
+        ("type", _scalar(channel.get("type"))),
+        ("agent", _scalar(channel.get("agent"))),
+        ("enabled", "yes" if channel.get("enabled") else "no"),
+        ("source", _scalar(channel.get("source"))),
+        ("version", _scalar(channel.get("version"))),
+        ("state", paint(state, colour)),
+        ("connected at", _scalar(status.get("connected_at"))),
+        ("uptime", duration(status.get("uptime_seconds"))),
+        ("last event at", _scalar(status.get("last_event_at"))),
+        ("last error", _scalar(status.get("last_error"))),
+        ("reconnects", _scalar(status.get("reconnects"))),
+        ("messages received", _scalar(status.get("messages_received"))),
+        ("next attempt at", _scalar(status.get("next_attempt_at"))),
+    ]
+    settings = channel.get("settings") or {}
+    size = max(len(key) for key in [*(k for k, _ in pairs), *(f"  {k}" for k in settings)])
+    indent = "\n" + " " * (size + 2)  # multi-line errors stay in the value column
+    lines = [f"{key:<{size}}  {value.replace(chr(10), indent)}" for key, value in pairs]
+    lines.append("settings:")
+    lines.extend(f"{'  ' + key:<{size}}  {_scalar(settings[key])}" for key in sorted(settings))
+    return "\n".join(lines)
