@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -12,24 +11,15 @@ from aiohttp.typedefs import Middleware
 
 from daemon.api import PREFIX, AdminApi, Handler, error_response, make_error_middleware
 from daemon.channel_service import ApiError
-from daemon.config import AdminSection
+from daemon.config import AdminSection, is_loopback
 
 Readiness = Callable[[], Awaitable[bool]]
 WEB_ROOT = Path(__file__).resolve().parent / "web"
 PUBLIC_API_PATHS = frozenset({f"{PREFIX}/openapi.json"})
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_exposure(admin: AdminSection) -> None:
-    """Refuse to serve beyond loopback without a token."""
+    """Refuse to serve beyond loopback without a token (the config validates this too)."""
     if not is_loopback(admin.host) and admin.token is None:
         raise ValueError(f"admin.listen {admin.listen} is not loopback: admin.token is required")
 

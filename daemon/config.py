@@ -5,6 +5,7 @@ Precedence: embedded defaults < the TOML file < `CHANNELD_<SECTION>__<KEY>` envi
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -13,7 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
 from agents.registry import fallback_order
@@ -26,6 +35,16 @@ EXIT_CONFIG_ERROR = 11
 ChannelConfig = Annotated[DingTalkChannelConfig, Field(discriminator="type")]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for names and addresses that never leave this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigurationError(Exception):
@@ -71,6 +90,14 @@ class AdminSection(BaseModel):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError("listen must be HOST:PORT")
         return value
+
+    @model_validator(mode="after")
+    def _token_beyond_loopback(self) -> AdminSection:
+        if not is_loopback(self.host) and self.token is None:
+            raise ValueError(f"token is required when listen ({self.listen}) is not loopback")
+        if self.token is not None and len(self.token.get_secret_value()) < 8:
+            raise ValueError("token must be at least 8 characters")
+        return self
 
     @property
     def host(self) -> str:

@@ -155,3 +155,11 @@ def test_fallback_cycle_is_a_config_error(tmp_path: Path) -> None:
     text = GOOD.replace('type = "echo"', 'type = "echo"\nfallback = "default"')
     with pytest.raises(ConfigurationError, match="cycle"):
         load(write(tmp_path, text), ENV)
+
+
+def test_admin_beyond_loopback_requires_a_token(tmp_path: Path) -> None:
+    exposed = GOOD.replace('listen = "127.0.0.1:0"', 'listen = "0.0.0.0:8787"')
+    no_token = exposed.replace('token = "${ADMIN_TOKEN:-fallback-token}"', "")
+    with pytest.raises(ConfigurationError, match=r"admin: .*token is required"):
+        load(write(tmp_path, no_token), ENV)
+    assert load(write(tmp_path, exposed), ENV).admin.host == "0.0.0.0"

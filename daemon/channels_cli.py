@@ -1,0 +1,333 @@
+"""`channeld channels`: list, show, add, edit, enable, disable, restart and delete channels.
+
+Talks to a running daemon through its admin API. Exit codes: 0 ok, 1 connection or server
+error, 2 usage, 3 not found, 4 conflict, 5 invalid settings, 6 unauthorized.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TextIO
+from urllib.parse import quote
+
+import aiohttp
+
+from daemon.cli_render import channel_view, list_table, paint, wants_colour
+
+DEFAULT_URL = "http://127.0.0.1:8787"
+URL_ENV = "CHANNELD_ADMIN_URL"
+TOKEN_ENV = "CHANNELD_ADMIN_TOKEN"
+API = "/api/v1"
+DEFAULT_TIMEOUT = 10.0  # seconds per request; restart waits for the old connection to close
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2  # what argparse itself exits with
+EXIT_NOT_FOUND = 3
+EXIT_CONFLICT = 4
+EXIT_INVALID = 5
+EXIT_UNAUTHORIZED = 6
+EXIT_BY_STATUS = {
+    401: EXIT_UNAUTHORIZED,
+    404: EXIT_NOT_FOUND,
+    409: EXIT_CONFLICT,
+    422: EXIT_INVALID,
+}
+ACTIONS = {"enable": "enabled", "disable": "disabled", "restart": "restarted"}
+
+
+class CliError(Exception):
+    """A failure to report on stderr in a few lines, with its exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.details = list(details)
+
+
+# -- arguments ----------------------------------------------------------------------------------
+
+
+def setting(text: str) -> tuple[str, Any]:
+    """`KEY=VALUE` of --set; the value is JSON when it parses (numbers, booleans), else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        # the argument is not echoed back: it may be a secret with a typo
+        raise argparse.ArgumentTypeError("--set expects KEY=VALUE")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip(), value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help=f"admin API base URL (default: ${URL_ENV} or {DEFAULT_URL})")
+    token = common.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token",
+        help=f"bearer token (default: ${TOKEN_ENV}); arguments show in ps, prefer --token-file",
+    )
+    token.add_argument("--token-file", type=Path, help="read the bearer token from this file")
+    common.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds per request (default: {DEFAULT_TIMEOUT:g})",
+    )
+    common.add_argument("--json", action="store_true", help="print the API's JSON, for scripts")
+    return common
+
+
+def _settings_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        type=setting,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a platform setting; VALUE is JSON when it parses (quote '\"123\"' for a string)",
+    )
+    parser.add_argument(
+        "--secret",
+        dest="secrets",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a secret setting, prompted without echo (or one line of stdin each when piped)",
+    )
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Adds the `channels` command and its subcommands to the `channeld` parser."""
+    common = _common()
+    channels = sub.add_parser(
+        "channels",
+        help="manage channels through the admin API of a running daemon",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    channels.set_defaults(func=main)
+    actions = channels.add_subparsers(dest="channels_command", required=True, metavar="COMMAND")
+    actions.add_parser("list", parents=[common], help="every channel with its state")
+    for name, text in (
+        ("show", "one channel: status and settings"),
+        ("enable", "switch a channel on"),
+        ("disable", "switch a channel off (closes its connection)"),
+        ("restart", "close a channel's connection and open a fresh one"),
+    ):
+        actions.add_parser(name, parents=[common], help=text).add_argument(
+            "channel_id", metavar="ID"
+        )
+    add = actions.add_parser(
+        "add", parents=[common], help="create a channel (stored by the daemon)"
+    )
+    add.add_argument("--id", dest="channel_id", required=True, help="the new channel's id")
+    add.add_argument("--type", default="dingtalk", help="platform (default: dingtalk)")
+    add.add_argument("--agent", help="agent that answers (default: the daemon's default)")
+    add.add_argument("--disabled", action="store_true", help="create it switched off")
+    _settings_arguments(add)
+    edit = actions.add_parser("edit", parents=[common], help="change an API channel's settings")
+    edit.add_argument("channel_id", metavar="ID")
+    _settings_arguments(edit)
+    delete = actions.add_parser("delete", parents=[common], help="delete an API channel")
+    delete.add_argument("channel_id", metavar="ID")
+    delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+
+# -- before the request: token, secrets, confirmation (blocking reads, outside the loop) ----------
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token_file is not None:
+        try:
+            return Path(args.token_file).read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise CliError(f"cannot read --token-file: {exc.strerror}", EXIT_USAGE) from exc
+    token: str | None = args.token or os.environ.get(TOKEN_ENV) or None
+    return token
+
+
+def read_secrets(keys: Sequence[str], stdin: TextIO) -> dict[str, str]:
+    """Prompt for each secret without echo on a terminal; else read one line of stdin per key."""
+    values: dict[str, str] = {}
+    for key in keys:
+        if stdin.isatty():
+            values[key] = getpass.getpass(f"{key}: ")
+        else:
+            values[key] = stdin.readline().rstrip("\r\n")
+    return values
+
+
+def _body(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any] | None:
+    """The JSON body of add and edit (None for the other commands)."""
+    if args.channels_command not in ("add", "edit"):
+        return None
+    body: dict[str, Any] = dict(args.settings)
+    body.update(read_secrets(args.secrets, stdin))
+    if args.channels_command == "edit":
+        if not body:
+            raise CliError(
+                "edit: nothing to change; give --set KEY=VALUE or --secret KEY", EXIT_USAGE
+            )
+        return body
+    body.update(id=args.channel_id, type=args.type)
+    if args.agent is not None:
+        body["agent"] = args.agent
+    if args.disabled:
+        body["enabled"] = False
+    return body
+
+
+def _confirm_delete(args: argparse.Namespace, stdin: TextIO, err: TextIO) -> None:
+    if args.yes:
+        return
+    if not stdin.isatty():
+        raise CliError("delete: stdin is not a terminal; pass --yes to delete", EXIT_USAGE)
+    err.write(f"delete channel {args.channel_id!r}? [y/N] ")
+    err.flush()
+    if stdin.readline().strip().lower() not in ("y", "yes"):
+        raise CliError(f"channel {args.channel_id!r} not deleted")
+
+
+# -- the request --------------------------------------------------------------------------------
+
+
+class AdminClient:
+    """JSON over HTTP to the admin API; every failure becomes a CliError."""
+
+    def __init__(self, url: str, token: str | None, timeout: float) -> None:
+        self._url = url.rstrip("/")
+        self._headers = {"Accept": "application/json"}
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        self._session = aiohttp.ClientSession(
+            headers=self._headers, timeout=aiohttp.ClientTimeout(total=self._timeout)
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The decoded answer of a 2xx response (None when empty); CliError otherwise."""
+        if self._session is None:
+            raise RuntimeError("use AdminClient as an async context manager")
+        try:
+            async with self._session.request(method, self._url + API + path, json=body) as resp:
+                status, reason, text = resp.status, resp.reason or "", await resp.text()
+        except TimeoutError as exc:
+            raise CliError(f"no answer from {self._url} within {self._timeout:g} s") from exc
+        except aiohttp.ClientConnectorError as exc:
+            why = exc.os_error.strerror or str(exc.os_error)
+            raise CliError(f"cannot reach the daemon at {self._url}: {why}") from exc
+        except aiohttp.ClientError as exc:
+            raise CliError(f"cannot reach the daemon at {self._url}: {exc}") from exc
+        try:
+            payload = json.loads(text) if text else None
+        except ValueError:
+            payload = None
+            if status < 400:
+                raise CliError(f"{self._url} answered HTTP {status} without JSON") from None
+        if status >= 400:
+            raise _api_error(status, reason, payload)
+        return payload
+
+
+def _api_error(status: int, reason: str, payload: Any) -> CliError:
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict) or "message" not in error:
+        return CliError(f"HTTP {status} {reason}".rstrip(), EXIT_BY_STATUS.get(status, EXIT_ERROR))
+    message = str(error["message"])
+    if status == 401:
+        message += f" (pass --token or --token-file, or set {TOKEN_ENV})"
+    details = [f"{f.get('path', '?')}: {f.get('message', '')}" for f in error.get("fields") or []]
+    return CliError(message, EXIT_BY_STATUS.get(status, EXIT_ERROR), details)
+
+
+async def call(args: argparse.Namespace, token: str | None, body: dict[str, Any] | None) -> Any:
+    """Sends the one request a command needs; returns the decoded answer."""
+    url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
+    command: str = args.channels_command
+    async with AdminClient(url, token, args.timeout) as client:
+        if command == "list":
+            return await client.request("GET", "/channels")
+        if command == "add":
+            return await client.request("POST", "/channels", body)
+        path = "/channels/" + quote(args.channel_id, safe="")
+        if command == "show":
+            return await client.request("GET", path)
+        if command == "edit":
+            return await client.request("PATCH", path, body)
+        if command == "delete":
+            return await client.request("DELETE", path)
+        return await client.request("POST", f"{path}/{command}")
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def render(args: argparse.Namespace, payload: Any, *, colour: bool) -> str | None:
+    """What a successful command prints: the raw JSON with --json, else a view for people."""
+    command: str = args.channels_command
+    if args.json:
+        return None if payload is None else json.dumps(payload, indent=2, ensure_ascii=False)
+    if command == "list":
+        return list_table(payload["channels"], colour=colour)
+    if command in ACTIONS:
+        state = str(payload["status"]["state"])
+        return f"channel {payload['id']!r} {ACTIONS[command]}: {paint(state, colour)}"
+    if command == "delete":
+        return f"channel {args.channel_id!r} deleted"
+    return channel_view(payload, colour=colour)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of `channeld channels`; returns the exit code."""
+    out, err, stdin = sys.stdout, sys.stderr, sys.stdin
+    try:
+        token = _token(args)
+        body = _body(args, stdin)
+        if args.channels_command == "delete":
+            _confirm_delete(args, stdin, err)
+        payload = asyncio.run(call(args, token, body))
+    except CliError as exc:
+        print(f"channeld: {exc.message}", file=err)
+        for line in exc.details:
+            print(f"  {line}", file=err)
+        return exc.code
+    text = render(args, payload, colour=wants_colour(out.isatty(), os.environ))
+    if text is not None:
+        print(text, file=out)
+    return EXIT_OK
