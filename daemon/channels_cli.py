@@ -24,7 +24,7 @@ from daemon.cli_render import channel_view, list_table, paint, wants_colour
 
 DEFAULT_URL = "http://127.0.0.1:8787"
 URL_ENV = "CHANNELD_ADMIN_URL"
-TOKEN_ENV = "CHANNELD_ADMIN_TOKEN"
+TOKEN_ENV = "CHANNELD_ADMIN_TOKEN"  # noqa: S105 (the variable's name, not a token)
 API = "/api/v1"
 DEFAULT_TIMEOUT = 10.0  # seconds per request; restart waits for the old connection to close
 

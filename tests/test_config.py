@@ -162,4 +162,4 @@ def test_admin_beyond_loopback_requires_a_token(tmp_path: Path) -> None:
     no_token = exposed.replace('token = "${ADMIN_TOKEN:-fallback-token}"', "")
     with pytest.raises(ConfigurationError, match=r"admin: .*token is required"):
         load(write(tmp_path, no_token), ENV)
-    assert load(write(tmp_path, exposed), ENV).admin.host == "0.0.0.0"
+    assert load(write(tmp_path, exposed), ENV).admin.host == "0.0.0.0"  # noqa: S104
