@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from agents.base import Agent
 from agents.config import AgentConfig, EchoAgentConfig
@@ -14,6 +15,8 @@ from agents.openai_agent import OpenAIAgent, UsageCallback
 from channels.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+
+NamedUsageCallback = Callable[[str, int, int], None]
 
 
 def history_limit(config: AgentConfig) -> int:
@@ -59,13 +62,17 @@ def build_agent(name: str, config: AgentConfig, *, on_usage: UsageCallback | Non
 
 
 def build_agents(
-    configs: Mapping[str, AgentConfig], *, on_usage: UsageCallback | None = None
+    configs: Mapping[str, AgentConfig], *, on_usage: NamedUsageCallback | None = None
 ) -> dict[str, Agent]:
-    """Every configured agent by name, each wrapped with its fallback chain when it has one."""
+    """Every configured agent by name, each wrapped with its fallback chain when it has one.
+
+    `on_usage(agent_name, prompt_tokens, completion_tokens)` reports token usage per agent.
+    """
     order = fallback_order(configs)  # validates before any client is created
     agents: dict[str, Agent] = {}
     for name in order:
-        agent = build_agent(name, configs[name], on_usage=on_usage)
+        usage = functools.partial(on_usage, name) if on_usage is not None else None
+        agent = build_agent(name, configs[name], on_usage=usage)
         target = configs[name].fallback
         # The target was built first (fallback_order), already wrapped with its own fallback.
         agents[name] = agent if target is None else FallbackAgent(agent, agents[target])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from channels.model import ChatType, InboundMessage
@@ -25,6 +26,7 @@ def conversation_key(message: InboundMessage, group_context: str) -> str:
 class Job:
     entry_id: int  # journal row
     message: InboundMessage
+    accepted_at: float = field(default_factory=time.monotonic)  # for first-update latency
 
 
 class ConversationWorker:

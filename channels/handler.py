@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from channels.conversations import ConversationWorker, Job, conversation_key
 from channels.emitter import ReplyOutcome, ResponseEmitter
 from channels.errors import ChannelError
 from channels.model import ChatType, InboundMessage, inbound_to_json
+from channels.observer import NullObserver, Observer
 from channels.provider import ChannelProvider
 from storage.repository import JournalState, Store
 
@@ -62,6 +64,16 @@ class HandlerCounters:
         self.replies[outcome] = self.replies.get(outcome, 0) + 1
 
 
+async def timed(deltas: AsyncIterator[str], agent: str, observer: Observer) -> AsyncIterator[str]:
+    """Passes deltas through and reports how long the whole answer took to generate."""
+    began = time.monotonic()
+    try:
+        async for delta in deltas:
+            yield delta
+    finally:
+        observer.llm_request(agent, time.monotonic() - began)
+
+
 def command_of(text: str) -> tuple[str, str]:
     """('/new', 'rest of text') for a command, ('', text) otherwise."""
     stripped = text.strip()
@@ -82,9 +94,11 @@ class MessageHandler:
         store: Store,
         runtime: Callable[[str], ChannelRuntime | None],
         *,
+        observer: Observer | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
+        self._observer = observer or NullObserver()
         self._runtime = runtime
         self._clock = clock
         self._workers: dict[str, ConversationWorker] = {}
@@ -103,6 +117,7 @@ class MessageHandler:
             raise ChannelError(f"channel {message.channel_id} is not running")
         if message.chat_type is ChatType.GROUP and not message.bot_mentioned:
             self.counters.ignored += 1
+            self._observer.message_ignored(message.channel_id, message.platform)
             return
         entry_id = await self._store.journal_accept(
             message.channel_id,
@@ -112,6 +127,7 @@ class MessageHandler:
         )
         if entry_id is None:
             self.counters.duplicates += 1
+            self._observer.message_duplicate(message.channel_id, message.platform)
             log.info("channel %s: redelivered message ignored", message.channel_id)
             return
         self.counters.received += 1
@@ -153,14 +169,14 @@ class MessageHandler:
             await self._store.journal_update(
                 job.entry_id, state=JournalState.FAILED, error="stopped"
             )
-            self.counters.reply(ReplyOutcome.CANCELLED)
+            self._count_reply(message, ReplyOutcome.CANCELLED)
             raise
         except Exception as exc:
             if not isinstance(exc, ChannelError):
                 log.exception("channel %s: answering failed", message.channel_id)
             else:
                 log.warning("channel %s: answering failed: %s", message.channel_id, exc)
-            self.counters.reply(ReplyOutcome.FAILED)
+            self._count_reply(message, ReplyOutcome.FAILED)
             await self._store.journal_update(
                 job.entry_id, state=JournalState.FAILED, error=f"{type(exc).__name__}: {exc}"
             )
@@ -209,8 +225,13 @@ class MessageHandler:
             user_text=text,
             user_id=user_id,
         )
-        result = await runtime.emitter.emit(runtime.agent.stream(request), stream)
-        self.counters.reply(result.outcome)
+        deltas = timed(runtime.agent.stream(request), runtime.agent.name, self._observer)
+        result = await runtime.emitter.emit(deltas, stream)
+        self._count_reply(message, result.outcome)
+        if result.first_update_at is not None:
+            self._observer.reply_first_update(
+                message.channel_id, message.platform, result.first_update_at - job.accepted_at
+            )
         delivered = stream.delivered.text
         if result.outcome is ReplyOutcome.REPLIED:
             await self._store.append_message(
@@ -258,6 +279,10 @@ class MessageHandler:
             await runtime.provider.send(message, text)
         except ChannelError as exc:
             log.info("channel %s: could not send a notice: %s", message.channel_id, exc)
+
+    def _count_reply(self, message: InboundMessage, outcome: ReplyOutcome) -> None:
+        self.counters.reply(outcome)
+        self._observer.reply(message.channel_id, message.platform, outcome.value)
 
     # -- ownership ------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from channels.emitter import EmitterSettings, ResponseEmitter
 from channels.errors import ConfigError
 from channels.handler import ChannelRuntime, MessageHandler
 from channels.model import ChannelState, InboundMessage
+from channels.observer import NullObserver, Observer
 from channels.provider import ChannelProvider, ChannelStatus, InboundSink
 from channels.ratelimit import TokenBucket
 from channels.supervisor import Backoff, Supervisor
@@ -24,7 +26,7 @@ from storage.repository import ChannelRecord, Store
 log = logging.getLogger(__name__)
 
 # Builds a provider for a channel config; `sink` receives its inbound messages.
-ProviderBuilder = Callable[[ChannelConfigBase, InboundSink], ChannelProvider]
+ProviderBuilder = Callable[[ChannelConfigBase, InboundSink, Observer], ChannelProvider]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +72,11 @@ class ChannelManager:
         agents: Mapping[str, AgentProfile],
         decode: Callable[[ChannelRecord], ChannelConfigBase] | None = None,
         backoff: Backoff | None = None,
-        on_state: Callable[[str, str, ChannelState], None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._store = store
         self._decode = decode
-        self._on_state = on_state
+        self._observer = observer or NullObserver()
         self._build_provider = build_provider
         self._agents = agents
         self._backoff = backoff
@@ -83,7 +85,7 @@ class ChannelManager:
         self._failed_to_build: dict[str, str] = {}
         self._last_status: dict[str, ChannelStatus] = {}
         self._lock = asyncio.Lock()
-        self.handler = MessageHandler(store, self.runtime)
+        self.handler = MessageHandler(store, self.runtime, observer=self._observer)
         self.started = False
 
     # -- desired state --------------------------------------------------------------------------
@@ -152,22 +154,28 @@ class ChannelManager:
             return
         supervisor_box: list[Supervisor] = []
 
+        platform = config.type
+        observer = self._observer
+
         async def sink(message: InboundMessage) -> None:
             supervisor_box[0].record_event()
+            observer.message_received(record.id, platform, time.time())
             await self.handler.accept(message)
 
         try:
-            provider = self._build_provider(config, sink)
+            provider = self._build_provider(config, sink, observer)
         except ConfigError as exc:
             self._failed_to_build[record.id] = str(exc)
             return
-        platform = config.type
-
-        def state_changed(channel_id: str, state: ChannelState) -> None:
-            if self._on_state is not None:
-                self._on_state(channel_id, platform, state)
-
-        supervisor = Supervisor(record.id, provider, backoff=self._backoff, on_state=state_changed)
+        supervisor = Supervisor(
+            record.id,
+            provider,
+            backoff=self._backoff,
+            on_state=lambda channel_id, state: observer.set_channel_state(
+                channel_id, platform, state
+            ),
+            on_reconnect=lambda: observer.reconnected(record.id, platform),
+        )
         supervisor_box.append(supervisor)
         emitter = ResponseEmitter(
             TokenBucket(

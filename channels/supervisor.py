@@ -49,6 +49,7 @@ class Supervisor:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         on_state: StateListener | None = None,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self.channel_id = channel_id
         self.provider = provider
@@ -56,6 +57,7 @@ class Supervisor:
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311  (jitter, not cryptography)
         self._on_state = on_state
+        self._on_reconnect = on_reconnect
         self._task: asyncio.Task[None] | None = None
         self._state = ChannelState.DISCONNECTED
         self._connected_at: float | None = None
@@ -149,6 +151,8 @@ class Supervisor:
             self._sessions += 1
             if self._sessions > 1:
                 self._reconnects += 1
+                if self._on_reconnect is not None:
+                    self._on_reconnect()
             self._connected_at = time.time()
             self._next_attempt_at = None
             self._set_state(ChannelState.CONNECTED)

@@ -14,6 +14,7 @@ from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.provider import DingTalkProvider
 from channels.errors import ConfigError
 from channels.manager import AgentProfile, ChannelManager
+from channels.observer import Observer
 from channels.provider import ChannelProvider, InboundSink
 from channels.supervisor import Backoff
 from daemon.admin import AdminServer
@@ -21,6 +22,7 @@ from daemon.api import AdminApi
 from daemon.channel_service import ChannelService, decode_record
 from daemon.config import Settings
 from daemon.embedded import EmbeddedEmulator
+from daemon.metrics import EventLoopLagMonitor, Metrics, metrics_handler
 from daemon.secrets import SecretBox, load_key
 from storage.repository import Store
 
@@ -29,10 +31,12 @@ log = logging.getLogger("channeld")
 STARTUP_CONNECT_GRACE = 10.0  # seconds to wait for channels before reporting "started"
 
 
-def build_provider(config: ChannelConfigBase, sink: InboundSink) -> ChannelProvider:
+def build_provider(
+    config: ChannelConfigBase, sink: InboundSink, observer: Observer
+) -> ChannelProvider:
     """One provider class per channel `type`."""
     if isinstance(config, DingTalkChannelConfig):
-        return DingTalkProvider(config, sink)
+        return DingTalkProvider(config, sink, observer=observer)
     raise ConfigError(f"channel type {getattr(config, 'type', '?')!r} is not supported")
 
 
@@ -47,6 +51,8 @@ class Daemon:
         self.admin: AdminServer | None = None
         self.emulator: EmbeddedEmulator | None = None
         self.channels: ChannelService | None = None
+        self.metrics = Metrics()
+        self._lag_monitor = EventLoopLagMonitor(self.metrics)
         self._agents: dict[str, Agent] = {}
 
     async def _ready(self) -> bool:
@@ -67,7 +73,7 @@ class Daemon:
             if not any(isinstance(c, DingTalkChannelConfig) for c in channels):
                 channels.append(self.emulator.demo_channel())
         self.store = await Store.open(settings.daemon.effective_database_url)
-        self._agents = build_agents(settings.agents)
+        self._agents = build_agents(settings.agents, on_usage=self.metrics.llm_tokens)
         profiles = {
             name: AgentProfile(
                 agent=self._agents[name],
@@ -83,12 +89,23 @@ class Daemon:
             agents=profiles,
             decode=functools.partial(decode_record, box),
             backoff=self._backoff,
+            observer=self.metrics,
         )
-        self.channels = ChannelService(self.store, self.manager, box, set(settings.agents))
+        self.channels = ChannelService(
+            self.store,
+            self.manager,
+            box,
+            set(settings.agents),
+            on_deleted=self.metrics.remove_channel,
+        )
         agents_view = [{"name": n, "type": c.type} for n, c in settings.agents.items()]
         self.admin = AdminServer(
-            settings.admin, self._ready, api=AdminApi(self.channels, self.store, agents_view)
+            settings.admin,
+            self._ready,
+            api=AdminApi(self.channels, self.store, agents_view),
+            metrics=metrics_handler(self.metrics),
         )
+        self._lag_monitor.start()
         await self.admin.start()
         await self.manager.start(channels)
         log.info(
@@ -108,6 +125,7 @@ class Daemon:
         """Reverse order of start; each step bounded by its own budget."""
         if self.admin is not None:
             await self.admin.stop()
+        await self._lag_monitor.stop()
         if self.manager is not None:
             await self.manager.close()
         await close_agents(self._agents)

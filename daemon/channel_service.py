@@ -7,7 +7,7 @@ response, `***` or an omitted secret keeps the stored value, an empty secret is 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,8 +64,15 @@ class ChannelService:
     """What the admin API does to channels; the manager reconciles after each change."""
 
     def __init__(
-        self, store: Store, manager: ChannelManager, box: SecretBox, agents: set[str]
+        self,
+        store: Store,
+        manager: ChannelManager,
+        box: SecretBox,
+        agents: set[str],
+        *,
+        on_deleted: Callable[[str], None] | None = None,
     ) -> None:
+        self._on_deleted = on_deleted
         self._store = store
         self._manager = manager
         self._box = box
@@ -228,6 +235,8 @@ class ChannelService:
         await self._store.delete_channel(channel_id)
         await self._manager.reconcile()
         self._manager.forget(channel_id)
+        if self._on_deleted is not None:
+            self._on_deleted(channel_id)
 
     async def set_enabled(self, channel_id: str, enabled: bool) -> dict[str, Any]:
         await self.get_record(channel_id)

@@ -88,10 +88,13 @@ def _common() -> argparse.ArgumentParser:
         "--token",
         help=f"bearer token (default: ${TOKEN_ENV}); arguments show in ps, prefer --token-file",
     )
-    token.add_argument("--token-file", type=Path, help="read the bearer token from this file")
+    token.add_argument(
+        "--token-file", type=Path, metavar="PATH", help="read the bearer token from this file"
+    )
     common.add_argument(
         "--timeout",
         type=_seconds,
+        metavar="SECONDS",
         default=DEFAULT_TIMEOUT,
         help=f"seconds per request (default: {DEFAULT_TIMEOUT:g})",
     )
@@ -143,9 +146,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add = actions.add_parser(
         "add", parents=[common], help="create a channel (stored by the daemon)"
     )
-    add.add_argument("--id", dest="channel_id", required=True, help="the new channel's id")
-    add.add_argument("--type", default="dingtalk", help="platform (default: dingtalk)")
-    add.add_argument("--agent", help="agent that answers (default: the daemon's default)")
+    add.add_argument(
+        "--id", dest="channel_id", metavar="ID", required=True, help="the new channel's id"
+    )
+    add.add_argument(
+        "--type", default="dingtalk", metavar="PLATFORM", help="platform (default: dingtalk)"
+    )
+    add.add_argument(
+        "--agent", metavar="NAME", help="agent that answers (default: the daemon's default)"
+    )
     add.add_argument("--disabled", action="store_true", help="create it switched off")
     _settings_arguments(add)
     edit = actions.add_parser("edit", parents=[common], help="change an API channel's settings")
@@ -250,7 +259,7 @@ class AdminClient:
         except TimeoutError as exc:
             raise CliError(f"no answer from {self._url} within {self._timeout:g} s") from exc
         except aiohttp.ClientConnectorError as exc:
-            why = exc.os_error.strerror or str(exc.os_error)
+            why = _os_reason(exc.os_error)
             raise CliError(f"cannot reach the daemon at {self._url}: {why}") from exc
         except aiohttp.ClientError as exc:
             raise CliError(f"cannot reach the daemon at {self._url}: {exc}") from exc
@@ -265,6 +274,13 @@ class AdminClient:
         return payload
 
 
+def _os_reason(error: OSError) -> str:
+    # asyncio words a refused connect as "Connect call failed (addr)"; errno says it plainly
+    if error.errno is not None and error.errno > 0:
+        return os.strerror(error.errno)
+    return error.strerror or str(error)  # resolver errors carry negative codes and their own text
+
+
 def _api_error(status: int, reason: str, payload: Any) -> CliError:
     error = payload.get("error") if isinstance(payload, dict) else None
     if not isinstance(error, dict) or "message" not in error:
@@ -276,9 +292,17 @@ def _api_error(status: int, reason: str, payload: Any) -> CliError:
     return CliError(message, EXIT_BY_STATUS.get(status, EXIT_ERROR), details)
 
 
-async def call(args: argparse.Namespace, token: str | None, body: dict[str, Any] | None) -> Any:
+def _base_url(args: argparse.Namespace) -> str:
+    url: str = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
+    if not url.startswith(("http://", "https://")):
+        raise CliError(f"--url must start with http:// or https://, got {url!r}", EXIT_USAGE)
+    return url
+
+
+async def call(
+    args: argparse.Namespace, url: str, token: str | None, body: dict[str, Any] | None
+) -> Any:
     """Sends the one request a command needs; returns the decoded answer."""
-    url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
     command: str = args.channels_command
     async with AdminClient(url, token, args.timeout) as client:
         if command == "list":
@@ -317,11 +341,12 @@ def main(args: argparse.Namespace) -> int:
     """Entry point of `channeld channels`; returns the exit code."""
     out, err, stdin = sys.stdout, sys.stderr, sys.stdin
     try:
+        url = _base_url(args)
         token = _token(args)
         body = _body(args, stdin)
         if args.channels_command == "delete":
             _confirm_delete(args, stdin, err)
-        payload = asyncio.run(call(args, token, body))
+        payload = asyncio.run(call(args, url, token, body))
     except CliError as exc:
         print(f"channeld: {exc.message}", file=err)
         for line in exc.details:

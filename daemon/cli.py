@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat_arguments(chat)
     chat.set_defaults(func=cmd_chat)
+    from daemon.channels_cli import register as register_channels
+
+    register_channels(sub)
     return parser
 
 

@@ -70,6 +70,8 @@ def duration(seconds: float | None) -> str:
 def _scalar(value: Any) -> str:
     if value is None:
         return EMPTY
+    if value == "":
+        return '""'  # an empty setting must not read as a missing line
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
@@ -124,7 +126,8 @@ def channel_view(channel: Mapping[str, Any], *, colour: bool) -> str:
         ("messages received", _scalar(status.get("messages_received"))),
         ("next attempt at", _scalar(status.get("next_attempt_at"))),
     ]
-    settings = channel.get("settings") or {}
+    # agent and enabled are already at the top
+    settings = {k: v for k, v in (channel.get("settings") or {}).items() if k not in dict(pairs)}
     size = max(len(key) for key in [*(k for k, _ in pairs), *(f"  {k}" for k in settings)])
     indent = "\n" + " " * (size + 2)  # multi-line errors stay in the value column
     lines = [f"{key:<{size}}  {value.replace(chr(10), indent)}" for key, value in pairs]

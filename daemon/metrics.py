@@ -23,7 +23,6 @@ from channels.model import ChannelState
 
 CHANNEL_STATES = tuple(state.value for state in ChannelState)
 REPLY_OUTCOMES = ("replied", "failed", "cancelled")
-TOKEN_KINDS = ("prompt", "completion")
 
 # Acks must leave within a few milliseconds of the frame or the platform redelivers, so the
 # interesting range is sub-millisecond to tens of milliseconds.
@@ -55,9 +54,8 @@ class Metrics:
         self._build_info = Gauge(
             "channeld_build_info", "Build information; always 1.", ["version", "python"], registry=r
         )
-        self._build_info.labels(version or package_version(), python_platform.python_version()).set(
-            1
-        )
+        python = python_platform.python_version()
+        self._build_info.labels(version or package_version(), python).set(1)
         self._up = Gauge(
             "channeld_channel_up",
             "1 when the platform session is established.",
@@ -268,6 +266,7 @@ class EventLoopLagMonitor:
 
     @property
     def running(self) -> bool:
+        """Whether the sampling task is alive."""
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from channels.dingtalk.api import DingTalkApi
@@ -15,6 +14,7 @@ from channels.dingtalk.convert import PLATFORM, to_inbound
 from channels.dingtalk.stream import StreamSession
 from channels.errors import PermanentError, TransientError
 from channels.model import ChannelId, ChannelState, InboundMessage
+from channels.observer import NullObserver, Observer
 from channels.provider import Capabilities, InboundSink, ReplyStream
 from channels.splitting import split_text
 
@@ -34,10 +34,10 @@ class DingTalkProvider:
         config: DingTalkChannelConfig,
         sink: InboundSink,
         *,
-        on_request: Callable[[str, str], None] | None = None,
-        on_invalid_message: Callable[[], None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self._config = config
+        self._observer = observer or NullObserver()
         self._sink = sink
         self._log = logging.getLogger(f"channeld.dingtalk.{config.id}")
         self._api = DingTalkApi(
@@ -46,10 +46,9 @@ class DingTalkProvider:
             api_base=config.api_base,
             robot_code=config.effective_robot_code,
             timeout=config.request_timeout,
-            on_request=on_request,
+            on_request=self._count_request,
         )
         self._sender = MessageSender(self._api)
-        self._on_invalid_message = on_invalid_message
         self._session: StreamSession | None = None
         self._reader: asyncio.Task[None] | None = None
         self._state = ChannelState.DISCONNECTED
@@ -80,6 +79,7 @@ class DingTalkProvider:
             on_message=self._on_bot_message,
             watchdog_seconds=self._config.watchdog_seconds,
             logger=self._log,
+            on_ack=self._count_ack,
         )
         try:
             await session.open()
@@ -134,10 +134,15 @@ class DingTalkProvider:
         except PermanentError as exc:
             # acked anyway: a malformed message would only come back again
             self._log.warning("ignored an unreadable bot message: %s", exc)
-            if self._on_invalid_message is not None:
-                self._on_invalid_message()
+            self._observer.message_invalid(self._config.id, PLATFORM)
             return
         await self._sink(message)
+
+    def _count_request(self, endpoint: str, status: str) -> None:
+        self._observer.platform_request(self._config.id, PLATFORM, endpoint, status)
+
+    def _count_ack(self, seconds: float) -> None:
+        self._observer.ack_latency(self._config.id, PLATFORM, seconds)
 
     async def send(self, message: InboundMessage, text: str) -> None:
         for chunk in split_text(text, MARKDOWN_LIMIT):

@@ -68,12 +68,14 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
         on_message: BotMessageCallback,
         watchdog_seconds: float,
         logger: logging.Logger,
+        on_ack: Callable[[float], None] | None = None,
     ) -> None:
         super().__init__(dingtalk_stream.Credential(client_id, client_secret), logger=logger)
         self.register_callback_handler(ChatbotMessage.TOPIC, _BotMessageHandler(on_message, logger))
         self.websocket: ClientConnection | None = None
         self._api = api
         self._watchdog = watchdog_seconds
+        self._on_ack = on_ack
         self.last_frame_at = time.monotonic()
         self.frames_received = 0
         self.invalid_frames = 0
@@ -124,7 +126,7 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd else 1006
                 raise TransientError(f"gateway closed the socket (code {code})") from exc
-            self.last_frame_at = time.monotonic()
+            received_at = self.last_frame_at = time.monotonic()
             self.frames_received += 1
             try:
                 frame = json.loads(raw)
@@ -137,6 +139,8 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
             if await self.route_message(frame) == self.TAG_DISCONNECT:
                 await websocket.close()
                 return
+            if frame.get("type") == CallbackMessage.TYPE and self._on_ack is not None:
+                self._on_ack(time.monotonic() - received_at)  # the SDK has sent the ack by now
 
     async def route_message(self, json_message: dict[str, Any]) -> str:
         """SYSTEM frames are answered here quietly (0.24.3 logs every ping as a warning)."""

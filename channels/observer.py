@@ -1,0 +1,62 @@
+"""What the channel machinery reports as it works; the daemon turns it into metrics."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Observer(Protocol):
+    """Cheap, synchronous, never raising: called on hot paths."""
+
+    def set_channel_state(self, channel: str, platform: str, state: str) -> None: ...
+    def reconnected(self, channel: str, platform: str) -> None: ...
+    def message_received(self, channel: str, platform: str, at: float) -> None: ...
+    def message_duplicate(self, channel: str, platform: str) -> None: ...
+    def message_ignored(self, channel: str, platform: str) -> None: ...
+    def message_invalid(self, channel: str, platform: str) -> None: ...
+    def ack_latency(self, channel: str, platform: str, seconds: float) -> None: ...
+    def reply_first_update(self, channel: str, platform: str, seconds: float) -> None: ...
+    def reply(self, channel: str, platform: str, outcome: str) -> None: ...
+    def platform_request(
+        self, channel: str, platform: str, endpoint: str, status: int | str
+    ) -> None: ...
+    def llm_request(self, agent: str, seconds: float) -> None: ...
+
+
+class NullObserver:
+    """Reports nowhere; the default in unit tests."""
+
+    def set_channel_state(self, channel: str, platform: str, state: str) -> None:
+        """Ignored."""
+
+    def reconnected(self, channel: str, platform: str) -> None:
+        """Ignored."""
+
+    def message_received(self, channel: str, platform: str, at: float) -> None:
+        """Ignored."""
+
+    def message_duplicate(self, channel: str, platform: str) -> None:
+        """Ignored."""
+
+    def message_ignored(self, channel: str, platform: str) -> None:
+        """Ignored."""
+
+    def message_invalid(self, channel: str, platform: str) -> None:
+        """Ignored."""
+
+    def ack_latency(self, channel: str, platform: str, seconds: float) -> None:
+        """Ignored."""
+
+    def reply_first_update(self, channel: str, platform: str, seconds: float) -> None:
+        """Ignored."""
+
+    def reply(self, channel: str, platform: str, outcome: str) -> None:
+        """Ignored."""
+
+    def platform_request(
+        self, channel: str, platform: str, endpoint: str, status: int | str
+    ) -> None:
+        """Ignored."""
+
+    def llm_request(self, agent: str, seconds: float) -> None:
+        """Ignored."""

@@ -1,0 +1,824 @@
+// channeld admin page: live channel list and actions, channel forms, conversation browser.
+// A plain ES module with no dependencies: the daemon serves this file as it is, offline.
+// Every string that comes from the API reaches the DOM as text (text nodes, textContent or
+// attribute values), never as markup.
+
+const API = "/api/v1";
+const POLL_MS = 2000;
+const FAST_POLL_MS = 400; // right after an action, so the state change shows without a lag
+const FAST_POLL_FOR_MS = 6000;
+const TOKEN_KEY = "channeld.admin-token"; // sessionStorage: one entry per browser tab
+const SECRET_PLACEHOLDER = "unchanged — type to replace";
+const STATE_LABELS = {
+  connected: "Connected",
+  connecting: "Connecting…",
+  disconnected: "Disconnected",
+  disabled: "Disabled",
+  failed: "Failed",
+};
+const CHAT_KINDS = { direct: "Direct chat", group: "Group chat" };
+
+const $ = (selector) => document.querySelector(selector);
+
+/** Creates an element; `children` may be nodes or strings (appended as text nodes). */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  node.append(...children.flat().filter((child) => child !== null && child !== undefined));
+  return node;
+}
+
+// ---- formatting ----------------------------------------------------------------------------
+
+const pad = (n) => String(n).padStart(2, "0");
+
+function humanDuration(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ${pad(Math.floor(s / 60) % 60)}m`;
+  return `${Math.floor(s / 86400)}d ${Math.floor(s / 3600) % 24}h`;
+}
+
+function relativeTime(iso) {
+  const ago = (Date.now() - Date.parse(iso)) / 1000;
+  if (ago < 5) return "just now";
+  return `${humanDuration(ago).split(" ")[0]} ago`;
+}
+
+const clockFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "medium" });
+const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+
+function clockTime(iso) {
+  const date = new Date(iso);
+  const today = date.toDateString() === new Date().toDateString();
+  return (today ? clockFormat : fullFormat).format(date);
+}
+
+/** Points a <time> at `iso`: a clock or relative text, the full date on hover. */
+function setTime(node, iso, relative) {
+  if (!iso) {
+    for (const name of ["datetime", "title", "data-relative"]) node.removeAttribute(name);
+    node.textContent = "—";
+    return;
+  }
+  node.setAttribute("datetime", iso);
+  node.title = fullFormat.format(new Date(iso));
+  node.toggleAttribute("data-relative", relative);
+  node.textContent = relative ? relativeTime(iso) : clockTime(iso);
+}
+
+/** Relative times age even when the data behind them did not change. */
+function tickRelativeTimes() {
+  for (const node of document.querySelectorAll("time[data-relative]")) {
+    node.textContent = relativeTime(node.getAttribute("datetime"));
+  }
+}
+
+// ---- API client and token ------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, payload, fallback) {
+    const error = payload?.error ?? {};
+    super(error.message || fallback || `HTTP ${status}`);
+    this.status = status;
+    this.code = error.code ?? "http_error";
+    this.fields = Array.isArray(error.fields) ? error.fields : [];
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(API + path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, null, "cannot reach the daemon");
+  }
+  const payload = response.status === 204 ? null : await response.json().catch(() => null);
+  if (response.status === 401) promptForToken(Boolean(token));
+  if (!response.ok) throw new ApiError(response.status, payload, response.statusText);
+  return payload;
+}
+
+function promptForToken(rejected) {
+  const dialog = $("#token-dialog");
+  $("#token-reason").textContent = rejected
+    ? "That token was rejected. Enter the daemon's admin token."
+    : "This daemon requires its admin token.";
+  setLive("locked", "Token required");
+  if (!dialog.open) dialog.showModal();
+  $("#token-input").focus();
+}
+
+function setupToken() {
+  const forget = $("#forget-token");
+  const showForget = () => (forget.hidden = !sessionStorage.getItem(TOKEN_KEY));
+  $("#token-form").addEventListener("submit", () => {
+    sessionStorage.setItem(TOKEN_KEY, $("#token-input").value.trim());
+    $("#token-input").value = "";
+  });
+  // Closing the dialog, with a token or without, retries: a 401 opens it again.
+  $("#token-dialog").addEventListener("close", () => {
+    showForget();
+    refresh();
+  });
+  forget.addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    promptForToken(false);
+  });
+  showForget();
+}
+
+// ---- live refresh --------------------------------------------------------------------------
+
+let pollTimer = null;
+let running = null;
+let queued = false;
+let fastUntil = 0;
+
+function setLive(mode, text) {
+  $("#live").dataset.live = mode;
+  $("#live-text").textContent = text;
+}
+
+/** Refreshes now, then polls quickly for a while: an action's effect follows within moments. */
+function hurry() {
+  fastUntil = Date.now() + FAST_POLL_FOR_MS;
+  refresh();
+}
+
+function schedule() {
+  clearTimeout(pollTimer);
+  if (document.hidden || $("#token-dialog").open) return;
+  pollTimer = setTimeout(refresh, Date.now() < fastUntil ? FAST_POLL_MS : POLL_MS);
+}
+
+/** One poll of everything on screen; calls made while one runs fold into a single rerun. */
+function refresh() {
+  if (running) {
+    queued = true;
+    return running;
+  }
+  running = (async () => {
+    try {
+      const { channels } = await api("GET", "/channels");
+      renderChannels(channels);
+      await refreshConversations();
+      tickRelativeTimes();
+      setLive("live", `Live · updated ${clockFormat.format(new Date())}`);
+    } catch (error) {
+      if (error.status === 401) return; // the token dialog says it
+      setLive("offline", error.status ? `Error: ${error.message}` : "Daemon unreachable — retrying");
+    }
+  })().finally(() => {
+    running = null;
+    if (queued) {
+      queued = false;
+      refresh();
+    } else {
+      schedule();
+    }
+  });
+  return running;
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) {
+    refresh();
+    return;
+  }
+  clearTimeout(pollTimer);
+  setLive("paused", "Paused while the tab is hidden");
+});
+
+// ---- channel table -------------------------------------------------------------------------
+
+const rows = new Map(); // channel id -> ChannelRow: polls update rows in place, focus survives
+
+function retryText(status) {
+  if (!status.next_attempt_at || ["connected", "disabled"].includes(status.state)) return "";
+  const wait = (Date.parse(status.next_attempt_at) - Date.now()) / 1000;
+  return wait > 0.5 ? `retry in ${humanDuration(wait)}` : "retrying…";
+}
+
+function button(label, onclick, extra = "") {
+  return el("button", { type: "button", class: `btn btn-small ${extra}`, onclick }, label);
+}
+
+class ChannelRow {
+  constructor(id) {
+    this.id = id;
+    this.path = `/channels/${encodeURIComponent(id)}`;
+    this.busy = false; // an action is in flight: a poll must not flip the switch back
+    this.dot = el("span", { class: "dot", "aria-hidden": "true" });
+    this.stateLabel = el("span", { class: "state-label" });
+    this.retry = el("span", { class: "sub" });
+    this.type = el("td");
+    this.agent = el("td");
+    this.source = el("span", { class: "badge" });
+    this.uptime = el("td");
+    this.connected = el("time", { class: "connected-at" });
+    this.lastEvent = el("time", { class: "last-event" });
+    this.reconnects = el("td", { class: "num" });
+    this.messages = el("td", { class: "num" });
+    this.error = el("span", { class: "error-text" });
+    this.toggle = el("input", {
+      type: "checkbox",
+      role: "switch",
+      "aria-label": `Enabled: ${id}`,
+      onchange: () => this.setEnabled(this.toggle.checked),
+    });
+    this.restartButton = button("Restart", () => this.restart());
+    this.editButton = button("Edit", () => openChannelForm(this.channel));
+    this.deleteButton = button("Delete", () => this.delete(), "btn-danger-quiet");
+    const slider = el("span", { class: "slider", "aria-hidden": "true" });
+    this.tr = el(
+      "tr",
+      { "data-channel-id": id },
+      el("td", {}, el("span", { class: "state" }, this.dot, this.stateLabel), this.retry),
+      el("td", { class: "channel-id" }, id),
+      this.type,
+      this.agent,
+      el("td", {}, this.source),
+      this.uptime,
+      el("td", {}, this.connected),
+      el("td", {}, this.lastEvent),
+      this.reconnects,
+      this.messages,
+      el("td", { class: "last-error" }, this.error),
+      el(
+        "td",
+        {},
+        el(
+          "div",
+          { class: "actions" },
+          el("label", { class: "switch", title: "Enable or disable" }, this.toggle, slider),
+          this.restartButton,
+          this.editButton,
+          this.deleteButton,
+        ),
+      ),
+    );
+  }
+
+  update(channel) {
+    const status = channel.status;
+    this.channel = channel;
+    this.tr.dataset.state = this.dot.dataset.state = status.state;
+    this.stateLabel.textContent = STATE_LABELS[status.state] ?? status.state;
+    this.retry.textContent = retryText(status);
+    this.type.textContent = channel.type;
+    this.agent.textContent = channel.agent;
+    this.source.textContent = this.source.dataset.source = channel.source;
+    this.source.title =
+      channel.source === "config"
+        ? "Declared in the config file: edit the file and reload to change or remove it"
+        : "Created through the API; stored in the database";
+    const uptime = status.uptime_seconds;
+    this.uptime.textContent = uptime === null ? "—" : humanDuration(uptime);
+    setTime(this.connected, status.connected_at, false);
+    setTime(this.lastEvent, status.last_event_at, true);
+    this.reconnects.textContent = String(status.reconnects);
+    this.messages.textContent = String(status.messages_received);
+    this.error.textContent = status.last_error ?? "—";
+    this.error.title = status.last_error ?? "";
+    this.error.classList.toggle("none", !status.last_error);
+    if (!this.busy) this.toggle.checked = channel.enabled;
+    // Config-file channels are changed in the file: the API answers 409 to edit and delete.
+    this.editButton.hidden = this.deleteButton.hidden = channel.source !== "api";
+  }
+
+  /** Runs one API call for this row; failures become a toast with the server's message. */
+  async act(call) {
+    this.busy = true;
+    this.tr.classList.add("busy");
+    try {
+      const view = await call();
+      if (view) this.update(view);
+      return true;
+    } catch (error) {
+      if (error.status !== 401) toast(`${this.id}: ${error.message}`, "error");
+      return false;
+    } finally {
+      this.busy = false;
+      this.tr.classList.remove("busy");
+      hurry();
+    }
+  }
+
+  async setEnabled(enabled) {
+    this.toggle.disabled = true;
+    const ok = await this.act(() => api("POST", `${this.path}/${enabled ? "enable" : "disable"}`));
+    this.toggle.disabled = false;
+    if (!ok) this.toggle.checked = !enabled;
+  }
+
+  async restart() {
+    this.restartButton.disabled = true;
+    const ok = await this.act(() => api("POST", `${this.path}/restart`));
+    this.restartButton.disabled = false;
+    if (ok) toast(`${this.id} restarted`);
+  }
+
+  async delete() {
+    const question =
+      `Delete channel “${this.id}”? It disconnects now, and its settings and secrets are ` +
+      "removed from the database.";
+    if (!(await confirmDialog(question))) return;
+    if (await this.act(() => api("DELETE", this.path))) toast(`${this.id} deleted`);
+  }
+}
+
+function renderChannels(channels) {
+  const body = $("#channel-rows");
+  const seen = new Set();
+  channels.forEach((channel, index) => {
+    let row = rows.get(channel.id);
+    if (!row) {
+      row = new ChannelRow(channel.id);
+      rows.set(channel.id, row);
+    }
+    row.update(channel);
+    if (body.children[index] !== row.tr) body.insertBefore(row.tr, body.children[index] ?? null);
+    seen.add(channel.id);
+  });
+  for (const [id, row] of rows) {
+    if (!seen.has(id)) {
+      row.tr.remove();
+      rows.delete(id);
+    }
+  }
+  $("#channels-empty").hidden = channels.length > 0;
+  $("#channel-count").textContent = channels.length ? String(channels.length) : "";
+  const down = channels.filter((c) => c.enabled && c.status.state !== "connected").length;
+  document.title = down ? `(${down} down) channeld admin` : "channeld admin";
+  renderChannelFilter(channels.map((c) => c.id));
+}
+
+function confirmDialog(text) {
+  const dialog = $("#confirm-dialog");
+  $("#confirm-text").textContent = text;
+  dialog.returnValue = "";
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "confirm"), {
+      once: true,
+    });
+  });
+}
+
+// ---- channel form, built from the OpenAPI document -----------------------------------------
+// The settings of each channel type come from `components.schemas` of /api/v1/openapi.json,
+// which the server derives from its own config models: a new setting or a new channel type
+// shows up here without a change to this file.
+
+let channelTypes = null; // type tag -> JSON schema of its settings
+let form = null; // the open form: { mode, channel, type, agents, fields: Map(name -> field) }
+
+async function loadChannelTypes() {
+  if (channelTypes) return channelTypes;
+  const schemas = (await api("GET", "/openapi.json")).components.schemas;
+  const resolve = (schema) => (schema.$ref ? schemas[schema.$ref.split("/").pop()] : schema);
+  const settings = schemas.ChannelSettings;
+  channelTypes = new Map();
+  for (const variant of (settings.oneOf ?? [settings]).map(resolve)) {
+    const tag = variant.properties?.type;
+    channelTypes.set(tag?.const ?? tag?.default, variant);
+  }
+  return channelTypes;
+}
+
+async function loadAgents() {
+  try {
+    return (await api("GET", "/agents")).agents.map((agent) => agent.name);
+  } catch {
+    return null; // the agent field falls back to free text; the server still checks it
+  }
+}
+
+/** An optional setting (`X | None`) is an anyOf with null; the form edits the other branch. */
+function flatten(prop) {
+  if (!prop.anyOf) return prop;
+  const { anyOf, ...outer } = prop;
+  return { ...(anyOf.find((p) => p.type !== "null") ?? {}), ...outer };
+}
+
+function fieldKind(name, prop) {
+  if (prop.format === "password" || prop.writeOnly) return "secret";
+  if (name === "agent" && form.agents?.length) return "agent";
+  if (prop.enum) return "enum";
+  const type = Array.isArray(prop.type) ? prop.type.find((t) => t !== "null") : prop.type;
+  return ["boolean", "integer", "number", "string"].includes(type) ? type : "json";
+}
+
+function options(values, selected) {
+  return values.map((v) => el("option", { value: v, selected: v === selected }, String(v)));
+}
+
+function buildControl(field, value) {
+  const { name, kind, prop } = field;
+  const attrs = { id: `field-${name}`, name, "aria-describedby": `field-${name}-error` };
+  switch (kind) {
+    case "boolean":
+      return el("input", { ...attrs, type: "checkbox", checked: Boolean(value) });
+    case "enum":
+    case "agent": {
+      const values = kind === "agent" ? [...form.agents] : [...prop.enum];
+      if (value !== undefined && value !== null && !values.includes(value)) values.push(value);
+      return el("select", attrs, options(values, value));
+    }
+    case "secret":
+      return el("input", {
+        ...attrs,
+        type: "password",
+        autocomplete: "new-password",
+        placeholder: form.mode === "edit" ? SECRET_PLACEHOLDER : "",
+      });
+    case "integer":
+    case "number":
+      return el("input", {
+        ...attrs,
+        type: "number",
+        step: kind === "integer" ? "1" : "any",
+        min: prop.minimum,
+        max: prop.maximum,
+        value: value ?? "",
+      });
+    case "json":
+      return el("textarea", { ...attrs, rows: "3" }, value === undefined ? "" : JSON.stringify(value));
+    default:
+      return el("input", { ...attrs, type: "text", spellcheck: "false", value: value ?? "" });
+  }
+}
+
+function fieldHint(field) {
+  const { kind, prop } = field;
+  if (kind === "secret") {
+    return form.mode === "edit"
+      ? "Write-only: leave empty to keep the stored value."
+      : "Write-only: never shown again.";
+  }
+  const parts = prop.description ? [prop.description] : [];
+  if (prop.default !== undefined && prop.default !== "" && kind !== "boolean") {
+    parts.push(`default ${prop.default}`);
+  } else if (prop.default === undefined && !field.required) {
+    parts.push("empty: the daemon's default");
+  }
+  if (prop.minimum !== undefined && prop.maximum !== undefined) {
+    parts.push(`${prop.minimum} to ${prop.maximum}`);
+  } else {
+    if (prop.minimum !== undefined) parts.push(`at least ${prop.minimum}`);
+    if (prop.exclusiveMinimum !== undefined) parts.push(`above ${prop.exclusiveMinimum}`);
+    if (prop.maximum !== undefined) parts.push(`at most ${prop.maximum}`);
+    if (prop.exclusiveMaximum !== undefined) parts.push(`below ${prop.exclusiveMaximum}`);
+  }
+  const hint = parts.join(" · ");
+  return hint && hint[0].toUpperCase() + hint.slice(1);
+}
+
+function renderField(field, value) {
+  const control = buildControl(field, value);
+  const label = el(
+    "label",
+    { for: control.id, class: "field-label" },
+    field.title,
+    field.required ? el("span", { class: "req", title: "required" }, " *") : null,
+    el("code", { class: "field-key" }, field.name),
+  );
+  const error = el("p", { class: "field-error", id: `${control.id}-error`, hidden: true });
+  const wrapper =
+    field.kind === "boolean"
+      ? el("div", { class: "field field-check" }, control, label, error)
+      : el("div", { class: "field" }, label, control, el("p", { class: "field-hint" }, fieldHint(field)), error);
+  wrapper.dataset.field = field.name;
+  Object.assign(field, { control, error, wrapper });
+  return wrapper;
+}
+
+function readField({ kind, control }) {
+  if (kind === "boolean") return control.checked;
+  if (kind === "secret") return control.value; // verbatim: spaces may belong to a secret
+  const raw = control.value.trim();
+  if (raw === "") return kind === "string" || kind === "enum" || kind === "agent" ? "" : null;
+  if (kind === "integer" || kind === "number") return Number.isFinite(Number(raw)) ? Number(raw) : raw;
+  if (kind === "json") {
+    try {
+      return JSON.parse(raw);
+    } catch {
+      return raw; // the server names the field in its 422
+    }
+  }
+  return raw;
+}
+
+/** What an operator fills for every channel comes first; tuning knobs with defaults fold away. */
+function isEssential({ name, prop, kind, required }) {
+  if (required || kind === "secret" || name === "agent" || name === "enabled") return true;
+  return prop.default === undefined || prop.default === "";
+}
+
+function renderTypeField(type) {
+  const select = el("select", { id: "field-type", name: "type" }, options([...channelTypes.keys()], type));
+  select.addEventListener("change", () => renderFields(select.value));
+  const label = el("label", { for: "field-type", class: "field-label" }, "Type", el("code", { class: "field-key" }, "type"));
+  return el("div", { class: "field", "data-field": "type" }, label, select);
+}
+
+function renderFields(type) {
+  const schema = channelTypes.get(type);
+  const required = new Set(schema.required ?? []);
+  const editing = form.mode === "edit";
+  const current = editing ? { id: form.channel.id, ...form.channel.settings } : {};
+  form.type = type;
+  form.fields = new Map();
+  const essential = editing ? [] : [renderTypeField(type)];
+  const advanced = [];
+  for (const [name, raw] of Object.entries(schema.properties ?? {})) {
+    const prop = flatten(raw);
+    if (name === "type" || prop.const !== undefined) continue;
+    if (editing && name === "enabled") continue; // the row's switch does that
+    const field = { name, prop, required: required.has(name), title: prop.title ?? name };
+    field.kind = fieldKind(name, prop);
+    const value = editing ? (field.kind === "secret" ? undefined : current[name]) : prop.default;
+    const node = renderField(field, value);
+    if (editing && name === "id") field.control.disabled = true; // ids never change
+    form.fields.set(name, field);
+    (isEssential(field) ? essential : advanced).push(node);
+  }
+  $("#form-fields").replaceChildren(...essential);
+  if (advanced.length) {
+    const summary = el("summary", {}, "Advanced settings");
+    const details = el("details", { class: "advanced" }, summary, el("div", { class: "advanced-fields" }, advanced));
+    $("#form-fields").append(details);
+  }
+}
+
+async function openChannelForm(channel) {
+  let types;
+  let agents;
+  try {
+    [types, agents] = await Promise.all([loadChannelTypes(), loadAgents()]);
+  } catch (error) {
+    if (error.status !== 401) toast(`Cannot load the channel settings schema: ${error.message}`, "error");
+    return;
+  }
+  form = { mode: channel ? "edit" : "create", channel, agents };
+  $("#channel-form-title").textContent = channel ? `Edit ${channel.id}` : "New channel";
+  $("#form-submit").textContent = channel ? "Save" : "Create";
+  clearFormErrors();
+  renderFields(channel?.type ?? [...types.keys()][0]);
+  $("#channel-dialog").showModal();
+  [...form.fields.values()].find((f) => !f.control.disabled)?.control.focus();
+}
+
+function collectCreate() {
+  const body = { type: form.type };
+  for (const field of form.fields.values()) {
+    const value = readField(field);
+    if (value !== null && value !== "") body[field.name] = value; // blank: the server's default
+  }
+  return body;
+}
+
+function sameValue(a, b) {
+  const blank = (v) => v === null || v === undefined || v === "";
+  return (blank(a) && blank(b)) || JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** Only what changed; an empty secret input means "keep", so that secret is not sent at all. */
+function collectPatch() {
+  const patch = {};
+  for (const field of form.fields.values()) {
+    if (field.name === "id") continue;
+    const value = readField(field);
+    if (field.kind === "secret") {
+      if (value !== "") patch[field.name] = value;
+    } else if (!sameValue(value, form.channel.settings[field.name])) {
+      patch[field.name] = value;
+    }
+  }
+  return patch;
+}
+
+function clearFormErrors() {
+  const box = $("#form-error");
+  box.hidden = true;
+  box.textContent = "";
+  for (const node of document.querySelectorAll("#channel-form .field-error")) {
+    node.hidden = true;
+    node.textContent = "";
+  }
+  for (const node of document.querySelectorAll("#channel-form [aria-invalid]")) {
+    node.removeAttribute("aria-invalid");
+  }
+}
+
+/** A 422 names fields by path ("client_secret", "limit"): each message goes under its input. */
+function showFormErrors(error) {
+  let unplaced = false;
+  let first = null;
+  for (const { path, message } of error.fields) {
+    const field = form.fields.get(String(path).split(".")[0]);
+    if (!field) {
+      unplaced = true;
+      continue;
+    }
+    const previous = field.error.textContent;
+    field.error.textContent = previous ? `${previous}; ${message}` : message;
+    field.error.hidden = false;
+    field.control.setAttribute("aria-invalid", "true");
+    const details = field.wrapper.closest("details");
+    if (details) details.open = true;
+    first ??= field.control;
+  }
+  const box = $("#form-error");
+  const placed = error.fields.length && !unplaced;
+  box.textContent = placed ? "Please correct the highlighted fields." : error.message;
+  box.hidden = false;
+  first?.focus();
+}
+
+async function submitChannelForm(event) {
+  event.preventDefault();
+  clearFormErrors();
+  const editing = form.mode === "edit";
+  const body = editing ? collectPatch() : collectCreate();
+  if (editing && Object.keys(body).length === 0) {
+    $("#channel-dialog").close();
+    toast("Nothing changed");
+    return;
+  }
+  const submit = $("#form-submit");
+  submit.disabled = true;
+  try {
+    const path = editing ? `/channels/${encodeURIComponent(form.channel.id)}` : "/channels";
+    const view = await api(editing ? "PATCH" : "POST", path, body);
+    $("#channel-dialog").close();
+    toast(editing ? `${view.id} saved` : `${view.id} created`);
+    hurry();
+  } catch (error) {
+    if (error.status !== 401) showFormErrors(error);
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+// ---- conversation browser ------------------------------------------------------------------
+
+const browser = { channel: "", selected: null, listSignature: "", threadSignature: "" };
+
+/** Conversation keys start with the chat kind ("direct:…", "group:…"), then platform ids. */
+function conversationTitle(conversation) {
+  return CHAT_KINDS[conversation.key.split(":")[0]] ?? conversation.key;
+}
+
+function renderChannelFilter(ids) {
+  const select = $("#conversation-channel");
+  const listed = [...select.options].slice(1).map((option) => option.value);
+  if (listed.join("\n") === ids.join("\n")) return;
+  if (!ids.includes(browser.channel)) browser.channel = "";
+  select.replaceChildren(el("option", { value: "" }, "All channels"), ...options(ids));
+  select.value = browser.channel;
+}
+
+function showThreadPlaceholder(text) {
+  browser.threadSignature = "";
+  $("#thread").replaceChildren(el("p", { class: "empty" }, text));
+}
+
+async function refreshConversations() {
+  const query = new URLSearchParams({ limit: "50" });
+  if (browser.channel) query.set("channel", browser.channel);
+  const { conversations } = await api("GET", `/conversations?${query}`);
+  renderConversationList(conversations);
+  if (browser.selected) await refreshThread();
+}
+
+function renderConversationList(conversations) {
+  const keys = conversations.map((c) => [c.id, c.last_activity_at]);
+  const signature = JSON.stringify([keys, browser.selected?.id]);
+  if (signature === browser.listSignature) return;
+  browser.listSignature = signature;
+  const list = $("#conversation-list");
+  if (!conversations.length) {
+    list.replaceChildren(el("li", { class: "empty" }, "No conversations yet."));
+    return;
+  }
+  list.replaceChildren(
+    ...conversations.map((c) => {
+      const when = el("time", { class: "conv-time" });
+      setTime(when, c.last_activity_at, true);
+      const channel = browser.channel ? null : el("span", { class: "badge" }, c.channel_id);
+      const item = el(
+        "button",
+        {
+          type: "button",
+          class: "conversation",
+          "data-conversation-id": c.id,
+          "aria-pressed": String(c.id === browser.selected?.id),
+          onclick: () => selectConversation(c),
+        },
+        el("span", { class: "conv-top" }, el("span", { class: "conv-title" }, conversationTitle(c)), when),
+        el("span", { class: "conv-key" }, channel, " ", c.key),
+      );
+      return el("li", {}, item);
+    }),
+  );
+}
+
+function selectConversation(conversation) {
+  browser.selected = conversation;
+  browser.threadSignature = "";
+  browser.listSignature = ""; // redraw the pressed state
+  refresh();
+}
+
+function renderMessage(message) {
+  const when = el("time");
+  setTime(when, message.created_at, false);
+  const who = { user: "User", assistant: "Assistant" }[message.role] ?? message.role;
+  return el(
+    "li",
+    { class: "message", "data-role": message.role },
+    el("span", { class: "message-meta" }, who, " · ", when),
+    el("div", { class: "bubble" }, message.content),
+  );
+}
+
+async function refreshThread() {
+  const conversation = browser.selected;
+  let messages;
+  try {
+    ({ messages } = await api("GET", `/conversations/${encodeURIComponent(conversation.id)}/messages`));
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    browser.selected = null;
+    showThreadPlaceholder("That conversation no longer exists.");
+    return;
+  }
+  // Redrawn only when a message arrives, so reading and selecting text are not disturbed.
+  const signature = JSON.stringify([conversation.id, messages.length, messages.at(-1)?.id]);
+  if (signature === browser.threadSignature) return;
+  browser.threadSignature = signature;
+  const thread = $("#thread");
+  const atBottom = thread.scrollHeight - thread.scrollTop - thread.clientHeight < 24;
+  const started = el("time");
+  setTime(started, conversation.created_at, false);
+  const user = conversation.user_id ? `user ${conversation.user_id}` : null;
+  thread.replaceChildren(
+    el(
+      "div",
+      { class: "thread-head" },
+      el("strong", {}, conversationTitle(conversation)),
+      el("span", { class: "badge" }, conversation.channel_id),
+      el("code", { class: "thread-key", title: "conversation key" }, conversation.key),
+      user ? el("code", { class: "thread-key" }, user) : null,
+      el("span", { class: "sub" }, "started ", started),
+    ),
+    messages.length
+      ? el("ol", { class: "messages" }, messages.map(renderMessage))
+      : el("p", { class: "empty" }, "No messages."),
+  );
+  if (atBottom) thread.scrollTop = thread.scrollHeight;
+}
+
+// ---- toasts and start-up -------------------------------------------------------------------
+
+function toast(message, kind = "info") {
+  const role = kind === "error" ? "alert" : "status";
+  const node = el("div", { class: `toast toast-${kind}`, role }, message);
+  node.addEventListener("click", () => node.remove());
+  $("#toasts").append(node);
+  setTimeout(() => node.remove(), kind === "error" ? 8000 : 4000);
+}
+
+function start() {
+  setupToken();
+  $("#new-channel").addEventListener("click", () => openChannelForm(null));
+  $("#channel-form").addEventListener("submit", submitChannelForm);
+  $("#channel-dialog [data-close]").addEventListener("click", () => $("#channel-dialog").close());
+  $("#conversation-channel").addEventListener("change", (event) => {
+    browser.channel = event.target.value;
+    browser.selected = null;
+    browser.listSignature = "";
+    showThreadPlaceholder("Select a conversation to read its messages.");
+    refresh();
+  });
+  refresh();
+}
+
+start();

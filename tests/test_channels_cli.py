@@ -1,0 +1,505 @@
+"""`channeld channels`: the real CLI against a real daemon's admin API and the DingTalk emulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import re
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from channels.dingtalk.emulator import EmulatorThread
+from channels.model import ChannelState
+from daemon import channels_cli
+from daemon.app import Daemon
+from daemon.channels_cli import read_secrets, register, setting
+from daemon.cli_render import channel_view, duration, list_table, truncate, wants_colour
+from daemon.config import validate
+from tests.dingtalk_support import (
+    DINGTALK_CLIENT_ID,
+    DINGTALK_CLIENT_SECRET,
+    DINGTALK_TEMPLATE,
+    dingtalk_emulator,
+)
+from tests.e2e_support import CHANNEL, FAST_BACKOFF, Stack, start_stack, wait_until
+
+__all__ = ["dingtalk_emulator"]
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+TOKEN = "t0k-admin-token"  # the daemon wants at least 8 characters
+
+
+class TtyInput(io.StringIO):
+    """Typed answers on what looks like a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The `channeld` parser as daemon/cli.py builds it, with only the channels command."""
+    parser = argparse.ArgumentParser(prog="channeld")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+class Cli:
+    """Runs `channeld channels ...` in-process on a worker thread: main() owns its own loop."""
+
+    def __init__(
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, url: str
+    ) -> None:
+        self._capsys = capsys
+        self._monkeypatch = monkeypatch
+        self.url = url
+
+    async def __call__(self, *argv: str, stdin: io.StringIO | None = None) -> Result:
+        self._monkeypatch.setattr(sys, "stdin", stdin or io.StringIO(""))
+        self._capsys.readouterr()
+        args = parse(["channels", *argv, "--url", self.url])
+        code = await asyncio.to_thread(args.func, args)
+        captured = self._capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    async def json(self, *argv: str) -> Any:
+        result = await self(*argv, "--json")
+        assert result.code == 0, result.err
+        return json.loads(result.out)
+
+
+def admin_url(daemon: Daemon) -> str:
+    assert daemon.admin is not None
+    return f"http://127.0.0.1:{daemon.admin.port}"
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, dingtalk_emulator: EmulatorThread) -> AsyncIterator[Stack]:
+    """A daemon with the provisioned channel "dt" connected to the emulator; no admin token."""
+    running = await start_stack(tmp_path, dingtalk_emulator, None)
+    try:
+        await running.connected()
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+def cli(stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    return Cli(capsys, monkeypatch, admin_url(stack.daemon))
+
+
+def state_of(stack: Stack, channel_id: str) -> ChannelState:
+    assert stack.daemon.manager is not None
+    return stack.daemon.manager.status(channel_id).state
+
+
+async def live_sockets(stack: Stack) -> int:
+    return len(await stack.emulator.live_connections(DINGTALK_CLIENT_ID))
+
+
+# -- against a running daemon -------------------------------------------------------------------
+
+
+async def test_list_prints_a_table_and_the_raw_json(cli: Cli) -> None:
+    result = await cli("list")
+    assert result.code == 0, result.err
+    header, row = result.out.splitlines()
+    assert header.split() == [
+        "ID",
+        "TYPE",
+        "STATE",
+        "UPTIME",
+        "RECONNECTS",
+        "MESSAGES",
+        "LAST",
+        "ERROR",
+    ]
+    assert row.split()[:3] == [CHANNEL, "dingtalk", "connected"]
+    assert row.index("connected") == header.index("STATE")
+    assert "\x1b[" not in result.out  # captured stdout is not a terminal
+
+    body = await cli.json("list")
+    [channel] = body["channels"]
+    assert channel["id"] == CHANNEL
+    assert channel["status"]["state"] == "connected"
+
+
+async def test_show_prints_status_and_settings_with_the_secret_masked(cli: Cli) -> None:
+    result = await cli("show", CHANNEL)
+    assert result.code == 0, result.err
+    lines = dict(line.split(maxsplit=1) for line in result.out.splitlines() if " " in line.strip())
+    assert lines["source"] == "config"
+    assert lines["client_id"] == DINGTALK_CLIENT_ID
+    assert lines["client_secret"] == "***"
+    assert re.search(r"^state\s+connected$", result.out, re.MULTILINE)
+    assert DINGTALK_CLIENT_SECRET not in result.out
+
+    body = await cli.json("show", CHANNEL)
+    assert body["settings"]["client_secret"] == "***"
+    assert body["settings"]["card_template_id"] == DINGTALK_TEMPLATE
+
+
+async def test_api_channel_round_trip(cli: Cli, stack: Stack) -> None:
+    added = await cli(
+        "add",
+        "--id",
+        "api1",
+        "--agent",
+        "default",
+        "--set",
+        f"client_id={DINGTALK_CLIENT_ID}",
+        "--set",
+        f"api_base={stack.emulator.url}",
+        "--set",
+        f"card_template_id={DINGTALK_TEMPLATE}",
+        "--set",
+        "request_timeout=3",
+        "--secret",
+        "client_secret",
+        stdin=io.StringIO(DINGTALK_CLIENT_SECRET + "\n"),
+    )
+    assert added.code == 0, added.err
+    assert re.search(r"^source\s+api$", added.out, re.MULTILINE)
+    assert DINGTALK_CLIENT_SECRET not in added.out
+    # the secret read from stdin is the one the emulator accepts: the channel really connects
+    await wait_until(lambda: state_of(stack, "api1") is ChannelState.CONNECTED)
+    assert await live_sockets(stack) == 2
+
+    assert stack.daemon.manager is not None
+    first_connection = stack.daemon.manager.status("api1").connected_at
+    edited = await cli.json("edit", "api1", "--set", "card_update_interval=0.1")
+    assert edited["settings"]["card_update_interval"] == 0.1  # parsed as JSON, not a string
+    assert edited["settings"]["client_secret"] == "***"
+    assert edited["version"] > 1
+    # the edit restarts the channel; it can only reconnect if the stored secret was kept
+    await wait_until(
+        lambda: (
+            state_of(stack, "api1") is ChannelState.CONNECTED
+            and stack.daemon.manager is not None
+            and stack.daemon.manager.status("api1").connected_at != first_connection
+        )
+    )
+
+    emptied = await cli("edit", "api1", "--set", "client_secret=")
+    assert emptied.code == channels_cli.EXIT_INVALID
+    assert "client_secret: must not be empty" in emptied.err
+
+    refused = await cli("delete", "api1")  # stdin is not a terminal and there is no --yes
+    assert refused.code == channels_cli.EXIT_USAGE
+    assert "--yes" in refused.err
+    declined = await cli("delete", "api1", stdin=TtyInput("n\n"))
+    assert declined.code == channels_cli.EXIT_ERROR
+    assert "delete channel 'api1'? [y/N]" in declined.err
+    assert (await cli("show", "api1")).code == 0
+
+    deleted = await cli("delete", "api1", "--yes")
+    assert deleted.code == 0, deleted.err
+    assert deleted.out.strip() == "channel 'api1' deleted"
+    gone = await cli("show", "api1")
+    assert gone.code == channels_cli.EXIT_NOT_FOUND
+    await wait_until(lambda: state_of(stack, CHANNEL) is ChannelState.CONNECTED)
+    assert [c["id"] for c in (await cli.json("list"))["channels"]] == [CHANNEL]
+
+
+async def test_confirmed_delete_on_a_terminal(cli: Cli, stack: Stack) -> None:
+    body = await cli.json(
+        "add",
+        "--id",
+        "api2",
+        "--disabled",
+        "--set",
+        f"client_id={DINGTALK_CLIENT_ID}",
+        "--set",
+        "client_secret=s3cret",
+        "--set",
+        f"api_base={stack.emulator.url}",
+    )
+    assert body["enabled"] is False
+    assert body["status"]["state"] == "disabled"
+    result = await cli("delete", "api2", stdin=TtyInput("y\n"))
+    assert result.code == 0, result.err
+    assert (await cli("show", "api2")).code == channels_cli.EXIT_NOT_FOUND
+
+
+async def test_disable_enable_restart_change_the_real_state(cli: Cli, stack: Stack) -> None:
+    disabled = await cli("disable", CHANNEL)
+    assert disabled.code == 0, disabled.err
+    assert disabled.out.strip() == f"channel {CHANNEL!r} disabled: disabled"
+    assert state_of(stack, CHANNEL) is ChannelState.DISABLED
+    await stack.emulator.wait_for(lambda e: not e.live_connections(DINGTALK_CLIENT_ID))
+    assert (await cli.json("show", CHANNEL))["enabled"] is False
+
+    enabled = await cli.json("enable", CHANNEL)
+    assert enabled["enabled"] is True
+    assert enabled["status"]["state"] in ("connecting", "connected")
+    await stack.connected()
+
+    assert stack.daemon.manager is not None
+    before = stack.daemon.manager.status(CHANNEL).connected_at
+    restarted = await cli("restart", CHANNEL)
+    assert restarted.code == 0, restarted.err
+    assert restarted.out.startswith(f"channel {CHANNEL!r} restarted: ")
+    await wait_until(
+        lambda: (
+            state_of(stack, CHANNEL) is ChannelState.CONNECTED
+            and stack.daemon.manager is not None
+            and stack.daemon.manager.status(CHANNEL).connected_at != before
+        )
+    )
+    assert await live_sockets(stack) == 1
+
+
+async def test_errors_carry_the_server_message_and_their_exit_code(cli: Cli) -> None:
+    missing = await cli("show", "nope")
+    assert missing.code == channels_cli.EXIT_NOT_FOUND
+    assert missing.err == "channeld: no channel 'nope'\n"
+    assert missing.out == ""
+
+    managed = await cli("edit", CHANNEL, "--set", "queue_limit=3")
+    assert managed.code == channels_cli.EXIT_CONFLICT
+    assert "managed by the config file" in managed.err
+
+    duplicate = await cli(
+        "add", "--id", CHANNEL, "--set", "client_id=x", "--set", "client_secret=y"
+    )
+    assert duplicate.code == channels_cli.EXIT_CONFLICT
+    assert "already exists" in duplicate.err
+
+    invalid = await cli("add", "--id", "bad", "--set", "client_id=x", "--set", "client_secret=")
+    assert invalid.code == channels_cli.EXIT_INVALID
+    first, *fields = invalid.err.splitlines()
+    assert first.startswith("channeld: invalid channel settings: client_secret")
+    assert any(line.startswith("  client_secret: ") for line in fields)
+
+    unknown_agent = await cli("add", "--id", "bad", "--agent", "ghost", "--set", "client_id=x")
+    assert unknown_agent.code == channels_cli.EXIT_INVALID
+
+    nothing = await cli("edit", CHANNEL)
+    assert nothing.code == channels_cli.EXIT_USAGE
+    assert "nothing to change" in nothing.err
+
+
+async def test_wrong_or_missing_token_is_unauthorized(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(channels_cli.TOKEN_ENV, raising=False)
+    settings = validate(
+        {
+            "daemon": {"state_dir": str(tmp_path), "log_level": "DEBUG"},
+            "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+            "agents": {"default": {"type": "echo", "delay": 0.01}},
+            "channels": [],
+        }
+    )
+    daemon = Daemon(settings, backoff=FAST_BACKOFF)
+    await daemon.start()
+    try:
+        cli = Cli(capsys, monkeypatch, admin_url(daemon))
+        missing = await cli("list")
+        assert missing.code == channels_cli.EXIT_UNAUTHORIZED
+        assert "missing or wrong bearer token" in missing.err
+        assert "CHANNELD_ADMIN_TOKEN" in missing.err
+
+        wrong = await cli("list", "--token", "not-the-token-42")
+        assert wrong.code == channels_cli.EXIT_UNAUTHORIZED
+        assert "not-the-token-42" not in wrong.out + wrong.err
+
+        right = await cli("list", "--token", TOKEN)
+        assert right.code == 0, right.err
+        assert right.out.strip() == "no channels"
+
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN + "\n")
+        assert (await cli("list", "--token-file", str(token_file))).code == 0
+        unreadable = await cli("list", "--token-file", str(tmp_path / "absent"))
+        assert unreadable.code == channels_cli.EXIT_USAGE
+
+        monkeypatch.setenv(channels_cli.TOKEN_ENV, TOKEN)
+        assert (await cli("list")).code == 0
+    finally:
+        await daemon.stop()
+
+
+# -- without a daemon ---------------------------------------------------------------------------
+
+
+def run_sync(capsys: pytest.CaptureFixture[str], argv: list[str]) -> Result:
+    args = parse(["channels", *argv])
+    code = args.func(args)
+    captured = capsys.readouterr()
+    return Result(code, captured.out, captured.err)
+
+
+def test_unreachable_daemon_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_sync(capsys, ["list", "--url", f"http://127.0.0.1:{port}"])
+    assert result.code == channels_cli.EXIT_ERROR
+    assert result.err.count("\n") == 1
+    assert result.err.startswith(f"channeld: cannot reach the daemon at http://127.0.0.1:{port}: ")
+    assert result.out == ""
+
+
+def test_silent_daemon_times_out(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes the handshake; nobody ever answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        result = run_sync(capsys, ["list", "--url", url, "--timeout", "0.2"])
+    assert result.code == channels_cli.EXIT_ERROR
+    assert result.err == f"channeld: no answer from {url} within 0.2 s\n"
+
+
+def test_url_comes_from_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(channels_cli.URL_ENV, "http://127.0.0.1:1/")
+    result = run_sync(capsys, ["list"])
+    assert result.code == channels_cli.EXIT_ERROR
+    assert (
+        result.err
+        == "channeld: cannot reach the daemon at http://127.0.0.1:1: Connection refused\n"
+    )
+
+
+def test_url_without_http_scheme_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_sync(capsys, ["list", "--url", "localhost:8787"])
+    assert result.code == channels_cli.EXIT_USAGE
+    assert "--url must start with http:// or https://" in result.err
+
+
+def test_set_values_are_json_when_they_parse() -> None:
+    assert setting("request_timeout=3") == ("request_timeout", 3)
+    assert setting("enabled=false") == ("enabled", False)
+    assert setting("client_id=ding-test") == ("client_id", "ding-test")
+    assert setting('client_id="123"') == ("client_id", "123")
+    assert setting("client_secret=") == ("client_secret", "")
+    assert setting("note=a=b") == ("note", "a=b")
+
+
+def test_malformed_set_is_a_usage_error_that_does_not_echo(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse(["channels", "add", "--id", "x", "--set", "hunter2"])
+    assert exited.value.code == 2
+    assert "hunter2" not in capsys.readouterr().err
+
+
+def test_secrets_are_prompted_on_a_terminal_and_read_from_pipes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    prompts: list[str] = []
+
+    def fake_getpass(prompt: str) -> str:
+        prompts.append(prompt)
+        return "typed"
+
+    monkeypatch.setattr(channels_cli.getpass, "getpass", fake_getpass)
+    assert read_secrets(["client_secret"], TtyInput("")) == {"client_secret": "typed"}
+    assert prompts == ["client_secret: "]
+    piped = io.StringIO("one\r\ntwo\n")
+    assert read_secrets(["a", "b"], piped) == {"a": "one", "b": "two"}
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+
+def channel(channel_id: str, state: str, **status: Any) -> dict[str, Any]:
+    return {
+        "id": channel_id,
+        "type": "dingtalk",
+        "status": {
+            "state": state,
+            "uptime_seconds": None,
+            "reconnects": 0,
+            "messages_received": 0,
+            "last_error": None,
+            **status,
+        },
+    }
+
+
+STATES = {
+    "connected": "\x1b[32m",
+    "connecting": "\x1b[33m",
+    "disconnected": "\x1b[31m",
+    "disabled": "\x1b[90m",
+    "failed": "\x1b[1;31m",
+}
+
+
+def test_states_are_coloured_only_for_a_terminal() -> None:
+    rows = [channel(f"c-{state}", state) for state in STATES]
+    coloured = list_table(rows, colour=wants_colour(True, {}))
+    for state, code in STATES.items():
+        assert f"{code}{state}\x1b[0m" in coloured
+    plain = list_table(rows, colour=wants_colour(False, {}))
+    assert "\x1b" not in plain
+    assert ANSI.sub("", coloured) == plain  # colour never shifts the columns
+    assert not wants_colour(True, {"NO_COLOR": "1"})
+    assert not wants_colour(True, {"TERM": "dumb"})
+
+
+def test_table_truncates_the_last_error_and_aligns_numbers() -> None:
+    long_error = "ConnectionError: " + "连接被拒绝 " * 30
+    rows = [
+        channel("a", "failed", last_error=long_error, reconnects=12, messages_received=3),
+        channel("bb", "connected", uptime_seconds=7500.4, reconnects=0, messages_received=1234),
+    ]
+    header, first, second = list_table(rows, colour=False).splitlines()
+    assert first.endswith("…")
+    assert len(first) < len(long_error)
+    assert second.split()[3:6] == ["2h", "05m", "0"]
+    # numbers are right-aligned: they end where their header ends
+    end = header.index("RECONNECTS") + len("RECONNECTS")
+    assert (first[end - 3 : end], second[end - 3 : end]) == (" 12", "  0")
+    end = header.index("MESSAGES") + len("MESSAGES")
+    assert (first[end - 4 : end], second[end - 4 : end]) == ("   3", "1234")
+
+
+def test_durations_and_truncation() -> None:
+    assert duration(None) == "-"
+    assert duration(45.9) == "45s"
+    assert duration(187) == "3m 07s"
+    assert duration(7500) == "2h 05m"
+    assert duration(4 * 86400 + 3700) == "4d 1h"
+    assert truncate("a\nb", 10) == "a b"
+    assert truncate("abcdefghij", 5) == "abcd…"
+    assert truncate("连接被拒绝", 5) == "连接…"
+
+
+def test_show_view_keeps_errors_and_empty_settings_readable() -> None:
+    view = channel_view(
+        {
+            **channel("x", "failed", last_error="Unauthorized\ninvalid client secret"),
+            "agent": "default",
+            "enabled": True,
+            "settings": {"agent": "default", "client_secret": "***", "robot_code": ""},
+        },
+        colour=True,
+    )
+    lines = view.splitlines()
+    assert "\x1b[1;31mfailed\x1b[0m" in view
+    error = next(i for i, line in enumerate(lines) if line.startswith("last error"))
+    assert lines[error].endswith("  Unauthorized")
+    assert lines[error + 1].strip() == "invalid client secret"
+    assert lines[error + 1].index("invalid") == lines[error].index("Unauthorized")
+    settings = lines[lines.index("settings:") + 1 :]
+    assert [line.split() for line in settings] == [["client_secret", "***"], ["robot_code", '""']]

@@ -1,0 +1,258 @@
+"""The admin web page in a real Chromium: clicks reach the daemon's real state and the emulator.
+
+The test ends with a screenshot of the page (a connected channel, a failed one, a conversation).
+It is written to the test's temporary directory; with UPDATE_SCREENSHOTS=1 it also replaces
+docs/admin-page.png, the picture the README shows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from channels.dingtalk.config import DingTalkChannelConfig
+from channels.dingtalk.emulator import EmulatorThread
+from channels.dingtalk.emulator_server import DingTalkEmulator
+from channels.model import ChannelState
+from channels.provider import ChannelStatus
+from daemon.app import Daemon
+from daemon.config import validate
+from tests.dingtalk_support import DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET, dingtalk_emulator
+from tests.e2e_support import CHANNEL, FAST_BACKOFF, Stack, settings_for, wait_until
+from tests.web_support import Page, browser, dot_colour, expect
+
+__all__ = ["browser", "dingtalk_emulator"]
+
+TOKEN = "test-token"
+BROKEN = "hr-helpdesk"  # a config channel whose secret the platform rejects: it fails for real
+CREATED = "support-bot"
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "admin-page.png"
+ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT")
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, dingtalk_emulator: EmulatorThread) -> AsyncIterator[Stack]:
+    """The e2e daemon (channel "dt" on the emulator) with an admin token and a broken channel."""
+    base = settings_for(tmp_path, dingtalk_emulator.url, None).model_dump(mode="python")
+    channel = {**base["channels"][0], "client_secret": DINGTALK_CLIENT_SECRET}
+    broken = {**channel, "id": BROKEN, "client_secret": "expired-secret"}
+    settings = validate(
+        {
+            "daemon": {"state_dir": str(tmp_path), "log_level": "DEBUG"},
+            "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+            "agents": {"default": {"type": "echo", "delay": 0.01}},
+            "channels": [channel, broken],
+        }
+    )
+    daemon = Daemon(settings, backoff=FAST_BACKOFF)
+    await daemon.start()
+    stack = Stack(daemon, dingtalk_emulator, None)
+    try:
+        await stack.connected()
+        yield stack
+    finally:
+        await stack.stop()
+
+
+@pytest.fixture
+async def page(stack: Stack, browser: Any) -> AsyncIterator[Page]:
+    """A fresh browser tab on the admin page; uncaught script errors fail the test."""
+    context = await browser.new_context(viewport={"width": 1440, "height": 900})
+    tab = await context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    assert stack.daemon.admin is not None
+    await tab.goto(f"http://127.0.0.1:{stack.daemon.admin.port}/")
+    yield tab
+    await context.close()
+    assert errors == [], f"the page raised: {errors}"
+
+
+def status(stack: Stack, channel_id: str) -> ChannelStatus:
+    assert stack.daemon.manager is not None
+    return stack.daemon.manager.status(channel_id)
+
+
+def live_ids(emulator: DingTalkEmulator) -> list[str]:
+    """Ids of the emulator's open sockets for the test app (run on the emulator's loop)."""
+    return [c.connection_id for c in emulator.live_connections(DINGTALK_CLIENT_ID)]
+
+
+async def wait_live_connections(emulator: EmulatorThread, count: int) -> list[str]:
+    await emulator.wait_for(lambda e: len(live_ids(e)) == count)
+    return await emulator.call(live_ids)
+
+
+async def enter_token(page: Page) -> None:
+    """The API answers 401 until the token is given; a wrong one is asked for again."""
+    dialog = page.locator("#token-dialog")
+    await expect(dialog).to_be_visible()
+    await page.locator("#token-input").fill("not-the-token")
+    await page.locator("#token-input").press("Enter")
+    await expect(page.locator("#token-reason")).to_contain_text("rejected")
+    await expect(dialog).to_be_visible()
+    await page.locator("#token-input").fill(TOKEN)
+    await page.locator("#token-input").press("Enter")
+    await expect(dialog).to_be_hidden()
+
+
+async def test_admin_page_drives_the_real_daemon(
+    stack: Stack, page: Page, dingtalk_emulator: EmulatorThread, tmp_path: Path
+) -> None:
+    emulator = dingtalk_emulator
+    await enter_token(page)
+
+    # The config channel: connected, green; edited in the file, so no edit or delete here.
+    row = page.locator(f'tr[data-channel-id="{CHANNEL}"]')
+    dot = row.locator(".dot")
+    await expect(dot).to_have_attribute("data-state", "connected")
+    assert await dot_colour(dot) == "green"
+    await expect(row.get_by_role("button", name="Edit")).to_be_hidden()
+    await expect(row.get_by_role("button", name="Delete")).to_be_hidden()
+    first_connected_at = await row.locator("time.connected-at").get_attribute("datetime")
+    assert first_connected_at is not None and ISO_TIME.match(first_connected_at)
+    [first_connection] = await emulator.call(live_ids)
+
+    # The broken channel shows its real error, truncated, in full on hover.
+    broken = page.locator(f'tr[data-channel-id="{BROKEN}"]')
+    await expect(broken.locator(".dot")).to_have_attribute("data-state", "failed")
+    assert await dot_colour(broken.locator(".dot")) == "dark red"
+    assert stack.daemon.channels is not None
+    last_error = (await stack.daemon.channels.get(BROKEN))["status"]["last_error"]
+    assert "InvalidAuthentication" in last_error
+    await expect(broken.locator(".error-text")).to_have_text(last_error)
+    await expect(broken.locator(".error-text")).to_have_attribute("title", last_error)
+
+    # The token is kept for the tab: a reload asks for nothing.
+    await page.reload()
+    await expect(dot).to_have_attribute("data-state", "connected")
+    await expect(page.locator("#token-dialog")).to_be_hidden()
+
+    # Toggle off: the daemon disables the channel and the emulator's socket closes.
+    switch = row.get_by_role("switch")
+    await switch.uncheck()
+    await wait_until(lambda: stack.state() is ChannelState.DISABLED)
+    await wait_live_connections(emulator, 0)
+    assert await emulator.live_connections(DINGTALK_CLIENT_ID) == []
+    await expect(dot).to_have_attribute("data-state", "disabled")
+    assert await dot_colour(dot) == "grey"
+    await expect(row.locator("time.connected-at")).to_have_text("—")
+
+    # Toggle on: a new connection and a fresh connected time.
+    await switch.check()
+    await stack.connected()
+    [second_connection] = await wait_live_connections(emulator, 1)
+    assert second_connection != first_connection
+    await expect(dot).to_have_attribute("data-state", "connected")
+    await expect(row.locator("time.connected-at")).to_have_attribute("datetime", ISO_TIME)
+    second_connected_at = await row.locator("time.connected-at").get_attribute("datetime")
+    assert second_connected_at is not None and second_connected_at > first_connected_at
+    assert await dot_colour(dot) == "green"
+
+    # Restart: the old socket goes, a new one comes.
+    await row.get_by_role("button", name="Restart").click()
+    await expect(page.locator(".toast", has_text=f"{CHANNEL} restarted")).to_be_visible()
+    await emulator.wait_for(lambda e: live_ids(e) not in ([], [second_connection]))
+    await stack.connected()
+    await expect(row.locator("time.connected-at")).not_to_have_attribute(
+        "datetime", second_connected_at
+    )
+
+    # Create through the form: the server's 422 lands next to each field it names.
+    await page.get_by_role("button", name="New channel").click()
+    dialog = page.locator("#channel-dialog")
+    await expect(dialog).to_be_visible()
+    form = dialog.locator("form")
+    await form.locator('[name="id"]').fill("support bot")
+    await form.locator('[name="client_id"]').fill(DINGTALK_CLIENT_ID)
+    await form.locator('[name="api_base"]').fill(emulator.url)
+    await form.locator('[name="agent"]').select_option("default")
+    await dialog.get_by_role("button", name="Create").click()
+    await expect(form.locator('[data-field="id"] .field-error')).to_contain_text("pattern")
+    await expect(form.locator('[data-field="client_secret"] .field-error')).to_contain_text(
+        "required"
+    )
+    await expect(form.locator('[data-field="client_id"] .field-error')).to_be_hidden()
+    await form.locator('[name="id"]').fill(CREATED)
+    await form.locator('[name="client_secret"]').fill(DINGTALK_CLIENT_SECRET)
+    await dialog.get_by_role("button", name="Create").click()
+    await expect(dialog).to_be_hidden()
+    created = page.locator(f'tr[data-channel-id="{CREATED}"]')
+    await expect(created.locator(".dot")).to_have_attribute("data-state", "connected")
+    await expect(created.locator(".badge")).to_have_text("api")
+    await wait_live_connections(emulator, 2)
+    version = (await stack.daemon.channels.get(CREATED))["version"]
+    connected_at = status(stack, CREATED).connected_at
+
+    # Edit: the secret input starts empty; leaving it empty sends nothing and keeps the secret.
+    await created.get_by_role("button", name="Edit").click()
+    await expect(dialog).to_be_visible()
+    secret = form.locator('[name="client_secret"]')
+    await expect(secret).to_have_value("")
+    await expect(secret).to_have_attribute("placeholder", "unchanged — type to replace")
+    await expect(form.locator('[name="id"]')).to_be_disabled()
+    await expect(form.locator('[name="client_id"]')).to_have_value(DINGTALK_CLIENT_ID)
+    await form.locator('[name="card_template_id"]').fill("tpl.ai.schema")
+    async with page.expect_request(lambda r: r.method == "PATCH") as patch:
+        await dialog.get_by_role("button", name="Save").click()
+    assert (await patch.value).post_data_json == {"card_template_id": "tpl.ai.schema"}
+    await expect(dialog).to_be_hidden()
+    assert stack.daemon.store is not None
+    record = await stack.daemon.store.get_channel(CREATED)
+    assert record is not None and record.version > version
+    kept = stack.daemon.channels.decode(record)
+    assert isinstance(kept, DingTalkChannelConfig)
+    assert kept.client_secret.get_secret_value() == DINGTALK_CLIENT_SECRET
+    assert kept.card_template_id == "tpl.ai.schema"
+    # The edit restarted the channel, which connects again with the kept secret.
+    await wait_until(
+        lambda: (
+            status(stack, CREATED).state is ChannelState.CONNECTED
+            and status(stack, CREATED).connected_at != connected_at
+        )
+    )
+
+    # Delete, after a confirmation that names the channel.
+    await created.get_by_role("button", name="Delete").click()
+    confirm = page.locator("#confirm-dialog")
+    await expect(confirm).to_contain_text(CREATED)
+    await confirm.get_by_role("button", name="Cancel").click()
+    await expect(created).to_have_count(1)
+    await created.get_by_role("button", name="Delete").click()
+    await confirm.get_by_role("button", name="Delete").click()
+    await expect(created).to_have_count(0)
+    assert await stack.daemon.store.get_channel(CREATED) is None
+    await wait_live_connections(emulator, 1)
+
+    # The conversation browser: pick the channel, then the conversation, then read it.
+    question = "Hello! Could you summarise today's release notes for me?"
+    await stack.say(question)
+    await page.locator("#conversation-channel").select_option(CHANNEL)
+    await page.locator("button.conversation").first.click()
+    messages = page.locator("#thread .message")
+    await expect(messages).to_have_count(2)
+    await expect(messages.nth(0)).to_have_attribute("data-role", "user")
+    await expect(messages.nth(0).locator(".bubble")).to_have_text(question)
+    await expect(messages.nth(1)).to_have_attribute("data-role", "assistant")
+    await expect(messages.nth(1).locator(".bubble")).to_have_text(f"You said: {question}")
+    await expect(row.locator("td.num").nth(1)).to_have_text("1")  # messages received
+
+    await save_screenshot(page, tmp_path)
+
+
+async def save_screenshot(page: Page, tmp_path: Path) -> None:
+    """A still picture: no hover, no toast, no animation mid-pulse."""
+    await page.mouse.move(0, 0)
+    await page.locator(".toast").evaluate_all("nodes => nodes.forEach(n => n.remove())")
+    path = tmp_path / "admin-page.png"
+    await page.screenshot(path=path, full_page=True, animations="disabled")
+    assert path.stat().st_size > 10_000
+    if os.environ.get("UPDATE_SCREENSHOTS"):
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copyfile(path, SCREENSHOT)
