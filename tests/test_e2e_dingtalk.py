@@ -223,7 +223,7 @@ async def test_expired_session_webhook_uses_the_robot_api(
         assert len(await dingtalk_emulator.calls("/robot/sendBySession")) == 1
 
         # the session ends while the LLM is thinking: the answer goes through the robot API
-        fake_llm.script_reply("late answer", first_token_delay=0.5)
+        fake_llm.script_reply("late answer", first_token_delay=1.5)
         late = await stack.say("hello again")
         await dingtalk_emulator.wait_for(lambda e: e.acks(late.frame_message_id))
         await dingtalk_emulator.expire_sessions()
@@ -233,7 +233,7 @@ async def test_expired_session_webhook_uses_the_robot_api(
         assert len(robot) == 1
         assert robot[0].body["userIds"] == ["user-1"]
 
-        fake_llm.script_reply("group answer", first_token_delay=0.5)
+        fake_llm.script_reply("group answer", first_token_delay=1.5)
         group = await stack.say(
             "hi group", conversation_type="2", conversation_id="cid-g", mentioned=True
         )

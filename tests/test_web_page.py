@@ -61,7 +61,7 @@ async def stack(tmp_path: Path, dingtalk_emulator: EmulatorThread) -> AsyncItera
 
 
 @pytest.fixture
-async def page(stack: Stack, browser: Any) -> AsyncIterator[Page]:
+async def page(browser: Any, stack: Stack) -> AsyncIterator[Page]:
     """A fresh browser tab on the admin page; uncaught script errors fail the test."""
     context = await browser.new_context(viewport={"width": 1440, "height": 900})
     tab = await context.new_page()
@@ -103,7 +103,7 @@ async def enter_token(page: Page) -> None:
 
 
 async def test_admin_page_drives_the_real_daemon(
-    stack: Stack, page: Page, dingtalk_emulator: EmulatorThread, tmp_path: Path
+    page: Page, stack: Stack, dingtalk_emulator: EmulatorThread, tmp_path: Path
 ) -> None:
     emulator = dingtalk_emulator
     await enter_token(page)
@@ -241,7 +241,7 @@ async def test_admin_page_drives_the_real_daemon(
     await expect(messages.nth(0).locator(".bubble")).to_have_text(question)
     await expect(messages.nth(1)).to_have_attribute("data-role", "assistant")
     await expect(messages.nth(1).locator(".bubble")).to_have_text(f"You said: {question}")
-    await expect(row.locator("td.num").nth(1)).to_have_text("1")  # messages received
+    await expect(row.locator("td.received")).to_have_text("1")
 
     await save_screenshot(page, tmp_path)
 

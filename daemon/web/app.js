@@ -182,7 +182,8 @@ function refresh() {
       setLive("live", `Live · updated ${clockFormat.format(new Date())}`);
     } catch (error) {
       if (error.status === 401) return; // the token dialog says it
-      setLive("offline", error.status ? `Error: ${error.message}` : "Daemon unreachable — retrying");
+      const text = error.status ? `Error: ${error.message}` : "Daemon unreachable — retrying";
+      setLive("offline", text);
     }
   })().finally(() => {
     running = null;
@@ -230,11 +231,11 @@ class ChannelRow {
     this.type = el("td");
     this.agent = el("td");
     this.source = el("span", { class: "badge" });
-    this.uptime = el("td");
+    this.uptime = el("td", { class: "uptime" });
     this.connected = el("time", { class: "connected-at" });
     this.lastEvent = el("time", { class: "last-event" });
-    this.reconnects = el("td", { class: "num" });
-    this.messages = el("td", { class: "num" });
+    this.reconnects = el("td", { class: "num reconnects" });
+    this.messages = el("td", { class: "num received" });
     this.error = el("span", { class: "error-text" });
     this.toggle = el("input", {
       type: "checkbox",
@@ -459,7 +460,7 @@ function buildControl(field, value) {
         value: value ?? "",
       });
     case "json":
-      return el("textarea", { ...attrs, rows: "3" }, value === undefined ? "" : JSON.stringify(value));
+      return el("textarea", { ...attrs, rows: "3" }, JSON.stringify(value) ?? "");
     default:
       return el("input", { ...attrs, type: "text", spellcheck: "false", value: value ?? "" });
   }
@@ -473,8 +474,8 @@ function fieldHint(field) {
       : "Write-only: never shown again.";
   }
   const parts = prop.description ? [prop.description] : [];
-  if (prop.default !== undefined && prop.default !== "" && kind !== "boolean") {
-    parts.push(`default ${prop.default}`);
+  if (prop.default !== undefined && prop.default !== "" && !["boolean", "agent"].includes(kind)) {
+    parts.push(`default: ${prop.default}`);
   } else if (prop.default === undefined && !field.required) {
     parts.push("empty: the daemon's default");
   }
@@ -500,10 +501,11 @@ function renderField(field, value) {
     el("code", { class: "field-key" }, field.name),
   );
   const error = el("p", { class: "field-error", id: `${control.id}-error`, hidden: true });
+  const hint = el("p", { class: "field-hint" }, fieldHint(field));
   const wrapper =
     field.kind === "boolean"
       ? el("div", { class: "field field-check" }, control, label, error)
-      : el("div", { class: "field" }, label, control, el("p", { class: "field-hint" }, fieldHint(field)), error);
+      : el("div", { class: "field" }, label, control, hint, error);
   wrapper.dataset.field = field.name;
   Object.assign(field, { control, error, wrapper });
   return wrapper;
@@ -514,7 +516,9 @@ function readField({ kind, control }) {
   if (kind === "secret") return control.value; // verbatim: spaces may belong to a secret
   const raw = control.value.trim();
   if (raw === "") return kind === "string" || kind === "enum" || kind === "agent" ? "" : null;
-  if (kind === "integer" || kind === "number") return Number.isFinite(Number(raw)) ? Number(raw) : raw;
+  if (kind === "integer" || kind === "number") {
+    return Number.isFinite(Number(raw)) ? Number(raw) : raw; // not a number: the server says so
+  }
   if (kind === "json") {
     try {
       return JSON.parse(raw);
@@ -532,9 +536,11 @@ function isEssential({ name, prop, kind, required }) {
 }
 
 function renderTypeField(type) {
-  const select = el("select", { id: "field-type", name: "type" }, options([...channelTypes.keys()], type));
+  const types = [...channelTypes.keys()];
+  const select = el("select", { id: "field-type", name: "type" }, options(types, type));
   select.addEventListener("change", () => renderFields(select.value));
-  const label = el("label", { for: "field-type", class: "field-label" }, "Type", el("code", { class: "field-key" }, "type"));
+  const key = el("code", { class: "field-key" }, "type");
+  const label = el("label", { for: "field-type", class: "field-label" }, "Type", key);
   return el("div", { class: "field", "data-field": "type" }, label, select);
 }
 
@@ -562,8 +568,8 @@ function renderFields(type) {
   $("#form-fields").replaceChildren(...essential);
   if (advanced.length) {
     const summary = el("summary", {}, "Advanced settings");
-    const details = el("details", { class: "advanced" }, summary, el("div", { class: "advanced-fields" }, advanced));
-    $("#form-fields").append(details);
+    const fields = el("div", { class: "advanced-fields" }, advanced);
+    $("#form-fields").append(el("details", { class: "advanced" }, summary, fields));
   }
 }
 
@@ -573,7 +579,7 @@ async function openChannelForm(channel) {
   try {
     [types, agents] = await Promise.all([loadChannelTypes(), loadAgents()]);
   } catch (error) {
-    if (error.status !== 401) toast(`Cannot load the channel settings schema: ${error.message}`, "error");
+    if (error.status !== 401) toast(`Cannot load the settings schema: ${error.message}`, "error");
     return;
   }
   form = { mode: channel ? "edit" : "create", channel, agents };
@@ -722,6 +728,7 @@ function renderConversationList(conversations) {
     ...conversations.map((c) => {
       const when = el("time", { class: "conv-time" });
       setTime(when, c.last_activity_at, true);
+      const title = conversationTitle(c);
       const channel = browser.channel ? null : el("span", { class: "badge" }, c.channel_id);
       const item = el(
         "button",
@@ -732,7 +739,7 @@ function renderConversationList(conversations) {
           "aria-pressed": String(c.id === browser.selected?.id),
           onclick: () => selectConversation(c),
         },
-        el("span", { class: "conv-top" }, el("span", { class: "conv-title" }, conversationTitle(c)), when),
+        el("span", { class: "conv-top" }, el("span", { class: "conv-title" }, title), when),
         el("span", { class: "conv-key" }, channel, " ", c.key),
       );
       return el("li", {}, item);
@@ -763,7 +770,8 @@ async function refreshThread() {
   const conversation = browser.selected;
   let messages;
   try {
-    ({ messages } = await api("GET", `/conversations/${encodeURIComponent(conversation.id)}/messages`));
+    const path = `/conversations/${encodeURIComponent(conversation.id)}/messages`;
+    ({ messages } = await api("GET", path));
   } catch (error) {
     if (error.status !== 404) throw error;
     browser.selected = null;
