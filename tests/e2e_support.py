@@ -94,6 +94,12 @@ class Stack:
     async def connected(self, timeout: float = 10.0) -> None:
         await wait_until(lambda: self.state() is ChannelState.CONNECTED, timeout)
 
+    async def idle(self) -> None:
+        """Every conversation worker has finished (the answer stored, the journal closed)."""
+        assert self.daemon.manager is not None
+        handler = self.daemon.manager.handler
+        await wait_until(lambda: not handler.busy())
+
     async def say(self, text: str, **kwargs: Any) -> Any:
         sent = await self.emulator.send_user_message(DINGTALK_CLIENT_ID, text=text, **kwargs)
         assert sent.delivered, sent.reason

@@ -255,7 +255,11 @@ async def test_conversations_and_messages(admin: Admin, dingtalk_emulator: Emula
     status, body = await admin.call("GET", "/api/v1/conversations?channel=dt")
     assert status == 200
     conversation = body["conversations"][0]
-    status, body = await admin.call("GET", f"/api/v1/conversations/{conversation['id']}/messages")
+    path = f"/api/v1/conversations/{conversation['id']}/messages"
+    async with asyncio.timeout(10):  # the answer is stored right after its card is finished
+        while len((await admin.call("GET", path))[1]["messages"]) < 2:
+            await asyncio.sleep(0.02)
+    status, body = await admin.call("GET", path)
     assert status == 200
     assert [m["role"] for m in body["messages"]] == ["user", "assistant"]
     assert body["messages"][0]["content"] == "hello api"

@@ -21,6 +21,11 @@ def cards(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [i for i in items if i["kind"] == "card"]
 
 
+def finished(card: dict[str, Any]) -> bool:
+    """Streaming closed and the card's status set: the last two calls of a reply."""
+    return bool(card["done"]) and card["flow_status"] in {"3", "5"}
+
+
 def messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [i for i in items if i["kind"] != "card"]
 
@@ -34,7 +39,7 @@ async def test_direct_message_streams_into_a_finished_card(
         await stack.connected()
         sent = await stack.say("hello bot")
         items = await stack.wait_bot_items(
-            sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"]
+            sent.conversation_id, lambda i: bool(cards(i)) and finished(cards(i)[0])
         )
         card = cards(items)[0]
         assert card["text"] == ANSWER
@@ -72,7 +77,7 @@ async def test_group_needs_a_mention_and_the_mention_is_stripped(
             "what time is it", conversation_type="2", conversation_id="cid-group", mentioned=True
         )
         items = await stack.wait_bot_items(
-            "cid-group", lambda i: bool(cards(i)) and cards(i)[0]["done"]
+            "cid-group", lambda i: bool(cards(i)) and finished(cards(i)[0])
         )
         assert len(cards(items)) == 1
         assert len(fake_llm.requests) == 1
@@ -91,11 +96,11 @@ async def test_conversation_continues_and_new_resets_the_context(
         await stack.connected()
         first = await stack.say("my name is Ada")
         await stack.wait_bot_items(
-            first.conversation_id, lambda i: len(cards(i)) == 1 and cards(i)[0]["done"]
+            first.conversation_id, lambda i: len(cards(i)) == 1 and finished(cards(i)[0])
         )
         await stack.say("what is my name")
         await stack.wait_bot_items(
-            first.conversation_id, lambda i: len(cards(i)) == 2 and cards(i)[1]["done"]
+            first.conversation_id, lambda i: len(cards(i)) == 2 and finished(cards(i)[1])
         )
         second = fake_llm.requests[1].messages
         assert [m["content"] for m in second if m["role"] == "user"] == [
@@ -111,7 +116,7 @@ async def test_conversation_continues_and_new_resets_the_context(
         )
         await stack.say("who am I")
         await stack.wait_bot_items(
-            first.conversation_id, lambda i: len(cards(i)) == 3 and cards(i)[2]["done"]
+            first.conversation_id, lambda i: len(cards(i)) == 3 and finished(cards(i)[2])
         )
         third = fake_llm.requests[2].messages
         assert [m["content"] for m in third if m["role"] != "system"] == ["who am I"]
@@ -139,7 +144,7 @@ async def test_redelivered_message_is_answered_once(
         await stack.connected()
         sent = await stack.say("only once please")
         await stack.wait_bot_items(
-            sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"]
+            sent.conversation_id, lambda i: bool(cards(i)) and finished(cards(i)[0])
         )
         await dingtalk_emulator.call(lambda e: e.redeliver(sent.frame_message_id))
         await dingtalk_emulator.wait_for(lambda e: len(e.acks(sent.frame_message_id)) == 2)
@@ -191,7 +196,7 @@ async def test_llm_500_is_retried_and_llm_down_gives_a_clear_failure(
         await stack.connected()
         sent = await stack.say("first")
         items = await stack.wait_bot_items(
-            sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"]
+            sent.conversation_id, lambda i: bool(cards(i)) and finished(cards(i)[0])
         )
         assert cards(items)[0]["text"] == ANSWER
         assert len(fake_llm.requests) == 2
@@ -200,7 +205,7 @@ async def test_llm_500_is_retried_and_llm_down_gives_a_clear_failure(
         fake_llm.script_error(503)
         await stack.say("second")
         items = await stack.wait_bot_items(
-            sent.conversation_id, lambda i: len(cards(i)) == 2 and cards(i)[1]["done"]
+            sent.conversation_id, lambda i: len(cards(i)) == 2 and finished(cards(i)[1])
         )
         failed = cards(items)[1]
         assert failed["flow_status"] == "5"
@@ -221,6 +226,7 @@ async def test_expired_session_webhook_uses_the_robot_api(
         direct = await stack.say("hello in private")
         await stack.wait_bot_items(direct.conversation_id, lambda i: bool(messages(i)))
         assert len(await dingtalk_emulator.calls("/robot/sendBySession")) == 1
+        await stack.idle()
 
         # the session ends while the LLM is thinking: the answer goes through the robot API
         fake_llm.script_reply("late answer", first_token_delay=1.5)
@@ -263,7 +269,7 @@ async def test_ack_reaches_the_platform_before_the_llm_answers(
         assert ack_latency < 0.5
         assert acks[0].code == 200
         items = await stack.wait_bot_items(
-            sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"]
+            sent.conversation_id, lambda i: bool(cards(i)) and finished(cards(i)[0])
         )
         card = await dingtalk_emulator.card(items[0]["id"])
         assert card is not None
@@ -284,7 +290,7 @@ async def test_a_message_during_an_answer_is_queued_and_the_user_is_told(
         await fake_llm.wait_for_requests(1)
         await stack.say("second question")
         items = await stack.wait_bot_items(
-            sent.conversation_id, lambda i: len(cards(i)) == 2 and cards(i)[1]["done"]
+            sent.conversation_id, lambda i: len(cards(i)) == 2 and finished(cards(i)[1])
         )
         notices = [m["text"] for m in messages(items)]
         assert len(notices) == 1 and "after the current reply" in notices[0]
@@ -334,7 +340,7 @@ async def test_card_updates_hitting_429_still_end_with_the_full_answer(
         await stack.connected()
         sent = await stack.say("hello")
         items = await stack.wait_bot_items(
-            sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["done"]
+            sent.conversation_id, lambda i: bool(cards(i)) and finished(cards(i)[0])
         )
         assert cards(items)[0]["text"] == ANSWER
         assert cards(items)[0]["flow_status"] == "3"
@@ -387,14 +393,14 @@ async def test_stop_cancels_the_answer_being_written(
         )
         await stack.say("/stop")
         items = await stack.wait_bot_items(
-            sent.conversation_id, lambda i: cards(i)[0]["done"] and bool(messages(i))
+            sent.conversation_id, lambda i: finished(cards(i)[0]) and bool(messages(i))
         )
         assert cards(items)[0]["flow_status"] == "5"
         assert "(stopped)" in cards(items)[0]["text"]
         assert [m["text"] for m in messages(items)] == ["Stopped."]
         await stack.say("next question")
         items = await stack.wait_bot_items(
-            sent.conversation_id, lambda i: len(cards(i)) == 2 and cards(i)[1]["done"]
+            sent.conversation_id, lambda i: len(cards(i)) == 2 and finished(cards(i)[1])
         )
         assert cards(items)[1]["text"] == "fresh answer"
     finally:
