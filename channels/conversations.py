@@ -27,6 +27,7 @@ class Job:
     entry_id: int  # journal row
     message: InboundMessage
     accepted_at: float = field(default_factory=time.monotonic)  # for first-update latency
+    resumed: bool = False  # recovered after a restart with the user's turn already stored
 
 
 class ConversationWorker:

@@ -142,12 +142,19 @@ class MessageHandler:
                 )
             )
             return
+        self.submit(Job(entry_id, message), runtime)
+
+    def submit(self, job: Job, runtime: ChannelRuntime) -> None:
+        """Queue a journaled message on its conversation's worker (also used by recovery)."""
+        message, entry_id = job.message, job.entry_id
+        key = conversation_key(message, runtime.config.group_context)
+        worker = self._workers.get(key)
         if worker is None:
             worker = ConversationWorker(
                 key, self._answer, limit=runtime.config.queue_limit, on_idle=self._retire
             )
             self._workers[key] = worker
-        ahead = worker.submit(Job(entry_id, message))
+        ahead = worker.submit(job)
         if ahead is None:
             self._spawn(self._reply_command(entry_id, message, OVERFLOW_TEXT, JournalState.FAILED))
         elif ahead > 0:
@@ -208,12 +215,15 @@ class MessageHandler:
             now=now,
         )
         history = await self._store.recent_messages(conversation.id, runtime.history_messages)
+        # a resumed message's own turn is already stored; it is sent once, as the new turn
+        history = [m for m in history if m.journal_id != job.entry_id]
         await self._store.journal_update(
             job.entry_id, state=JournalState.REPLYING, conversation_id=conversation.id
         )
-        await self._store.append_message(
-            conversation.id, "user", text, journal_id=job.entry_id, now=now
-        )
+        if not job.resumed:
+            await self._store.append_message(
+                conversation.id, "user", text, journal_id=job.entry_id, now=now
+            )
         stream = await runtime.provider.open_stream(message)
         if stream.delivered.card_id:
             await self._store.journal_update(job.entry_id, card_id=stream.delivered.card_id)
@@ -226,7 +236,12 @@ class MessageHandler:
             user_id=user_id,
         )
         deltas = timed(runtime.agent.stream(request), runtime.agent.name, self._observer)
-        result = await runtime.emitter.emit(deltas, stream)
+
+        async def record_progress(_: str) -> None:
+            # what reached the user survives a crash, so recovery never repeats or loses it
+            await self._store.journal_update(job.entry_id, delivered_text=stream.delivered.text)
+
+        result = await runtime.emitter.emit(deltas, stream, on_progress=record_progress)
         self._count_reply(message, result.outcome)
         if result.first_update_at is not None:
             self._observer.reply_first_update(

@@ -78,6 +78,10 @@ class ChannelProvider(Protocol):
         """Begin a streamed answer to `message` (a card when possible)."""
         ...
 
+    async def resume_stream(self, message: InboundMessage, card_id: str, shown: str) -> ReplyStream:
+        """Take over a card left streaming by an earlier process, showing `shown` so far."""
+        ...
+
 
 ProviderFactory = Callable[[InboundSink], ChannelProvider]
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import signal
+from datetime import UTC, datetime, timedelta
 
 from agents.base import Agent
 from agents.registry import build_agents, close_agents
@@ -14,8 +16,10 @@ from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.provider import DingTalkProvider
 from channels.errors import ConfigError
 from channels.manager import AgentProfile, ChannelManager
+from channels.model import ChannelState
 from channels.observer import Observer
 from channels.provider import ChannelProvider, InboundSink
+from channels.recovery import recover
 from channels.supervisor import Backoff
 from daemon.admin import AdminServer
 from daemon.api import AdminApi
@@ -23,6 +27,7 @@ from daemon.channel_service import ChannelService, decode_record
 from daemon.config import Settings
 from daemon.embedded import EmbeddedEmulator
 from daemon.metrics import EventLoopLagMonitor, Metrics, metrics_handler
+from daemon.sdnotify import Notifier, WatchdogPinger, watchdog_interval
 from daemon.secrets import SecretBox, load_key
 from storage.repository import Store
 
@@ -51,6 +56,9 @@ class Daemon:
         self.admin: AdminServer | None = None
         self.emulator: EmbeddedEmulator | None = None
         self.channels: ChannelService | None = None
+        self.notifier = Notifier()
+        self._ready_task: asyncio.Task[None] | None = None
+        self._watchdog = WatchdogPinger(self.notifier, watchdog_interval())
         self.metrics = Metrics()
         self._lag_monitor = EventLoopLagMonitor(self.metrics)
         self._agents: dict[str, Agent] = {}
@@ -65,6 +73,8 @@ class Daemon:
 
     async def start(self) -> None:
         settings = self.settings
+        self._watchdog.start()  # first: a slow start is still pinged from the loop
+        self.notifier.status("starting")
         settings.daemon.state_dir.mkdir(parents=True, exist_ok=True)
         channels: list[ChannelConfigBase] = list(settings.channels)
         if settings.emulator.enabled:
@@ -108,6 +118,15 @@ class Daemon:
         self._lag_monitor.start()
         await self.admin.start()
         await self.manager.start(channels)
+        await recover(
+            self.store,
+            self.manager.handler,
+            self.manager.runtime,
+            freshness=timedelta(minutes=settings.daemon.recovery_window_minutes),
+            now=datetime.now(UTC),
+        )
+        # READY=1 waits for channels to settle, but nothing else waits for it
+        self._ready_task = asyncio.create_task(self._report_ready(), name="sd-ready")
         log.info(
             "channeld started: %d channel(s), admin on http://%s:%s",
             len(channels),
@@ -121,6 +140,24 @@ class Daemon:
                 self.emulator.chat_hint(),
             )
 
+    def channel_summary(self) -> str:
+        states = list(self.manager.states().values()) if self.manager else []
+        connected = sum(s is ChannelState.CONNECTED for s in states)
+        failed = sum(s is ChannelState.FAILED for s in states)
+        return f"{connected} of {len(states)} channels connected, {failed} failed"
+
+    async def _report_ready(self) -> None:
+        """READY=1 once every channel settled, or at the deadline with what there is."""
+        if self.manager is None:
+            return
+        settled = {ChannelState.CONNECTED, ChannelState.FAILED}
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STARTUP_CONNECT_GRACE):
+                # polled: settling is "every channel in one of two states", not one event
+                while not all(s in settled for s in self.manager.states().values()):  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
+        self.notifier.ready(self.channel_summary())
+
     async def stop(self) -> None:
         """Reverse order of start; each step bounded by its own budget."""
         if self.admin is not None:
@@ -133,6 +170,12 @@ class Daemon:
             await self.store.close()
         if self.emulator is not None:
             await self.emulator.stop()
+        if self._ready_task is not None:
+            self._ready_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ready_task
+        await self._watchdog.stop()
+        self.notifier.close()
         log.info("channeld stopped")
 
 
@@ -150,6 +193,7 @@ async def run(settings: Settings, *, install_signals: bool = True) -> int:
             log.warning("second interrupt: exiting now")
             raise SystemExit(130)
         log.info("received %s, shutting down", signum.name)
+        daemon.notifier.stopping(daemon.channel_summary())
         stop.set()
 
     handlers: list[signal.Signals] = []

@@ -63,6 +63,7 @@ class DaemonSection(BaseModel):
     database_url: str = ""  # empty: SQLite file under state_dir
     log_level: str = "INFO"
     graceful_timeout: float = Field(default=20.0, ge=0, le=600)
+    recovery_window_minutes: float = Field(default=10.0, ge=0, le=1440)  # answer after a crash
     secret_key_file: Path | None = None  # default: $CREDENTIALS_DIRECTORY or state_dir/secret.key
 
     @field_validator("log_level")

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -30,7 +31,11 @@ async def read_until(stream: asyncio.StreamReader, pattern: str, seen: list[str]
 
 
 async def test_run_example_config_chat_and_stop(tmp_path: Path) -> None:
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.setblocking(False)
     env = {
+        "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
         **os.environ,
         "CHANNELD_DAEMON__STATE_DIR": str(tmp_path),
         "CHANNELD_ADMIN__LISTEN": "127.0.0.1:0",
@@ -87,6 +92,17 @@ async def test_run_example_config_chat_and_stop(tmp_path: Path) -> None:
             daemon.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(daemon.wait(), 15)
     assert code == 0, "".join(seen)
+    told: list[bytes] = []
+    while True:
+        try:
+            told.append(notify.recv(4096))
+        except BlockingIOError:
+            break
+    notify.close()
+    fields = [f for datagram in told for f in datagram.decode().split("\n")]
+    assert "READY=1" in fields
+    assert "STOPPING=1" in fields
+    assert any(f.startswith("STATUS=1 of 1 channels connected") for f in fields)
 
 
 async def test_migrate_creates_the_schema_and_is_repeatable(tmp_path: Path) -> None:

@@ -63,6 +63,9 @@ class ScriptedProvider:
     async def open_stream(self, message: InboundMessage) -> ReplyStream:
         raise NotImplementedError
 
+    async def resume_stream(self, message: InboundMessage, card_id: str, shown: str) -> ReplyStream:
+        raise NotImplementedError
+
 
 async def wait_until(predicate: Callable[[], bool]) -> None:
     async with asyncio.timeout(5):

@@ -91,6 +91,13 @@ class DingTalkReplyStream:
     def streaming(self) -> bool:
         return self._card_live
 
+    def adopt(self, card_id: str, shown: str) -> None:
+        """Continue a card an earlier process created (crash recovery)."""
+        self._card_id = card_id
+        self._card_live = True
+        self._inputting = True
+        self._card_text = shown
+
     async def begin(self) -> None:
         """Create and deliver the card; on any failure the reply continues as messages."""
         if not self._template_id:

@@ -158,3 +158,14 @@ class DingTalkProvider:
         )
         await stream.begin()
         return stream
+
+    async def resume_stream(self, message: InboundMessage, card_id: str, shown: str) -> ReplyStream:
+        stream = DingTalkReplyStream(
+            self._api,
+            self._sender,
+            message,
+            template_id=self._config.card_template_id,
+            content_key=self._config.card_content_key,
+        )
+        stream.adopt(card_id, shown)
+        return stream

@@ -1,0 +1,95 @@
+"""Recovery on start: journal rows a crash left in `received` or `replying` are resumed.
+
+A card left streaming is closed with a visible note; a message younger than the freshness window
+is answered again; an older one gets a clear "please resend" instead of a stale answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from channels.conversations import Job
+from channels.errors import ChannelError
+from channels.handler import ChannelRuntime, MessageHandler
+from channels.model import inbound_from_json
+from storage.repository import JournalEntry, JournalState, Store
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED_NOTE = "(This answer was interrupted by a restart.)"
+LOST_TEXT = (
+    "Sorry, your message \u201c{excerpt}\u201d arrived while I was restarting and its answer "
+    "was lost. Please send it again."
+)
+
+
+@dataclass
+class RecoveryReport:
+    resumed: int = 0
+    told_lost: int = 0
+    cards_closed: int = 0
+    skipped: int = 0
+
+
+async def recover(
+    store: Store,
+    handler: MessageHandler,
+    runtime_of: Callable[[str], ChannelRuntime | None],
+    *,
+    freshness: timedelta,
+    now: datetime,
+) -> RecoveryReport:
+    """Resume every unfinished journal row of a running channel; the rest wait for next start."""
+    report = RecoveryReport()
+    for entry in await store.journal_unfinished():
+        runtime = runtime_of(entry.channel_id)
+        if runtime is None:
+            report.skipped += 1
+            continue
+        try:
+            await _recover_one(
+                store, handler, runtime, entry, freshness=freshness, now=now, report=report
+            )
+        except (ChannelError, ValueError, KeyError) as exc:
+            log.warning("recovery of journal row %s failed: %s", entry.id, exc)
+            await store.journal_update(
+                entry.id, state=JournalState.FAILED, error=f"recovery: {exc}"
+            )
+    if report.resumed or report.told_lost or report.cards_closed:
+        log.info(
+            "recovered after restart: %d answered again, %d told to resend, %d cards closed",
+            report.resumed,
+            report.told_lost,
+            report.cards_closed,
+        )
+    return report
+
+
+async def _recover_one(
+    store: Store,
+    handler: MessageHandler,
+    runtime: ChannelRuntime,
+    entry: JournalEntry,
+    *,
+    freshness: timedelta,
+    now: datetime,
+    report: RecoveryReport,
+) -> None:
+    message = inbound_from_json(entry.payload)
+    if entry.card_id:
+        # never leave a card on "thinking": it keeps what it showed, plus a note
+        stream = await runtime.provider.resume_stream(message, entry.card_id, entry.delivered_text)
+        await stream.fail(INTERRUPTED_NOTE, partial_text=entry.delivered_text)
+        report.cards_closed += 1
+    if now - entry.created_at <= freshness:
+        resumed = entry.state is JournalState.REPLYING
+        handler.submit(Job(entry.id, message, resumed=resumed), runtime)
+        report.resumed += 1
+        return
+    excerpt = message.text if len(message.text) <= 60 else message.text[:57] + "..."
+    await runtime.provider.send(message, LOST_TEXT.format(excerpt=excerpt))
+    await store.journal_update(entry.id, state=JournalState.FAILED, error="lost in a restart")
+    report.told_lost += 1

@@ -1,0 +1,164 @@
+"""SIGKILL mid-reply, then restart: the stuck card is closed and the message answered once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from agents.fake_llm import FakeLLM
+from channels.dingtalk.emulator import EmulatorThread
+from channels.recovery import INTERRUPTED_NOTE
+from tests.agents_support import FAKE_LLM_KEY, fake_llm_fixture
+from tests.dingtalk_support import (
+    DINGTALK_CLIENT_ID,
+    DINGTALK_CLIENT_SECRET,
+    DINGTALK_TEMPLATE,
+    dingtalk_emulator,
+)
+
+__all__ = ["dingtalk_emulator", "fake_llm_fixture"]
+
+
+def write_config(tmp_path: Path, emulator: EmulatorThread, llm: FakeLLM, window: float) -> Path:
+    path = tmp_path / "channeld.toml"
+    path.write_text(
+        f"""
+[daemon]
+state_dir = "{tmp_path}"
+recovery_window_minutes = {window}
+
+[admin]
+listen = "127.0.0.1:0"
+
+[agents.default]
+type = "openai"
+base_url = "{llm.url}"
+api_key = "{FAKE_LLM_KEY}"
+model = "fake-model"
+max_retries = 0
+
+[[channels]]
+id = "dt"
+type = "dingtalk"
+client_id = "{DINGTALK_CLIENT_ID}"
+client_secret = "{DINGTALK_CLIENT_SECRET}"
+card_template_id = "{DINGTALK_TEMPLATE}"
+api_base = "{emulator.url}"
+card_update_interval = 0.05
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+class DaemonProcess:
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.process: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "daemon",
+            "run",
+            "--config",
+            str(self.config),
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(os.environ),
+        )
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        while line := await self.process.stderr.readline():
+            self.lines.append(line.decode())
+
+    async def wait_log(self, text: str) -> None:
+        async with asyncio.timeout(30):
+            while not any(text in line for line in self.lines):
+                await asyncio.sleep(0.02)
+
+    async def end(self, signum: int) -> int:
+        assert self.process is not None and self._reader is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signum)
+        code = await asyncio.wait_for(self.process.wait(), 20)
+        await self._reader
+        return code
+
+
+def cards_of(view: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return [i for i in (view or {"items": []})["items"] if i["kind"] == "card"]
+
+
+async def crash_mid_reply(
+    tmp_path: Path, emulator: EmulatorThread, llm: FakeLLM, window: float
+) -> tuple[Any, DaemonProcess]:
+    llm.script_stall_mid_stream(after_tokens=3, seconds=60)
+    first = DaemonProcess(write_config(tmp_path, emulator, llm, window))
+    await first.start()
+    await first.wait_log("channel dt: connected")
+    sent = await emulator.send_user_message(DINGTALK_CLIENT_ID, text="tell me a long story")
+    assert sent.delivered
+    await emulator.wait_for(
+        lambda e: any(c["text"] for c in cards_of(e.chat_view(sent.conversation_id))), 15
+    )
+    await asyncio.sleep(0.3)  # let the journal record what the card shows
+    assert await first.end(signal.SIGKILL) == -signal.SIGKILL
+    second = DaemonProcess(first.config)
+    await second.start()
+    return sent, second
+
+
+async def test_a_fresh_message_is_answered_again_and_the_stuck_card_closed(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    sent, second = await crash_mid_reply(tmp_path, dingtalk_emulator, fake_llm, window=10)
+
+    def answered_again(e: Any) -> dict[str, Any] | None:
+        view: dict[str, Any] = e.chat_view(sent.conversation_id)
+        cards = cards_of(view)
+        done = len(cards) == 2 and all(c["flow_status"] in {"3", "5"} for c in cards)
+        return view if done else None
+
+    try:
+        view = await dingtalk_emulator.wait_for(answered_again, 20)
+        stuck, fresh = cards_of(view)
+        assert stuck["flow_status"] == "5"
+        assert INTERRUPTED_NOTE in stuck["text"]
+        assert stuck["text"].startswith("Echo:")  # it kept what the user had already seen
+        assert fresh["flow_status"] == "3"
+        assert fresh["text"] == "Echo: tell me a long story"
+        assert [i for i in view["items"] if i["kind"] not in {"card", "user"}] == []
+        # the user's turn is in the conversation once, not twice
+        last = fake_llm.requests[-1].messages
+        assert [m["content"] for m in last if m["role"] == "user"] == ["tell me a long story"]
+    finally:
+        assert await second.end(signal.SIGTERM) == 0
+
+
+async def test_a_stale_message_gets_a_clear_request_to_resend(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    sent, second = await crash_mid_reply(tmp_path, dingtalk_emulator, fake_llm, window=0)
+
+    def told(e: Any) -> dict[str, Any] | None:
+        view: dict[str, Any] = e.chat_view(sent.conversation_id)
+        return view if any(i["kind"] not in {"card", "user"} for i in view["items"]) else None
+
+    try:
+        view = await dingtalk_emulator.wait_for(told, 20)
+        notes = [i["text"] for i in view["items"] if i["kind"] not in {"card", "user"}]
+        assert len(notes) == 1
+        assert "Please send it again" in notes[0]
+        assert cards_of(view)[0]["flow_status"] == "5"
+        assert len(cards_of(view)) == 1
+    finally:
+        assert await second.end(signal.SIGTERM) == 0
