@@ -313,8 +313,17 @@ class MessageHandler:
     def busy(self) -> bool:
         return any(w.busy for w in self._workers.values()) or bool(self._side_tasks)
 
+    async def drain(self, within: float) -> bool:
+        """Stop intake and let answers in progress finish for up to `within` seconds."""
+        self._closing = True  # new messages go unacked: the platform keeps them
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while self.busy():  # noqa: ASYNC110  (workers come and go; no single event)
+                    await asyncio.sleep(0.05)
+        return not self.busy()
+
     async def close(self) -> None:
-        """Stop intake and cancel every worker and side task (graceful draining is separate)."""
+        """Stop intake and cancel every worker and side task; cut-short cards say so."""
         self._closing = True
         workers = list(self._workers.values())
         self._workers.clear()

@@ -254,8 +254,10 @@ class ChannelManager:
     def states(self) -> dict[str, ChannelState]:
         return {cid: r.supervisor.state for cid, r in self._running.items()}
 
-    async def close(self) -> None:
-        """Stop intake, then every channel concurrently; bounded by each supervisor's budget."""
+    async def close(self, graceful: float = 0.0) -> None:
+        """Stop intake, drain answers for up to `graceful` s, then close every channel."""
+        if graceful > 0 and not await self.handler.drain(graceful):
+            log.warning("answers still running after %.0fs; cutting them short", graceful)
         await self.handler.close()
         async with self._lock:
             ids = list(self._running)

@@ -164,7 +164,7 @@ class Daemon:
             await self.admin.stop()
         await self._lag_monitor.stop()
         if self.manager is not None:
-            await self.manager.close()
+            await self.manager.close(self.settings.daemon.graceful_timeout)
         await close_agents(self._agents)
         if self.store is not None:
             await self.store.close()

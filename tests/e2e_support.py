@@ -59,7 +59,7 @@ def settings_for(
     channel_config.update(channel or {})
     return validate(
         {
-            "daemon": {"state_dir": str(tmp_path), "log_level": "DEBUG"},
+            "daemon": {"state_dir": str(tmp_path), "log_level": "DEBUG", "graceful_timeout": 0},
             "admin": {"listen": "127.0.0.1:0"},
             "agents": {"default": agent_config},
             "channels": [channel_config],

@@ -405,3 +405,22 @@ async def test_stop_cancels_the_answer_being_written(
         assert cards(items)[1]["text"] == "fresh answer"
     finally:
         await stack.stop()
+
+
+async def test_shutdown_lets_an_answer_in_progress_finish(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm_slow: FakeLLM
+) -> None:
+    fake_llm_slow.script_reply(ANSWER)
+    stack = await start_stack(tmp_path, dingtalk_emulator, fake_llm_slow)
+    stack.daemon.settings = stack.daemon.settings.model_copy(
+        update={"daemon": stack.daemon.settings.daemon.model_copy(update={"graceful_timeout": 10})}
+    )
+    await stack.connected()
+    sent = await stack.say("answer before you go")
+    await stack.wait_bot_items(
+        sent.conversation_id, lambda i: bool(cards(i)) and cards(i)[0]["text"]
+    )
+    await stack.stop()  # SIGTERM path: intake stops, the answer completes
+    items = await stack.bot_items(sent.conversation_id)
+    assert cards(items)[0]["text"] == ANSWER
+    assert cards(items)[0]["flow_status"] == "3"
