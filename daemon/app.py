@@ -8,6 +8,7 @@ import functools
 import logging
 import signal
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from agents.base import Agent
 from agents.registry import build_agents, close_agents
@@ -24,7 +25,7 @@ from channels.supervisor import Backoff
 from daemon.admin import AdminServer
 from daemon.api import AdminApi
 from daemon.channel_service import ChannelService, decode_record
-from daemon.config import Settings
+from daemon.config import ConfigurationError, Settings, load
 from daemon.embedded import EmbeddedEmulator
 from daemon.metrics import EventLoopLagMonitor, Metrics, metrics_handler
 from daemon.sdnotify import Notifier, WatchdogPinger, watchdog_interval
@@ -76,12 +77,10 @@ class Daemon:
         self._watchdog.start()  # first: a slow start is still pinged from the loop
         self.notifier.status("starting")
         settings.daemon.state_dir.mkdir(parents=True, exist_ok=True)
-        channels: list[ChannelConfigBase] = list(settings.channels)
         if settings.emulator.enabled:
             self.emulator = EmbeddedEmulator(settings.emulator.listen)
             await self.emulator.start()
-            if not any(isinstance(c, DingTalkChannelConfig) for c in channels):
-                channels.append(self.emulator.demo_channel())
+        channels = self._channels(settings)
         self.store = await Store.open(settings.daemon.effective_database_url)
         self._agents = build_agents(settings.agents, on_usage=self.metrics.llm_tokens)
         profiles = {
@@ -140,6 +139,27 @@ class Daemon:
                 self.emulator.chat_hint(),
             )
 
+    def _channels(self, settings: Settings) -> list[ChannelConfigBase]:
+        """The file's channels, plus the emulator's demo channel when no DingTalk one is set."""
+        channels: list[ChannelConfigBase] = list(settings.channels)
+        if self.emulator is not None and not any(
+            isinstance(c, DingTalkChannelConfig) for c in channels
+        ):
+            channels.append(self.emulator.demo_channel())
+        return channels
+
+    async def reload(self, settings: Settings) -> None:
+        """Apply a new config file's channels; unchanged channels keep their connections."""
+        if self.manager is None:
+            return
+        if settings.agents != self.settings.agents:
+            log.warning("agent changes take effect at the next restart, not on reload")
+        self.settings = self.settings.model_copy(update={"channels": settings.channels})
+        await self.manager.provision(self._channels(settings))
+        await self.manager.reconcile()
+        log.info("configuration reloaded: %s", self.channel_summary())
+        self.notifier.status(self.channel_summary())
+
     def channel_summary(self) -> str:
         states = list(self.manager.states().values()) if self.manager else []
         connected = sum(s is ChannelState.CONNECTED for s in states)
@@ -179,9 +199,31 @@ class Daemon:
         log.info("channeld stopped")
 
 
-async def run(settings: Settings, *, install_signals: bool = True) -> int:
-    """Run until SIGTERM/SIGINT; a second SIGINT forces the exit."""
+async def reload(daemon: Daemon, config_path: Path | None) -> None:
+    """SIGHUP: read the config again; only channels whose settings changed are restarted."""
+    try:
+        settings = load(config_path)
+    except ConfigurationError as exc:
+        log.error("reload refused, keeping the running configuration: %s", exc)
+        return
+    await daemon.reload(settings)
+
+
+async def run(
+    settings: Settings, *, config_path: Path | None = None, install_signals: bool = True
+) -> int:
+    """Run until SIGTERM/SIGINT; a second SIGINT forces the exit; SIGHUP reloads channels."""
     daemon = Daemon(settings)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hangup() -> None:
+        if reloads:
+            log.info("a reload is already running")
+            return
+        task = asyncio.create_task(reload(daemon, config_path), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     interrupts = 0
@@ -201,11 +243,16 @@ async def run(settings: Settings, *, install_signals: bool = True) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
             handlers.append(signum)
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        handlers.append(signal.SIGHUP)
     try:
         await daemon.start()
         await stop.wait()
     finally:
         for signum in handlers:
             loop.remove_signal_handler(signum)
+        for task in list(reloads):
+            task.cancel()
+        await asyncio.gather(*reloads, return_exceptions=True)
         await daemon.stop()
     return 0

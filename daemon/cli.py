@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     _setup_logging(settings.daemon.log_level)
-    return asyncio.run(run(settings))
+    return asyncio.run(run(settings, config_path=_config_path(args)))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -149,3 +151,44 @@ async def fake_llm_slow() -> AsyncIterator[FakeLLM]:
         yield server
     finally:
         await server.stop()
+
+
+class DaemonProcess:
+    """`channeld run` as a real child process, its log lines collected."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.process: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "daemon",
+            "run",
+            "--config",
+            str(self.config),
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(os.environ),
+        )
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        while line := await self.process.stderr.readline():
+            self.lines.append(line.decode())
+
+    async def wait_log(self, text: str) -> None:
+        async with asyncio.timeout(30):
+            while not any(text in line for line in self.lines):
+                await asyncio.sleep(0.02)
+
+    async def end(self, signum: int) -> int:
+        assert self.process is not None and self._reader is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signum)
+        code = await asyncio.wait_for(self.process.wait(), 20)
+        await self._reader
+        return code

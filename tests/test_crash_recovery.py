@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from tests.dingtalk_support import (
     DINGTALK_TEMPLATE,
     dingtalk_emulator,
 )
+from tests.e2e_support import DaemonProcess
 
 __all__ = ["dingtalk_emulator", "fake_llm_fixture"]
 
@@ -53,45 +52,6 @@ card_update_interval = 0.05
         encoding="utf-8",
     )
     return path
-
-
-class DaemonProcess:
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.process: asyncio.subprocess.Process | None = None
-        self.lines: list[str] = []
-        self._reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "daemon",
-            "run",
-            "--config",
-            str(self.config),
-            stderr=asyncio.subprocess.PIPE,
-            env=dict(os.environ),
-        )
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process is not None and self.process.stderr is not None
-        while line := await self.process.stderr.readline():
-            self.lines.append(line.decode())
-
-    async def wait_log(self, text: str) -> None:
-        async with asyncio.timeout(30):
-            while not any(text in line for line in self.lines):
-                await asyncio.sleep(0.02)
-
-    async def end(self, signum: int) -> int:
-        assert self.process is not None and self._reader is not None
-        if self.process.returncode is None:
-            self.process.send_signal(signum)
-        code = await asyncio.wait_for(self.process.wait(), 20)
-        await self._reader
-        return code
 
 
 def cards_of(view: dict[str, Any] | None) -> list[dict[str, Any]]:
