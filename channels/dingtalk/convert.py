@@ -62,6 +62,14 @@ def _text_and_attachments(payload: dict[str, Any], msg: Any) -> tuple[str, list[
     return "", [Attachment(kind or "unknown")]
 
 
+def _created_at(value: Any) -> datetime:
+    """The platform's createAt (ms since epoch); now, when it is missing or absurd."""
+    try:
+        return datetime.fromtimestamp(int(str(value)) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return datetime.now(UTC)
+
+
 def to_inbound(
     channel_id: ChannelId, payload: dict[str, Any], frame_id: str, bot_nick: str = ""
 ) -> InboundMessage:
@@ -87,12 +95,7 @@ def to_inbound(
         }.items()
         if v
     }
-    created = payload.get("createAt")
-    received_at = (
-        datetime.fromtimestamp(int(created) / 1000, UTC)
-        if isinstance(created, int | str) and str(created).isdigit()
-        else datetime.now(UTC)
-    )
+    received_at = _created_at(payload.get("createAt"))
     reply_handle: dict[str, Any] = {
         "session_webhook": msg.session_webhook or "",
         "session_webhook_expires_ms": int(msg.session_webhook_expired_time or 0),

@@ -147,14 +147,14 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
         if json_message.get("type") != SystemMessage.TYPE:
             try:
                 return str(await super().route_message(json_message))
-            except (ValueError, TypeError, KeyError) as exc:
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 # `data` that is not JSON: the SDK raises before its handler; skip, do not ack
                 self.invalid_frames += 1
                 self.logger.warning("dropped an unreadable gateway frame: %s", type(exc).__name__)
                 return ""
         try:
             message = SystemMessage.from_dict(json_message)
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, AttributeError):
             self.invalid_frames += 1
             return ""
         ack = await self.system_handler.raw_process(message)
