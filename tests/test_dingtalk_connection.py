@@ -201,3 +201,32 @@ def test_websockets_exceptions_is_loaded_before_the_sdk_can_need_it() -> None:
     )
     assert bare.stdout.strip() == "False"  # the hazard is real with the pinned websockets
     assert ours.stdout.strip() == "True"
+
+
+async def test_garbage_frames_are_dropped_and_the_session_survives(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread
+) -> None:
+    stack = await start_stack(tmp_path, dingtalk_emulator, None)
+    try:
+        await stack.connected()
+        topic = "/v1.0/im/bot/messages/get"
+        garbage: list[dict[str, object]] = [
+            {"type": "CALLBACK", "headers": "not a dict", "data": "{}"},
+            {"type": "CALLBACK", "headers": {"topic": topic, "messageId": "g1"},
+             "data": "not json"},
+            {"type": "CALLBACK", "headers": {"topic": topic, "messageId": "g2"},
+             "data": "{\"msgtype\": \"text\"}"},
+            {"type": "SYSTEM", "headers": {"topic": "ping", "messageId": "g3"}, "data": "[1, 2]"},
+            {"type": "WHATEVER"},
+        ]  # fmt: skip
+        for frame in garbage:
+            await dingtalk_emulator.call(lambda e, f=frame: e.push_frame(DINGTALK_CLIENT_ID, f))
+        sent = await stack.say("still fine?")
+        items = await stack.wait_bot_items(sent.conversation_id, lambda i: bool(i))
+        assert items
+        assert stack.supervisor.status().reconnects == 0
+        assert stack.daemon.metrics is not None
+        text = stack.daemon.metrics.render()[0].decode()
+        assert 'channeld_messages_invalid_total{channel="dt",platform="dingtalk"} 1.0' in text
+    finally:
+        await stack.stop()

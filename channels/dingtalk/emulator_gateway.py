@@ -258,7 +258,8 @@ class Gateway:
             return False  # the socket went away under us; its handler records the close
         conn.frames_sent += 1
         if record:
-            message_id = str(frame["headers"]["messageId"])
+            headers = frame.get("headers")
+            message_id = str(headers.get("messageId", "")) if isinstance(headers, dict) else ""
             self.sent[message_id] = SentFrame(
                 message_id, conn.client_id, conn.id, time.monotonic(), frame, True
             )
@@ -294,7 +295,9 @@ class Gateway:
         awake = [c for c in candidates if not c.silenced]
         # Random choice models DingTalk's load balancing; not a security decision.
         conn = self._rng.choice(awake or candidates)
-        message_id = str(frame.get("headers", {}).get("messageId", ""))
+        headers = frame.get("headers")
+        # raw frames may be malformed on purpose (fuzzing the client)
+        message_id = str(headers.get("messageId", "")) if isinstance(headers, dict) else ""
         if conn.silenced:
             sent = SentFrame(message_id, client_id, conn.id, time.monotonic(), frame, False)
             self.sent[message_id] = sent
