@@ -74,13 +74,14 @@ def to_inbound(
     channel_id: ChannelId, payload: dict[str, Any], frame_id: str, bot_nick: str = ""
 ) -> InboundMessage:
     """Parse one `/v1.0/im/bot/messages/get` payload; PermanentError when it is unusable."""
+    for key in ("msgId", "conversationId", "msgtype"):
+        if not isinstance(payload.get(key), str) or not payload[key]:
+            raise PermanentError(f"bot message without a string {key}")
     try:
         msg = ChatbotMessage.from_dict(payload)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        text, attachments = _text_and_attachments(payload, msg)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise PermanentError(f"malformed bot message: {type(exc).__name__}") from exc
-    if not msg.message_id or not msg.conversation_id:
-        raise PermanentError("bot message without msgId or conversationId")
-    text, attachments = _text_and_attachments(payload, msg)
     chat_type = ChatType.GROUP if str(msg.conversation_type) == "2" else ChatType.DIRECT
     text = _strip_mention(text, bot_nick) if chat_type is ChatType.GROUP else text.strip()
     notes = [_describe(a) for a in attachments]
