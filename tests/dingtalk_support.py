@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -181,3 +182,20 @@ class RawStreamClient:
         if self._http is not None:
             await self._http.close()
         await self.api.close()
+
+
+class Screen(io.StringIO):
+    """Captured terminal output that tests can wait on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        self.changed.set()
+        return super().write(text)
+
+    async def shows(self, needle: str) -> None:
+        while needle not in self.getvalue():
+            self.changed.clear()
+            await self.changed.wait()

@@ -1,11 +1,10 @@
-"""The DingTalk emulator: the real dingtalk-stream 0.24.3 SDK against it, its faults, its control
-plane, and `channeld chat` driving it."""
+"""The DingTalk emulator: the real dingtalk-stream 0.24.3 SDK against it, its faults and its
+control plane (`channeld chat` has tests/test_chat.py)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import logging
 import socket
@@ -27,15 +26,13 @@ from channels.dingtalk.emulator import (
 )
 from channels.dingtalk.emulator_payloads import MSGTYPES, bot_message
 from channels.dingtalk.emulator_state import EmulatorApp
-from daemon.chat import add_arguments as chat_arguments
-from daemon.chat import chat
-from daemon.chat import main as chat_main
 from tests import dingtalk_support
 from tests.dingtalk_support import (
     DINGTALK_CLIENT_ID,
     DINGTALK_CLIENT_SECRET,
     DINGTALK_TEMPLATE,
     RawStreamClient,
+    Screen,
     callback_ack,
     sdk_pointed_at,
     stop_sdk_client,
@@ -459,119 +456,6 @@ async def test_control_plane_reports_an_offline_bot(
     ):
         sent = await resp.json()
     assert (sent["delivered"], sent["reason"]) == (False, "no live Stream connection")
-
-
-# -- channeld chat --------------------------------------------------------------------------------
-
-
-class Screen(io.StringIO):
-    """Captured terminal output that tests can wait on."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.changed = asyncio.Event()
-
-    def write(self, text: str) -> int:
-        self.changed.set()
-        return super().write(text)
-
-    async def shows(self, needle: str) -> None:
-        while needle not in self.getvalue():
-            self.changed.clear()
-            await self.changed.wait()
-
-
-async def _lines(*lines: str) -> AsyncIterator[str]:
-    for line in lines:
-        yield line
-
-
-def _streaming_bot(url: str, screen: Screen | None) -> RawStreamClient:
-    """A bot that answers every message with a streamed AI card, pausing once mid-way."""
-    bot: RawStreamClient
-
-    async def answer(frame: dict[str, Any]) -> None:
-        data = json.loads(frame["data"])
-        card_id = "card-" + data["msgId"][-8:-2]
-        await bot.api.create_and_deliver_card(
-            template_id=DINGTALK_TEMPLATE,
-            out_track_id=card_id,
-            card_data={"content": "", "flowStatus": "1"},
-            conversation_type=data["conversationType"],
-            conversation_id=data["conversationId"],
-            sender_staff_id=data["senderStaffId"],
-        )
-        await bot.api.stream_card(card_id, "content", "Hel")
-        if screen is not None:
-            await screen.shows("bot> Hel")  # let the terminal draw the partial text first
-        await bot.api.stream_card(card_id, "content", "Hello there", finalize=True)
-
-    bot = RawStreamClient(url, on_callback=answer)
-    return bot
-
-
-@pytest.mark.parametrize("tty", [False, True])
-async def test_chat_shows_a_streamed_card(
-    dingtalk_emulator: EmulatorThread,
-    tty: bool,
-) -> None:
-    screen = Screen()
-    bot = _streaming_bot(dingtalk_emulator.url, screen if tty else None)
-    await bot.connect()
-    try:
-        code = await chat(
-            dingtalk_emulator.url, ID, lines=_lines("hello\n", "/quit\n"), out=screen, tty=tty
-        )
-    finally:
-        await bot.close()
-    assert code == 0
-    output = screen.getvalue()
-    assert output.count("bot> Hello there") == 1
-    if tty:
-        assert "bot> Hel\n\x1b[1F\x1b[J" in output  # drawn partially, then redrawn in place
-    else:
-        assert "bot> Hel\n" not in output  # a pipe only gets the final text
-
-
-async def test_chat_shows_plain_messages_in_a_group(
-    dingtalk_emulator: EmulatorThread,
-) -> None:
-    bot: RawStreamClient
-
-    async def answer(frame: dict[str, Any]) -> None:
-        data = json.loads(frame["data"])
-        assert (data["conversationType"], data["isInAtList"]) == ("2", True)
-        text = f"**echo** {data['text']['content'].strip()}"
-        await bot.api.send_by_session(data["sessionWebhook"], markdown=text, title="Echo")
-
-    bot = RawStreamClient(dingtalk_emulator.url, on_callback=answer)
-    await bot.connect()
-    screen = Screen()
-    try:
-        code = await chat(dingtalk_emulator.url, None, group=True, lines=_lines("ping"), out=screen)
-    finally:
-        await bot.close()
-    assert code == 0
-    assert "bot> **echo** ping\n" in screen.getvalue()
-
-
-async def test_chat_reports_an_unreachable_emulator_and_an_unknown_app(
-    dingtalk_emulator: EmulatorThread,
-) -> None:
-    unknown = await chat(dingtalk_emulator.url, "nope", lines=_lines(), out=Screen())
-    assert unknown == 2
-    await dingtalk_emulator.call(lambda e: None)  # the emulator is still fine
-    closed = DingTalkEmulator(ping_interval=None)
-    url = await closed.start()
-    await closed.stop()
-    parser = argparse.ArgumentParser()
-    chat_arguments(parser)
-    args = parser.parse_args(["--emulator", url, "--group", "--user", "bob"])
-    assert (args.app, args.group, args.user) == (None, True, "bob")
-    assert await chat_main(args) == 1
-
-
-# -- standalone ------------------------------------------------------------------------------------
 
 
 async def test_serve_prints_what_a_user_needs_and_stops_on_cancel() -> None:
