@@ -1,0 +1,1 @@
+"""Feishu / Lark: long-connection client, OpenAPI and CardKit cards, emulator."""
