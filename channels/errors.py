@@ -14,17 +14,17 @@ class ChannelError(Exception):
 
 
 class TransientError(ChannelError):
-    """Network trouble, timeouts, 5xx: try again later."""
+    """Network trouble, timeouts, 5xx: try again later, no sooner than `retry_after` if given."""
 
     retryable = True
-
-
-class RateLimited(TransientError):
-    """The remote asked us to slow down; `retry_after` is its hint in seconds, if any."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimited(TransientError):
+    """The remote asked us to slow down; `retry_after` is its hint in seconds, if any."""
 
 
 class AuthError(ChannelError):

@@ -40,6 +40,22 @@ class Attachment:
     handle: str = ""  # platform download handle (DingTalk downloadCode, Feishu file_key)
 
 
+_DESCRIBED_KINDS = {
+    "picture": "an image",
+    "file": "a file",
+    "video": "a video",
+    "audio": "a voice message",
+    "sticker": "a sticker",
+}
+
+
+def describe_attachment(attachment: Attachment) -> str:
+    """What the agent is told when a user sends something it cannot read itself."""
+    what = _DESCRIBED_KINDS.get(attachment.kind, f"a {attachment.kind} attachment")
+    name = f" named {attachment.name!r}" if attachment.name else ""
+    return f"[The user sent {what}{name}, which cannot be shown to you here.]"
+
+
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
     """One message a user sent to a bot, as the handler sees it."""

@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from channels.errors import AuthError, ChannelError, ConfigError, RateLimited
+from channels.errors import AuthError, ChannelError, ConfigError, TransientError
 from channels.model import ChannelState
 from channels.provider import ChannelProvider, ChannelStatus
 
@@ -186,7 +186,8 @@ class Supervisor:
     async def _back_off(self, exc: BaseException) -> None:
         self._last_error = f"{type(exc).__name__}: {exc}"
         delay = self._backoff.delay(max(1, self._attempts), self._rng)
-        if isinstance(exc, RateLimited) and exc.retry_after:
+        if isinstance(exc, TransientError) and exc.retry_after:
+            # a rate limit's hint, or the platform's own reconnect schedule (Feishu ClientConfig)
             delay = max(delay, exc.retry_after)
         self._next_attempt_at = time.time() + delay
         self._set_state(ChannelState.DISCONNECTED)

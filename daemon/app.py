@@ -16,6 +16,8 @@ from channels.config import ChannelConfigBase
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.provider import DingTalkProvider
 from channels.errors import ConfigError
+from channels.feishu.config import FeishuChannelConfig
+from channels.feishu.provider import FeishuProvider
 from channels.manager import AgentProfile, ChannelManager
 from channels.model import ChannelState
 from channels.observer import Observer
@@ -43,6 +45,8 @@ def build_provider(
     """One provider class per channel `type`."""
     if isinstance(config, DingTalkChannelConfig):
         return DingTalkProvider(config, sink, observer=observer)
+    if isinstance(config, FeishuChannelConfig):
+        return FeishuProvider(config, sink, observer=observer)
     raise ConfigError(f"channel type {getattr(config, 'type', '?')!r} is not supported")
 
 

@@ -15,7 +15,7 @@ from pydantic import SecretStr, TypeAdapter, ValidationError
 
 from channels.config import ChannelConfigBase
 from channels.manager import ChannelManager
-from daemon.config import ChannelConfig
+from daemon.config import CHANNEL_TYPES, ChannelConfig
 from daemon.secrets import MASK, SecretBox
 from storage.repository import ChannelRecord, Store
 
@@ -45,7 +45,7 @@ def _validation_error(exc: ValidationError) -> ApiError:
     fields = []
     for error in exc.errors(include_input=False):
         loc = [str(p) for p in error["loc"]]
-        if loc and loc[0] in {"dingtalk"}:  # the discriminator tag pydantic puts in the path
+        if loc and loc[0] in CHANNEL_TYPES:  # the discriminator tag pydantic puts in the path
             loc = loc[1:]
         fields.append({"path": ".".join(loc) or "body", "message": error["msg"]})
     summary = "; ".join(f"{f['path']}: {f['message']}" for f in fields)

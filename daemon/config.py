@@ -28,11 +28,14 @@ from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
 from agents.registry import fallback_order
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.errors import ConfigError as ChannelConfigError
+from channels.feishu.config import FeishuChannelConfig
 
 ENV_PREFIX = "CHANNELD_"
 EXIT_CONFIG_ERROR = 11
 
-ChannelConfig = Annotated[DingTalkChannelConfig, Field(discriminator="type")]
+ChannelConfig = Annotated[DingTalkChannelConfig | FeishuChannelConfig, Field(discriminator="type")]
+# the `type` tags of ChannelConfig; pydantic puts the tag into error paths
+CHANNEL_TYPES = frozenset({"dingtalk", "feishu"})
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -216,7 +219,7 @@ def _error_location(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     """Dotted key path of a pydantic error, with the channel's id where that helps."""
     loc = [str(p) for p in error["loc"]]
     # discriminated unions add the tag ("dingtalk") to the path; the operator never wrote it
-    if len(loc) > 2 and loc[0] == "channels" and loc[2] in {"dingtalk"}:
+    if len(loc) > 2 and loc[0] == "channels" and loc[2] in CHANNEL_TYPES:
         loc.pop(2)
     if len(loc) > 1 and loc[0] == "agents" and len(loc) > 2 and loc[2] in {"openai", "echo"}:
         loc.pop(2)
@@ -284,6 +287,7 @@ __all__ = [
     "ConfigurationError",
     "DingTalkChannelConfig",
     "EchoAgentConfig",
+    "FeishuChannelConfig",
     "OpenAIAgentConfig",
     "Settings",
     "load",

@@ -9,24 +9,16 @@ from typing import Any
 from dingtalk_stream import ChatbotMessage
 
 from channels.errors import PermanentError
-from channels.model import Attachment, ChannelId, ChatType, InboundMessage, Sender
+from channels.model import (
+    Attachment,
+    ChannelId,
+    ChatType,
+    InboundMessage,
+    Sender,
+    describe_attachment,
+)
 
 PLATFORM = "dingtalk"
-
-_DESCRIBED_KINDS = {
-    "picture": "an image",
-    "file": "a file",
-    "video": "a video",
-    "audio": "a voice message",
-}
-
-
-def _describe(attachment: Attachment) -> str:
-    """What the agent is told when a user sends something it cannot read itself."""
-    what = _DESCRIBED_KINDS.get(attachment.kind, f"a {attachment.kind} attachment")
-    name = f" named {attachment.name!r}" if attachment.name else ""
-    return f"[The user sent {what}{name}, which cannot be shown to you here.]"
-
 
 def _strip_mention(text: str, nick: str | None) -> str:
     """DingTalk leaves the '@BotName' text (or a leading space where it was) in group messages."""
@@ -84,7 +76,7 @@ def to_inbound(
         raise PermanentError(f"malformed bot message: {type(exc).__name__}") from exc
     chat_type = ChatType.GROUP if str(msg.conversation_type) == "2" else ChatType.DIRECT
     text = _strip_mention(text, bot_nick) if chat_type is ChatType.GROUP else text.strip()
-    notes = [_describe(a) for a in attachments]
+    notes = [describe_attachment(a) for a in attachments]
     full_text = "\n".join([t for t in [text, *notes] if t])
     sender_key = msg.sender_staff_id or msg.sender_id or ""
     extra = {

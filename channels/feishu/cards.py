@@ -1,0 +1,277 @@
+"""Reply streams for Feishu: a CardKit streaming card, with a rich-text (post) fallback.
+
+One state machine per reply, like DingTalk's: card → (creation or sending fails) messages;
+card → (streaming refused for good) the card keeps what it showed, the rest goes out as messages.
+Every card operation carries a sequence strictly above the previous one (300317 otherwise) and a
+uuid; a retry of the same operation reuses both, so an operation that landed before its answer
+was lost is not applied twice. Messages carry a uuid derived from what they say, so a retry never
+posts twice (Feishu dedupes a uuid for an hour).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from channels.errors import ChannelError
+from channels.feishu.api import FeishuApi, FeishuApiError, SequenceConflict
+from channels.model import Delivered, InboundMessage
+from channels.splitting import split_text
+
+log = logging.getLogger(__name__)
+
+ELEMENT_ID = "answer"
+# A card may hold 30 KB of JSON and a post 30 KB; text is measured in UTF-8 bytes with room left
+# for the JSON around it and its escaping.
+CARD_TEXT_BYTES = 20_000
+POST_TEXT_BYTES = 20_000
+PLACEHOLDER = "…"
+SUMMARY_CHARS = 60
+# A card taken over after a restart: its last sequence is unknown, so start far above anything
+# one reply uses.
+RESUMED_SEQUENCE = 100_000
+SEQUENCE_JUMP = 1_000  # after a 300317, skip ahead rather than probe one step at a time
+TARGET_GONE = frozenset({230011})  # the message to reply to was recalled: post to the chat
+
+
+def utf8_len(text: str) -> int:
+    """Size as Feishu counts it."""
+    return len(text.encode())
+
+
+def idempotency_key(*parts: str) -> str:
+    """A stable uuid (≤ 50 characters) for one logical message or card operation."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
+
+
+def streaming_card(summary: str = "") -> dict[str, Any]:
+    """Card JSON 2.0 with one markdown element that streams (reference §4.4)."""
+    return {
+        "schema": "2.0",
+        "config": {
+            "streaming_mode": True,
+            "summary": {"content": summary},
+            "streaming_config": {
+                "print_frequency_ms": {"default": 50},
+                "print_step": {"default": 2},
+                "print_strategy": "fast",
+            },
+        },
+        "body": {
+            "elements": [{"tag": "markdown", "content": PLACEHOLDER, "element_id": ELEMENT_ID}]
+        },
+    }
+
+
+def post_content(markdown: str) -> dict[str, Any]:
+    """A `post` message with one markdown paragraph (no outer "post" key: that is 230001)."""
+    return {"zh_cn": {"title": "", "content": [[{"tag": "md", "text": markdown}]]}}
+
+
+class MessageSender:
+    """Plain answers: a reply to the user's message, or a post to the chat if it is gone."""
+
+    def __init__(self, api: FeishuApi) -> None:
+        self._api = api
+
+    async def send(self, message: InboundMessage, markdown: str, purpose: str) -> None:
+        key = idempotency_key(message.message_id, purpose, markdown)
+        content = post_content(markdown)
+        try:
+            await self._api.reply(message.message_id, "post", content, key)
+        except FeishuApiError as exc:
+            if exc.code not in TARGET_GONE:
+                raise
+            log.info("channel %s: message to reply to is gone; posting", message.channel_id)
+            await self._api.send(message.chat_id, "post", content, key)
+
+
+@dataclass
+class _Op:
+    """A card operation that may or may not have landed: retried with the same identity."""
+
+    sequence: int
+    key: str
+    body: str
+
+
+class FeishuReplyStream:
+    """Streams one answer into a CardKit card, or sends it as post messages."""
+
+    def __init__(self, api: FeishuApi, sender: MessageSender, message: InboundMessage) -> None:
+        self._api = api
+        self._sender = sender
+        self._message = message
+        self._card_id: str | None = None
+        self._card_live = False
+        self._card_text = ""
+        self._sequence = 0
+        self._unsure: _Op | None = None
+        self._pending_chunks: list[str] | None = None
+        self._messages_sent = 0
+        self._message_text = ""
+        self._done = False
+
+    @property
+    def delivered(self) -> Delivered:
+        return Delivered(self._card_id, self._card_text + self._message_text, self._messages_sent)
+
+    @property
+    def streaming(self) -> bool:
+        return self._card_live
+
+    def adopt(self, card_id: str, shown: str) -> None:
+        """Continue a card an earlier process created (crash recovery)."""
+        self._card_id = card_id
+        self._card_live = True
+        self._card_text = shown
+        self._sequence = RESUMED_SEQUENCE
+
+    async def begin(self) -> None:
+        """Create the card and send it as the reply; on any failure the answer goes as messages."""
+        try:
+            card_id = await self._api.create_card(streaming_card())
+            key = idempotency_key(self._message.message_id, "card", card_id)
+            content = {"type": "card", "data": {"card_id": card_id}}
+            await self._api.reply(self._message.message_id, "interactive", content, key)
+        except ChannelError as exc:
+            log.warning(
+                "channel %s: streaming card unavailable (%s: %s); answering with messages",
+                self._message.channel_id,
+                type(exc).__name__,
+                exc,
+            )
+            return
+        self._card_id = card_id
+        self._card_live = True
+
+    # -- card operations ---------------------------------------------------------------------------
+
+    async def _card_op(self, body: str, call: Callable[[int, str], Awaitable[None]]) -> None:
+        """Runs one sequenced operation; a 300317 skips the sequence ahead and tries once more."""
+        op = self._unsure if self._unsure is not None and self._unsure.body == body else None
+        if op is None:
+            self._sequence += 1
+            op = self._new_op(body)
+        self._unsure = op
+        try:
+            await call(op.sequence, op.key)
+        except SequenceConflict:
+            self._sequence = max(self._sequence, op.sequence) + SEQUENCE_JUMP
+            op = self._unsure = self._new_op(body)
+            log.info("channel %s: card sequence conflict; skipped ahead", self._message.channel_id)
+            await call(op.sequence, op.key)
+        except ChannelError as exc:
+            if not exc.retryable:
+                self._unsure = None
+            raise
+        self._unsure = None
+
+    def _new_op(self, body: str) -> _Op:
+        key = idempotency_key(self._card_id or "", str(self._sequence))
+        return _Op(self._sequence, key, body)
+
+    async def _show(self, text: str) -> None:
+        card_id = self._card_id
+        if card_id is None:
+            raise ChannelError("no card")
+        shown = text or PLACEHOLDER
+
+        async def call(sequence: int, key: str) -> None:
+            await self._api.stream_text(card_id, ELEMENT_ID, shown, sequence, key)
+
+        await self._card_op("text:" + shown, call)
+        self._card_text = text
+
+    async def _close(self) -> None:
+        card_id = self._card_id
+        if card_id is None:
+            raise ChannelError("no card")
+        summary = self._card_text.replace("\n", " ")[:SUMMARY_CHARS]
+        settings = {"config": {"streaming_mode": False, "summary": {"content": summary}}}
+
+        async def call(sequence: int, key: str) -> None:
+            await self._api.card_settings(card_id, settings, sequence, key)
+
+        await self._card_op("close", call)
+
+    def _fit(self, text: str) -> str:
+        """What of `text` the card can hold (the rest follows as messages at the end)."""
+        if utf8_len(text) <= CARD_TEXT_BYTES:
+            return text
+        return split_text(text, CARD_TEXT_BYTES, measure=utf8_len)[0]
+
+    # -- ReplyStream -------------------------------------------------------------------------------
+
+    async def update(self, text_so_far: str) -> None:
+        if not self._card_live:
+            return  # messages are sent whole at the end
+        shown = self._fit(text_so_far)
+        if shown == self._card_text:
+            return
+        try:
+            await self._show(shown)
+        except ChannelError as exc:
+            if exc.retryable:
+                raise  # the emitter skips this update and slows down
+            self._stop_card(exc)
+
+    def _stop_card(self, exc: ChannelError) -> None:
+        self._card_live = False
+        log.warning(
+            "channel %s: card streaming refused (%s: %s); the rest follows as messages",
+            self._message.channel_id,
+            type(exc).__name__,
+            exc,
+        )
+
+    async def finish(self, final_text: str) -> None:
+        if self._done:
+            return
+        if self._card_live:
+            try:
+                await self._end_card(self._fit(final_text))
+            except ChannelError as exc:
+                if exc.retryable:
+                    raise  # the emitter retries the final text until its deadline
+                self._stop_card(exc)
+        await self._send_rest(final_text)
+        self._done = True
+
+    async def fail(self, reason: str, partial_text: str = "") -> None:
+        if self._done:
+            return
+        shown = f"{partial_text}\n\n{reason}" if partial_text else reason
+        if self._card_live:
+            try:
+                await self._end_card(self._fit(shown))
+            except ChannelError as exc:
+                self._stop_card(exc)
+        await self._send_rest(shown)
+        self._done = True
+
+    async def _end_card(self, text: str) -> None:
+        if text != self._card_text:
+            await self._show(text)
+        await self._close()
+        self._card_live = False
+
+    async def _send_rest(self, text: str) -> None:
+        """Send what the card has not shown, resuming where an earlier attempt stopped."""
+        if self._pending_chunks is None:
+            rest = text
+            if self._card_text and text.startswith(self._card_text):
+                rest = text[len(self._card_text) :].lstrip()
+                rest = f"(continued)\n\n{rest}" if rest else ""
+            elif self._card_text:
+                rest = f"(the card above could not be completed)\n\n{text}"
+            self._pending_chunks = split_text(rest, POST_TEXT_BYTES, utf8_len) if rest else []
+        while self._pending_chunks:
+            chunk = self._pending_chunks[0]
+            await self._sender.send(self._message, chunk, f"answer-{self._messages_sent}")
+            self._pending_chunks.pop(0)
+            self._messages_sent += 1
+            self._message_text += chunk
