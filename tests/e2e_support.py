@@ -31,8 +31,10 @@ def settings_for(
     *,
     channel: dict[str, Any] | None = None,
     agent: dict[str, Any] | None = None,
+    base_channel: dict[str, Any] | None = None,
 ) -> Settings:
-    """Config for one DingTalk channel on the emulator, answering with the fake LLM or echo."""
+    """Config for one channel on the emulator (DingTalk unless `base_channel` says otherwise),
+    answering with the fake LLM or echo."""
     agent_config: dict[str, Any] = (
         {
             "type": "openai",
@@ -47,17 +49,21 @@ def settings_for(
         else {"type": "echo", "delay": 0.01}
     )
     agent_config.update(agent or {})
-    channel_config: dict[str, Any] = {
-        "id": CHANNEL,
-        "type": "dingtalk",
-        "agent": "default",
-        "client_id": DINGTALK_CLIENT_ID,
-        "client_secret": DINGTALK_CLIENT_SECRET,
-        "card_template_id": DINGTALK_TEMPLATE,
-        "api_base": emulator_url,
-        "card_update_interval": 0.05,
-        "request_timeout": 3,
-    }
+    channel_config: dict[str, Any] = (
+        dict(base_channel)
+        if base_channel
+        else {
+            "id": CHANNEL,
+            "type": "dingtalk",
+            "agent": "default",
+            "client_id": DINGTALK_CLIENT_ID,
+            "client_secret": DINGTALK_CLIENT_SECRET,
+            "card_template_id": DINGTALK_TEMPLATE,
+            "api_base": emulator_url,
+            "card_update_interval": 0.05,
+            "request_timeout": 3,
+        }
+    )
     channel_config.update(channel or {})
     return validate(
         {
@@ -79,7 +85,9 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
 class Stack:
     """A running daemon plus handles on its peers."""
 
-    def __init__(self, daemon: Daemon, emulator: EmulatorThread, llm: FakeLLM | None) -> None:
+    channel_id = CHANNEL
+
+    def __init__(self, daemon: Daemon, emulator: Any, llm: FakeLLM | None) -> None:
         self.daemon = daemon
         self.emulator = emulator
         self.llm = llm
@@ -87,11 +95,11 @@ class Stack:
     @property
     def supervisor(self) -> Any:
         assert self.daemon.manager is not None
-        return self.daemon.manager.supervisor(CHANNEL)
+        return self.daemon.manager.supervisor(self.channel_id)
 
     def state(self) -> ChannelState:
         assert self.daemon.manager is not None
-        return self.daemon.manager.status(CHANNEL).state
+        return self.daemon.manager.status(self.channel_id).state
 
     async def connected(self, timeout: float = 10.0) -> None:
         await wait_until(lambda: self.state() is ChannelState.CONNECTED, timeout)

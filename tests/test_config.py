@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import EXIT_CONFIG_ERROR, ConfigurationError, load
+from daemon.config import EXIT_CONFIG_ERROR, ConfigurationError, FeishuChannelConfig, load
 
 GOOD = """
 [daemon]
@@ -35,9 +35,16 @@ agent = "default"
 client_id = "cid"
 client_secret = "${DT_SECRET}"
 card_template_id = "tpl.schema"
+
+[[channels]]
+id = "fs-1"
+type = "feishu"
+app_id = "cli_0123456789abcdef"
+app_secret = "${FS_SECRET}"
+domain = "lark"
 """
 
-ENV = {"STATE": "/tmp/st", "LLM_KEY": "sk-test", "DT_SECRET": "s3cret"}
+ENV = {"STATE": "/tmp/st", "LLM_KEY": "sk-test", "DT_SECRET": "s3cret", "FS_SECRET": "f5ecret"}
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -51,6 +58,10 @@ def test_valid_file_expands_variables(tmp_path: Path) -> None:
     assert settings.daemon.database_url == "sqlite+aiosqlite:////tmp/st/x.db"
     assert settings.admin.token is not None
     assert settings.admin.token.get_secret_value() == "fallback-token"
+    feishu = settings.channels[1]
+    assert isinstance(feishu, FeishuChannelConfig)
+    assert feishu.base_url == "https://open.larksuite.com"
+    assert feishu.app_secret.get_secret_value() == "f5ecret"
     channel = settings.channels[0]
     assert channel.client_secret.get_secret_value() == "s3cret"
     assert channel.api_base == "https://api.dingtalk.com"
@@ -90,6 +101,8 @@ def test_missing_variable_names_the_key(tmp_path: Path) -> None:
         (('fallback = "spare"', 'fallback = "ghost"'), r"agents\.default\.fallback"),
         (('listen = "127.0.0.1:0"', 'listen = "nowhere"'), r"admin\.listen"),
         (('client_secret = "${DT_SECRET}"', 'client_secret = ""'), r"channels\.0\.client_secret"),
+        (('domain = "lark"', 'domain = "larksuite"'), r"channels\.1\.domain .*fs-1"),
+        (('app_secret = "${FS_SECRET}"', 'app_secret = ""'), r"channels\.1\.app_secret"),
     ],
 )
 def test_errors_name_the_offending_key(
@@ -148,7 +161,7 @@ def test_check_config_exits_11_and_names_the_key(tmp_path: Path) -> None:
         timeout=60,
     )
     assert ok.returncode == 0, ok.stderr
-    assert "1 channel(s)" in ok.stdout
+    assert "2 channel(s)" in ok.stdout
 
 
 def test_fallback_cycle_is_a_config_error(tmp_path: Path) -> None:
