@@ -64,6 +64,8 @@ class LongConnection:
         self._api = api
         self._on_event = on_event
         self._log = logger
+        # before the gateway ever sent its config, SDK defaults pace pings but not retries
+        self._config_known = config is not None
         self.client_config = config or ClientConfig()
         self._watchdog = watchdog_seconds
         self._on_ack = on_ack
@@ -82,6 +84,9 @@ class LongConnection:
         """Seconds without any frame (pongs included) after which the socket counts as dead."""
         return self._watchdog or self.client_config.ping_interval + PONG_GRACE
 
+    def _retry_hint(self) -> float | None:
+        return self.client_config.reconnect_interval if self._config_known else None
+
     def reconnect_delay(self) -> float:
         """The gateway's jitter before reconnecting after a session ended (lark: random*nonce)."""
         return self._rng.random() * self.client_config.reconnect_nonce
@@ -94,8 +99,9 @@ class LongConnection:
             url, config = await self._api.discover()
         except TransientError as exc:
             # the gateway's own spacing between failed attempts (ReconnectInterval)
-            raise TransientError(str(exc), self.client_config.reconnect_interval) from exc
+            raise TransientError(str(exc), self._retry_hint()) from exc
         self.client_config = self.client_config.updated(config)
+        self._config_known = True
         query = parse_qs(urlsplit(url).query)
         try:
             self._service = int(query["service_id"][0])
@@ -116,7 +122,7 @@ class LongConnection:
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise TransientError(
                 f"feishu gateway websocket connect failed: {type(exc).__name__}",
-                self.client_config.reconnect_interval,
+                self._retry_hint(),
             ) from exc
         self.last_frame_at = time.monotonic()
 
@@ -131,7 +137,7 @@ class LongConnection:
             return ConfigError(detail + ": more than 50 connections for this app")
         if status == FORBIDDEN:
             return AuthError(detail)
-        return TransientError(detail, self.client_config.reconnect_interval)
+        return TransientError(detail, self._retry_hint())
 
     # -- session -----------------------------------------------------------------------------------
 

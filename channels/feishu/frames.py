@@ -149,7 +149,7 @@ class ClientConfig:
             reconnect_count=int(pick("ReconnectCount", self.reconnect_count, -1)),
             reconnect_interval=pick("ReconnectInterval", self.reconnect_interval, 0),
             reconnect_nonce=pick("ReconnectNonce", self.reconnect_nonce, 0),
-            ping_interval=pick("PingInterval", self.ping_interval, 1),
+            ping_interval=pick("PingInterval", self.ping_interval, 0.1),
         )
 
     def to_json(self) -> dict[str, int | float]:

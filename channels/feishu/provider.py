@@ -47,7 +47,7 @@ class FeishuProvider:
             on_request=self._count_request,
         )
         self._sender = MessageSender(self._api)
-        self._client_config = ClientConfig()
+        self._client_config: ClientConfig | None = None  # the gateway's, once it sent one
         self._bot_open_id = ""
         self._session: LongConnection | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -89,9 +89,9 @@ class FeishuProvider:
             await session.open()
         except BaseException:
             self._state = ChannelState.DISCONNECTED
-            self._client_config = session.client_config
             await session.close()
             raise
+        self._client_config = session.client_config
         self._session = session
         self._reader = asyncio.create_task(session.run(), name=f"feishu-reader-{self._config.id}")
         self._state = ChannelState.CONNECTED
