@@ -20,7 +20,9 @@ class FeishuChannelConfig(ChannelConfigBase):
     type: Literal["feishu"] = "feishu"
     app_id: str = Field(min_length=1)  # cli_...
     app_secret: SecretStr
-    domain: str = "feishu"  # "feishu", "lark", or a base URL (an emulator, a private deployment)
+    # "feishu", "lark", or a base URL (an emulator, a private deployment); the web form shows it
+    # among the essential fields although it has a default
+    domain: str = Field(default="feishu", json_schema_extra={"x-essential": True})
     request_timeout: float = Field(default=10.0, gt=0, le=120)
     # silence on the socket (pongs included) before a reconnect; 0: the ping interval plus 30 s
     watchdog_seconds: float = Field(default=0.0, ge=0, le=3600)

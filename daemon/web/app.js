@@ -532,6 +532,7 @@ function readField({ kind, control }) {
 /** What an operator fills for every channel comes first; tuning knobs with defaults fold away. */
 function isEssential({ name, prop, kind, required }) {
   if (required || kind === "secret" || name === "agent" || name === "enabled") return true;
+  if (prop["x-essential"]) return true; // a setting with a default that still deserves a look
   return prop.default === undefined || prop.default === "";
 }
 
