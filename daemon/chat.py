@@ -1,7 +1,8 @@
-"""`channeld chat`: talk to a bot as a simulated DingTalk user, through the emulator.
+"""`channeld chat`: talk to a bot as a simulated DingTalk or Feishu user, through an emulator.
 
 Each line typed is posted as a user message; the bot's answer is followed by long-polling the
 chat view. On a terminal a streaming card is redrawn in place; otherwise only final texts print.
+Both emulators serve the same `/_emulator/` control plane; only field names differ.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import sys
 import threading
 import unicodedata
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import aiohttp
 
 DEFAULT_EMULATOR = "http://127.0.0.1:8788"
+DEFAULT_EMULATORS = {"dingtalk": DEFAULT_EMULATOR, "feishu": "http://127.0.0.1:8789"}
 POLL_WAIT = 10.0  # seconds one long-poll may hang on the emulator
 EXIT_UNREACHABLE = 1
 EXIT_UNKNOWN_APP = 2
@@ -27,10 +30,69 @@ class ControlError(Exception):
     """The emulator's control plane refused or failed a request."""
 
 
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """How one emulator's control plane names apps, chats and user messages."""
+
+    name: str
+    app_key: str  # the app id field in /state and /messages
+    chat_key: str  # the chat id field of a sent message and the /chat query
+
+    def message(self, app_id: str, user: str, group: bool) -> dict[str, Any]:
+        """The /messages body for a user typing to the bot (mentioning it in a group)."""
+        if self.name == "feishu":
+            body: dict[str, Any] = {
+                "app_id": app_id,
+                "chat_type": "group" if group else "p2p",
+                "sender_open_id": "ou_" + user,
+                "sender_name": user,
+                "mention_bot": True,
+            }
+            if group:
+                body["chat_name"] = f"{user}'s group"
+            return body
+        body = {
+            "client_id": app_id,
+            "conversation_type": "2" if group else "1",
+            "sender_staff_id": user,
+            "sender_nick": user,
+            "mentioned": True,
+        }
+        if group:
+            body["conversation_title"] = f"{user}'s group"
+        return body
+
+
+PLATFORMS = {
+    "dingtalk": Platform("dingtalk", "client_id", "conversation_id"),
+    "feishu": Platform("feishu", "app_id", "chat_id"),
+}
+
+
+def _detect(state: dict[str, Any]) -> Platform:
+    """The platform whose app field the emulator's /state uses."""
+    apps = state.get("apps") or [{}]
+    first = apps[0] if isinstance(apps[0], dict) else {}
+    return PLATFORMS["feishu"] if "app_id" in first else PLATFORMS["dingtalk"]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `channeld chat`."""
-    parser.add_argument("--emulator", default=DEFAULT_EMULATOR, help="emulator base URL")
-    parser.add_argument("--app", default=None, help="client id of the bot (default: the first app)")
+    parser.add_argument(
+        "--platform",
+        choices=("auto", *PLATFORMS),
+        default="auto",
+        help="which emulator (default: detected from the emulator's state)",
+    )
+    parser.add_argument(
+        "--emulator",
+        default=None,
+        help=f"emulator base URL (default {DEFAULT_EMULATOR}; {DEFAULT_EMULATORS['feishu']} "
+        "with --platform feishu)",
+    )
+    parser.add_argument(
+        "--app", default=None, help="client id / app id of the bot (default: the first app)"
+    )
     parser.add_argument("--group", action="store_true", help="write in a group, mentioning the bot")
     parser.add_argument("--user", default="you", help="the simulated user's name")
     parser.add_argument(
@@ -40,8 +102,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def main(args: argparse.Namespace) -> int:
     """Entry point of `channeld chat`; returns the exit code."""
+    platform = getattr(args, "platform", "auto")
+    emulator = args.emulator or DEFAULT_EMULATORS.get(platform, DEFAULT_EMULATOR)
     return await chat(
-        args.emulator, args.app, group=args.group, user=args.user, reply_timeout=args.timeout
+        emulator,
+        args.app,
+        group=args.group,
+        user=args.user,
+        reply_timeout=args.timeout,
+        platform=platform,
     )
 
 
@@ -93,7 +162,7 @@ class _Renderer:
             if item["kind"] != "card":
                 title = (
                     f"[{item['title']}] "
-                    if item.get("title") and item["msgtype"] != "markdown"
+                    if item.get("title") and item.get("msgtype") != "markdown"
                     else ""
                 )
                 self._live_id = None
@@ -148,7 +217,7 @@ async def _follow(
     http: aiohttp.ClientSession,
     base: str,
     *,
-    conversation_id: str,
+    chat_param: tuple[str, str],
     user_item_id: str,
     renderer: _Renderer,
     within: float,
@@ -159,7 +228,7 @@ async def _follow(
     since = -1
     while (remaining := deadline - loop.time()) > 0:
         params = {
-            "conversation_id": conversation_id,
+            chat_param[0]: chat_param[1],
             "since": str(since),
             "wait": f"{min(remaining, POLL_WAIT):.3f}",
         }
@@ -185,6 +254,7 @@ async def chat(
     lines: AsyncIterator[str] | None = None,
     out: TextIO | None = None,
     tty: bool | None = None,
+    platform: str = "auto",
 ) -> int:
     """Runs the REPL until `/quit` or end of input; returns the exit code."""
     out = out or sys.stdout
@@ -197,22 +267,15 @@ async def chat(
         except (aiohttp.ClientError, TimeoutError, ControlError) as exc:
             print(f"cannot reach the emulator at {base}: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
-        apps = [str(app["client_id"]) for app in state.get("apps", [])]
+        kind = _detect(state) if platform == "auto" else PLATFORMS[platform]
+        apps = [str(app.get(kind.app_key, "")) for app in state.get("apps", [])]
         client_id = client_id or (apps[0] if apps else "")
         if client_id not in apps:
             print(f"unknown app {client_id!r}; the emulator has {', '.join(apps)}", file=sys.stderr)
             return EXIT_UNKNOWN_APP
         where = "a group (mentioning the bot)" if group else "a single chat"
         renderer.note(f"chatting with {client_id} as {user} in {where}; /quit to leave")
-        message = {
-            "client_id": client_id,
-            "conversation_type": "2" if group else "1",
-            "sender_staff_id": user,
-            "sender_nick": user,
-            "mentioned": True,
-        }
-        if group:
-            message["conversation_title"] = f"{user}'s group"
+        message = kind.message(client_id, user, group)
         source = lines if lines is not None else _stdin_lines()
         while True:
             if tty:
@@ -234,7 +297,7 @@ async def chat(
                 await _follow(
                     http,
                     base,
-                    conversation_id=sent["conversation_id"],
+                    chat_param=(kind.chat_key, str(sent[kind.chat_key])),
                     user_item_id=sent["item_id"],
                     renderer=renderer,
                     within=reply_timeout,

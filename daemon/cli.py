@@ -75,6 +75,14 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_emulate_feishu(args: argparse.Namespace) -> int:
+    from channels.feishu import emulator
+
+    _setup_logging("INFO")
+    code: int = asyncio.run(emulator.main(args))
+    return code
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     from daemon.chat import main as chat_main
 
@@ -106,7 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     dingtalk = platforms.add_parser("dingtalk", help="a local DingTalk (Stream gateway + OpenAPI)")
     emulator.add_arguments(dingtalk)
     dingtalk.set_defaults(func=cmd_emulate)
-    chat = sub.add_parser("chat", help="talk to the bot as a simulated DingTalk user")
+    from channels.feishu import emulator as feishu_emulator
+
+    feishu = platforms.add_parser(
+        "feishu", help="a local Feishu/Lark (long-connection gateway + OpenAPI + CardKit)"
+    )
+    feishu_emulator.add_arguments(feishu)
+    feishu.set_defaults(func=cmd_emulate_feishu)
+    chat = sub.add_parser("chat", help="talk to the bot as a simulated DingTalk or Feishu user")
     from daemon.chat import add_arguments as chat_arguments
 
     chat_arguments(chat)

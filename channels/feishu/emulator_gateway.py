@@ -1,0 +1,338 @@
+"""The emulator's long-connection gateway: discovery, `/ws/v2`, pings, event pushes and faults.
+
+Choices where the reference has no answer (all unverified against the real gateway):
+* A bad, used or expired ticket is refused like an auth failure the SDK retries:
+  `handshake-status: 514` with `handshake-autherrcode: 1000040345`.
+* Wrong credentials at discovery answer HTTP 200 with code 10014 ("app secret invalid"); any code
+  other than 0, 1 and 1000040343 is fatal for lark-oapi 1.7.5, which is what matters.
+* A gateway that is down answers discovery with HTTP 503 and handshakes with a bare HTTP 503
+  (no handshake headers): both are retryable for the SDK.
+* Undecodable client frames are ignored. A silenced socket stays open but answers no ping and
+  gets no event (a half-open connection as seen from the client).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from channels.feishu import frames
+from channels.feishu.emulator_events import EventPusher
+from channels.feishu.emulator_state import APP_ID_KEY, DISCOVERY_PATH, AckRecord, EmulatorState
+
+WS_PATH = "/ws/v2"
+CLOSE_TIMEOUT = 2.0  # how long a server-side close waits for the client's close frame
+AUTH_FAILED = 514
+FORBIDDEN = 403
+EXCEED_CONN_LIMIT = 1000040350
+BAD_TICKET = 1000040345
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """A snapshot of one long connection."""
+
+    connection_id: str  # the URL's device_id
+    app_id: str
+    service_id: int
+    state: str  # "open", "silenced", "closed"
+    opened_at: float  # time.monotonic()
+    closed_at: float | None
+    close_code: int | None
+    pings: int  # pings received from the client
+    pongs: int
+    events_sent: int  # data frames (parts) sent
+
+    @property
+    def live(self) -> bool:
+        """The socket is still open (whatever the server thinks of it)."""
+        return self.state != "closed"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready form for the control plane."""
+        return {
+            "connection_id": self.connection_id,
+            "app_id": self.app_id,
+            "service_id": self.service_id,
+            "state": self.state,
+            "opened_at": self.opened_at,
+            "closed_at": self.closed_at,
+            "close_code": self.close_code,
+            "pings": self.pings,
+            "pongs": self.pongs,
+            "events_sent": self.events_sent,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Ticket:
+    app_id: str
+    device_id: str
+    service_id: int
+    issued_at: float
+
+
+class Connection:
+    """One server-side socket and what it has seen."""
+
+    def __init__(self, ticket: _Ticket, ws: web.WebSocketResponse, transport: Any) -> None:
+        self.id = ticket.device_id
+        self.app_id = ticket.app_id
+        self.service_id = ticket.service_id
+        self.ws = ws
+        self.transport = transport
+        self.opened_at = time.monotonic()
+        self.closed_at: float | None = None
+        self.silenced = False
+        self.pings = 0
+        self.pongs = 0
+        self.events_sent = 0
+        self.lock = asyncio.Lock()
+
+    def info(self) -> ConnectionInfo:
+        state = "closed" if self.closed_at is not None else "silenced" if self.silenced else "open"
+        return ConnectionInfo(
+            self.id,
+            self.app_id,
+            self.service_id,
+            state,
+            self.opened_at,
+            self.closed_at,
+            self.ws.close_code,
+            self.pings,
+            self.pongs,
+            self.events_sent,
+        )
+
+
+class Gateway:
+    """Serves discovery and `/ws/v2`, and drives the sockets."""
+
+    def __init__(
+        self,
+        state: EmulatorState,
+        *,
+        client_config: frames.ClientConfig,
+        redelivery_schedule: Sequence[float],
+        max_connections: int,
+        ticket_ttl: float,
+        rng: random.Random,
+    ) -> None:
+        self._state = state
+        self.client_config = client_config
+        self.max_connections = max_connections
+        self._ticket_ttl = ticket_ttl
+        self._rng = rng
+        self._tickets: dict[str, _Ticket] = {}
+        self._connections: dict[str, Connection] = {}
+        self.refused: set[str | None] = set()  # app ids whose gateway is down; None: all apps
+        self.rejections: list[tuple[int, int, str]] = []  # queued handshake rejections
+        self.closing = False
+        self.events = EventPusher(state, self, redelivery_schedule=redelivery_schedule, rng=rng)
+
+    def add_routes(self, app: web.Application) -> None:
+        """Registers the gateway routes."""
+        app.router.add_post(DISCOVERY_PATH, self._discover)
+        app.router.add_get(WS_PATH, self._connect)
+
+    def _down(self, app_id: str) -> bool:
+        return self.closing or None in self.refused or app_id in self.refused
+
+    def wire_config(self) -> dict[str, int | float]:
+        """ClientConfig as the gateway sends it (whole numbers as integers)."""
+        return {
+            k: int(v) if float(v).is_integer() else v
+            for k, v in self.client_config.to_json().items()
+        }
+
+    async def _discover(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return web.json_response({"code": 10002, "msg": "invalid request body"})
+        app = self._state.apps.get(str(body.get("AppID", "")))
+        if app is None:
+            return web.json_response({"code": 10003, "msg": "invalid app_id"})
+        request[APP_ID_KEY] = app.app_id
+        if body.get("AppSecret") != app.app_secret:
+            return web.json_response({"code": 10014, "msg": "app secret invalid"})
+        if self._down(app.app_id):
+            return web.json_response({"code": 1, "msg": "system busy"}, status=503)
+        ticket = secrets.token_urlsafe(24)
+        device_id = str(self._rng.randrange(10**18, 10**19))
+        service_id = int(app.app_id.encode().hex()[-6:], 16) % 90000 + 10000
+        self._tickets[ticket] = _Ticket(app.app_id, device_id, service_id, time.monotonic())
+        url = (
+            f"ws://{request.host}{WS_PATH}?fpid=493&aid=552564&device_id={device_id}"
+            f"&access_key={secrets.token_hex(16)}&service_id={service_id}&ticket={ticket}"
+        )
+        return web.json_response(
+            {"code": 0, "msg": "ok", "data": {"URL": url, "ClientConfig": self.wire_config()}}
+        )
+
+    def _reject(self, status: int, autherrcode: int, msg: str) -> web.Response:
+        headers = {
+            "handshake-status": str(status),
+            "handshake-msg": msg,
+            "handshake-autherrcode": str(autherrcode),
+        }
+        return web.Response(status=403, headers=headers, text=msg)
+
+    async def _connect(self, request: web.Request) -> web.StreamResponse:
+        ticket = self._tickets.pop(request.query.get("ticket", ""), None)
+        if ticket is None or time.monotonic() - ticket.issued_at > self._ticket_ttl:
+            return self._reject(AUTH_FAILED, BAD_TICKET, "ticket invalid or expired")
+        request[APP_ID_KEY] = ticket.app_id
+        if self._down(ticket.app_id):
+            return web.Response(status=503, text="service unavailable")
+        if self.rejections:
+            return self._reject(*self.rejections.pop(0))
+        live = self.live(ticket.app_id)
+        if len(live) >= self.max_connections:
+            return self._reject(AUTH_FAILED, EXCEED_CONN_LIMIT, "exceed connection limit")
+        # autoping answers the websockets library's own RFC 6455 keepalive, as the gateway does.
+        ws = web.WebSocketResponse(timeout=CLOSE_TIMEOUT, autoping=True)
+        await ws.prepare(request)
+        conn = Connection(ticket, ws, request.transport)
+        self._connections[conn.id] = conn
+        self._state.notify()
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    await self._on_frame(conn, msg.data)
+        finally:
+            conn.closed_at = time.monotonic()
+            self._state.notify()
+        return ws
+
+    async def _on_frame(self, conn: Connection, data: bytes) -> None:
+        try:
+            frame = frames.decode(data)
+        except frames.FrameError:
+            return  # the real gateway's reaction is unknown; ignoring keeps the socket usable
+        headers = frames.headers_of(frame)
+        if frame.method == frames.FrameMethod.CONTROL and headers.get(frames.TYPE) == frames.PING:
+            conn.pings += 1
+            if not conn.silenced:
+                payload = json.dumps(self.wire_config()).encode()
+                pong = frames.control_frame(frames.PONG, conn.service_id, payload)
+                if await self.send(conn, frames.encode(pong)):
+                    conn.pongs += 1
+            self._state.notify()
+        elif frame.method == frames.FrameMethod.DATA:
+            self._record_ack(conn, frame, headers)
+
+    def _record_ack(self, conn: Connection, frame: frames.Frame, headers: dict[str, str]) -> None:
+        now = time.monotonic()
+        frame_message_id = headers.get(frames.MESSAGE_ID, "")
+        delivery = self.events.deliveries.get(frame_message_id)
+        payload: Any = frame.payload.decode("utf-8", "replace")
+        with contextlib.suppress(ValueError):
+            payload = json.loads(payload)
+        code = payload.get("code") if isinstance(payload, dict) else None
+        code = code if isinstance(code, int) else None
+        biz_rt = headers.get(frames.BIZ_RT)
+        matches = delivery is not None and (
+            frame.SeqID in delivery.seq_ids
+            and frame.LogID == delivery.log_id
+            and frame.service == delivery.service
+        )
+        self._state.acks.append(
+            AckRecord(
+                frame_message_id=frame_message_id,
+                connection_id=conn.id,
+                app_id=conn.app_id,
+                at=now,
+                code=code,
+                latency=now - delivery.sent_at if delivery is not None else None,
+                biz_rt=int(biz_rt) if biz_rt is not None and biz_rt.isdigit() else None,
+                seq_id=frame.SeqID,
+                log_id=frame.LogID,
+                service=frame.service,
+                matches=matches,
+                headers=headers,
+                payload=payload,
+            )
+        )
+        if delivery is not None and matches:
+            self.events.acked(delivery, code)
+        self._state.notify()
+
+    async def send(self, conn: Connection, data: bytes) -> bool:
+        try:
+            async with conn.lock:
+                await conn.ws.send_bytes(data)
+        except (ConnectionError, RuntimeError):
+            return False  # the socket went away under us; its handler records the close
+        return True
+
+    def live(self, app_id: str | None) -> list[Connection]:
+        return [
+            c
+            for c in self._connections.values()
+            if c.closed_at is None and (app_id is None or c.app_id == app_id)
+        ]
+
+    def connections(self, app_id: str | None = None) -> list[ConnectionInfo]:
+        """Every connection ever opened (closed ones included), oldest first."""
+        return [
+            c.info() for c in self._connections.values() if app_id is None or c.app_id == app_id
+        ]
+
+    # -- faults ----------------------------------------------------------------------------------
+
+    def _targets(self, app_id: str | None, connection_id: str | None) -> list[Connection]:
+        return [c for c in self.live(app_id) if connection_id in (None, c.id)]
+
+    async def drop(
+        self,
+        app_id: str | None,
+        *,
+        mode: str = "abort",
+        code: int = 1000,
+        connection_id: str | None = None,
+    ) -> int:
+        """Kills live sockets: `abort` resets TCP with no close frame, `close` sends `code`."""
+        if mode not in ("abort", "close"):
+            raise ValueError("mode must be 'abort' or 'close'")
+        targets = self._targets(app_id, connection_id)
+        for conn in targets:
+            if mode == "abort" and conn.transport is not None:
+                conn.transport.abort()
+            elif mode == "close":
+                await conn.ws.close(code=code, message=b"")
+        return len(targets)
+
+    def silence(
+        self, app_id: str | None, on: bool = True, *, connection_id: str | None = None
+    ) -> int:
+        """Zombie sockets: they stay open but answer no pings and get no events."""
+        targets = self._targets(app_id, connection_id)
+        for conn in targets:
+            conn.silenced = on
+        self._state.notify()
+        return len(targets)
+
+    async def close_all(self) -> None:
+        """Closes every socket (1001 going away) and cancels the gateway's own tasks."""
+        self.closing = True
+        await self.events.close()
+        live = self.live(None)
+        # Errors are ignored: a socket that is already broken needs no close handshake.
+        await asyncio.gather(
+            *(c.ws.close(code=1001, message=b"going away") for c in live), return_exceptions=True
+        )
+        for conn in live:
+            if conn.closed_at is None and conn.transport is not None:
+                conn.transport.abort()
