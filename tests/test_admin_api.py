@@ -19,8 +19,14 @@ from daemon.config import validate
 from daemon.openapi import openapi_document
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET, dingtalk_emulator
 from tests.e2e_support import FAST_BACKOFF, settings_for
+from tests.feishu_support import (
+    FEISHU_APP_ID,
+    FEISHU_APP_SECRET,
+    FeishuEmulatorThread,
+    feishu_emulator,
+)
 
-__all__ = ["dingtalk_emulator"]
+__all__ = ["dingtalk_emulator", "feishu_emulator"]
 
 TOKEN = "admin-token-123"
 NEW_SECRET = "rotated-secret-456"
@@ -281,3 +287,33 @@ async def test_openapi_document_matches_the_routes(admin: Admin) -> None:
     }
     documented = {(m, p) for p, ops in document["paths"].items() for m in ops}
     assert routes == documented
+
+
+async def test_a_feishu_channel_through_the_api(
+    admin: Admin, feishu_emulator: FeishuEmulatorThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    body = {
+        "id": "fs-api",
+        "type": "feishu",
+        "app_id": FEISHU_APP_ID,
+        "app_secret": FEISHU_APP_SECRET,
+        "domain": feishu_emulator.url,
+    }
+    status, created = await admin.call("POST", "/api/v1/channels", body)
+    assert status == 201, created
+    assert created["settings"]["app_secret"] == "***"
+    assert created["type"] == "feishu"
+    await wait_state(admin, "fs-api", "connected")
+    await feishu_emulator.wait_for(lambda e: len(e.live_connections(FEISHU_APP_ID)) == 1)
+
+    status, error = await admin.call("PATCH", "/api/v1/channels/fs-api", {"domain": "larkspur"})
+    assert status == 422
+    assert error["error"]["fields"][0]["path"] == "domain"
+    status, _ = await admin.call("PATCH", "/api/v1/channels/fs-api", {"app_secret": NEW_SECRET})
+    assert status == 200
+    view = await wait_state(admin, "fs-api", "failed")
+    assert view["status"]["last_error"].startswith("AuthError")
+    for text in (str(await admin.call("GET", "/api/v1/channels")), str(view), caplog.text):
+        assert FEISHU_APP_SECRET not in text
+        assert NEW_SECRET not in text

@@ -18,8 +18,14 @@ from tests.dingtalk_support import (
     dingtalk_emulator,
 )
 from tests.e2e_support import DaemonProcess
+from tests.feishu_support import (
+    FEISHU_APP_ID,
+    FEISHU_APP_SECRET,
+    FeishuEmulatorThread,
+    feishu_emulator,
+)
 
-__all__ = ["dingtalk_emulator", "fake_llm_fixture"]
+__all__ = ["dingtalk_emulator", "fake_llm_fixture", "feishu_emulator"]
 
 
 def write_config(tmp_path: Path, emulator: EmulatorThread, llm: FakeLLM, window: float) -> Path:
@@ -120,5 +126,66 @@ async def test_a_stale_message_gets_a_clear_request_to_resend(
         assert "Please send it again" in notes[0]
         assert cards_of(view)[0]["flow_status"] == "5"
         assert len(cards_of(view)) == 1
+    finally:
+        assert await second.end(signal.SIGTERM) == 0
+
+
+async def test_feishu_recovery_closes_the_stuck_card_and_answers_once(
+    tmp_path: Path, feishu_emulator: FeishuEmulatorThread, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script_stall_mid_stream(after_tokens=3, seconds=60)
+    config = tmp_path / "channeld.toml"
+    config.write_text(
+        f"""
+[daemon]
+state_dir = "{tmp_path}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[agents.default]
+type = "openai"
+base_url = "{fake_llm.url}"
+api_key = "{FAKE_LLM_KEY}"
+model = "fake-model"
+max_retries = 0
+
+[[channels]]
+id = "fs"
+type = "feishu"
+app_id = "{FEISHU_APP_ID}"
+app_secret = "{FEISHU_APP_SECRET}"
+domain = "{feishu_emulator.url}"
+card_update_interval = 0.1
+""",
+        encoding="utf-8",
+    )
+    first = DaemonProcess(config)
+    await first.start()
+    await first.wait_log("channel fs: connected")
+    sent = await feishu_emulator.send_user_message(FEISHU_APP_ID, text="tell me a long story")
+    assert sent.delivered
+    await feishu_emulator.wait_for(
+        lambda e: any(c["text"].startswith("Echo") for c in cards_of(e.chat_view(sent.chat_id))),
+        15,
+    )
+    await asyncio.sleep(0.3)  # let the journal record what the card shows
+    assert await first.end(signal.SIGKILL) == -signal.SIGKILL
+    second = DaemonProcess(config)
+    await second.start()
+
+    def answered_again(e: Any) -> dict[str, Any] | None:
+        view: dict[str, Any] = e.chat_view(sent.chat_id)
+        cards = cards_of(view)
+        return view if len(cards) == 2 and all(c["done"] for c in cards) else None
+
+    try:
+        view = await feishu_emulator.wait_for(answered_again, 20)
+        stuck, fresh = cards_of(view)
+        assert INTERRUPTED_NOTE in stuck["text"] and stuck["text"].startswith("Echo:")
+        assert fresh["text"] == "Echo: tell me a long story"
+        assert [i for i in view["items"] if i["kind"] not in {"card", "user"}] == []
+        # the taken-over card's sequence started above anything the first process used
+        assert not [c for c in await feishu_emulator.calls() if c.code == 300317]
     finally:
         assert await second.end(signal.SIGTERM) == 0

@@ -25,9 +25,15 @@ from daemon.app import Daemon
 from daemon.config import validate
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET, dingtalk_emulator
 from tests.e2e_support import CHANNEL, FAST_BACKOFF, Stack, settings_for, wait_until
+from tests.feishu_support import (
+    FEISHU_APP_ID,
+    FEISHU_APP_SECRET,
+    FeishuEmulatorThread,
+    feishu_emulator,
+)
 from tests.web_support import Page, browser, dot_colour, expect
 
-__all__ = ["browser", "dingtalk_emulator"]
+__all__ = ["browser", "dingtalk_emulator", "feishu_emulator"]
 
 TOKEN = "test-token"
 BROKEN = "hr-helpdesk"  # a config channel whose secret the platform rejects: it fails for real
@@ -256,3 +262,25 @@ async def save_screenshot(page: Page, tmp_path: Path) -> None:
     if os.environ.get("UPDATE_SCREENSHOTS"):
         SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(path, SCREENSHOT)
+
+
+async def test_a_feishu_channel_is_created_from_the_form(
+    page: Page, stack: Stack, feishu_emulator: FeishuEmulatorThread
+) -> None:
+    await enter_token(page)
+    await page.get_by_role("button", name="New channel").click()
+    dialog = page.locator("#channel-dialog")
+    form = dialog.locator("form")
+    await form.locator('[name="type"]').select_option("feishu")
+    await expect(form.locator('[name="client_id"]')).to_have_count(0)
+    await expect(form.locator('[name="app_secret"]')).to_have_attribute("type", "password")
+    await form.locator('[name="id"]').fill("feishu-support")
+    await form.locator('[name="app_id"]').fill(FEISHU_APP_ID)
+    await form.locator('[name="app_secret"]').fill(FEISHU_APP_SECRET)
+    await form.locator('[name="domain"]').fill(feishu_emulator.url)
+    await dialog.get_by_role("button", name="Create").click()
+    await expect(dialog).to_be_hidden()
+    row = page.locator('tr[data-channel-id="feishu-support"]')
+    await expect(row.locator(".dot")).to_have_attribute("data-state", "connected")
+    await expect(row.locator("td").nth(2)).to_contain_text("feishu")
+    await feishu_emulator.wait_for(lambda e: len(e.live_connections(FEISHU_APP_ID)) == 1)
