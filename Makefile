@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 LARK_VENV ?= .venv-lark
 LARK_STAMP := $(LARK_VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit clean proto
+.PHONY: run test lint typecheck unit clean proto bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,21 @@ unit: $(STAMP) $(LARK_STAMP)
 	CHANNELD_LARK_PYTHON=$(abspath $(LARK_VENV))/bin/python $(VENV)/bin/pytest -q
 
 test: lint typecheck unit
+
+# the soak run (not part of `make test`): churn and steady traffic for MINUTES, then the tally
+MINUTES ?= 10
+.PHONY: soak
+soak: $(STAMP)
+	$(VENV)/bin/python tools/soak.py --minutes $(MINUTES)
+
+# Benchmarks (docs/bench/, README "Performance"); QUICK=1 runs every scenario at small scale.
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(VENV)/bin/pip install --quiet --editable ".[dev,dashboard]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(VENV)/bin/python -m tools.bench $(if $(QUICK),--quick)
 
 # regenerate the Feishu frame module after editing channels/feishu/pbbp2.proto
 proto:

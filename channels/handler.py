@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +19,7 @@ from agents.base import Agent, AgentRequest, Turn
 from channels.config import ChannelConfigBase
 from channels.conversations import ConversationWorker, Job, conversation_key
 from channels.emitter import ReplyOutcome, ResponseEmitter
-from channels.errors import ChannelError
+from channels.errors import ChannelError, TransientError
 from channels.model import ChatType, InboundMessage, inbound_to_json
 from channels.observer import NullObserver, Observer
 from channels.provider import ChannelProvider
@@ -39,6 +39,10 @@ NOTHING_TO_STOP_TEXT = "Nothing to stop."
 QUEUED_TEXT = "Got it. I will answer this after the current reply ({ahead} ahead of it)."
 OVERFLOW_TEXT = "Too many messages are waiting. Please wait for the current answers, then resend."
 UNAVAILABLE_TEXT = "This bot cannot answer right now. Please try again later."
+# Pauses between attempts at recording a reply's outcome. A SQLite write lock held by another
+# process (a backup, a migration) past the busy timeout usually clears within these; a row left
+# unfinished would be answered again after a restart.
+SETTLE_RETRY_DELAYS = (0.1, 0.3, 1.0, 3.0)
 
 
 @dataclass
@@ -119,12 +123,17 @@ class MessageHandler:
             self.counters.ignored += 1
             self._observer.message_ignored(message.channel_id, message.platform)
             return
-        entry_id = await self._store.journal_accept(
-            message.channel_id,
-            message.message_id,
-            message.frame_id or None,
-            inbound_to_json(message),
-        )
+        try:
+            entry_id = await self._store.journal_accept(
+                message.channel_id,
+                message.message_id,
+                message.frame_id or None,
+                inbound_to_json(message),
+            )
+        except Exception as exc:
+            # Not journaled, so not acked: the platform delivers it again (e.g. SQLite locked
+            # past its busy timeout). The provider keeps its session for the next delivery.
+            raise TransientError(f"journal write failed: {type(exc).__name__}: {exc}") from exc
         if entry_id is None:
             self.counters.duplicates += 1
             self._observer.message_duplicate(message.channel_id, message.platform)
@@ -184,7 +193,7 @@ class MessageHandler:
             else:
                 log.warning("channel %s: answering failed: %s", message.channel_id, exc)
             self._count_reply(message, ReplyOutcome.FAILED)
-            await self._store.journal_update(
+            await self._settle(
                 job.entry_id, state=JournalState.FAILED, error=f"{type(exc).__name__}: {exc}"
             )
 
@@ -238,8 +247,12 @@ class MessageHandler:
         deltas = timed(runtime.agent.stream(request), runtime.agent.name, self._observer)
 
         async def record_progress(_: str) -> None:
-            # what reached the user survives a crash, so recovery never repeats or loses it
-            await self._store.journal_update(job.entry_id, delivered_text=stream.delivered.text)
+            # what reached the user survives a crash, so recovery never repeats or loses it;
+            # best effort: a busy database must not cut the answer short (the next one catches up)
+            try:
+                await self._store.journal_update(job.entry_id, delivered_text=stream.delivered.text)
+            except Exception as exc:  # noqa: BLE001 - any storage failure; logged, reply goes on
+                log.warning("channel %s: progress not recorded: %s", message.channel_id, exc)
 
         result = await runtime.emitter.emit(deltas, stream, on_progress=record_progress)
         self._count_reply(message, result.outcome)
@@ -249,19 +262,45 @@ class MessageHandler:
             )
         delivered = stream.delivered.text
         if result.outcome is ReplyOutcome.REPLIED:
-            await self._store.append_message(
-                conversation.id, "assistant", result.text, now=self._clock()
+            answered_at = self._clock()
+            await self._with_retries(
+                "the answer's turn",
+                lambda: self._store.append_message(
+                    conversation.id, "assistant", result.text, now=answered_at
+                ),
             )
-            await self._store.journal_update(
-                job.entry_id, state=JournalState.REPLIED, delivered_text=delivered
-            )
+            await self._settle(job.entry_id, state=JournalState.REPLIED, delivered_text=delivered)
         else:
-            await self._store.journal_update(
+            await self._settle(
                 job.entry_id,
                 state=JournalState.FAILED,
                 delivered_text=delivered,
                 error=result.error,
             )
+
+    async def _settle(self, entry_id: int, **fields: Any) -> None:
+        """Record a reply's outcome in its journal row, riding out a briefly busy database."""
+
+        async def update() -> None:
+            await self._store.journal_update(entry_id, **fields)
+
+        await self._with_retries(f"journal row {entry_id}", update)
+
+    async def _with_retries(self, what: str, write: Callable[[], Awaitable[Any]]) -> None:
+        """A storage write that matters after the user has their answer; never raises."""
+        for delay in (*SETTLE_RETRY_DELAYS, None):
+            try:
+                await write()
+            except Exception as exc:  # noqa: BLE001 - any storage failure; retried, then logged
+                if delay is None:
+                    # the worker must go on serving its queue; recovery at the next start
+                    # takes a row left unfinished for a message still to answer
+                    log.error("could not record %s, giving up: %s", what, exc)
+                    return
+                log.warning("could not record %s (%s); retrying in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
+            else:
+                return
 
     async def _reply_plain(self, runtime: ChannelRuntime, job: Job, text: str) -> None:
         await runtime.provider.send(job.message, text)

@@ -41,17 +41,34 @@ def _op(
     params: list[Any] | None = None,
     body: dict[str, Any] | None = None,
     status: str = "200",
+    conflict: str = "",
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {status: ok, **ERRORS}}
     if params:
         op["parameters"] = params
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+        op["responses"]["400"] = _json(_ref("Error"), "the body is not a JSON object")
+    if conflict:
+        op["responses"]["409"] = _json(_ref("Error"), conflict)
     return op
+
+
+def _secrets_not_empty(schema: Any) -> None:
+    """Secrets are refused when empty (a validator, invisible to pydantic's schema): say so."""
+    if isinstance(schema, dict):
+        if schema.get("format") == "password":
+            schema.setdefault("minLength", 1)
+        for value in schema.values():
+            _secrets_not_empty(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _secrets_not_empty(value)
 
 
 def _schemas() -> dict[str, Any]:
     channel_schema = TypeAdapter(ChannelConfig).json_schema(ref_template=REF)
+    _secrets_not_empty(channel_schema)
     defs = channel_schema.pop("$defs", {})
     nullable_str = {"type": ["string", "null"]}
     return {
@@ -154,6 +171,7 @@ def openapi_document() -> dict[str, Any]:
                     _json(_ref("Channel")),
                     body=_ref("ChannelSettings"),
                     status="201",
+                    conflict="a channel with this id exists",
                 ),
             },
             "/api/v1/channels/{id}": {
@@ -163,12 +181,14 @@ def openapi_document() -> dict[str, Any]:
                     channel,
                     params=[ID_PARAM],
                     body=_ref("ChannelPatch"),
+                    conflict="the channel is declared in the config file",
                 ),
                 "delete": _op(
                     "Delete an API channel",
                     {"description": "deleted"},
                     params=[ID_PARAM],
                     status="204",
+                    conflict="the channel is declared in the config file",
                 ),
             },
             **{

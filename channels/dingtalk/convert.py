@@ -20,6 +20,7 @@ from channels.model import (
 
 PLATFORM = "dingtalk"
 
+
 def _strip_mention(text: str, nick: str | None) -> str:
     """DingTalk leaves the '@BotName' text (or a leading space where it was) in group messages."""
     cleaned = text.replace(f"@{nick}", "") if nick else text

@@ -91,6 +91,22 @@ class _Control:
         )
         return web.json_response({"connection_id": sent.connection_id, "delivered": sent.delivered})
 
+    async def sent_frames(self, request: web.Request) -> web.Response:
+        frames = self.emu.sent_frames(request.query.get("topic"))
+        return web.json_response(
+            [
+                {
+                    "message_id": f.message_id,
+                    "client_id": f.client_id,
+                    "connection_id": f.connection_id,
+                    "at": f.at,
+                    "topic": f.topic,
+                    "delivered": f.delivered,
+                }
+                for f in frames
+            ]
+        )
+
     async def redeliver(self, request: web.Request) -> web.Response:
         body = await _body(request)
         sent = await self.emu.redeliver(str(body["message_id"]))
@@ -189,6 +205,11 @@ class _Control:
         )
         return web.json_response({"connections": count})
 
+    async def outage(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        count = await self.emu.gateway_outage(bool(body.get("on", True)))
+        return web.json_response({"connections": count, "down": self.emu.gateway.down})
+
     async def expire_tokens(self, request: web.Request) -> web.Response:
         return web.json_response({"expired": self.emu.expire_tokens()})
 
@@ -210,6 +231,7 @@ def add_control_routes(app: web.Application, emu: DingTalkEmulator) -> None:
     routes: list[tuple[str, str, Handler]] = [
         ("GET", "state", c.state),
         ("POST", "messages", c.message),
+        ("GET", "frames", c.sent_frames),
         ("POST", "frames", c.frame),
         ("POST", "redeliver", c.redeliver),
         ("GET", "chat", c.chat),
@@ -225,6 +247,7 @@ def add_control_routes(app: web.Application, emu: DingTalkEmulator) -> None:
         ("POST", "connections/drop", c.drop),
         ("POST", "connections/disconnect", c.disconnect),
         ("POST", "connections/silence", c.silence),
+        ("POST", "gateway/outage", c.outage),
         ("POST", "tokens/expire", c.expire_tokens),
         ("POST", "sessions/expire", c.expire_sessions),
         ("POST", "deliveries/fail", c.fail_deliveries),

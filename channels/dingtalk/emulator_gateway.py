@@ -151,6 +151,9 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent: dict[str, SentFrame] = {}
         self.closing = False
+        self.down = False  # an outage: sockets cut, new ones refused, pushes held (see outage())
+        self._held: dict[str, list[dict[str, Any]]] = {}
+        self.hold_offline = False  # hold pushes for an app with no connection instead of failing
 
     def add_routes(self, app: web.Application) -> None:
         """Registers the gateway routes."""
@@ -158,7 +161,7 @@ class Gateway:
         app.router.add_get(CONNECT_PATH, self._connect)
 
     async def _open(self, request: web.Request) -> web.Response:
-        if self.closing:
+        if self.closing or self.down:
             raise ApiError(503, "ServiceUnavailable", "gateway is shutting down")
         try:
             body = await request.json()
@@ -187,7 +190,7 @@ class Gateway:
         ticket = self._tickets.pop(request.query.get("ticket", ""), None)
         if ticket is None or time.monotonic() - ticket.issued_at > self._ticket_ttl:
             raise ApiError(401, "InvalidTicket", "ticket is invalid, used or expired")
-        if self.closing:
+        if self.closing or self.down:
             raise ApiError(503, "ServiceUnavailable", "gateway is shutting down")
         request[CLIENT_ID_KEY] = ticket.client_id
         # autoping answers the client library's own keepalive pings, as the real gateway does.
@@ -198,6 +201,8 @@ class Gateway:
         if self.ping_interval:
             conn.ping_task = asyncio.create_task(self._ping_loop(conn, self.ping_interval))
         self._state.notify()
+        for frame in self._held.pop(conn.client_id, []):
+            await self._send(conn, frame, record=True)
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -284,20 +289,27 @@ class Gateway:
     async def push(
         self, client_id: str, frame: dict[str, Any], *, connection_id: str | None = None
     ) -> SentFrame:
-        """Sends a frame to one live connection of the app, chosen at random like DingTalk does."""
+        """Sends a frame to one live connection of the app, chosen at random like DingTalk does.
+
+        During an outage (or with `hold_offline`, while the app has no connection) the frame is
+        held and sent to the app's next connection.
+        """
+        headers = frame.get("headers")
+        # raw frames may be malformed on purpose (fuzzing the client)
+        message_id = str(headers.get("messageId", "")) if isinstance(headers, dict) else ""
         candidates = [
             c
             for c in self._live(client_id)
             if not c.disconnecting and (connection_id is None or c.id == connection_id)
         ]
+        if self.down or (self.hold_offline and not candidates):
+            self._held.setdefault(client_id, []).append(frame)
+            return SentFrame(message_id, client_id, "", time.monotonic(), frame, False)
         if not candidates:
             raise LookupError(f"no live Stream connection for app {client_id!r}")
         awake = [c for c in candidates if not c.silenced]
         # Random choice models DingTalk's load balancing; not a security decision.
         conn = self._rng.choice(awake or candidates)
-        headers = frame.get("headers")
-        # raw frames may be malformed on purpose (fuzzing the client)
-        message_id = str(headers.get("messageId", "")) if isinstance(headers, dict) else ""
         if conn.silenced:
             sent = SentFrame(message_id, client_id, conn.id, time.monotonic(), frame, False)
             self.sent[message_id] = sent
@@ -306,6 +318,20 @@ class Gateway:
         if not await self._send(conn, frame, record=True):
             raise LookupError(f"connection {conn.id} of app {client_id!r} closed while sending")
         return self.sent[message_id]
+
+    async def push_raw(self, client_id: str, data: str | bytes) -> str:
+        """Sends any text or bytes as one frame (fuzzing the client); returns the socket id."""
+        live = [c for c in self._live(client_id) if not c.disconnecting]
+        if not live:
+            raise LookupError(f"no live Stream connection for app {client_id!r}")
+        conn = self._rng.choice(live)
+        async with conn.lock:
+            if isinstance(data, bytes):
+                await conn.ws.send_bytes(data)
+            else:
+                await conn.ws.send_str(data)
+        conn.frames_sent += 1
+        return conn.id
 
     async def redeliver(self, message_id: str) -> SentFrame:
         """Resends an earlier frame, byte for byte, to a live connection of the same app."""
@@ -356,6 +382,16 @@ class Gateway:
         await asyncio.sleep(grace)
         if conn.closed_at is None and conn.transport is not None:
             conn.transport.close()
+
+    async def outage(self, on: bool) -> int:
+        """The gateway dies (every socket reset, opens and upgrades answered 503) or comes back."""
+        self.down = on
+        targets = self._live(None) if on else []
+        for conn in targets:
+            if conn.transport is not None:
+                conn.transport.abort()
+        self._state.notify()
+        return len(targets)
 
     def silence(self, client_id: str, on: bool = True, *, connection_id: str | None = None) -> int:
         """Zombie sockets: they stay open but get no pings and no deliveries."""

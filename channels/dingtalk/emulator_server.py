@@ -64,6 +64,7 @@ class DingTalkEmulator:
         deliver_unmentioned: bool = False,
         corp_id: str = DEFAULT_CORP_ID,
         rng: random.Random | None = None,
+        hold_when_offline: bool = False,
     ) -> None:
         if not isinstance(templates, Mapping):
             templates = dict.fromkeys(templates, DEFAULT_CONTENT_KEY)
@@ -75,6 +76,9 @@ class DingTalkEmulator:
             ticket_ttl=ticket_ttl,
             rng=rng or random.Random(),  # noqa: S311 - load balancing, not security
         )
+        # DingTalk keeps a message for an app that is offline; off by default so that tests see
+        # an undeliverable message at once
+        self.gateway.hold_offline = hold_when_offline
         self.openapi = OpenApi(self.state, token_ttl=token_ttl)
         self.session_validity = session_validity
         self.deliver_unmentioned = deliver_unmentioned
@@ -270,7 +274,11 @@ class DingTalkEmulator:
             else:
                 connection = sent.connection_id
                 if not sent.delivered:
-                    reason = "connection is silenced"
+                    reason = (
+                        "connection is silenced"
+                        if connection
+                        else "no live connection: held for the next one"
+                    )
         return UserMessage(
             not reason,
             reason,
@@ -287,6 +295,10 @@ class DingTalkEmulator:
     ) -> SentFrame:
         """Pushes a raw frame to one live connection of the app."""
         return await self.gateway.push(client_id, frame, connection_id=connection_id)
+
+    async def push_raw(self, client_id: str, data: str | bytes) -> str:
+        """Pushes arbitrary text or bytes as one WebSocket frame; returns the connection id."""
+        return await self.gateway.push_raw(client_id, data)
 
     async def redeliver(self, frame_message_id: str) -> SentFrame:
         """Sends an earlier frame again, identical, as DingTalk does after a missing ack."""
@@ -312,6 +324,13 @@ class DingTalkEmulator:
         return await self.gateway.system_disconnect(
             client_id, reason, grace=grace, connection_id=connection_id
         )
+
+    async def gateway_outage(self, on: bool = True) -> int:
+        """Kills the Stream gateway (sockets reset, reconnects refused, pushes held) or revives it.
+
+        The OpenAPI (tokens, cards, robot sends) stays up, as DingTalk serves it from other hosts.
+        """
+        return await self.gateway.outage(on)
 
     def silence(self, client_id: str, on: bool = True, *, connection_id: str | None = None) -> int:
         """Turns the app's current sockets into zombies (open, but no pings or deliveries)."""

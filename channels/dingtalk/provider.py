@@ -53,6 +53,7 @@ class DingTalkProvider:
         self._reader: asyncio.Task[None] | None = None
         self._state = ChannelState.DISCONNECTED
         self._closed = False
+        self._frames_dropped_before = 0  # by sessions that have ended
 
     @property
     def channel_id(self) -> ChannelId:
@@ -65,6 +66,12 @@ class DingTalkProvider:
     @property
     def last_frame_at(self) -> float:
         return self._session.last_frame_at if self._session else 0.0
+
+    @property
+    def frames_dropped(self) -> int:
+        """Gateway frames dropped as unreadable, over every session of this provider."""
+        current = self._session.invalid_frames if self._session else 0
+        return self._frames_dropped_before + current
 
     async def start(self) -> None:
         """Open a Stream session; returns once the websocket handshake succeeded."""
@@ -126,6 +133,7 @@ class DingTalkProvider:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
         if session is not None:
+            self._frames_dropped_before += session.invalid_frames
             await session.close()
 
     async def _on_bot_message(self, frame_id: str, payload: dict[str, Any]) -> None:

@@ -27,12 +27,18 @@ from urllib.parse import quote_plus
 
 import dingtalk_stream
 import websockets.exceptions  # noqa: F401  (see module docstring: 0.24.3 relies on it lazily)
-from dingtalk_stream import AckMessage, CallbackMessage, ChatbotMessage, SystemMessage
+from dingtalk_stream import (
+    AckMessage,
+    CallbackMessage,
+    ChatbotMessage,
+    EventMessage,
+    SystemMessage,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from channels.dingtalk.api import DingTalkApi
-from channels.errors import TransientError
+from channels.errors import ChannelError, TransientError
 
 # Receives (frame messageId, decoded callback data); returning means the message is journaled.
 BotMessageCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -41,6 +47,10 @@ SDK_UA = "dingtalk-sdk-python/v0.24.3-union"
 OPEN_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 2.0
 MAX_FRAME_BYTES = 4 * 1024 * 1024
+TAG_UNACKED = "unacked"  # route_message(): a bot message left unacked on purpose
+# What the SDK's frame parsing raises on hostile input (an `int()` of a huge or infinite `time`
+# header, `data` nested deeper than the JSON decoder's recursion limit...).
+_UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError)
 
 
 class _BotMessageHandler(dingtalk_stream.CallbackHandler):  # type: ignore[misc]  # untyped SDK base
@@ -52,7 +62,9 @@ class _BotMessageHandler(dingtalk_stream.CallbackHandler):  # type: ignore[misc]
         self._on_message = on_message
 
     async def process(self, message: CallbackMessage) -> tuple[int, str]:
-        await self._on_message(str(message.headers.message_id or ""), dict(message.data or {}))
+        if not isinstance(message.data, dict):
+            raise TypeError("callback data is not a JSON object")  # dropped unacked by the session
+        await self._on_message(str(message.headers.message_id or ""), message.data)
         return AckMessage.STATUS_OK, "OK"
 
 
@@ -132,39 +144,57 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
                 frame = json.loads(raw)
                 if not isinstance(frame, dict):
                     raise ValueError("frame is not an object")
-            except ValueError:
-                self.invalid_frames += 1
-                self.logger.warning("dropped a gateway frame that is not a JSON object")
+            except (ValueError, RecursionError):
+                self._drop("not a JSON object")
                 continue
-            if await self.route_message(frame) == self.TAG_DISCONNECT:
+            tag = await self.route_message(frame)
+            if tag == self.TAG_DISCONNECT:
                 await websocket.close()
                 return
+            if tag == TAG_UNACKED:
+                continue
             if frame.get("type") == CallbackMessage.TYPE and self._on_ack is not None:
                 self._on_ack(time.monotonic() - received_at)  # the SDK has sent the ack by now
 
     async def route_message(self, json_message: dict[str, Any]) -> str:
         """SYSTEM frames are answered here quietly (0.24.3 logs every ping as a warning)."""
-        if json_message.get("type") != SystemMessage.TYPE:
+        kind = json_message.get("type")
+        if kind == CallbackMessage.TYPE:
+            headers = json_message.get("headers")
+            topic = headers.get("topic") if isinstance(headers, dict) else None
+            if not isinstance(topic, str) or topic not in self.callback_handler_map:
+                # 0.24.3 would log the whole frame, however large; no ack either way
+                return self._drop(f"callback for a topic not subscribed: {str(topic)[:60]!r}")
+        elif kind not in (SystemMessage.TYPE, EventMessage.TYPE):
+            return self._drop(f"unknown frame type {str(kind)[:60]!r}")
+        if kind != SystemMessage.TYPE:
             try:
                 return str(await super().route_message(json_message))
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                # `data` that is not JSON: the SDK raises before its handler; skip, do not ack
-                self.invalid_frames += 1
-                self.logger.warning("dropped an unreadable gateway frame: %s", type(exc).__name__)
-                return ""
+            except ChannelError as exc:
+                # the message could not be journaled: no ack, so the platform delivers it again;
+                # the session itself is fine and stays up for that redelivery
+                self.logger.warning("message not accepted, left unacked: %s", exc)
+                return TAG_UNACKED
+            except _UNREADABLE as exc:
+                # `data` that is not JSON, a `time` header that is not a number: the SDK raises
+                # before its handler; skip, do not ack
+                return self._drop(f"unreadable {kind} frame: {type(exc).__name__}")
         try:
             message = SystemMessage.from_dict(json_message)
-        except (ValueError, TypeError, KeyError, AttributeError):
-            self.invalid_frames += 1
-            return ""
+            reason = (message.data or {}).get("reason", "")
+        except _UNREADABLE as exc:
+            return self._drop(f"unreadable SYSTEM frame: {type(exc).__name__}")
         ack = await self.system_handler.raw_process(message)
         if self.websocket is not None:
             await self.websocket.send(json.dumps(ack.to_dict()))
         if message.headers.topic == SystemMessage.TOPIC_DISCONNECT:
-            self.logger.info(
-                "gateway asked to reconnect: %s", (message.data or {}).get("reason", "")
-            )
+            self.logger.info("gateway asked to reconnect: %s", str(reason)[:200])
             return str(self.TAG_DISCONNECT)
+        return ""
+
+    def _drop(self, why: str) -> str:
+        self.invalid_frames += 1
+        self.logger.warning("dropped a gateway frame: %s", why)
         return ""
 
     async def close(self) -> None:
