@@ -22,9 +22,10 @@ from tests.feishu_support import (
     fast_options,
     feishu_emulator,
 )
+from tests.test_faults import WriteLock, short_busy_timeout
 from tests.test_metrics_e2e import samples, value
 
-__all__ = ["fake_llm_fixture", "fake_llm_slow", "feishu_emulator"]
+__all__ = ["fake_llm_fixture", "fake_llm_slow", "feishu_emulator", "short_busy_timeout"]
 
 CHANNEL = "fs"
 CONTENT_PATH = "/open-apis/cardkit/v1/cards/*/elements/*/content"
@@ -433,3 +434,36 @@ async def test_the_token_endpoint_failing_during_a_reply(stack: FeishuStack) -> 
     assert [c.status for c in token_calls][-3:] == [500, 500, 200]
     await stack.idle()
     assert len(await stack.bot_items(sent.chat_id)) == 1
+
+
+async def test_a_locked_database_acks_500_and_feishus_redelivery_is_answered_once(
+    tmp_path: Path,
+    feishu_emulator: Any,
+    fake_llm: FakeLLM,
+    short_busy_timeout: int,
+) -> None:
+    running = await start_feishu(tmp_path, feishu_emulator, fake_llm)
+    lock = WriteLock(tmp_path / "channeld.db")
+    try:
+        await running.connected()
+        await running.idle()
+        await lock.take()
+        sent = await running.say("are you there?")
+        first = await feishu_emulator.wait_for(lambda e: e.acks(sent.frame_message_id))
+        assert [a.code for a in first] == [500]  # not journaled: Feishu must push it again
+        assert running.state() is ChannelState.CONNECTED
+        await lock.release()
+        # the emulator's own schedule (FAST_REDELIVERY) brings it back, with a new event_id
+        items = await running.wait_bot_items(
+            sent.chat_id, lambda i: bool(i) and i[-1]["done"], timeout=15
+        )
+        await running.idle()
+        items = await running.bot_items(sent.chat_id)
+        assert [(i["kind"], i["text"]) for i in items] == [("card", "Echo: are you there?")]
+        codes = [a.code for a in await feishu_emulator.acks()]
+        assert codes[0] == 500 and codes[-1] == 200
+        assert running.supervisor.status().reconnects == 0
+        assert len(fake_llm.requests) == 1
+    finally:
+        await lock.release()
+        await running.stop()
