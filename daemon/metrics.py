@@ -98,6 +98,12 @@ class Metrics:
         self._invalid = Counter(
             "channeld_messages_invalid", "Payloads that could not be parsed.", CHANNEL, registry=r
         )
+        self._dropped = Counter(
+            "channeld_frames_dropped",
+            "Transport frames dropped as unreadable or unexpected (the session stays up).",
+            CHANNEL,
+            registry=r,
+        )
         self._ack_latency = Histogram(
             "channeld_ack_latency_seconds",
             "From frame received to ack sent.",
@@ -154,6 +160,7 @@ class Metrics:
             self._duplicates,
             self._ignored,
             self._invalid,
+            self._dropped,
             self._ack_latency,
             self._first_update,
         ):
@@ -197,6 +204,11 @@ class Metrics:
         """A payload could not be parsed."""
         self._touch(channel, platform)
         self._child(self._invalid, channel, platform).inc()
+
+    def frame_dropped(self, channel: str, platform: str) -> None:
+        """A transport frame was dropped without ending the session."""
+        self._touch(channel, platform)
+        self._child(self._dropped, channel, platform).inc()
 
     def ack_latency(self, channel: str, platform: str, seconds: float) -> None:
         """Time from a frame's arrival to its ack."""

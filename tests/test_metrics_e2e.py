@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,6 +23,7 @@ FAMILIES = {
     "channeld_channel_last_event_timestamp_seconds",
     "channeld_messages_received",
     "channeld_messages_duplicate",
+    "channeld_frames_dropped",
     "channeld_ack_latency_seconds",
     "channeld_reply_first_update_seconds",
     "channeld_replies",
@@ -47,6 +49,11 @@ def value(
     return found[(name, frozenset(labels.items()))]
 
 
+def dropped(stack: Any) -> int:
+    """Frames the channel's provider dropped, over all its sessions."""
+    return int(stack.supervisor.provider.frames_dropped)
+
+
 async def test_metrics_match_the_traffic(
     tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
 ) -> None:
@@ -63,6 +70,8 @@ async def test_metrics_match_the_traffic(
             )
         await dingtalk_emulator.call(lambda e: e.redeliver(sent.frame_message_id))
         await dingtalk_emulator.wait_for(lambda e: len(e.acks(sent.frame_message_id)) == 2)
+        await dingtalk_emulator.call(lambda e: e.push_raw(DINGTALK_CLIENT_ID, "not json {"))
+        await wait_until(lambda: stack.daemon.manager is not None and dropped(stack) == 1)
         await dingtalk_emulator.drop(DINGTALK_CLIENT_ID)
         await wait_until(lambda: stack.supervisor.status().reconnects == 1)
         await stack.connected()
@@ -77,6 +86,7 @@ async def test_metrics_match_the_traffic(
         ch = {"channel": "dt", "platform": "dingtalk"}
         assert value(found, "channeld_messages_received_total", **ch) == 4  # three + one redelivery
         assert value(found, "channeld_messages_duplicate_total", **ch) == 1
+        assert value(found, "channeld_frames_dropped_total", **ch) == 1
         assert value(found, "channeld_replies_total", outcome="replied", **ch) == 3
         assert value(found, "channeld_ack_latency_seconds_count", **ch) == 4
         assert value(found, "channeld_reply_first_update_seconds_count", **ch) == 3

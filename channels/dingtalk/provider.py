@@ -87,6 +87,7 @@ class DingTalkProvider:
             watchdog_seconds=self._config.watchdog_seconds,
             logger=self._log,
             on_ack=self._count_ack,
+            on_drop=self._count_drop,
         )
         try:
             await session.open()
@@ -148,6 +149,9 @@ class DingTalkProvider:
 
     def _count_request(self, endpoint: str, status: str) -> None:
         self._observer.platform_request(self._config.id, PLATFORM, endpoint, status)
+
+    def _count_drop(self) -> None:
+        self._observer.frame_dropped(self._config.id, PLATFORM)
 
     def _count_ack(self, seconds: float) -> None:
         self._observer.ack_latency(self._config.id, PLATFORM, seconds)

@@ -81,6 +81,7 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
         watchdog_seconds: float,
         logger: logging.Logger,
         on_ack: Callable[[float], None] | None = None,
+        on_drop: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(dingtalk_stream.Credential(client_id, client_secret), logger=logger)
         self.register_callback_handler(ChatbotMessage.TOPIC, _BotMessageHandler(on_message, logger))
@@ -88,6 +89,7 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
         self._api = api
         self._watchdog = watchdog_seconds
         self._on_ack = on_ack
+        self._on_drop = on_drop
         self.last_frame_at = time.monotonic()
         self.frames_received = 0
         self.invalid_frames = 0
@@ -194,6 +196,8 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
 
     def _drop(self, why: str) -> str:
         self.invalid_frames += 1
+        if self._on_drop is not None:
+            self._on_drop()
         self.logger.warning("dropped a gateway frame: %s", why)
         return ""
 

@@ -164,7 +164,7 @@ class FeishuProvider:
         self._observer.ack_latency(self._config.id, PLATFORM, seconds)
 
     def _count_invalid(self) -> None:
-        self._observer.message_invalid(self._config.id, PLATFORM)
+        self._observer.frame_dropped(self._config.id, PLATFORM)
 
     async def send(self, message: InboundMessage, text: str) -> None:
         for index, chunk in enumerate(split_text(text, POST_TEXT_BYTES, measure=utf8_len)):
