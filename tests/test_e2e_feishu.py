@@ -467,3 +467,23 @@ async def test_a_locked_database_acks_500_and_feishus_redelivery_is_answered_onc
     finally:
         await lock.release()
         await running.stop()
+
+
+async def test_a_card_reply_whose_answer_is_lost_is_retried_without_a_second_card(
+    tmp_path: Path, feishu_emulator: Any, fake_llm: FakeLLM
+) -> None:
+    running = await start_feishu(tmp_path, feishu_emulator, fake_llm, request_timeout=1)
+    try:
+        await running.connected()
+        # the first reply is still in flight when the client gives up waiting for it
+        await feishu_emulator.add_fault(
+            "/open-apis/im/v1/messages/*/reply", delay=1.5, method="POST"
+        )
+        sent = await running.say("did my card arrive?")
+        await running.wait_bot_items(sent.chat_id, lambda i: bool(i) and i[-1]["done"])
+        await running.idle()
+        items = await running.bot_items(sent.chat_id)
+        # without the retry the answer would have fallen back to a post message
+        assert [(i["kind"], i["text"]) for i in items] == [("card", "Echo: did my card arrive?")]
+    finally:
+        await running.stop()

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from channels.errors import ChannelError
+from channels.errors import ChannelError, TransientError
 from channels.feishu.api import FeishuApi, FeishuApiError, SequenceConflict
 from channels.model import Delivered, InboundMessage
 from channels.splitting import split_text
@@ -136,7 +136,11 @@ class FeishuReplyStream:
             card_id = await self._api.create_card(streaming_card())
             key = idempotency_key(self._message.message_id, "card", card_id)
             content = {"type": "card", "data": {"card_id": card_id}}
-            await self._api.reply(self._message.message_id, "interactive", content, key)
+            try:
+                await self._api.reply(self._message.message_id, "interactive", content, key)
+            except TransientError:
+                # it may have landed before the answer was lost: the same uuid cannot post twice
+                await self._api.reply(self._message.message_id, "interactive", content, key)
         except ChannelError as exc:
             log.warning(
                 "channel %s: streaming card unavailable (%s: %s); answering with messages",
