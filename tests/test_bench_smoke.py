@@ -1,0 +1,261 @@
+"""The benchmark harness' pure parts, and the one coupling it has to agents.fake_llm internals.
+
+The benchmarks themselves run with `make bench`, never in the test suite.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from channels.dingtalk.config import DingTalkChannelConfig
+from channels.dingtalk.emulator import EmulatorThread
+from daemon.config import Settings
+from tests import dingtalk_support
+from tests.dingtalk_support import DINGTALK_CLIENT_ID, RawStreamClient
+from tools.bench import config as cfg
+from tools.bench import measure, stats
+from tools.bench.coalesce import analyse
+from tools.bench.llm import TracingLLM
+from tools.bench.probe import EmulatorClient
+from tools.bench.report import render_markdown
+
+dingtalk_emulator = dingtalk_support.dingtalk_emulator  # the shared fixture, by name
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    assert stats.percentile([], 50) is None
+    assert stats.percentile([3.0], 99) == 3.0
+    assert stats.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert stats.percentile(range(101), 99) == pytest.approx(99.0)
+    with pytest.raises(ValueError, match=r"0\.\.100"):
+        stats.percentile([1.0], 101)
+
+
+def test_histogram_quantile_matches_prometheus() -> None:
+    buckets = {0.01: 50.0, 0.1: 90.0, 1.0: 100.0, math.inf: 100.0}
+    assert stats.histogram_quantile(0.5, buckets) == pytest.approx(0.01)
+    assert stats.histogram_quantile(0.9, buckets) == pytest.approx(0.1)
+    assert stats.histogram_quantile(0.99, buckets) == pytest.approx(0.1 + 0.9 * 0.9)
+    assert stats.histogram_quantile(0.99, {0.1: 0.0, math.inf: 0.0}) is None
+    overflow = {0.1: 1.0, math.inf: 10.0}
+    assert stats.histogram_quantile(0.99, overflow) == 0.1
+
+
+def test_raw_samples_and_scrapes_become_the_same_histogram() -> None:
+    samples = [0.0005, 0.002, 0.02, 3.0]
+    buckets = stats.to_buckets(samples, (0.001, 0.005, 0.05))
+    assert buckets == {0.001: 1.0, 0.005: 2.0, 0.05: 3.0, math.inf: 4.0}
+    before = {0.001: 1.0, math.inf: 2.0}
+    after = {0.001: 4.0, math.inf: 9.0}
+    assert stats.bucket_delta(before, after) == {0.001: 3.0, math.inf: 7.0}
+
+
+def test_ratio_and_rates() -> None:
+    assert stats.ratio(2.0, 4.0) == 0.5
+    assert stats.ratio(None, 4.0) is None
+    assert stats.ratio(1.0, 0.0) is None
+    assert stats.per_second([0.1, 0.2, 1.5, 2.99, 3.0], 0.0, 3.0) == [2, 1, 1]
+    assert stats.max_in_window([0.0, 0.5, 0.9, 1.2, 5.0]) == 3
+    assert stats.steady_rate([i / 100 for i in range(1000)]) == pytest.approx(100, rel=0.01)
+
+
+def test_needed_burst_is_the_token_bucket_conformance() -> None:
+    burst_then_steady = [0.0] * 5 + [1 + i / 10 for i in range(20)]
+    assert stats.needed_burst(burst_then_steady, 10.0) == pytest.approx(5.0)
+    assert stats.needed_burst([i / 10 for i in range(50)], 10.0) == pytest.approx(1.0)
+
+
+def test_sustained_rate_stops_at_the_first_degraded_step() -> None:
+    def step(rate: float, p50: float, answered: float = 1.0) -> dict[str, float | None]:
+        return {"offered": rate, "answered": answered, "throughput": rate, "reply_p50": p50}
+
+    assert stats.sustained_rate([step(10, 1.0), step(50, 1.1), step(100, 2.5)]) == 50
+    assert stats.sustained_rate([step(10, 1.0), step(50, 1.0, answered=0.9)]) == 10
+    assert stats.sustained_rate([step(10, 1.0)]) == 10
+    assert stats.sustained_rate([]) is None
+
+
+def test_generated_config_for_many_channels_is_valid() -> None:
+    ids = cfg.app_ids("sc", 1000)
+    assert ids[0] == "sc-0000" and ids[-1] == "sc-0999" and len(set(ids)) == 1000
+    text = cfg.daemon_config(
+        state_dir=Path("/tmp/bench-state"),
+        admin_listen="127.0.0.1:9999",
+        api_base="http://127.0.0.1:1234",
+        llm_url="http://127.0.0.1:5678/v1",
+        client_ids=ids,
+        card_updates_per_second=50.0,
+    )
+    settings = Settings.model_validate(tomllib.loads(text))
+    settings.check_references()
+    assert len(settings.channels) == 1000
+    assert settings.channels[999].card_updates_per_second == 50.0
+    first = settings.channels[0]
+    assert isinstance(first, DingTalkChannelConfig)
+    assert first.api_base == "http://127.0.0.1:1234"
+    assert cfg.emulator_app_args(ids[:2]) == [
+        "--app",
+        f"sc-0000:{cfg.SECRET}",
+        "--app",
+        f"sc-0001:{cfg.SECRET}",
+    ]
+
+
+def _call(at: float, path: str, body: dict[str, Any], client_id: str = "cd-0") -> dict[str, Any]:
+    return {"at": at, "path": path, "body": body, "status": 200, "client_id": client_id}
+
+
+def test_replies_are_matched_to_frames_acks_cards_and_traces() -> None:
+    t = measure.tag(1, 7)
+    text = measure.user_text(1, 7, 4)
+    assert text.startswith(t + " ") and len(text.split()) == 4
+    track = {"outTrackId": "card-1"}
+    calls = [
+        _call(10.01, measure.CREATE_PATH, track),
+        _call(10.32, measure.STREAM_PATH, {**track, "content": "Echo:"}),
+        _call(10.70, measure.STREAM_PATH, {**track, "content": f"Echo: {t}", "isFinalize": True}),
+        _call(10.71, "/v1.0/card/instances", track),
+        _call(10.5, measure.STREAM_PATH, {"outTrackId": "other", "content": "x"}, "cd-9"),
+    ]
+    traces = measure.index_traces([{"user": text, "token_times": [10.3, 10.6]}])
+    (reply,) = measure.collect_replies(
+        {t: "frame-1"},
+        {"frame-1": 10.0},
+        {"frame-1": 10.002},
+        calls,
+        traces,
+        client_ids={"cd-0"},
+        cards=True,
+    )
+    assert reply.latency("ack_at") == pytest.approx(0.002)
+    assert reply.latency("shown_at") == pytest.approx(0.01)
+    assert reply.latency("first_text_at") == pytest.approx(0.32)
+    assert reply.latency("final_at") == pytest.approx(0.70)
+    assert reply.calls == 4
+    assert measure.openapi_calls(calls, {"cd-0"})[measure.STREAM_PATH] == 2
+
+    webhook = _call(10.9, measure.SESSION_PATH, {"markdown": {"text": f"Echo: {t}"}}, "sdk-0")
+    (plain,) = measure.collect_replies(
+        {t: "frame-1"}, {"frame-1": 10.0}, {}, [webhook], {}, client_ids={"sdk-0"}, cards=False
+    )
+    assert plain.latency("final_at") == pytest.approx(0.9) and plain.ack_at is None
+
+
+def test_staleness_counts_from_token_to_the_update_that_showed_it() -> None:
+    tokens = ["Echo:", " a", " b"]
+    times = [1.0, 1.1, 1.2]
+    updates = [(1.05, 5), (1.5, 9)]
+    assert measure.staleness(times, tokens, updates) == pytest.approx([0.05, 0.4, 0.3])
+
+
+def test_coalescing_analysis_and_report_render_from_synthetic_results() -> None:
+    t = measure.tag(90, 0)
+    calls = [
+        _call(1.0 + i * 0.1, measure.STREAM_PATH, {"outTrackId": "c", "content": f"Echo: {t}"})
+        for i in range(10)
+    ]
+    trace = {"tokens": ["Echo:", f" {t}"], "token_times": [0.95, 0.99]}
+    co = analyse(calls, {t: trace}, "cd-0", budget=20.0)
+    assert co["streams"] == 1 and co["within_budget"]
+    assert co["staleness"]["p50"] == pytest.approx(0.03)
+    co["finished"] = 1
+    step = {
+        "rate": 200.0,
+        "sent": 10,
+        "answered": 10,
+        "throughput": 199.0,
+        "ack": {"p50": 0.002, "p99": 0.008},
+        "first_text": {"p50": 0.31, "p99": 0.4},
+        "reply": {"p50": 0.9},
+        "loop_lag": {"p99": 0.004},
+        "cpu_per_1000": 12.0,
+        "api_calls_per_reply": 5.0,
+    }
+    base = {**step, "ack": {"p50": 0.8, "p99": 0.9}, "api_calls_per_reply": 1.0}
+    results = {
+        "started": "2026-01-01T00:00:00+00:00",
+        "quick": True,
+        "machine": {
+            "nproc": 2,
+            "cpu_model": "Test CPU",
+            "architecture": "x86_64",
+            "memory_gb": 8,
+            "kernel": "6.0",
+            "python": "3.11.7",
+        },
+        "clock": {"implementation": "clock_gettime(CLOCK_MONOTONIC)", "shared": True},
+        "settings": {"reference_rate": 200.0, "first_token_delay": 0.3, "token_interval": 0.02}
+        | {"words": 24},
+        "load": {
+            "steps": {"channeld": [step], "baseline": [base]},
+            "sustained": {"channeld": 200.0, "baseline": 200.0},
+            "burst": {"channeld": step, "baseline": base},
+        },
+        "scale": {
+            "runs": [
+                {
+                    "channels": 1000,
+                    "connected": 1000,
+                    "time_to_first": 1.5,
+                    "time_to_all": 9.0,
+                    "rss_bytes": 200 * 1024 * 1024,
+                    "rss_per_channel": 200 * 1024,
+                    "idle_cpu_percent": 1.5,
+                }
+            ],
+            "rss_marginal_per_channel": 100 * 1024,
+        },
+        "coalescing": co,
+    }
+    text = render_markdown(results, ["load.png"])
+    assert "| ack latency p99 | 8.0 ms | 900.0 ms | 0.01× |" in text
+    assert "| ack p99 < 10 ms at 200 msg/s (burst) | 8.0 ms | met |" in text
+    assert "| 1000 channels < 250 MB RSS | 200.0 MB | met |" in text
+    assert "| sustained throughput ≥ bare SDK | 200 vs 200 msg/s | met |" in text
+    assert "| answered (before the drain deadline) | 10/10 | 10/10 |  |" in text
+    assert "![load.png](load.png)" in text
+
+
+async def test_tracing_llm_marks_line_up_with_the_tokens() -> None:
+    llm = TracingLLM(first_token_delay=0.01, token_interval=0.001)
+    await llm.start()
+    try:
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "a b c"}]}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{llm.url}/chat/completions", json=body) as resp,
+        ):
+            payload = await resp.text()
+    finally:
+        await llm.stop()
+    (trace,) = llm.traces
+    assert trace.user == "a b c"
+    assert trace.tokens == ["Echo:", " a", " b", " c"]
+    assert len(trace.token_times) == len(trace.tokens)
+    assert trace.token_times[0] - trace.started >= 0.01
+    assert trace.token_times == sorted(trace.token_times) and trace.ended >= trace.token_times[-1]
+    assert payload.count('"content"') == 1 + len(trace.tokens)
+
+
+async def test_sent_frames_and_acks_give_the_ack_latency(dingtalk_emulator: EmulatorThread) -> None:
+    bot = RawStreamClient(dingtalk_emulator.url)
+    await bot.connect()
+    try:
+        async with aiohttp.ClientSession() as session:
+            emu = EmulatorClient(session, dingtalk_emulator.url)
+            sent = await emu.message(DINGTALK_CLIENT_ID, "hello", "user-1")
+            await dingtalk_emulator.wait_for(lambda e: e.acks(sent["frame_message_id"]))
+            frames = await emu.frames("/v1.0/im/bot/messages/get")
+            acks = await emu.acks()
+    finally:
+        await bot.close()
+    (frame,) = [f for f in frames if f["message_id"] == sent["frame_message_id"]]
+    (ack,) = [a for a in acks if a["message_id"] == sent["frame_message_id"]]
+    assert frame["client_id"] == DINGTALK_CLIENT_ID and frame["delivered"]
+    assert 0 <= ack["at"] - frame["at"] < 5

@@ -1,0 +1,128 @@
+"""Scenario settings and the channeld configuration files the benchmark generates."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+TEMPLATE = "tpl.bench.schema"
+SECRET = "bench-secret"  # noqa: S105 - the emulator's throwaway credential for benchmark apps
+MODEL = "fake-model"
+
+
+@dataclass(frozen=True, slots=True)
+class BenchSettings:
+    """Everything that sizes a run; `quick()` shrinks each scenario, keeping its shape."""
+
+    # messages per second, one step each; a target stops after its first step that did not hold
+    rates: tuple[float, ...] = (10, 20, 30, 40, 60, 80, 120, 160, 200)
+    # Load is spread over this many apps (channels), so that the per-channel card budget (20
+    # updates/s, about three per reply) does not cap scenario a; scenario d is about the budget.
+    load_channels: int = 50
+    warmup_rate: float = 10.0  # one unrecorded step first: imports, connections, caches
+    warmup_seconds: float = 3.0
+    step_seconds: float = 10.0
+    drain_seconds: float = 15.0  # wait for the last replies after a step
+    reference_rate: float = 200.0  # the goals' rate for ack latency and loop lag
+    burst_seconds: float = 2.0  # a burst at reference_rate for every target, whatever it sustains
+    burst_drain_seconds: float = 90.0
+    words: int = 24  # words in a user message; the echo answer has one token more
+    first_token_delay: float = 0.3
+    token_interval: float = 0.02
+    scale_channels: tuple[int, ...] = (100, 500, 1000)
+    idle_seconds: float = 35.0  # longer than the emulator's 30 s ping interval
+    connect_timeout: float = 180.0
+    streams: int = 50
+    stream_words: int = 120
+    card_update_interval: float = 0.3
+    card_updates_per_second: float = 20.0
+    quick: bool = False
+
+    @classmethod
+    def quick_mode(cls) -> BenchSettings:
+        """Every scenario at small scale: the whole run well under two minutes."""
+        return cls(
+            rates=(10, 30),
+            burst_seconds=1.0,
+            burst_drain_seconds=30.0,
+            load_channels=10,
+            step_seconds=3.0,
+            drain_seconds=6.0,
+            reference_rate=60.0,
+            scale_channels=(10, 50, 100),
+            idle_seconds=4.0,
+            connect_timeout=60.0,
+            streams=10,
+            stream_words=60,
+            quick=True,
+        )
+
+
+def app_ids(prefix: str, count: int) -> list[str]:
+    """Client ids of `count` emulator apps, stable across runs."""
+    return [f"{prefix}-{i:04d}" for i in range(count)]
+
+
+def emulator_app_args(client_ids: list[str]) -> list[str]:
+    """`channeld emulate dingtalk` arguments declaring the apps."""
+    args: list[str] = []
+    for client_id in client_ids:
+        args += ["--app", f"{client_id}:{SECRET}"]
+    return args
+
+
+def _toml(value: str | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    return repr(value)
+
+
+def daemon_config(
+    *,
+    state_dir: Path,
+    admin_listen: str,
+    api_base: str,
+    llm_url: str,
+    client_ids: list[str],
+    card_update_interval: float = 0.3,
+    card_updates_per_second: float = 20.0,
+    log_level: str = "WARNING",
+) -> str:
+    """A channeld TOML file: one DingTalk channel per client id, all answering through the LLM."""
+    lines = [
+        "[daemon]",
+        f"state_dir = {_toml(str(state_dir))}",
+        f"log_level = {_toml(log_level)}",
+        "graceful_timeout = 2",
+        "",
+        "[admin]",
+        f"listen = {_toml(admin_listen)}",
+        "",
+        "[emulator]",
+        "enabled = false",
+        "",
+        "[agents.bench]",
+        'type = "openai"',
+        f"base_url = {_toml(llm_url)}",
+        'api_key = "bench"',
+        f"model = {_toml(MODEL)}",
+        "",
+    ]
+    for client_id in client_ids:
+        lines += [
+            "[[channels]]",
+            f"id = {_toml(client_id)}",
+            'type = "dingtalk"',
+            'agent = "bench"',
+            f"client_id = {_toml(client_id)}",
+            f"client_secret = {_toml(SECRET)}",
+            f"card_template_id = {_toml(TEMPLATE)}",
+            f"api_base = {_toml(api_base)}",
+            f"card_update_interval = {_toml(card_update_interval)}",
+            f"card_updates_per_second = {_toml(card_updates_per_second)}",
+            "",
+        ]
+    return "\n".join(lines)
