@@ -39,6 +39,9 @@ class EmitterSettings:
     """Timing and user-facing texts of the response emitter."""
 
     min_interval: float = 0.3  # seconds between the starts of two platform calls of one reply
+    # the final call waits only this long after the previous one (the answer is complete: every
+    # millisecond is visible); 0.1 s keeps Feishu's 10 operations per second per card
+    final_min_interval: float = 0.1
     final_retry_deadline: float = 30.0  # how long the final text is retried before giving up
     cleanup_timeout: float = 5.0  # bound on the best-effort fail() after an error or a stop
     failure_text: str = "Sorry, I could not answer this time. Please try again."
@@ -208,7 +211,7 @@ class ResponseEmitter:
             scope = asyncio.timeout(remaining)
             try:
                 async with scope:
-                    await self._pace(reply)
+                    await self._pace(reply, final=True)
                     if not await self._take_token(reply, deadline - self._clock()):
                         break
                     reply.last_call_at = self._clock()
@@ -269,9 +272,12 @@ class ResponseEmitter:
         if reply.on_progress is not None:
             await reply.on_progress(text)
 
-    async def _pace(self, reply: _Reply) -> None:
+    async def _pace(self, reply: _Reply, *, final: bool = False) -> None:
         if reply.last_call_at is not None:
-            wait = reply.last_call_at + self._settings.min_interval - self._clock()
+            interval = self._settings.min_interval
+            if final:
+                interval = min(interval, self._settings.final_min_interval)
+            wait = reply.last_call_at + interval - self._clock()
             if wait > 0:
                 await self._sleep(wait)
 

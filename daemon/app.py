@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import signal
 from datetime import UTC, datetime, timedelta
@@ -251,6 +252,9 @@ async def run(
         handlers.append(signal.SIGHUP)
     try:
         await daemon.start()
+        # Everything alive now (modules, config, clients) lives as long as the process: moved out
+        # of the collector's sight, full collections stay short (docs/bench: 31-154 ms before).
+        gc.freeze()
         await stop.wait()
     finally:
         for signum in handlers:

@@ -240,11 +240,26 @@ async def test_fast_deltas_are_coalesced_latest_wins(clock: VirtualClock) -> Non
     assert [call.kind for call in stream.calls][-1] == "finish"
     assert stream.of("finish")[0].text == agent.text
     assert stream.max_in_flight == 1
-    assert_paced(stream.calls, 0.3)
+    assert_paced(updates, 0.3)
+    assert_paced(stream.calls, 0.1)  # the final call may follow sooner: the answer is complete
     assert progress.texts == [*texts, agent.text]
     assert result.updates_sent == len(updates)
     assert result.first_update_at == updates[0].ended
     assert agent.closed
+
+
+async def test_the_final_call_waits_only_the_short_final_interval(clock: VirtualClock) -> None:
+    # the answer ends 0.02 s after an update went out: the final text follows 0.1 s after that
+    # update, not min_interval (0.5 s) after it
+    agent = FakeAgent(clock, ["a ", "b "], gap=0.01)
+    stream = RecordingStream(clock, latency=0.001)
+    emitter = make_emitter(clock, min_interval=0.5, final_min_interval=0.1)
+
+    await emitter.emit(agent.stream(), stream)
+
+    update, finish = stream.calls
+    assert (update.kind, finish.kind) == ("update", "finish")
+    assert 0.1 - EPS <= finish.started - update.started < 0.5
 
 
 async def test_reading_the_agent_never_waits_on_the_platform(clock: VirtualClock) -> None:
