@@ -22,6 +22,7 @@ from channels.emitter import ReplyOutcome, ResponseEmitter
 from channels.errors import ChannelError, TransientError
 from channels.model import ChatType, InboundMessage, inbound_to_json
 from channels.observer import NullObserver, Observer
+from channels.prefetch import Prefetched
 from channels.provider import ChannelProvider
 from storage.repository import JournalState, Store
 
@@ -229,13 +230,6 @@ class MessageHandler:
         await self._store.journal_update(
             job.entry_id, state=JournalState.REPLYING, conversation_id=conversation.id
         )
-        if not job.resumed:
-            await self._store.append_message(
-                conversation.id, "user", text, journal_id=job.entry_id, now=now
-            )
-        stream = await runtime.provider.open_stream(message)
-        if stream.delivered.card_id:
-            await self._store.journal_update(job.entry_id, card_id=stream.delivered.card_id)
         request = AgentRequest(
             system_prompt=runtime.system_prompt,
             history=tuple(
@@ -244,7 +238,36 @@ class MessageHandler:
             user_text=text,
             user_id=user_id,
         )
-        deltas = timed(runtime.agent.stream(request), runtime.agent.name, self._observer)
+        # the LLM is asked now; the card and the writes below happen while it thinks
+        deltas = Prefetched(
+            timed(runtime.agent.stream(request), runtime.agent.name, self._observer),
+            name=f"llm-{message.channel_id}",
+        )
+        try:
+            await self._reply_streamed(
+                runtime, job, conversation_id=conversation.id, text=text, now=now, deltas=deltas
+            )
+        finally:
+            await deltas.aclose()
+
+    async def _reply_streamed(
+        self,
+        runtime: ChannelRuntime,
+        job: Job,
+        *,
+        conversation_id: str,
+        text: str,
+        now: datetime,
+        deltas: AsyncIterator[str],
+    ) -> None:
+        message = job.message
+        if not job.resumed:
+            await self._store.append_message(
+                conversation_id, "user", text, journal_id=job.entry_id, now=now
+            )
+        stream = await runtime.provider.open_stream(message)
+        if stream.delivered.card_id:
+            await self._store.journal_update(job.entry_id, card_id=stream.delivered.card_id)
 
         async def record_progress(_: str) -> None:
             # what reached the user survives a crash, so recovery never repeats or loses it;
@@ -266,7 +289,7 @@ class MessageHandler:
             await self._with_retries(
                 "the answer's turn",
                 lambda: self._store.append_message(
-                    conversation.id, "assistant", result.text, now=answered_at
+                    conversation_id, "assistant", result.text, now=answered_at
                 ),
             )
             await self._settle(job.entry_id, state=JournalState.REPLIED, delivered_text=delivered)
