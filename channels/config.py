@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,6 +11,9 @@ class ChannelConfigBase(BaseModel):
     """Common `[[channels]]` keys; each platform adds its own and a `type` literal."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # the least time between a reply's last update and its final call (a platform's per-card
+    # rate limit); the answer is complete then, so no more than the platform needs
+    final_update_gap: ClassVar[float] = 0.0
 
     type: str  # each platform narrows this to its literal tag
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -227,9 +227,6 @@ class MessageHandler:
         history = await self._store.recent_messages(conversation.id, runtime.history_messages)
         # a resumed message's own turn is already stored; it is sent once, as the new turn
         history = [m for m in history if m.journal_id != job.entry_id]
-        await self._store.journal_update(
-            job.entry_id, state=JournalState.REPLYING, conversation_id=conversation.id
-        )
         request = AgentRequest(
             system_prompt=runtime.system_prompt,
             history=tuple(
@@ -238,7 +235,8 @@ class MessageHandler:
             user_text=text,
             user_id=user_id,
         )
-        # the LLM is asked now; the card and the writes below happen while it thinks
+        # the LLM is asked now; the journal, the card and the question's turn follow while it
+        # thinks (a crash before the card exists leaves the row "received": answered again)
         deltas = Prefetched(
             timed(runtime.agent.stream(request), runtime.agent.name, self._observer),
             name=f"llm-{message.channel_id}",
@@ -261,6 +259,9 @@ class MessageHandler:
         deltas: AsyncIterator[str],
     ) -> None:
         message = job.message
+        await self._store.journal_update(
+            job.entry_id, state=JournalState.REPLYING, conversation_id=conversation_id
+        )
         if not job.resumed:
             await self._store.append_message(
                 conversation_id, "user", text, journal_id=job.entry_id, now=now

@@ -182,7 +182,10 @@ class ChannelManager:
                 rate=config.card_updates_per_second,
                 burst=max(1, round(config.card_updates_per_second)),
             ),
-            EmitterSettings(min_interval=config.card_update_interval),
+            EmitterSettings(
+                min_interval=config.card_update_interval,
+                final_min_interval=config.final_update_gap,
+            ),
         )
         runtime = ChannelRuntime(
             config=config,

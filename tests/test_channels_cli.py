@@ -30,8 +30,14 @@ from tests.dingtalk_support import (
     dingtalk_emulator,
 )
 from tests.e2e_support import CHANNEL, FAST_BACKOFF, Stack, start_stack, wait_until
+from tests.feishu_support import (
+    FEISHU_APP_ID,
+    FEISHU_APP_SECRET,
+    FeishuEmulatorThread,
+    feishu_emulator,
+)
 
-__all__ = ["dingtalk_emulator"]
+__all__ = ["dingtalk_emulator", "feishu_emulator"]
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TOKEN = "t0k-admin-token"  # the daemon wants at least 8 characters
@@ -503,3 +509,28 @@ def test_show_view_keeps_errors_and_empty_settings_readable() -> None:
     assert lines[error + 1].index("invalid") == lines[error].index("Unauthorized")
     settings = lines[lines.index("settings:") + 1 :]
     assert [line.split() for line in settings] == [["client_secret", "***"], ["robot_code", '""']]
+
+
+async def test_a_feishu_channel_from_the_command_line(
+    cli: Cli, stack: Stack, feishu_emulator: FeishuEmulatorThread
+) -> None:
+    added = await cli(
+        "add",
+        "--id",
+        "fs1",
+        "--type",
+        "feishu",
+        "--set",
+        f"app_id={FEISHU_APP_ID}",
+        "--set",
+        f"domain={feishu_emulator.url}",
+        "--secret",
+        "app_secret",
+        stdin=io.StringIO(FEISHU_APP_SECRET + "\n"),
+    )
+    assert added.code == 0, added.err
+    assert FEISHU_APP_SECRET not in added.out
+    await wait_until(lambda: state_of(stack, "fs1") is ChannelState.CONNECTED)
+    assert len(await feishu_emulator.live_connections(FEISHU_APP_ID)) == 1
+    shown = await cli.json("show", "fs1")
+    assert shown["type"] == "feishu" and shown["settings"]["app_secret"] == "***"

@@ -487,3 +487,27 @@ async def test_a_card_reply_whose_answer_is_lost_is_retried_without_a_second_car
         assert [(i["kind"], i["text"]) for i in items] == [("card", "Echo: did my card arrive?")]
     finally:
         await running.stop()
+
+
+async def test_an_answer_longer_than_a_card_continues_in_post_messages(
+    tmp_path: Path, feishu_emulator: Any, fake_llm: FakeLLM
+) -> None:
+    paragraph = " ".join(f"word{i}" for i in range(40)) + ".\n\n"
+    tokens = [paragraph] * 120  # about 36 KB, more than one card holds
+    fake_llm.script_reply(tokens=tokens, token_interval=0.005)
+    running = await start_feishu(tmp_path, feishu_emulator, fake_llm)
+    try:
+        await running.connected()
+        sent = await running.say("write me a very long essay")
+        await running.wait_bot_items(sent.chat_id, lambda i: len(i) >= 2, timeout=20)
+        await running.idle()
+        items = await running.bot_items(sent.chat_id)
+        card, *posts = items
+        assert card["kind"] == "card" and card["done"]
+        assert posts and all(p["kind"] == "message" and p["msg_type"] == "post" for p in posts)
+        assert len(card["text"].encode()) <= 30_000
+        assert posts[0]["text"].startswith("(continued)")
+        shown = card["text"] + "".join(p["text"].removeprefix("(continued)") for p in posts)
+        assert shown.split() == "".join(tokens).split()  # every word once, in order
+    finally:
+        await running.stop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -18,6 +18,7 @@ class FeishuChannelConfig(ChannelConfigBase):
     """A Feishu/Lark bot receiving events over the long connection."""
 
     type: Literal["feishu"] = "feishu"
+    final_update_gap: ClassVar[float] = 0.1  # CardKit: 10 operations per second per card
     app_id: str = Field(min_length=1)  # cli_...
     app_secret: SecretStr
     # "feishu", "lark", or a base URL (an emulator, a private deployment); the web form shows it
