@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -38,6 +40,11 @@ class StoreBase:
         # Same pool; on SQLite its transactions BEGIN IMMEDIATE (see storage.engine).
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         self._clock = clock
+        # SQLite has one writer at a time. Our own writers queue here, in order, instead of in
+        # SQLite's busy handler, which sleeps in growing steps (up to 100 ms) between retries:
+        # under load that sleep, not the write, was most of an ack's latency (docs/bench).
+        # Other processes still meet busy_timeout.
+        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -55,5 +62,6 @@ class StoreBase:
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
         # Leaving without commit rolls back: a body commits only what it finished.
-        async with AsyncSession(self._write_engine, expire_on_commit=False) as session:
+        queue = self._write_lock or contextlib.nullcontext()
+        async with queue, AsyncSession(self._write_engine, expire_on_commit=False) as session:
             yield session
