@@ -78,6 +78,7 @@ class _Reply:
         self.on_progress = on_progress
         self.changed = asyncio.Event()  # new text arrived, or the agent is done
         self.ended = False
+        self.end_event = asyncio.Event()
         self.updates_enabled = True
         self.token_held = False  # a token taken for an update that the end made unnecessary
         self.last_call_at: float | None = None
@@ -99,6 +100,7 @@ class _Reply:
 
     def end(self) -> None:
         self.ended = True
+        self.end_event.set()
         self.changed.set()
 
 
@@ -168,9 +170,9 @@ class ResponseEmitter:
             if not reply.updates_enabled:
                 reply.changed.clear()
                 continue
-            await self._pace(reply)
+            await self._pace_unless_ended(reply)
             if reply.ended:
-                return  # the final call carries it all
+                return  # the final call carries it all, without waiting out this pause
             await self._bucket.acquire()
             if reply.ended:
                 reply.token_held = True
@@ -280,6 +282,22 @@ class ResponseEmitter:
             wait = reply.last_call_at + interval - self._clock()
             if wait > 0:
                 await self._sleep(wait)
+
+    async def _pace_unless_ended(self, reply: _Reply) -> None:
+        """The pause before an update, cut short when the answer is complete meanwhile."""
+        if reply.last_call_at is None:
+            return
+        wait = reply.last_call_at + self._settings.min_interval - self._clock()
+        if wait <= 0:
+            return
+        pause = asyncio.ensure_future(self._sleep(wait))
+        end = asyncio.ensure_future(reply.end_event.wait())
+        try:
+            await asyncio.wait({pause, end}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (pause, end):
+                waiter.cancel()
+            await asyncio.gather(pause, end, return_exceptions=True)
 
     async def _take_token(self, reply: _Reply, max_wait: float) -> bool:
         if reply.token_held:

@@ -566,3 +566,18 @@ def test_outcome_is_a_metric_label() -> None:
     assert [str(o) for o in ReplyOutcome] == ["replied", "failed", "cancelled"]
     result = EmitResult(ReplyOutcome.REPLIED, "hi", None, 0, None)
     assert f"{result.outcome}" == "replied"
+
+
+async def test_the_end_of_the_answer_cuts_the_pause_before_an_update_short(
+    clock: VirtualClock,
+) -> None:
+    # an update went out at 0.01; the next one would wait until 1.01, but the answer is complete
+    # at 0.03: the final call goes out then, not a second later
+    agent = FakeAgent(clock, ["a ", "b ", "c "], gap=0.01)
+    stream = RecordingStream(clock, latency=0.001)
+    emitter = make_emitter(clock, min_interval=1.0, final_min_interval=0.0)
+
+    await emitter.emit(agent.stream(), stream)
+
+    assert [call.kind for call in stream.calls] == ["update", "finish"]
+    assert stream.calls[1].started < 0.1
