@@ -7,44 +7,15 @@ cards (long-poll with `since`/`wait`), inspect calls, acks and connections, inje
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from channels.emulator_control import CONTROL_PREFIX, MAX_WAIT, Handler, guard, json_body
+
 if TYPE_CHECKING:
     from channels.dingtalk.emulator_server import DingTalkEmulator
-
-CONTROL_PREFIX = "/_emulator/"
-MAX_WAIT = 60.0  # long-poll ceiling, well under common client timeouts
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _guard(handler: Handler) -> Handler:
-    """Maps the emulator's own exceptions to JSON errors instead of 500 pages."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except KeyError as exc:
-            return web.json_response({"error": f"not found: {exc}"}, status=404)
-        except LookupError as exc:
-            return web.json_response({"error": str(exc)}, status=409)
-        except (ValueError, TypeError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-
-    return wrapped
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    body = await request.json()
-    if not isinstance(body, dict):
-        raise ValueError("body must be a JSON object")
-    return body
 
 
 def _float(request: web.Request, name: str, default: float) -> float:
@@ -73,7 +44,7 @@ class _Control:
         )
 
     async def message(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         client_id = str(body.pop("client_id", ""))
         if client_id not in self.emu.state.apps:
             raise KeyError(client_id)
@@ -85,7 +56,7 @@ class _Control:
         return web.json_response({**result.to_json(), "version": view.get("version", 0)})
 
     async def frame(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         sent = await self.emu.push_frame(
             str(body["client_id"]), dict(body["frame"]), connection_id=body.get("connection_id")
         )
@@ -108,7 +79,7 @@ class _Control:
         )
 
     async def redeliver(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         sent = await self.emu.redeliver(str(body["message_id"]))
         return web.json_response({"connection_id": sent.connection_id, "delivered": sent.delivered})
 
@@ -158,7 +129,7 @@ class _Control:
 
     async def faults(self, request: web.Request) -> web.Response:
         if request.method == "POST":
-            body = await _body(request)
+            body = await json_body(request)
             fault = self.emu.add_fault(
                 str(body["path"]),
                 body.get("status"),
@@ -174,11 +145,11 @@ class _Control:
         return web.json_response([f.to_json() for f in self.emu.state.faults])
 
     async def latency(self, request: web.Request) -> web.Response:
-        self.emu.set_latency(float((await _body(request))["seconds"]))
+        self.emu.set_latency(float((await json_body(request))["seconds"]))
         return web.json_response({"latency": self.emu.state.latency})
 
     async def drop(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         count = await self.emu.drop(
             str(body["client_id"]),
             mode=str(body.get("mode", "abort")),
@@ -187,7 +158,7 @@ class _Control:
         return web.json_response({"connections": count})
 
     async def disconnect(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         count = await self.emu.system_disconnect(
             str(body["client_id"]),
             str(body.get("reason", "persistent connection is timeout")),
@@ -197,7 +168,7 @@ class _Control:
         return web.json_response({"connections": count})
 
     async def silence(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         count = self.emu.silence(
             str(body["client_id"]),
             bool(body.get("on", True)),
@@ -206,7 +177,7 @@ class _Control:
         return web.json_response({"connections": count})
 
     async def outage(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         count = await self.emu.gateway_outage(bool(body.get("on", True)))
         return web.json_response({"connections": count, "down": self.emu.gateway.down})
 
@@ -217,7 +188,7 @@ class _Control:
         return web.json_response({"expired": self.emu.expire_sessions()})
 
     async def fail_deliveries(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         self.emu.fail_deliveries(
             int(body.get("times", 1)), str(body.get("error_msg", "robot is not in the group"))
         )
@@ -253,4 +224,4 @@ def add_control_routes(app: web.Application, emu: DingTalkEmulator) -> None:
         ("POST", "deliveries/fail", c.fail_deliveries),
     ]
     for method, path, handler in routes:
-        app.router.add_route(method, p + path, _guard(handler))
+        app.router.add_route(method, p + path, guard(handler))

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from channels.dingtalk.emulator_control import CONTROL_PREFIX, add_control_routes
+from channels.dingtalk.emulator_control import add_control_routes
 from channels.dingtalk.emulator_gateway import ConnectionInfo, Gateway, SentFrame, app_uuid
 from channels.dingtalk.emulator_openapi import TOKEN_HEADER, OpenApi
 from channels.dingtalk.emulator_payloads import (
@@ -39,6 +39,7 @@ from channels.dingtalk.emulator_state import (
     stable_id,
     to_app,
 )
+from channels.emulator_control import CONTROL_PREFIX
 
 T = TypeVar("T")
 

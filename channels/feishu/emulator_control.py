@@ -7,44 +7,15 @@ The routes mirror the DingTalk emulator's: simulate users, read chats and cards 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from channels.emulator_control import CONTROL_PREFIX, MAX_WAIT, Handler, guard, json_body
+
 if TYPE_CHECKING:
     from channels.feishu.emulator_server import FeishuEmulator
-
-CONTROL_PREFIX = "/_emulator/"
-MAX_WAIT = 60.0  # long-poll ceiling, well under common client timeouts
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _guard(handler: Handler) -> Handler:
-    """Maps the emulator's own exceptions to JSON errors instead of 500 pages."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except KeyError as exc:
-            return web.json_response({"error": f"not found: {exc}"}, status=404)
-        except LookupError as exc:
-            return web.json_response({"error": str(exc)}, status=409)
-        except (ValueError, TypeError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-
-    return wrapped
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    body = await request.json()
-    if not isinstance(body, dict):
-        raise ValueError("body must be a JSON object")
-    return body
 
 
 def _optional(body: dict[str, Any], name: str) -> str | None:
@@ -74,7 +45,7 @@ class _Control:
         )
 
     async def message(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         app_id = str(body.pop("app_id", ""))
         if app_id not in self.emu.state.apps:
             raise KeyError(app_id)
@@ -86,7 +57,7 @@ class _Control:
         return web.json_response({**result.to_json(), "version": view.get("version", 0)})
 
     async def event(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         payload = body["payload"]
         if not isinstance(payload, dict):
             raise ValueError("payload must be a JSON object")
@@ -100,7 +71,7 @@ class _Control:
         return web.json_response(asdict(sent))
 
     async def redeliver(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         sent = await self.emu.redeliver(
             str(body["message_id"]), bool(body.get("new_event_id", True))
         )
@@ -155,7 +126,7 @@ class _Control:
 
     async def faults(self, request: web.Request) -> web.Response:
         if request.method == "POST":
-            body = await _body(request)
+            body = await json_body(request)
             fault = self.emu.add_fault(
                 str(body["path"]),
                 body.get("status"),
@@ -171,7 +142,7 @@ class _Control:
         return web.json_response([f.to_json() for f in self.emu.state.faults])
 
     async def handshakes(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         self.emu.reject_handshakes(
             int(body.get("status", 514)),
             int(body.get("autherrcode", 1000040350)),
@@ -181,11 +152,11 @@ class _Control:
         return web.json_response({"pending": len(self.emu.gateway.rejections)})
 
     async def latency(self, request: web.Request) -> web.Response:
-        self.emu.set_latency(float((await _body(request))["seconds"]))
+        self.emu.set_latency(float((await json_body(request))["seconds"]))
         return web.json_response({"latency": self.emu.state.latency})
 
     async def drop(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         count = await self.emu.drop(
             _optional(body, "app_id"),
             mode=str(body.get("mode", "abort")),
@@ -195,7 +166,7 @@ class _Control:
         return web.json_response({"connections": count})
 
     async def silence(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         count = self.emu.silence(
             _optional(body, "app_id"),
             bool(body.get("on", True)),
@@ -204,12 +175,12 @@ class _Control:
         return web.json_response({"connections": count})
 
     async def refuse(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         self.emu.refuse_connections(_optional(body, "app_id"), bool(body.get("on", True)))
         return web.json_response({"refused": sorted(str(a) for a in self.emu.gateway.refused)})
 
     async def client_config(self, request: web.Request) -> web.Response:
-        body = await _body(request)
+        body = await json_body(request)
         return web.json_response(self.emu.set_client_config(**body))
 
     async def expire_tokens(self, request: web.Request) -> web.Response:
@@ -243,4 +214,4 @@ def add_control_routes(app: web.Application, emu: FeishuEmulator) -> None:
         ("POST", "tokens/expire", c.expire_tokens),
     ]
     for method, path, handler in routes:
-        app.router.add_route(method, p + path, _guard(handler))
+        app.router.add_route(method, p + path, guard(handler))

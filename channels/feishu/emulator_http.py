@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from channels.feishu.emulator_control import CONTROL_PREFIX
+from channels.emulator_control import CONTROL_PREFIX
 from channels.feishu.emulator_state import (
     APP_ID_KEY,
     DISCOVERY_PATH,
