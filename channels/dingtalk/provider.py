@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -12,10 +11,11 @@ from channels.dingtalk.cards import MARKDOWN_LIMIT, DingTalkReplyStream, Message
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.convert import PLATFORM, to_inbound
 from channels.dingtalk.stream import StreamSession
-from channels.errors import PermanentError, TransientError
+from channels.errors import PermanentError
 from channels.model import ChannelId, ChannelState, InboundMessage
 from channels.observer import NullObserver, Observer
 from channels.provider import Capabilities, InboundSink, ReplyStream
+from channels.sessions import cancel_reader, watch_reader
 from channels.splitting import split_text
 
 CLOSE_BUDGET = 3.0  # seconds close() may take, socket and reader included
@@ -102,17 +102,10 @@ class DingTalkProvider:
     async def wait_closed(self) -> None:
         """Return when the gateway ended the session normally; raise why otherwise."""
         reader = self._reader
-        if reader is None:
-            raise TransientError("no session")
         try:
-            await asyncio.shield(reader)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if reader.cancelled() and not (task and task.cancelling()):
-                raise TransientError("stream session was cancelled") from None
-            raise
+            await watch_reader(reader, "stream session")
         finally:
-            if reader.done():
+            if reader is not None and reader.done():
                 self._state = ChannelState.DISCONNECTED
 
     async def close(self) -> None:
@@ -129,10 +122,7 @@ class DingTalkProvider:
     async def _end_session(self) -> None:
         reader, session = self._reader, self._session
         self._reader, self._session = None, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+        await cancel_reader(reader)
         if session is not None:
             self._frames_dropped_before += session.invalid_frames
             await session.close()

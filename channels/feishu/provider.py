@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
-from channels.errors import ChannelError, PermanentError, TransientError
+from channels.errors import ChannelError, PermanentError
 from channels.feishu.api import FeishuApi
 from channels.feishu.cards import POST_TEXT_BYTES, FeishuReplyStream, MessageSender, utf8_len
 from channels.feishu.config import FeishuChannelConfig
@@ -17,6 +16,7 @@ from channels.feishu.frames import ClientConfig
 from channels.model import ChannelId, ChannelState, InboundMessage
 from channels.observer import NullObserver, Observer
 from channels.provider import Capabilities, InboundSink, ReplyStream
+from channels.sessions import cancel_reader, watch_reader
 from channels.splitting import split_text
 
 CLOSE_BUDGET = 3.0  # seconds close() may take, socket and reader included
@@ -108,17 +108,10 @@ class FeishuProvider:
     async def wait_closed(self) -> None:
         """Raise why the session ended (it always ends with a reason on Feishu)."""
         reader = self._reader
-        if reader is None:
-            raise TransientError("no session")
         try:
-            await asyncio.shield(reader)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if reader.cancelled() and not (task and task.cancelling()):
-                raise TransientError("long connection was cancelled") from None
-            raise
+            await watch_reader(reader, "long connection")
         finally:
-            if reader.done():
+            if reader is not None and reader.done():
                 self._state = ChannelState.DISCONNECTED
                 if self._session is not None:
                     self._client_config = self._session.client_config
@@ -137,10 +130,7 @@ class FeishuProvider:
     async def _end_session(self) -> None:
         reader, session = self._reader, self._session
         self._reader, self._session = None, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+        await cancel_reader(reader)
         if session is not None:
             await session.close()
 
