@@ -15,7 +15,7 @@ from collections.abc import Callable
 from channels.dingtalk.api import DingTalkApi
 from channels.errors import AuthError, ChannelError, PermanentError
 from channels.model import ChatType, Delivered, InboundMessage
-from channels.splitting import split_text
+from channels.tail import MessageTail
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +77,13 @@ class DingTalkReplyStream:
         self._card_id: str | None = None
         self._card_live = False
         self._card_text = ""  # what the card shows
-        self._pending_chunks: list[str] | None = None  # message fallback: chunks not yet sent
-        self._messages_sent = 0
-        self._message_text = ""  # what messages have shown
+        self._tail = MessageTail(MARKDOWN_LIMIT)  # the message fallback
         self._inputting = False
         self._done = False
 
     @property
     def delivered(self) -> Delivered:
-        return Delivered(self._card_id, self._card_text + self._message_text, self._messages_sent)
+        return Delivered(self._card_id, self._card_text + self._tail.text, self._tail.sent)
 
     @property
     def streaming(self) -> bool:
@@ -208,17 +206,8 @@ class DingTalkReplyStream:
 
     async def _send_rest(self, text: str) -> None:
         """Send what the card has not shown, resuming where an earlier attempt stopped."""
-        if self._pending_chunks is None:
-            rest = text
-            if self._card_text and text.startswith(self._card_text):
-                rest = text[len(self._card_text) :].lstrip()
-                rest = f"(continued)\n\n{rest}" if rest else ""
-            elif self._card_text:
-                rest = f"(the card above could not be completed)\n\n{text}"
-            self._pending_chunks = split_text(rest, MARKDOWN_LIMIT) if rest else []
-        while self._pending_chunks:
-            chunk = self._pending_chunks[0]
+
+        async def send_one(chunk: str, _: int) -> None:
             await self._sender.send(self._message, chunk)
-            self._pending_chunks.pop(0)
-            self._messages_sent += 1
-            self._message_text += chunk
+
+        await self._tail.send(self._card_text, text, send_one)

@@ -20,6 +20,7 @@ from channels.errors import ChannelError, TransientError
 from channels.feishu.api import FeishuApi, FeishuApiError, SequenceConflict
 from channels.model import Delivered, InboundMessage
 from channels.splitting import split_text
+from channels.tail import MessageTail
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +111,12 @@ class FeishuReplyStream:
         self._card_text = ""
         self._sequence = 0
         self._unsure: _Op | None = None
-        self._pending_chunks: list[str] | None = None
-        self._messages_sent = 0
-        self._message_text = ""
+        self._tail = MessageTail(POST_TEXT_BYTES, utf8_len)
         self._done = False
 
     @property
     def delivered(self) -> Delivered:
-        return Delivered(self._card_id, self._card_text + self._message_text, self._messages_sent)
+        return Delivered(self._card_id, self._card_text + self._tail.text, self._tail.sent)
 
     @property
     def streaming(self) -> bool:
@@ -265,17 +264,8 @@ class FeishuReplyStream:
 
     async def _send_rest(self, text: str) -> None:
         """Send what the card has not shown, resuming where an earlier attempt stopped."""
-        if self._pending_chunks is None:
-            rest = text
-            if self._card_text and text.startswith(self._card_text):
-                rest = text[len(self._card_text) :].lstrip()
-                rest = f"(continued)\n\n{rest}" if rest else ""
-            elif self._card_text:
-                rest = f"(the card above could not be completed)\n\n{text}"
-            self._pending_chunks = split_text(rest, POST_TEXT_BYTES, utf8_len) if rest else []
-        while self._pending_chunks:
-            chunk = self._pending_chunks[0]
-            await self._sender.send(self._message, chunk, f"answer-{self._messages_sent}")
-            self._pending_chunks.pop(0)
-            self._messages_sent += 1
-            self._message_text += chunk
+
+        async def send_one(chunk: str, index: int) -> None:
+            await self._sender.send(self._message, chunk, f"answer-{index}")
+
+        await self._tail.send(self._card_text, text, send_one)
