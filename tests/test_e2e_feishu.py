@@ -13,7 +13,9 @@ import pytest
 from agents.fake_llm import FakeLLM
 from channels.model import ChannelState
 from daemon.app import Daemon
+from daemon.chat import chat
 from tests.agents_support import fake_llm_fixture
+from tests.dingtalk_support import Screen
 from tests.e2e_support import FAST_BACKOFF, Stack, fake_llm_slow, settings_for, wait_until
 from tests.feishu_support import (
     FEISHU_APP_ID,
@@ -511,3 +513,22 @@ async def test_an_answer_longer_than_a_card_continues_in_post_messages(
         assert shown.split() == "".join(tokens).split()  # every word once, in order
     finally:
         await running.stop()
+
+
+async def test_channeld_chat_talks_to_the_daemon_through_the_feishu_emulator(
+    tmp_path: Path, feishu_emulator: Any
+) -> None:
+    running = await start_feishu(tmp_path, feishu_emulator, None)  # the echo agent
+    screen = Screen()
+
+    async def lines() -> AsyncIterator[str]:
+        yield "hello from the terminal\n"
+        yield "/quit\n"
+
+    try:
+        await running.connected()
+        code = await chat(feishu_emulator.url, None, lines=lines(), out=screen, tty=False)
+    finally:
+        await running.stop()
+    assert code == 0
+    assert "bot> You said: hello from the terminal" in screen.getvalue()
