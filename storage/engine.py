@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import weakref
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -104,19 +104,43 @@ def _upgrade_to_head(connection: Connection) -> None:
 
 
 # Alembic keeps the running migration in module globals (alembic.context, alembic.op), so two
-# upgrades interleaving on one loop would issue each other's DDL. Other processes are kept apart
-# by the database: BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL (see env.py).
-_upgrade_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
+# upgrades in one process must not interleave. Other processes are kept apart by the database:
+# BEGIN IMMEDIATE on SQLite, an advisory lock on PostgreSQL (see env.py).
+_upgrade_lock = threading.Lock()
 
 
 async def upgrade(engine: AsyncEngine) -> None:
-    """Applies pending migrations through an existing engine."""
-    lock = _upgrade_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    """Applies pending migrations to the database `engine` points at.
+
+    Alembic's work between two statements (loading scripts, building DDL) is plain Python that
+    stalled the loop for half a second under load; it runs on a worker thread, with a loop and a
+    connection of its own. An in-memory SQLite database exists only in `engine`'s pool, so it is
+    migrated in place.
+    """
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and sqlite_path(url) is None:
+        await _upgrade_through(engine)
+        return
+    await asyncio.to_thread(_upgrade_blocking, url)
+
+
+def _upgrade_blocking(url: URL) -> None:
+    with _upgrade_lock:
+        asyncio.run(_upgrade_fresh(url))
+
+
+async def _upgrade_fresh(url: URL) -> None:
+    engine = make_engine(url)
+    try:
+        await _upgrade_through(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _upgrade_through(engine: AsyncEngine) -> None:
     # On SQLite the migration's transaction takes the write lock up front, like any writer.
     writer = engine.execution_options(**{WRITE_OPTION: True})
-    async with lock, writer.connect() as conn:
+    async with writer.connect() as conn:
         await conn.run_sync(_upgrade_to_head)
         await conn.commit()
 
