@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -45,6 +46,9 @@ class StoreBase:
         # under load that sleep, not the write, was most of an ack's latency (docs/bench).
         # Other processes still meet busy_timeout.
         self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        # (platform, tenant, platform user id) -> (user id, display name) of accounts seen lately:
+        # a returning user costs no transaction (users are never deleted, ids never change)
+        self._known_users: OrderedDict[tuple[str, str, str], tuple[str, str]] = OrderedDict()
 
     @property
     def engine(self) -> AsyncEngine:

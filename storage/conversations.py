@@ -14,6 +14,8 @@ from storage.base import CONFLICT_ATTEMPTS, StoreBase, require_aware
 from storage.models import Conversation, Message, PlatformIdentity, UserAccount
 from storage.records import ConversationRecord, MessageRecord
 
+KNOWN_USERS = 10_000  # accounts remembered in memory, least recently seen forgotten first
+
 
 def _new_id() -> str:
     return uuid.uuid4().hex
@@ -29,6 +31,21 @@ class ConversationRepository(StoreBase):
 
         A changed display name is stored; an empty one keeps the name already known.
         """
+        key = (platform, tenant, platform_user_id)
+        known = self._known_users.get(key)
+        if known is not None and (not display_name or known[1] == display_name):
+            self._known_users.move_to_end(key)
+            return known[0]
+        user_id = await self._resolve_user(platform, tenant, platform_user_id, display_name)
+        name = display_name or (known[1] if known else "")
+        self._known_users[key] = (user_id, name)
+        if len(self._known_users) > KNOWN_USERS:
+            self._known_users.popitem(last=False)
+        return user_id
+
+    async def _resolve_user(
+        self, platform: str, tenant: str, platform_user_id: str, display_name: str
+    ) -> str:
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
             async with self._write() as session:
                 statement = (

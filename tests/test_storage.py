@@ -12,7 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection
 
 from storage import ConversationRecord, JournalState, Store, migrate
@@ -317,6 +317,28 @@ async def test_resolve_user_creates_once_and_follows_the_display_name(store: Sto
     }
     assert alice not in others
     assert len(others) == 3
+
+
+async def test_a_returning_user_costs_no_statement_until_their_name_changes(
+    store: Store,
+) -> None:
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    first = await store.resolve_user("feishu", "tenant", "ou_9", "Dana")
+    event.listen(store.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert await store.resolve_user("feishu", "tenant", "ou_9", "Dana") == first
+        assert await store.resolve_user("feishu", "tenant", "ou_9", "") == first
+        assert statements == []
+        assert await store.resolve_user("feishu", "tenant", "ou_9", "Dana B.") == first
+        assert any("UPDATE" in s for s in statements)
+    finally:
+        event.remove(store.engine.sync_engine, "before_cursor_execute", count)
+    names = await _sql(store, "SELECT display_name FROM user_account")
+    assert names == [("Dana B.",)]
 
 
 async def test_concurrent_resolve_user_returns_one_user(store: Store) -> None:
