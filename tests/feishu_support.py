@@ -164,3 +164,79 @@ class RawFeishuClient:
         if self._reader is not None:
             await self._reader
         await self._http.close()
+
+
+MESSAGES = "/open-apis/im/v1/messages"
+CARDS = "/open-apis/cardkit/v1/cards"
+
+
+class Api:
+    """A plain HTTP client for the OpenAPI with a tenant token."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http = http
+        self.base = base
+        self.token = ""
+
+    async def call(
+        self, method: str, path: str, body: Any = None, **params: str
+    ) -> tuple[int, dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with self.http.request(
+            method, self.base + path, json=body, params=params, headers=headers
+        ) as resp:
+            return resp.status, await resp.json()
+
+    async def login(self, secret: str = FEISHU_APP_SECRET) -> tuple[int, dict[str, Any]]:
+        status, body = await self.call(
+            "POST",
+            "/open-apis/auth/v3/tenant_access_token/internal",
+            {"app_id": FEISHU_APP_ID, "app_secret": secret},
+        )
+        self.token = body.get("tenant_access_token", self.token)
+        return status, body
+
+    async def send(self, chat_id: str, msg_type: str, content: Any, **extra: Any) -> Any:
+        body = {"receive_id": chat_id, "msg_type": msg_type, "content": json.dumps(content)}
+        return await self.call("POST", MESSAGES, {**body, **extra}, receive_id_type="chat_id")
+
+    async def reply(self, om: str, msg_type: str, content: Any, **extra: Any) -> Any:
+        body = {"msg_type": msg_type, "content": json.dumps(content), **extra}
+        return await self.call("POST", f"{MESSAGES}/{om}/reply", body)
+
+    async def create_card(self, card: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return await self.call("POST", CARDS, {"type": "card_json", "data": json.dumps(card)})
+
+    async def stream(self, card_id: str, text: str, sequence: int, **extra: Any) -> Any:
+        path = f"{CARDS}/{card_id}/elements/markdown_1/content"
+        return await self.call("PUT", path, {"content": text, "sequence": sequence, **extra})
+
+    async def settings(self, card_id: str, config: dict[str, Any], sequence: int) -> Any:
+        body = {"settings": json.dumps({"config": config}), "sequence": sequence}
+        return await self.call("PATCH", f"{CARDS}/{card_id}/settings", body)
+
+
+@pytest.fixture
+async def api(feishu_emulator: FeishuEmulatorThread) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as http:
+        client = Api(http, feishu_emulator.url)
+        await client.login()
+        yield client
+
+
+def streaming_card(text: str = "Thinking...") -> dict[str, Any]:
+    return {
+        "schema": "2.0",
+        "config": {"streaming_mode": True, "summary": {"content": ""}},
+        "body": {"elements": [{"tag": "markdown", "content": text, "element_id": "markdown_1"}]},
+    }
+
+
+@pytest.fixture
+async def raw(feishu_emulator: FeishuEmulatorThread) -> AsyncIterator[RawFeishuClient]:
+    """A raw long-connection client, connected to the emulator's app."""
+    client = RawFeishuClient(feishu_emulator.url)
+    await client.connect()
+    await feishu_emulator.wait_for(lambda e: e.live_connections(FEISHU_APP_ID))
+    yield client
+    await client.close()
