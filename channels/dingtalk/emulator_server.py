@@ -40,6 +40,7 @@ from channels.dingtalk.emulator_state import (
     to_app,
 )
 from channels.emulator_control import CONTROL_PREFIX
+from channels.emulator_state import wait_until
 
 T = TypeVar("T")
 
@@ -420,14 +421,4 @@ class DingTalkEmulator:
         timeout: float = 5.0,  # noqa: ASYNC109 - a deadline for a condition, not for one await
     ) -> T:
         """Returns the predicate's first truthy value; re-checked on every state change."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            value = predicate(self)
-            if value:
-                return value
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"emulator condition not met within {timeout}s")
-            # Also re-check now and then: some predicates depend on the clock, not on a change.
-            await self.state.wait_changed(min(remaining, 0.05))
+        return await wait_until(lambda: predicate(self), self.state.wait_changed, timeout)

@@ -6,7 +6,6 @@ through `EmulatorThread`, which hands them copies.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import fnmatch
@@ -18,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from channels.emulator_state import EmulatorStateBase
 
 DEFAULT_CONTENT_KEY = "content"
 CLIENT_ID_KEY = web.RequestKey("client_id", str)  # the app a request turned out to be for
@@ -275,10 +276,11 @@ def stable_id(*parts: str, length: int = 22) -> str:
     return base64.b64encode(digest).decode()[:length]
 
 
-class EmulatorState:
+class EmulatorState(EmulatorStateBase[Fault]):
     """All mutable state; `notify()` wakes everyone waiting for a change."""
 
     def __init__(self, apps: list[EmulatorApp], templates: Mapping[str, str]) -> None:
+        super().__init__()
         self.apps = {app.client_id: app for app in apps}
         self.templates = dict(templates)  # template id -> its streaming content key
         self.calls: list[CallRecord] = []
@@ -288,28 +290,15 @@ class EmulatorState:
         self.direct: dict[tuple[str, str], str] = {}  # (client_id, staff id) -> conversation id
         self.sessions: dict[str, Session] = {}
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (client_id, monotonic deadline)
-        self.faults: list[Fault] = []
         self.latency = 0.0
         self.failing_deliveries: list[str] = []  # errorMsg of forced deliverResult failures
-        self.version = 0
-        self._changed = asyncio.Event()
         self._item_seq = 0
 
     def notify(self, conversation_id: str | None = None) -> None:
         """Something changed: bump versions and wake waiters."""
-        self.version += 1
         if conversation_id is not None and conversation_id in self.conversations:
             self.conversations[conversation_id].version += 1
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def wait_changed(self, at_most: float) -> None:
-        """Returns after the next change or after `at_most` seconds, whichever comes first."""
-        changed = self._changed
-        try:
-            await asyncio.wait_for(changed.wait(), at_most)
-        except TimeoutError:
-            return
+        self.changed()
 
     def app_for_token(self, token: str) -> str | None:
         """The client id a valid, unexpired token belongs to."""
@@ -317,18 +306,6 @@ class EmulatorState:
         if entry is None or time.monotonic() >= entry[1]:
             return None
         return entry[0]
-
-    def take_fault(self, method: str, path: str) -> Fault | None:
-        """The first matching fault, consuming one of its uses."""
-        for fault in self.faults:
-            if fault.matches(method, path):
-                fault.hits += 1
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self.faults.remove(fault)
-                return fault
-        return None
 
     def direct_conversation_id(self, client_id: str, staff_id: str) -> str:
         """The single chat between a user and a bot (DingTalk keeps one per pair)."""

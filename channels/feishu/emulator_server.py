@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from channels.emulator_state import wait_until
 from channels.feishu import frames
 from channels.feishu.emulator_cardkit import CardKit
 from channels.feishu.emulator_control import add_control_routes
@@ -398,14 +399,4 @@ class FeishuEmulator:
         timeout: float = 5.0,  # noqa: ASYNC109 - a deadline for a condition, not for one await
     ) -> T:
         """Returns the predicate's first truthy value; re-checked on every state change."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            value = predicate(self)
-            if value:
-                return value
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"emulator condition not met within {timeout}s")
-            # Also re-check now and then: some predicates depend on the clock, not on a change.
-            await self.state.wait_changed(min(remaining, 0.05))
+        return await wait_until(lambda: predicate(self), self.state.wait_changed, timeout)

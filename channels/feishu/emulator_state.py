@@ -6,7 +6,6 @@ through `FeishuEmulatorThread`, which hands them copies.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import fnmatch
 import hashlib
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from channels.emulator_state import EmulatorStateBase
 
 APP_ID_KEY = web.RequestKey("feishu_app_id", str)  # the app a request turned out to be for
 DISCOVERY_PATH = "/callback/ws/endpoint"
@@ -262,10 +263,11 @@ class Fault:
         }
 
 
-class EmulatorState:
+class EmulatorState(EmulatorStateBase[Fault]):
     """All mutable state; `notify()` wakes everyone waiting for a change."""
 
     def __init__(self, apps: list[FeishuApp]) -> None:
+        super().__init__()
         self.apps = {app.app_id: app for app in apps}
         self.calls: list[CallRecord] = []
         self.acks: list[AckRecord] = []
@@ -273,11 +275,8 @@ class EmulatorState:
         self.chats: dict[str, Chat] = {}
         self.messages: dict[str, tuple[str, ChatItem]] = {}  # om id -> (chat id, item)
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (app id, monotonic deadline)
-        self.faults: list[Fault] = []
         self.latency = 0.0
         self.streaming_timeout = 600.0
-        self.version = 0
-        self._changed = asyncio.Event()
 
     def check_streaming(self, card: CardState) -> None:
         """Streaming mode closes by itself `streaming_timeout` seconds after it was enabled."""
@@ -290,31 +289,9 @@ class EmulatorState:
 
     def notify(self, chat_id: str | None = None) -> None:
         """Something changed: bump versions and wake waiters."""
-        self.version += 1
         if chat_id is not None and chat_id in self.chats:
             self.chats[chat_id].version += 1
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def wait_changed(self, at_most: float) -> None:
-        """Returns after the next change or after `at_most` seconds, whichever comes first."""
-        changed = self._changed
-        try:
-            await asyncio.wait_for(changed.wait(), at_most)
-        except TimeoutError:
-            return
-
-    def take_fault(self, method: str, path: str) -> Fault | None:
-        """The first matching fault, consuming one of its uses."""
-        for fault in self.faults:
-            if fault.matches(method, path):
-                fault.hits += 1
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self.faults.remove(fault)
-                return fault
-        return None
+        self.changed()
 
     def p2p_chat_id(self, app_id: str, open_id: str) -> str:
         """The single chat between a user and a bot (Feishu keeps one per pair)."""
