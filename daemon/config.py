@@ -68,6 +68,17 @@ class DaemonSection(BaseModel):
     graceful_timeout: float = Field(default=20.0, ge=0, le=600)
     recovery_window_minutes: float = Field(default=10.0, ge=0, le=1440)  # answer after a crash
     secret_key_file: Path | None = None  # default: $CREDENTIALS_DIRECTORY or state_dir/secret.key
+    # Finished journal rows hold whole inbound payloads, DingTalk's sessionWebhook URLs among
+    # them: 30 days is long enough to investigate a complaint and far past any platform's
+    # redelivery window (a pruned message id no longer dedupes), short enough that a leaked
+    # database holds a month, not years. 0 keeps them forever.
+    retention_days: int = 30
+    # Conversation history is the agents' memory: kept until the operator says otherwise.
+    conversation_retention_days: int = 0
+    # Answers written at once, across every channel; the rest wait their turn, in order. 64
+    # streams already update cards faster than a Feishu app's 50 calls/s, and bound what one
+    # burst costs in sockets, memory and LLM spend.
+    max_concurrent_answers: int = 64
 
     @field_validator("log_level")
     @classmethod
@@ -75,6 +86,22 @@ class DaemonSection(BaseModel):
         if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
         return value.upper()
+
+    @field_validator("retention_days", "conversation_retention_days", mode="before")
+    @classmethod
+    def _whole_days(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 36500:
+            raise ValueError(
+                f"must be a whole number of days from 0 (keep forever) to 36500, got {value!r}"
+            )
+        return value
+
+    @field_validator("max_concurrent_answers", mode="before")
+    @classmethod
+    def _positive_count(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10000:
+            raise ValueError(f"must be a whole number from 1 to 10000, got {value!r}")
+        return value
 
     @property
     def effective_database_url(self) -> str:
