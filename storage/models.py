@@ -166,6 +166,7 @@ class InboundJournal(StorageModel, table=True):
         sa_type=sa.String(ID_LENGTH),
         foreign_key="conversation.id",
         ondelete="SET NULL",
+        index=True,  # deleting a conversation nulls its rows' links (retention)
     )
     card_id: str | None = Field(default=None, sa_type=sa.String(PLATFORM_ID_LENGTH))
     delivered_text: str = Field(default="", sa_type=sa.Text)
