@@ -6,6 +6,21 @@ Messages must never contain secrets: classifiers build them from status codes an
 
 from __future__ import annotations
 
+import math
+
+# The longest wait a remote may impose (Retry-After, x-ogw-ratelimit-reset, Feishu's
+# ReconnectInterval, ReconnectNonce and PingInterval): a hostile or broken server must not park a
+# channel for days. Ten minutes is far above the platforms' own values (Feishu's default
+# ReconnectInterval is 120 s).
+MAX_RETRY_AFTER = 600.0
+
+
+def clamp_wait(seconds: float | None) -> float | None:
+    """A remote's wait hint bounded to [0, MAX_RETRY_AFTER]; None when absent or not a number."""
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
 
 class ChannelError(Exception):
     """Base of every classified error."""
@@ -20,7 +35,8 @@ class TransientError(ChannelError):
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        # clamped here, where every platform's and agent's hint enters the taxonomy
+        self.retry_after = clamp_wait(retry_after)
 
 
 class RateLimited(TransientError):

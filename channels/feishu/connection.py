@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from channels.errors import AuthError, ConfigError, TransientError
+from channels.errors import MAX_RETRY_AFTER, AuthError, ConfigError, TransientError
 from channels.feishu import frames
 from channels.feishu.api import FeishuApi
 from channels.feishu.frames import ClientConfig, Frame, FrameError, FrameMethod
@@ -82,7 +82,12 @@ class LongConnection:
     @property
     def silence_limit(self) -> float:
         """Seconds without any frame (pongs included) after which the socket counts as dead."""
-        return self._watchdog or self.client_config.ping_interval + PONG_GRACE
+        return self._watchdog or self.ping_interval + PONG_GRACE
+
+    @property
+    def ping_interval(self) -> float:
+        """The gateway's PingInterval, capped like every other wait it hands out."""
+        return min(self.client_config.ping_interval, MAX_RETRY_AFTER)
 
     def _retry_hint(self) -> float | None:
         return self.client_config.reconnect_interval if self._config_known else None
@@ -179,7 +184,7 @@ class LongConnection:
         with contextlib.suppress(ConnectionClosed):
             while True:
                 await self._send(ws, frames.control_frame(frames.PING, self._service))
-                await asyncio.sleep(self.client_config.ping_interval)
+                await asyncio.sleep(self.ping_interval)
 
     async def _send(self, ws: ClientConnection, frame: Frame) -> None:
         async with self._send_lock:

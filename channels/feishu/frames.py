@@ -8,6 +8,7 @@ and reads frames. Header names and frame kinds follow lark-oapi 1.7.5 `ws/const.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -142,6 +143,8 @@ class ClientConfig:
         def pick(key: str, current: float, minimum: float) -> float:
             value = data.get(key)
             if isinstance(value, bool) or not isinstance(value, int | float):
+                return current
+            if not math.isfinite(value):  # json.loads takes Infinity; int(inf) raises
                 return current
             return float(value) if value >= minimum else current
 
