@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from daemon.config import EXIT_CONFIG_ERROR, ConfigurationError, Settings, load
+from daemon.config import EXIT_CONFIG_ERROR, ConfigurationError, Settings, load, loopback_listen
 
 DEFAULT_CONFIG = Path("channeld.toml")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -67,9 +67,18 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_emulator_listen(args: argparse.Namespace) -> None:
+    """The same rule as `[emulator] listen`: loopback HOST:PORT only."""
+    try:
+        loopback_listen(args.listen)
+    except ValueError as exc:
+        raise ConfigurationError(f"--listen {exc}") from None
+
+
 def cmd_emulate(args: argparse.Namespace) -> int:
     from channels.dingtalk import emulator
 
+    _check_emulator_listen(args)
     _setup_logging("INFO")
     code: int = asyncio.run(emulator.main(args))
     return code
@@ -78,6 +87,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 def cmd_emulate_feishu(args: argparse.Namespace) -> int:
     from channels.feishu import emulator
 
+    _check_emulator_listen(args)
     _setup_logging("INFO")
     code: int = asyncio.run(emulator.main(args))
     return code

@@ -139,6 +139,20 @@ class AdminSection(BaseModel):
         return int(self.listen.rpartition(":")[2])
 
 
+def loopback_listen(value: str) -> str:
+    """`value` if it is HOST:PORT on a loopback host; ValueError saying why otherwise."""
+    host, sep, port = value.rpartition(":")
+    # a bare port ("18788") or an empty host (":18788") binds every interface
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"must be HOST:PORT with a loopback host, got {value!r}")
+    if not is_loopback(host.strip("[]")):
+        raise ValueError(
+            f"must be a loopback address (127.0.0.1, ::1, localhost), got {value!r}: "
+            "an emulator has no authentication; whoever reaches it talks to the bot and its LLM"
+        )
+    return value
+
+
 class EmulatorSection(BaseModel):
     """The embedded DingTalk emulator used when no real credentials are configured."""
 
@@ -146,6 +160,11 @@ class EmulatorSection(BaseModel):
 
     enabled: bool = False
     listen: str = "127.0.0.1:8788"
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        return loopback_listen(value)
 
 
 class Settings(BaseModel):
