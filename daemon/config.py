@@ -29,6 +29,7 @@ from agents.registry import fallback_order
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.errors import ConfigError as ChannelConfigError
 from channels.feishu.config import FeishuChannelConfig
+from daemon.hosts import parse_host
 
 ENV_PREFIX = "CHANNELD_"
 EXIT_CONFIG_ERROR = 11
@@ -112,7 +113,10 @@ class AdminSection(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     listen: str = "127.0.0.1:8787"
+    # unset: the daemon generates one in <state_dir>/admin.token (daemon/admin_token.py)
     token: SecretStr | None = None
+    # Host header values answered besides loopback names and the listen address (DNS rebinding)
+    allowed_hosts: tuple[str, ...] = ()
 
     @field_validator("listen")
     @classmethod
@@ -122,12 +126,31 @@ class AdminSection(BaseModel):
             raise ValueError("listen must be HOST:PORT")
         return value
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        hosts = []
+        for entry in value:
+            parsed = parse_host(entry)
+            if parsed is None:
+                raise ValueError(
+                    f"{entry!r} is not a host name or address, optionally with :PORT "
+                    "(IPv6 in brackets; no wildcards)"
+                )
+            hosts.append(str(parsed))
+        return tuple(hosts)
+
     @model_validator(mode="after")
     def _token_beyond_loopback(self) -> AdminSection:
         if not is_loopback(self.host) and self.token is None:
             raise ValueError(f"token is required when listen ({self.listen}) is not loopback")
-        if self.token is not None and len(self.token.get_secret_value()) < 8:
-            raise ValueError("token must be at least 8 characters")
+        if self.token is not None:
+            token = self.token.get_secret_value()
+            if len(token) < 8:
+                raise ValueError("token must be at least 8 characters")
+            # it travels in an HTTP header, where browsers allow nothing else
+            if not (token.isascii() and token.isprintable()) or " " in token:
+                raise ValueError("token must be printable ASCII without spaces")
         return self
 
     @property
