@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+import sqlalchemy as sa
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -217,6 +218,22 @@ class ConversationRepository(StoreBase):
         ).limit(limit)
         async with self._read() as session:
             return [ConversationRecord.from_row(row) for row in await session.exec(statement)]
+
+    async def conversations_prune(self, older_than: datetime, *, limit: int | None = None) -> int:
+        """Deletes conversations (messages too) last active before older_than; how many."""
+        idle = col(Conversation.last_activity_at) < require_aware(older_than, "older_than")
+        statement = delete(Conversation)
+        if limit is None:
+            statement = statement.where(idle)
+        else:
+            # A batch per transaction: the write lock is never held for long (SQLite has one).
+            batch = sa.select(col(Conversation.id)).where(idle).limit(limit)
+            statement = statement.where(col(Conversation.id).in_(batch.scalar_subquery()))
+        # The foreign keys do the rest: messages cascade, journal rows keep no link.
+        async with self._write() as session:
+            result = await session.exec(statement)
+            await session.commit()
+            return result.rowcount
 
     @staticmethod
     async def _open_conversation(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -91,13 +92,20 @@ class JournalRepository(StoreBase):
             rows = await session.exec(statement.order_by(col(InboundJournal.id)))
             return [JournalEntry.from_row(row) for row in rows]
 
-    async def journal_prune(self, older_than: datetime) -> int:
-        """Deletes finished entries last updated before older_than; returns how many."""
+    async def journal_prune(self, older_than: datetime, *, limit: int | None = None) -> int:
+        """Deletes finished entries last updated before older_than (at most `limit`); how many."""
         # Pruned ids no longer dedupe: keep older_than well past the platforms' redelivery window.
-        statement = delete(InboundJournal).where(
+        finished_before = (
             col(InboundJournal.state).in_([s.value for s in FINISHED_STATES]),
             col(InboundJournal.updated_at) < require_aware(older_than, "older_than"),
         )
+        statement = delete(InboundJournal)
+        if limit is None:
+            statement = statement.where(*finished_before)
+        else:
+            # A batch per transaction: the write lock is never held for long (SQLite has one).
+            batch = sa.select(col(InboundJournal.id)).where(*finished_before).limit(limit)
+            statement = statement.where(col(InboundJournal.id).in_(batch.scalar_subquery()))
         async with self._write() as session:
             result = await session.exec(statement)
             await session.commit()

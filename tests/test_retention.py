@@ -1,0 +1,134 @@
+"""Retention: old finished journal rows and idle conversations go, in batches, on both backends."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from daemon.retention import Pruner
+from storage import JournalState, Store
+from tests.e2e_support import wait_until
+from tests.storage_support import FakeClock
+from tests.test_storage import backend, clock, postgres, store
+
+__all__ = ["backend", "clock", "postgres", "store"]
+
+DAY = timedelta(days=1)
+
+
+async def _count(store: Store, table: str) -> int:
+    async with store.engine.connect() as conn:
+        return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())  # noqa: S608 - fixed table names
+
+
+async def _journal(store: Store, message_id: str, state: JournalState) -> int:
+    entry_id = await store.journal_accept("ding", message_id, None, '{"sessionWebhook": "x"}')
+    assert entry_id is not None
+    await store.journal_update(entry_id, state=state)
+    return entry_id
+
+
+async def _chat(store: Store, clock: FakeClock, key: str, turns: int = 2) -> str:
+    user = await store.resolve_user("dingtalk", "corp", f"u-{key}", "Alice")
+    conversation = await store.current_conversation(
+        "ding", key, user, idle_reset=timedelta(hours=1), now=clock.now
+    )
+    for turn in range(turns):
+        await store.append_message(conversation.id, "user", f"turn {turn}", now=clock.now)
+    return conversation.id
+
+
+async def test_journal_prune_in_batches_keeps_unfinished_rows(
+    store: Store, clock: FakeClock
+) -> None:
+    finished = [JournalState.REPLIED, JournalState.FAILED, JournalState.IGNORED]
+    old = [await _journal(store, f"old-{i}", finished[i % 3]) for i in range(7)]
+    pending = [
+        await _journal(store, "old-received", JournalState.RECEIVED),
+        await _journal(store, "old-replying", JournalState.REPLYING),
+    ]
+    cutoff = clock.advance(31 * DAY)
+    fresh = await _journal(store, "fresh", JournalState.REPLIED)
+
+    assert await store.journal_prune(cutoff, limit=3) == 3
+    assert await store.journal_prune(cutoff, limit=3) == 3
+    assert await store.journal_prune(cutoff, limit=3) == 1
+    assert await store.journal_prune(cutoff, limit=3) == 0
+    assert [await store.journal_get(i) for i in old] == [None] * 7
+    # recovery still needs these, however old
+    assert None not in [await store.journal_get(i) for i in pending]
+    assert await store.journal_get(fresh) is not None
+
+
+async def test_conversations_prune_takes_messages_and_unlinks_the_journal(
+    store: Store, clock: FakeClock
+) -> None:
+    stale = [await _chat(store, clock, f"direct:old-{i}") for i in range(5)]
+    linked = await _journal(store, "linked", JournalState.REPLYING)
+    await store.journal_update(linked, conversation_id=stale[0])
+    clock.advance(10 * DAY)
+    active = await _chat(store, clock, "direct:new")
+    cutoff = clock.now - 5 * DAY
+
+    assert await store.conversations_prune(cutoff, limit=2) == 2
+    assert await store.conversations_prune(cutoff, limit=2) == 2
+    assert await store.conversations_prune(cutoff, limit=2) == 1
+    assert await store.conversations_prune(cutoff, limit=2) == 0
+
+    assert [await store.get_conversation(c) for c in stale] == [None] * 5
+    assert await store.get_conversation(active) is not None
+    assert await _count(store, "message") == 2  # only the active conversation's turns
+    entry = await store.journal_get(linked)
+    assert entry is not None and entry.conversation_id is None
+
+
+async def test_pruner_drains_in_batches_and_reports_counts(
+    store: Store, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    for i in range(12):
+        await _journal(store, f"j{i}", JournalState.REPLIED)
+    for i in range(4):
+        await _chat(store, clock, f"direct:c{i}")
+    clock.advance(40 * DAY)
+    await _journal(store, "recent", JournalState.REPLIED)
+    pruned: list[tuple[str, int]] = []
+    pruner = Pruner(
+        store,
+        journal_days=30,
+        conversation_days=35,
+        on_pruned=lambda table, count: pruned.append((table, count)),
+        batch=5,
+        pause=0,
+        clock=clock,
+    )
+
+    with caplog.at_level(logging.INFO, logger="daemon.retention"):
+        pruner.start()
+        try:
+            await wait_until(lambda: pruned[-1:] == [("conversation", 4)])
+        finally:
+            await pruner.stop()
+
+    assert pruned == [("journal", 5), ("journal", 5), ("journal", 2), ("conversation", 4)]
+    assert await _count(store, "inbound_journal") == 1
+    assert await _count(store, "conversation") == 0
+    assert any("deleted 12 journal row(s)" in r.getMessage() for r in caplog.records)
+
+
+async def test_pruner_keeps_everything_when_both_ages_are_zero(
+    store: Store, clock: FakeClock
+) -> None:
+    await _journal(store, "ancient", JournalState.REPLIED)
+    await _chat(store, clock, "direct:ancient")
+    clock.advance(3650 * DAY)
+    pruner = Pruner(store, journal_days=0, conversation_days=0, clock=clock)
+    assert not pruner.enabled
+    pruner.start()  # nothing to schedule
+    report = await pruner.prune()
+    await pruner.stop()
+    assert (report.journal, report.conversations) == (0, 0)
+    assert await _count(store, "inbound_journal") == 1
+    assert await _count(store, "conversation") == 1
