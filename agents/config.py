@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from channels.config import SENDS_SECRETS, http_base_url
+
 
 class OpenAIAgentConfig(BaseModel):
     """An OpenAI-compatible chat completions endpoint (OpenAI, vLLM, Ollama, LiteLLM...)."""
@@ -13,7 +15,7 @@ class OpenAIAgentConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: Literal["openai"]
-    base_url: str
+    base_url: str = Field(json_schema_extra={SENDS_SECRETS: True})  # api_key is sent there
     api_key: SecretStr = SecretStr("")  # local servers often need none
     model: str = Field(min_length=1)
     system_prompt: str = "You are a helpful assistant."
@@ -31,10 +33,7 @@ class OpenAIAgentConfig(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        scheme, sep, rest = value.partition("://")
-        if not sep or scheme.lower() not in {"http", "https"} or not rest.strip("/"):
-            raise ValueError("base_url must be an http:// or https:// URL")
-        return value.rstrip("/")
+        return http_base_url(value)
 
 
 class EchoAgentConfig(BaseModel):

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from pydantic import SecretStr
 
 from agents.base import Agent
 from channels.config import ChannelConfigBase
@@ -36,18 +40,42 @@ class AgentProfile:
     history_messages: int
 
 
-def spec_digest(config: ChannelConfigBase) -> str:
-    """Changes whenever any setting, secrets included, changes; the secret itself is not kept."""
+MAX_ERROR_CHARS = 200  # of a platform's error text in the status the API shows
+# `name=value`, `"name": "value"` and `Bearer value` where the name says credential
+_CREDENTIAL = re.compile(
+    r"(?i)((?:secret|token|ticket|session|password|signature|authorization)\w*[\"']?\s*[:=]\s*"
+    r"[\"']?(?:bearer\s+)?|bearer\s+)[^\s\"'&,;}]+"
+)
+
+
+def _settings_text(config: ChannelConfigBase) -> bytes:
     exposed = config.model_dump(mode="python")
-    text = json.dumps(
-        {
-            k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
-            for k, v in exposed.items()
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+    plain = {
+        k: (v.get_secret_value() if isinstance(v, SecretStr) else v) for k, v in exposed.items()
+    }
+    return json.dumps(plain, sort_keys=True, default=str).encode()
+
+
+def spec_digest(config: ChannelConfigBase, key: bytes) -> str:
+    """Changes whenever any setting, secrets included, changes; keyed (HMAC), so the stored value
+    cannot be used to guess the secrets offline."""
+    return "hmac-sha256:" + hmac.new(key, _settings_text(config), hashlib.sha256).hexdigest()
+
+
+def _legacy_digest(config: ChannelConfigBase) -> str:
+    # what earlier versions stored: compared once so an upgrade keeps operator toggles, never stored
+    return hashlib.sha256(_settings_text(config)).hexdigest()
+
+
+def public_error(text: str, config: ChannelConfigBase | None) -> str:
+    """An error as the API shows it: one line, bounded, the channel's secrets and tokens masked."""
+    if config is not None:
+        for name in type(config).model_fields:
+            value = getattr(config, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                text = text.replace(value.get_secret_value(), "***")
+    text = " ".join(_CREDENTIAL.sub(r"\1***", text).split())
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 class _Running:
@@ -70,11 +98,13 @@ class ChannelManager:
         *,
         build_provider: ProviderBuilder,
         agents: Mapping[str, AgentProfile],
+        digest_key: bytes,
         decode: Callable[[ChannelRecord], ChannelConfigBase] | None = None,
         backoff: Backoff | None = None,
         observer: Observer | None = None,
     ) -> None:
         self._store = store
+        self._digest_key = digest_key
         self._decode = decode
         self._observer = observer or NullObserver()
         self._build_provider = build_provider
@@ -97,10 +127,13 @@ class ChannelManager:
             if record.source == "config" and record.id not in wanted:
                 await self._store.delete_channel(record.id)
         for config in channels:
-            digest = spec_digest(config)
+            digest = spec_digest(config, self._digest_key)
             existing = await self._store.get_channel(config.id)
             enabled = config.enabled
-            if existing is not None and existing.spec.get("digest") == digest:
+            if existing is not None and existing.spec.get("digest") in (
+                digest,
+                _legacy_digest(config),
+            ):
                 enabled = existing.enabled
             spec: dict[str, Any] = {"settings": config.model_dump(mode="json"), "digest": digest}
             await self._store.upsert_channel(
@@ -143,7 +176,8 @@ class ChannelManager:
         try:
             config = self.settings(record)
         except (ConfigError, ValueError) as exc:
-            self._failed_to_build[record.id] = f"{type(exc).__name__}: {exc}"
+            # e.g. a secret the current key cannot open: this channel fails, the others run
+            self._failed_to_build[record.id] = public_error(f"{type(exc).__name__}: {exc}", None)
             return
         if config is None:
             self._failed_to_build[record.id] = "no settings for this channel"
@@ -165,7 +199,7 @@ class ChannelManager:
         try:
             provider = self._build_provider(config, sink, observer)
         except ConfigError as exc:
-            self._failed_to_build[record.id] = str(exc)
+            self._failed_to_build[record.id] = public_error(str(exc), config)
             return
         supervisor = Supervisor(
             record.id,
@@ -203,7 +237,7 @@ class ChannelManager:
         running = self._running.pop(channel_id, None)
         if running is not None:
             await running.supervisor.stop(final_state)
-            self._last_status[channel_id] = running.supervisor.status()
+            self._last_status[channel_id] = self._public(running)
 
     # -- admin actions --------------------------------------------------------------------------
 
@@ -233,10 +267,16 @@ class ChannelManager:
         running = self._running.get(channel_id)
         return running.supervisor if running else None
 
+    def _public(self, running: _Running) -> ChannelStatus:
+        status = running.supervisor.status()
+        if status.last_error is None:
+            return status
+        return replace(status, last_error=public_error(status.last_error, running.runtime.config))
+
     def status(self, channel_id: str) -> ChannelStatus:
         running = self._running.get(channel_id)
         if running is not None:
-            return running.supervisor.status()
+            return self._public(running)
         error = self._failed_to_build.get(channel_id)
         last = self._last_status.get(channel_id)
         return ChannelStatus(

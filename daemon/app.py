@@ -27,7 +27,7 @@ from channels.recovery import recover
 from channels.supervisor import Backoff
 from daemon.admin import AdminServer
 from daemon.api import AdminApi
-from daemon.channel_service import ChannelService, decode_record
+from daemon.channel_service import ChannelService, decode_record, sealed_channels
 from daemon.config import ConfigurationError, Settings, load
 from daemon.embedded import EmbeddedEmulator
 from daemon.metrics import EventLoopLagMonitor, Metrics, metrics_handler
@@ -96,11 +96,16 @@ class Daemon:
             )
             for name, config in settings.agents.items()
         }
-        box = SecretBox(load_key(settings.daemon.state_dir, settings.daemon.secret_key_file))
+        # never a fresh key over sealed secrets: SecretKeyError is a config error (exit 11)
+        sealed = sealed_channels(await self.store.list_channels())
+        box = SecretBox(
+            load_key(settings.daemon.state_dir, settings.daemon.secret_key_file, sealed=sealed)
+        )
         self.manager = ChannelManager(
             self.store,
             build_provider=build_provider,
             agents=profiles,
+            digest_key=box.derive("spec-digest"),
             decode=functools.partial(decode_record, box),
             backoff=self._backoff,
             observer=self.metrics,

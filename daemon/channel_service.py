@@ -1,22 +1,25 @@
 """Channel administration: validation, write-only secrets, provisioned vs API channels.
 
 Every rule here is enforced by the server, whatever the client: secrets never leave in a
-response, `***` or an omitted secret keeps the stored value, an empty secret is an error.
+response, `***` or an omitted secret keeps the stored value, an empty secret is an error, and a
+setting marked `x-sends-secrets` (where the secrets are sent) changes only with the secrets given
+again in the same request, so an admin client can never redirect a stored secret to itself.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import SecretStr, TypeAdapter, ValidationError
 
-from channels.config import ChannelConfigBase
+from channels.config import ChannelConfigBase, sends_secrets
+from channels.errors import ConfigError
 from channels.manager import ChannelManager
 from daemon.config import CHANNEL_TYPES, ChannelConfig
-from daemon.secrets import MASK, SecretBox
+from daemon.secrets import MASK, SecretBox, SecretKeyError
 from storage.repository import ChannelRecord, Store
 
 _ADAPTER: TypeAdapter[ChannelConfig] = TypeAdapter(ChannelConfig)
@@ -191,9 +194,9 @@ class ChannelService:
     async def update(self, channel_id: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         record = await self.get_record(channel_id)
         self._managed_by_file(record)
-        current = self.decode(record)
-        merged: dict[str, Any] = current.model_dump(mode="python")
-        secrets = secret_fields(current)
+        merged, unreadable = _open_settings(self._box, record)
+        secrets = sealed_names(record)
+        current = _parse_or_none({**merged, **dict.fromkeys(unreadable, MASK)})
         for name, value in patch.items():
             if name in IMMUTABLE and value != merged.get(name):
                 raise ApiError(
@@ -213,11 +216,24 @@ class ChannelService:
                         [{"path": name, "message": "must not be empty; omit it to keep"}],
                     )
             merged[name] = value
-        for name in secrets:
-            if isinstance(merged.get(name), SecretStr):
-                merged[name] = merged[name].get_secret_value()
+        given = {n for n in secrets if patch.get(n) not in (None, MASK)}
+        if missing := unreadable - given:
+            raise _secret_required(
+                missing, "the stored secret does not decrypt with the current key"
+            )
         config = parse_settings(merged)
         self._check_agent(config)
+        moved = [
+            name
+            for name in sends_secrets(type(config))
+            if current is None or getattr(current, name) != getattr(config, name)
+        ]
+        if moved and (missing := secrets - given):
+            raise _secret_required(
+                missing,
+                f"{', '.join(moved)} decides where the channel's secrets are sent; the stored "
+                "secrets never go to a new address unless given again in the same request",
+            )
         await self._store.upsert_channel(
             channel_id,
             type=config.type,
@@ -249,13 +265,59 @@ class ChannelService:
         return await self.get(channel_id)
 
 
-def decode_record(box: SecretBox, record: ChannelRecord) -> ChannelConfigBase:
-    """Settings stored for an API channel, secrets decrypted."""
+def sealed_names(record: ChannelRecord) -> set[str]:
+    """Names of the settings stored sealed (the channel's secrets)."""
+    settings = record.spec.get("settings", {})
+    return {n for n, v in settings.items() if isinstance(v, dict) and SEALED in v}
+
+
+def sealed_channels(records: Iterable[ChannelRecord]) -> list[str]:
+    """Ids of the channels whose stored settings hold sealed secrets."""
+    return sorted(r.id for r in records if sealed_names(r))
+
+
+def _open_settings(box: SecretBox, record: ChannelRecord) -> tuple[dict[str, Any], set[str]]:
+    """Stored settings with secrets decrypted, and the names of those the key cannot open."""
     settings = dict(record.spec.get("settings", {}))
-    for name, value in list(settings.items()):
-        if isinstance(value, dict) and SEALED in value:
-            settings[name] = box.open(str(value[SEALED]))
-    return parse_settings(settings)
+    unreadable = set()
+    for name in sealed_names(record):
+        try:
+            settings[name] = box.open(str(settings[name][SEALED]))
+        except SecretKeyError:
+            del settings[name]
+            unreadable.add(name)
+    return settings, unreadable
+
+
+def _parse_or_none(settings: Mapping[str, Any]) -> ChannelConfigBase | None:
+    try:
+        return parse_settings(settings)
+    except ApiError:
+        return None  # stored before a validator tightened: every setting counts as changed
+
+
+def _secret_required(names: set[str], why: str) -> ApiError:
+    listed = ", ".join(sorted(names))
+    return ApiError(
+        409,
+        "secret_required",
+        f"{listed}: give it again in this request: {why}",
+        [{"path": name, "message": f"required: {why}"} for name in sorted(names)],
+    )
+
+
+def decode_record(box: SecretBox, record: ChannelRecord) -> ChannelConfigBase:
+    """Settings stored for an API channel, secrets decrypted; ConfigError when that fails."""
+    settings, unreadable = _open_settings(box, record)
+    if unreadable:
+        raise ConfigError(
+            f"{', '.join(sorted(unreadable))}: the stored secret does not decrypt with the current "
+            "key; restore the key or re-enter the secret"
+        )
+    try:
+        return parse_settings(settings)
+    except ApiError as exc:
+        raise ConfigError(f"stored settings are not valid: {exc.message}") from None
 
 
 def _iso(epoch: float | None) -> str | None:

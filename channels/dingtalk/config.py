@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from channels.config import ChannelConfigBase
+from channels.config import SENDS_SECRETS, ChannelConfigBase, http_base_url
 
 DEFAULT_API_BASE = "https://api.dingtalk.com"
 
@@ -26,16 +26,20 @@ class DingTalkChannelConfig(ChannelConfigBase):
     robot_code: str = ""  # defaults to client_id
     card_template_id: str = ""  # empty: answers go out as markdown messages
     card_content_key: str = "content"  # the template's streaming markdown variable
-    api_base: str = Field(default_factory=default_api_base)
+    # where the token and gateway calls (which carry client_secret) go; validate_default: the
+    # SDK variable behind the default is checked like a configured value
+    api_base: str = Field(
+        default_factory=default_api_base,
+        validate_default=True,
+        json_schema_extra={SENDS_SECRETS: True},
+    )
     request_timeout: float = Field(default=10.0, gt=0, le=120)
     watchdog_seconds: float = Field(default=120.0, ge=1, le=3600)  # silence before a reconnect
 
     @field_validator("api_base")
     @classmethod
     def _api_base_is_http(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("api_base must start with http:// or https://")
-        return value.rstrip("/")
+        return http_base_url(value)
 
     @field_validator("client_secret")
     @classmethod

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from channels.config import ChannelConfigBase
+from channels.config import SENDS_SECRETS, ChannelConfigBase, http_base_url
 
 DOMAINS = {
     "feishu": "https://open.feishu.cn",
@@ -22,8 +22,11 @@ class FeishuChannelConfig(ChannelConfigBase):
     app_id: str = Field(min_length=1)  # cli_...
     app_secret: SecretStr
     # "feishu", "lark", or a base URL (an emulator, a private deployment); the web form shows it
-    # among the essential fields although it has a default
-    domain: str = Field(default="feishu", json_schema_extra={"x-essential": True})
+    # among the essential fields although it has a default; discovery and the token call (which
+    # carry app_secret) go there
+    domain: str = Field(
+        default="feishu", json_schema_extra={"x-essential": True, SENDS_SECRETS: True}
+    )
     request_timeout: float = Field(default=10.0, gt=0, le=120)
     # silence on the socket (pongs included) before a reconnect; 0: the ping interval plus 30 s
     watchdog_seconds: float = Field(default=0.0, ge=0, le=3600)
@@ -35,8 +38,10 @@ class FeishuChannelConfig(ChannelConfigBase):
     @field_validator("domain")
     @classmethod
     def _known_domain(cls, value: str) -> str:
-        if value in DOMAINS or value.startswith(("http://", "https://")):
-            return value.rstrip("/")
+        if value in DOMAINS:
+            return value
+        if value.lower().startswith(("http://", "https://")):
+            return http_base_url(value)
         raise ValueError('domain must be "feishu", "lark" or a URL starting with http(s)://')
 
     @field_validator("app_secret")
