@@ -42,9 +42,9 @@ class AgentProfile:
 
 MAX_ERROR_CHARS = 200  # of a platform's error text in the status the API shows
 # `name=value`, `"name": "value"` and `Bearer value` where the name says credential
+_NAME = r"(?:secret|token|ticket|session|password|signature|authorization)\w*"
 _CREDENTIAL = re.compile(
-    r"(?i)((?:secret|token|ticket|session|password|signature|authorization)\w*[\"']?\s*[:=]\s*"
-    r"[\"']?(?:bearer\s+)?|bearer\s+)[^\s\"'&,;}]+"
+    rf"(?i)({_NAME}=|{_NAME}[\"']\s*:\s*[\"'](?:bearer\s+)?|bearer\s+)[^\s\"'&,;}}]+"
 )
 
 
