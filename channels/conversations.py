@@ -1,4 +1,4 @@
-"""Conversation keys and the ordered worker that answers one conversation at a time."""
+"""Conversation keys, the ordered worker that answers one conversation at a time, answer slots."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,35 @@ class Job:
     resumed: bool = False  # recovered after a restart with the user's turn already stored
 
 
+class AnswerSlots:
+    """The daemon-wide cap on answers being written; the daemon owns it, every channel shares it.
+
+    Waiters are served in arrival order, and a conversation's worker waits with its queue behind
+    it, so each conversation's messages are still answered in order.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._semaphore = asyncio.Semaphore(limit)
+        self.running = 0
+        self.waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Wait for a free slot and keep it for the body."""
+        self.waiting += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self._semaphore.release()
+
+
 class ConversationWorker:
     """Answers one conversation's messages in order; the task exists only while there is work."""
 
@@ -48,6 +77,7 @@ class ConversationWorker:
         self._queue: deque[Job] = deque()
         self._task: asyncio.Task[None] | None = None
         self._current: asyncio.Task[None] | None = None
+        self._overflow_told = False  # this burst's overflow notice went out
 
     @property
     def busy(self) -> bool:
@@ -63,6 +93,15 @@ class ConversationWorker:
             self._task = asyncio.create_task(self._run(), name=f"conversation-{self.key}")
         return ahead
 
+    def overflow_notice_due(self) -> bool:
+        """True for the first message a full queue refuses; the rest of the burst goes quietly.
+
+        Re-armed once the queue has drained (every waiting message taken up): a steady flood gets
+        one notice, not one per message, and a later burst gets its own.
+        """
+        due, self._overflow_told = not self._overflow_told, True
+        return due
+
     def stop_current(self) -> bool:
         """Cancel the answer being written (`/stop`); queued messages still get answered."""
         if self._current is None or self._current.done():
@@ -74,6 +113,8 @@ class ConversationWorker:
         try:
             while self._queue:
                 job = self._queue.popleft()
+                if not self._queue:
+                    self._overflow_told = False
                 self._current = asyncio.create_task(self._answer(job))
                 try:
                     await self._current

@@ -17,7 +17,7 @@ from typing import Any
 
 from agents.base import Agent, AgentRequest, Turn
 from channels.config import ChannelConfigBase
-from channels.conversations import ConversationWorker, Job, conversation_key
+from channels.conversations import AnswerSlots, ConversationWorker, Job, conversation_key
 from channels.emitter import ReplyOutcome, ResponseEmitter
 from channels.errors import ChannelError, TransientError
 from channels.model import ChatType, InboundMessage, inbound_to_json
@@ -39,6 +39,7 @@ STOPPED_TEXT = "Stopped."
 NOTHING_TO_STOP_TEXT = "Nothing to stop."
 QUEUED_TEXT = "Got it. I will answer this after the current reply ({ahead} ahead of it)."
 OVERFLOW_TEXT = "Too many messages are waiting. Please wait for the current answers, then resend."
+OVERFLOW_ERROR = "dropped: the conversation's queue was full"
 UNAVAILABLE_TEXT = "This bot cannot answer right now. Please try again later."
 # Pauses between attempts at recording a reply's outcome. A SQLite write lock held by another
 # process (a backup, a migration) past the busy timeout usually clears within these; a row left
@@ -99,10 +100,12 @@ class MessageHandler:
         store: Store,
         runtime: Callable[[str], ChannelRuntime | None],
         *,
+        slots: AnswerSlots,
         observer: Observer | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
+        self._slots = slots  # the daemon's cap on answers in progress, shared by every channel
         self._observer = observer or NullObserver()
         self._runtime = runtime
         self._clock = clock
@@ -166,7 +169,9 @@ class MessageHandler:
             self._workers[key] = worker
         ahead = worker.submit(job)
         if ahead is None:
-            self._spawn(self._reply_command(entry_id, message, OVERFLOW_TEXT, JournalState.FAILED))
+            # one notice per burst, not one per message; each refused message is journaled
+            notice = OVERFLOW_TEXT if worker.overflow_notice_due() else None
+            self._spawn(self._refuse(entry_id, message, notice))
         elif ahead > 0:
             self._spawn(self._notify(message, QUEUED_TEXT.format(ahead=ahead)))
 
@@ -235,18 +240,21 @@ class MessageHandler:
             user_text=text,
             user_id=user_id,
         )
-        # the LLM is asked now; the journal, the card and the question's turn follow while it
-        # thinks (a crash before the card exists leaves the row "received": answered again)
-        deltas = Prefetched(
-            timed(runtime.agent.stream(request), runtime.agent.name, self._observer),
-            name=f"llm-{message.channel_id}",
-        )
-        try:
-            await self._reply_streamed(
-                runtime, job, conversation_id=conversation.id, text=text, now=now, deltas=deltas
+        # A burst across many conversations waits here for a slot, in order, rather than
+        # opening an LLM stream and a card each at once.
+        async with self._slots.hold():
+            # the LLM is asked now; the journal, the card and the question's turn follow while
+            # it thinks (a crash before the card exists leaves the row "received": answered again)
+            deltas = Prefetched(
+                timed(runtime.agent.stream(request), runtime.agent.name, self._observer),
+                name=f"llm-{message.channel_id}",
             )
-        finally:
-            await deltas.aclose()
+            try:
+                await self._reply_streamed(
+                    runtime, job, conversation_id=conversation.id, text=text, now=now, deltas=deltas
+                )
+            finally:
+                await deltas.aclose()
 
     async def _reply_streamed(
         self,
@@ -332,13 +340,7 @@ class MessageHandler:
             job.entry_id, state=JournalState.REPLIED, delivered_text=text
         )
 
-    async def _reply_command(
-        self,
-        entry_id: int,
-        message: InboundMessage,
-        text: str,
-        state: JournalState = JournalState.REPLIED,
-    ) -> None:
+    async def _reply_command(self, entry_id: int, message: InboundMessage, text: str) -> None:
         runtime = self._runtime(message.channel_id)
         try:
             if runtime is None:
@@ -347,7 +349,22 @@ class MessageHandler:
         except ChannelError as exc:
             await self._store.journal_update(entry_id, state=JournalState.FAILED, error=str(exc))
             return
-        await self._store.journal_update(entry_id, state=state, delivered_text=text)
+        await self._store.journal_update(entry_id, state=JournalState.REPLIED, delivered_text=text)
+
+    async def _refuse(self, entry_id: int, message: InboundMessage, notice: str | None) -> None:
+        """Journal a message a full queue refused, with why; send the burst's notice if due."""
+        error = OVERFLOW_ERROR
+        if notice is not None:
+            runtime = self._runtime(message.channel_id)
+            try:
+                if runtime is None:
+                    raise ChannelError("channel stopped")
+                await runtime.provider.send(message, notice)
+            except ChannelError as exc:
+                error, notice = f"{OVERFLOW_ERROR}; the notice failed: {exc}", None
+        await self._store.journal_update(
+            entry_id, state=JournalState.FAILED, delivered_text=notice, error=error
+        )
 
     async def _notify(self, message: InboundMessage, text: str) -> None:
         runtime = self._runtime(message.channel_id)

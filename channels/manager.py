@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from agents.base import Agent
 from channels.config import ChannelConfigBase
+from channels.conversations import AnswerSlots
 from channels.emitter import EmitterSettings, ResponseEmitter
 from channels.errors import ConfigError
 from channels.handler import ChannelRuntime, MessageHandler
@@ -98,6 +99,7 @@ class ChannelManager:
         *,
         build_provider: ProviderBuilder,
         agents: Mapping[str, AgentProfile],
+        answer_slots: AnswerSlots,
         digest_key: bytes,
         decode: Callable[[ChannelRecord], ChannelConfigBase] | None = None,
         backoff: Backoff | None = None,
@@ -115,7 +117,9 @@ class ChannelManager:
         self._failed_to_build: dict[str, str] = {}
         self._last_status: dict[str, ChannelStatus] = {}
         self._lock = asyncio.Lock()
-        self.handler = MessageHandler(store, self.runtime, observer=self._observer)
+        self.handler = MessageHandler(
+            store, self.runtime, slots=answer_slots, observer=self._observer
+        )
         self.started = False
 
     # -- desired state --------------------------------------------------------------------------

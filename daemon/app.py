@@ -14,6 +14,7 @@ from pathlib import Path
 from agents.base import Agent
 from agents.registry import build_agents, close_agents
 from channels.config import ChannelConfigBase
+from channels.conversations import AnswerSlots
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.provider import DingTalkProvider
 from channels.errors import ConfigError
@@ -31,6 +32,7 @@ from daemon.channel_service import ChannelService, decode_record, sealed_channel
 from daemon.config import ConfigurationError, Settings, load
 from daemon.embedded import EmbeddedEmulator
 from daemon.metrics import EventLoopLagMonitor, Metrics, metrics_handler
+from daemon.retention import Pruner
 from daemon.sdnotify import Notifier, WatchdogPinger, watchdog_interval
 from daemon.secrets import SecretBox, load_key
 from storage.repository import Store
@@ -67,6 +69,10 @@ class Daemon:
         self._watchdog = WatchdogPinger(self.notifier, watchdog_interval())
         self.metrics = Metrics()
         self._lag_monitor = EventLoopLagMonitor(self.metrics)
+        # one cap on answers in progress for the whole daemon, handed to the handler
+        slots = self.answer_slots = AnswerSlots(settings.daemon.max_concurrent_answers)
+        self.metrics.watch_answers(lambda: slots.running, lambda: slots.waiting)
+        self._pruner: Pruner | None = None
         self._agents: dict[str, Agent] = {}
 
     async def _ready(self) -> bool:
@@ -105,6 +111,7 @@ class Daemon:
             self.store,
             build_provider=build_provider,
             agents=profiles,
+            answer_slots=self.answer_slots,
             digest_key=box.derive("spec-digest"),
             decode=functools.partial(decode_record, box),
             backoff=self._backoff,
@@ -134,6 +141,13 @@ class Daemon:
             freshness=timedelta(minutes=settings.daemon.recovery_window_minutes),
             now=datetime.now(UTC),
         )
+        self._pruner = Pruner(
+            self.store,
+            journal_days=settings.daemon.retention_days,
+            conversation_days=settings.daemon.conversation_retention_days,
+            on_pruned=self.metrics.rows_pruned,
+        )
+        self._pruner.start()
         # READY=1 waits for channels to settle, but nothing else waits for it
         self._ready_task = asyncio.create_task(self._report_ready(), name="sd-ready")
         log.info(
@@ -193,6 +207,8 @@ class Daemon:
         if self.admin is not None:
             await self.admin.stop()
         await self._lag_monitor.stop()
+        if self._pruner is not None:
+            await self._pruner.stop()
         if self.manager is not None:
             await self.manager.close(self.settings.daemon.graceful_timeout)
         await close_agents(self._agents)

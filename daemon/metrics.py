@@ -23,6 +23,7 @@ from channels.model import ChannelState
 
 CHANNEL_STATES = tuple(state.value for state in ChannelState)
 REPLY_OUTCOMES = ("replied", "failed", "cancelled")
+RETENTION_TABLES = ("journal", "conversation")
 
 # Acks must leave within a few milliseconds of the frame or the platform redelivers, so the
 # interesting range is sub-millisecond to tens of milliseconds.
@@ -143,6 +144,21 @@ class Metrics:
             buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
+        self._pruned = Counter(
+            "channeld_retention_deleted_rows",
+            "Rows deleted once past their retention: journal rows, conversations.",
+            ["table"],
+            registry=r,
+        )
+        for table in RETENTION_TABLES:
+            self._pruned.labels(table)
+        self._answers = Gauge(
+            "channeld_answers",
+            "Answers across every channel: running (holding one of max_concurrent_answers)"
+            " or waiting for a slot.",
+            ["state"],
+            registry=r,
+        )
         # Label sets created per channel, so that forgetting a channel removes every one of them.
         self._series: dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
 
@@ -246,6 +262,17 @@ class Metrics:
     def loop_lag(self, seconds: float) -> None:
         """How late the loop ran a timer."""
         self._loop_lag.observe(seconds)
+
+    def rows_pruned(self, table: str, count: int) -> None:
+        """Rows of a RETENTION_TABLES table deleted past their retention."""
+        if table not in RETENTION_TABLES:
+            raise ValueError(f"unknown retention table {table!r}")
+        self._pruned.labels(table).inc(count)
+
+    def watch_answers(self, running: Callable[[], int], waiting: Callable[[], int]) -> None:
+        """Read the answer slots' counts at every scrape."""
+        self._answers.labels("running").set_function(running)
+        self._answers.labels("waiting").set_function(waiting)
 
     def remove_channel(self, channel: str) -> None:
         """Forget every series of a deleted channel."""
