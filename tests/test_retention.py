@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from daemon.app import Daemon
+from daemon.config import validate
 from daemon.retention import Pruner
 from storage import JournalState, Store
 from tests.e2e_support import wait_until
-from tests.storage_support import FakeClock
+from tests.storage_support import FakeClock, sqlite_url
 from tests.test_storage import backend, clock, postgres, store
 
 __all__ = ["backend", "clock", "postgres", "store"]
@@ -132,3 +136,41 @@ async def test_pruner_keeps_everything_when_both_ages_are_zero(
     assert (report.journal, report.conversations) == (0, 0)
     assert await _count(store, "inbound_journal") == 1
     assert await _count(store, "conversation") == 1
+
+
+async def test_the_daemon_prunes_at_start_and_counts_it(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "channeld.db")
+    past = FakeClock(datetime.now(UTC) - 40 * DAY)
+    seeded = await Store.open(url, clock=past)
+    try:
+        for n in range(3):
+            await _journal(seeded, f"done-{n}", JournalState.REPLIED)
+        unanswered = await _journal(seeded, "unanswered", JournalState.RECEIVED)
+        await _chat(seeded, past, "direct:old")
+    finally:
+        await seeded.close()
+    settings = validate(
+        {
+            "daemon": {
+                "state_dir": str(tmp_path),
+                "retention_days": 30,
+                "conversation_retention_days": 60,
+            },
+            "admin": {"listen": "127.0.0.1:0"},
+            "agents": {"default": {"type": "echo"}},
+        }
+    )
+    daemon = Daemon(settings)
+    await daemon.start()
+    try:
+        deleted = 'channeld_retention_deleted_rows_total{table="journal"} 3.0'
+        await wait_until(lambda: deleted in daemon.metrics.render()[0].decode())
+        assert daemon.store is not None
+        assert await _count(daemon.store, "inbound_journal") == 1
+        assert await daemon.store.journal_get(unanswered) is not None
+        assert await _count(daemon.store, "conversation") == 1  # 40 days < 60
+        # the next run is scheduled, in a task the daemon owns and stops
+        assert [t.get_name() for t in asyncio.all_tasks()].count("retention") == 1
+    finally:
+        await daemon.stop()
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "retention"] == []
