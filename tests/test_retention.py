@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from daemon.app import Daemon
-from daemon.config import validate
+from daemon.config import ConfigurationError, load, validate
 from daemon.retention import Pruner
 from storage import JournalState, Store
 from tests.e2e_support import wait_until
@@ -174,3 +174,36 @@ async def test_the_daemon_prunes_at_start_and_counts_it(tmp_path: Path) -> None:
     finally:
         await daemon.stop()
     assert [t for t in asyncio.all_tasks() if t.get_name() == "retention"] == []
+
+
+@pytest.mark.parametrize(
+    ("key", "bad"),
+    [
+        ("retention_days", -1),
+        ("retention_days", 1.5),
+        ("retention_days", "30"),
+        ("retention_days", True),
+        ("conversation_retention_days", -7),
+        ("max_concurrent_answers", 0),
+        ("max_concurrent_answers", 2.5),
+    ],
+)
+def test_bad_retention_and_cap_values_name_their_key(key: str, bad: object) -> None:
+    with pytest.raises(ConfigurationError, match=rf"daemon\.{key}: .*whole number"):
+        validate({"daemon": {key: bad}})
+
+
+def test_defaults_and_environment_overrides(tmp_path: Path) -> None:
+    defaults = validate({}).daemon
+    assert (
+        defaults.retention_days,
+        defaults.conversation_retention_days,
+        defaults.max_concurrent_answers,
+    ) == (30, 0, 64)
+    config = tmp_path / "channeld.toml"
+    config.write_text("[daemon]\nretention_days = 7\n")
+    environ = {"CHANNELD_DAEMON__CONVERSATION_RETENTION_DAYS": "90"}
+    loaded = load(config, environ).daemon
+    assert (loaded.retention_days, loaded.conversation_retention_days) == (7, 90)
+    with pytest.raises(ConfigurationError, match=r"daemon\.retention_days"):
+        load(config, {"CHANNELD_DAEMON__RETENTION_DAYS": "-1"})
