@@ -188,6 +188,10 @@ class MessageHandler:
         try:
             await self._answer_with(runtime, job)
         except asyncio.CancelledError:
+            # shutdown before anything was sent (e.g. waiting for an answer slot): the row stays
+            # "received" and the next start answers it, as after a crash
+            if self._closing and await self._not_begun(job.entry_id):
+                raise
             await self._store.journal_update(
                 job.entry_id, state=JournalState.FAILED, error="stopped"
             )
@@ -202,6 +206,11 @@ class MessageHandler:
             await self._settle(
                 job.entry_id, state=JournalState.FAILED, error=f"{type(exc).__name__}: {exc}"
             )
+
+    async def _not_begun(self, entry_id: int) -> bool:
+        """Nothing of the answer has been sent: the journal row was never moved on."""
+        entry = await self._store.journal_get(entry_id)
+        return entry is not None and entry.state is JournalState.RECEIVED
 
     async def _answer_with(self, runtime: ChannelRuntime, job: Job) -> None:
         message, config = job.message, runtime.config

@@ -17,6 +17,7 @@ from channels.dingtalk.emulator import EmulatorThread
 from channels.handler import OVERFLOW_ERROR, OVERFLOW_TEXT, command_of
 from channels.model import ChannelId, ChatType, InboundMessage, Sender
 from daemon.app import Daemon
+from storage import Store
 from tests.agents_support import FAKE_LLM_KEY
 from tests.dingtalk_support import dingtalk_emulator
 from tests.e2e_support import FAST_BACKOFF, Stack, settings_for, start_stack, wait_until
@@ -201,3 +202,41 @@ async def test_answers_in_progress_never_exceed_the_daemon_cap(
         assert (slots.running, slots.waiting) == (0, 0)
     finally:
         await stack.stop()
+
+
+async def test_an_answer_waiting_for_a_slot_at_shutdown_is_answered_after_restart(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, gated_llm: GatedLLM
+) -> None:
+    settings = settings_for(tmp_path, dingtalk_emulator.url, gated_llm, agent=PATIENT)
+    daemon_section = settings.daemon.model_copy(update={"max_concurrent_answers": 1})
+    settings = settings.model_copy(update={"daemon": daemon_section})
+    daemon = Daemon(settings, backoff=FAST_BACKOFF)
+    await daemon.start()
+    stack = Stack(daemon, dingtalk_emulator, gated_llm)
+    try:
+        await stack.connected()
+        await stack.say("first", sender_staff_id="user-a")
+        waiting = await stack.say("second", sender_staff_id="user-b")
+        slots = daemon.answer_slots
+        await wait_until(lambda: slots.running == 1 and slots.waiting == 1)
+    finally:
+        await stack.stop()
+    reopened = await Store.open(settings.daemon.effective_database_url)
+    try:
+        async with reopened.engine.connect() as conn:
+            rows = await conn.execute(text("SELECT state, error FROM inbound_journal ORDER BY id"))
+            states = [(row.state, row.error) for row in rows]
+    finally:
+        await reopened.close()
+    # the answer in progress was cut short; the one that never began is left for recovery
+    assert states == [("failed", "stopped"), ("received", None)]
+
+    gated_llm.allow(1000)
+    restarted = Stack(Daemon(settings, backoff=FAST_BACKOFF), dingtalk_emulator, gated_llm)
+    await restarted.daemon.start()
+    try:
+        await restarted.wait_bot_items(
+            waiting.conversation_id, lambda i: any(x["kind"] == "card" and x["done"] for x in i)
+        )
+    finally:
+        await restarted.stop()
