@@ -35,6 +35,7 @@ from daemon.metrics import EventLoopLagMonitor, Metrics, metrics_handler
 from daemon.retention import Pruner
 from daemon.sdnotify import Notifier, WatchdogPinger, watchdog_interval
 from daemon.secrets import SecretBox, load_key
+from storage.engine import private_directory
 from storage.repository import Store
 
 log = logging.getLogger("channeld")
@@ -87,7 +88,7 @@ class Daemon:
         settings = self.settings
         self._watchdog.start()  # first: a slow start is still pinged from the loop
         self.notifier.status("starting")
-        settings.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(private_directory, settings.daemon.state_dir)
         if settings.emulator.enabled:
             self.emulator = EmbeddedEmulator(settings.emulator.listen)
             await self.emulator.start()

@@ -57,11 +57,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from storage.engine import migrate
+    from storage.engine import migrate, private_directory
 
     settings = _load(args)
     _setup_logging(settings.daemon.log_level)
-    settings.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(settings.daemon.state_dir)
     asyncio.run(migrate(settings.daemon.effective_database_url))
     print("database migrated to the latest schema")
     return 0

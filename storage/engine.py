@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,12 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+PRIVATE_DIR_MODE = 0o700  # the state directory: the database and the secret key
+PRIVATE_FILE_MODE = 0o600
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 SQLITE_BUSY_TIMEOUT_MS = 5000
 WAL_SWITCH_RETRY_DELAY = 0.05  # seconds
 # Execution option that makes a SQLite transaction take the write lock at BEGIN (_begin_sqlite).
@@ -51,6 +59,40 @@ def sqlite_path(url: URL) -> Path | None:
     if database in ("", ":memory:") or database.startswith("file:"):
         return None
     return Path(database)
+
+
+def private_directory(path: Path) -> None:
+    """Creates `path` mode 0700; an existing one open to others is tightened (or reported)."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    _restrict(path, PRIVATE_DIR_MODE)
+
+
+def _restrict(path: Path, mode: int) -> None:
+    try:
+        current = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return  # no such companion, or SQLite removed it meanwhile
+    if not current & 0o077:
+        return
+    try:
+        path.chmod(mode)
+    except FileNotFoundError:
+        return
+    except PermissionError:
+        log.warning("%s is mode %04o, open to other users, and not ours to change", path, current)
+        return
+    log.warning("%s was mode %04o, open to other users; changed to %04o", path, current, mode)
+
+
+def _private_sqlite_file(path: Path) -> None:
+    # Created 0600 whatever the umask. SQLite gives a new -wal, -shm or -journal file the mode of
+    # its database file (os_unix.c, findCreateFileMode and robust_open's fchmod), so the
+    # companions it creates later, lazily, are private too; older ones are tightened here.
+    # An existing directory is left as it is: database_url may point into a shared one.
+    path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
+    for file in (path, *(path.with_name(path.name + s) for s in SQLITE_COMPANIONS)):
+        _restrict(file, PRIVATE_FILE_MODE)
 
 
 def make_engine(url: str | URL, **kwargs: Any) -> AsyncEngine:
@@ -146,11 +188,11 @@ async def _upgrade_through(engine: AsyncEngine) -> None:
 
 
 async def open_engine(url: str | URL) -> AsyncEngine:
-    """Creates the engine; a SQLite file gets its directory and is switched to WAL mode."""
+    """Creates the engine; a SQLite file is made private (0600, directory 0700) and WAL."""
     parsed = parse_url(url)
     path = sqlite_path(parsed)
     if path is not None:
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(_private_sqlite_file, path)
     engine = make_engine(parsed)
     if path is not None:
         try:
