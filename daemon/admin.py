@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from daemon import admin_token
+from daemon.admin_guard import HostPolicy, make_guard_middleware, security_headers
 from daemon.api import PREFIX, AdminApi, Handler, error_response, make_error_middleware
 from daemon.channel_service import ApiError
 from daemon.config import AdminSection, is_loopback
+
+log = logging.getLogger(__name__)
 
 Readiness = Callable[[], Awaitable[bool]]
 WEB_ROOT = Path(__file__).resolve().parent / "web"
@@ -25,23 +31,24 @@ def check_exposure(admin: AdminSection) -> None:
 
 
 def token_matches(expected: str, header: str | None) -> bool:
-    """Constant-time comparison of a Bearer token."""
-    if not header or not header.startswith("Bearer "):
+    """Constant-time comparison of a Bearer token; the scheme's case does not matter (RFC 9110)."""
+    if not header:
         return False
-    return hmac.compare_digest(expected.encode(), header[len("Bearer ") :].encode())
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # aiohttp hands undecodable header bytes over as surrogates: compare the bytes as they came
+    sent = credentials.strip().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(expected.encode(), sent)
 
 
-def make_auth_middleware(token: str | None) -> Middleware:
+def make_auth_middleware(token: str) -> Middleware:
     """Bearer token on /api/v1 (but the OpenAPI document); the page, metrics and probes are open."""
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         guarded = request.path.startswith(PREFIX) and request.path not in PUBLIC_API_PATHS
-        if (
-            guarded
-            and token is not None
-            and not token_matches(token, request.headers.get("Authorization"))
-        ):
+        if guarded and not token_matches(token, request.headers.get("Authorization")):
             response = error_response(
                 ApiError(401, "unauthorized", "missing or wrong bearer token")
             )
@@ -60,16 +67,32 @@ class AdminServer:
         admin: AdminSection,
         ready: Readiness,
         *,
+        state_dir: Path,
         api: AdminApi | None = None,
         metrics: Handler | None = None,
     ) -> None:
         check_exposure(admin)
         self._admin = admin
         self._ready = ready
-        token = admin.token.get_secret_value() if admin.token is not None else None
+        # the token file, when the token is the generated one (None: `[admin] token` is set)
+        self.token_file: Path | None = None
+        if admin.token is not None:
+            self.token = admin.token.get_secret_value()
+        else:
+            self.token, created = admin_token.load_or_create(state_dir)
+            self.token_file = admin_token.token_path(state_dir)
+            if created:
+                log.info("generated the admin token in %s (mode 0600)", self.token_file)
+        hosts = HostPolicy(admin.host, admin.allowed_hosts)
+        # outermost first: errors wrap the guard and auth too, so nothing they raise is a bare 500
         self.app = web.Application(
-            middlewares=[make_auth_middleware(token), make_error_middleware()]
+            middlewares=[
+                make_error_middleware(),
+                make_guard_middleware(hosts),
+                make_auth_middleware(self.token),
+            ]
         )
+        self.app.on_response_prepare.append(security_headers)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
         if metrics is not None:
@@ -83,11 +106,8 @@ class AdminServer:
         self.port: int | None = None
 
     async def _index(self, _: web.Request) -> web.FileResponse:
-        headers = {
-            "Cache-Control": "no-store",
-            # the page has no inline script or style: nothing but our own files may run
-            "Content-Security-Policy": "default-src 'self'; img-src 'self' data:",
-        }
+        # the Content-Security-Policy is added to every response (daemon/admin_guard.py)
+        headers = {"Cache-Control": "no-store"}
         return web.FileResponse(WEB_ROOT / "index.html", headers=headers)
 
     async def _healthz(self, _: web.Request) -> web.Response:
@@ -104,6 +124,12 @@ class AdminServer:
         site = web.TCPSite(self._runner, self._admin.host, self._admin.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        if self.token_file is not None:
+            log.info("admin API token: %s (for `channeld channels --token-file`)", self.token_file)
+            if sys.stderr.isatty():
+                # an operator at a terminal: one click opens the page; a log would keep the token
+                url = admin_token.login_url(self._admin.host, self.port, self.token)
+                print(f"channeld admin page: {url}", file=sys.stderr, flush=True)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PREFIX = "/api/v1"
 MAX_LIMIT = 1000
+MAX_DEPTH = 32  # settings are flat; deeper bodies are refused before anything walks them
 
 
 def error_response(error: ApiError) -> web.Response:
@@ -53,13 +55,58 @@ def make_error_middleware() -> Middleware:
     return errors
 
 
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def _not_finite(text: str) -> Any:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _check_values(body: Any) -> None:
+    """Depth and strings, walked without recursion (a deep body must not recurse either)."""
+    pending: list[tuple[Any, int]] = [(body, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise _bad(f"the request body is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            pending.extend((item, depth + 1) for item in (*value.keys(), *value.values()))
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                # JSON allows "\udc80", Unicode (and PostgreSQL) does not
+                raise _bad(
+                    "the request body contains a lone surrogate escape (\\ud800-\\udfff)"
+                ) from None
+            if "\x00" in value:
+                raise _bad("the request body contains a NUL character (\\u0000)")
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; the guard has already required application/json in UTF-8."""
+    raw = await request.read()
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "bad_request", "the request body is not valid JSON") from None
+        body = json.loads(raw.decode("utf-8"), parse_constant=_not_finite, parse_float=_finite)
+    except UnicodeDecodeError:
+        raise _bad("the request body is not UTF-8") from None
+    except RecursionError:
+        raise _bad(f"the request body is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError:  # JSONDecodeError, NaN/Infinity, numbers beyond Python's digit limit
+        raise _bad("the request body is not valid JSON") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "the request body must be a JSON object")
+        raise _bad("the request body must be a JSON object")
+    _check_values(body)
     return body
 
 

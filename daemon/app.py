@@ -129,6 +129,7 @@ class Daemon:
         self.admin = AdminServer(
             settings.admin,
             self._ready,
+            state_dir=settings.daemon.state_dir,
             api=AdminApi(self.channels, self.store, agents_view),
             metrics=metrics_handler(self.metrics),
         )

@@ -11,8 +11,10 @@ import asyncio
 import getpass
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TextIO
@@ -20,7 +22,10 @@ from urllib.parse import quote
 
 import aiohttp
 
+from daemon import admin_token
+from daemon.cli import config_path
 from daemon.cli_render import channel_view, list_table, paint, wants_colour
+from daemon.config import ConfigurationError
 
 DEFAULT_URL = "http://127.0.0.1:8787"
 URL_ENV = "CHANNELD_ADMIN_URL"
@@ -42,6 +47,8 @@ EXIT_BY_STATUS = {
     422: EXIT_INVALID,
 }
 ACTIONS = {"enable": "enabled", "disable": "disabled", "restart": "restarted"}
+# setting names that hold secrets on some platform: warned about when given on the command line
+SECRET_NAME = re.compile(r"secret|token|password|passwd|(^|_)key$", re.IGNORECASE)
 
 
 class CliError(Exception):
@@ -70,6 +77,14 @@ def setting(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def secret_file(text: str) -> tuple[str, Path]:
+    """`KEY=PATH` of --secret-file."""
+    key, sep, path = text.partition("=")
+    if not sep or not key.strip() or not path:
+        raise argparse.ArgumentTypeError("--secret-file expects KEY=PATH")
+    return key.strip(), Path(path)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -90,6 +105,13 @@ def _common() -> argparse.ArgumentParser:
     )
     token.add_argument(
         "--token-file", type=Path, metavar="PATH", help="read the bearer token from this file"
+    )
+    common.add_argument(
+        "--config",
+        "-c",
+        metavar="PATH",
+        help="without a token option: use the admin.token the daemon generated in this config's "
+        "state directory (default: $CHANNELD_CONFIG, or ./channeld.toml if present)",
     )
     common.add_argument(
         "--timeout",
@@ -119,6 +141,15 @@ def _settings_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY",
         help="a secret setting, prompted without echo (or one line of stdin each when piped)",
+    )
+    parser.add_argument(
+        "--secret-file",
+        dest="secret_files",
+        action="append",
+        type=secret_file,
+        default=[],
+        metavar="KEY=PATH",
+        help="a secret setting read from a file (its first line); keeps it out of ps and history",
     )
 
 
@@ -168,14 +199,58 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 # -- before the request: token, secrets, confirmation (blocking reads, outside the loop) ----------
 
 
-def _token(args: argparse.Namespace) -> str | None:
+@dataclass(frozen=True)
+class Token:
+    """The bearer token to send, and the generated token file it came from (for the 401 hint)."""
+
+    value: str | None
+    file: Path | None = None
+
+
+def _token(args: argparse.Namespace) -> Token:
+    """--token-file, --token, $CHANNELD_ADMIN_TOKEN, else the daemon's generated admin.token."""
     if args.token_file is not None:
         try:
-            return Path(args.token_file).read_text(encoding="utf-8").strip() or None
+            return Token(Path(args.token_file).read_text(encoding="utf-8").strip() or None)
         except OSError as exc:
             raise CliError(f"cannot read --token-file: {exc.strerror}", EXIT_USAGE) from exc
-    token: str | None = args.token or os.environ.get(TOKEN_ENV) or None
-    return token
+    given: str | None = args.token or os.environ.get(TOKEN_ENV) or None
+    if given is not None:
+        return Token(given)
+    try:
+        state_dir = admin_token.configured_state_dir(config_path(args), os.environ)
+    except ConfigurationError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from exc
+    path = admin_token.token_path(state_dir)
+    try:
+        return Token(admin_token.read_token(path), path)
+    except ConfigurationError:
+        # absent (a configured token) or not readable by this user: the 401 says what to pass
+        return Token(None, path)
+
+
+def read_secret_files(files: Sequence[tuple[str, Path]]) -> dict[str, str]:
+    """Each --secret-file's first line, without its line ending."""
+    values: dict[str, str] = {}
+    for key, path in files:
+        try:
+            with path.open(encoding="utf-8") as handle:
+                values[key] = handle.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise CliError(f"--secret-file {key}: cannot read {path}: {why}", EXIT_USAGE) from exc
+    return values
+
+
+def warn_secrets_in_arguments(settings: Sequence[tuple[str, Any]], err: TextIO) -> None:
+    """A secret given with --set is visible to every local user (ps) and kept in shell history."""
+    for key, value in settings:
+        if value != "" and SECRET_NAME.search(key):
+            print(
+                f"channeld: warning: --set {key}=... shows the secret in the process list and "
+                f"shell history; use --secret {key} (prompt or stdin) or --secret-file {key}=PATH",
+                file=err,
+            )
 
 
 def read_secrets(keys: Sequence[str], stdin: TextIO) -> dict[str, str]:
@@ -189,16 +264,20 @@ def read_secrets(keys: Sequence[str], stdin: TextIO) -> dict[str, str]:
     return values
 
 
-def _body(args: argparse.Namespace, stdin: TextIO) -> dict[str, Any] | None:
+def _body(args: argparse.Namespace, stdin: TextIO, err: TextIO) -> dict[str, Any] | None:
     """The JSON body of add and edit (None for the other commands)."""
     if args.channels_command not in ("add", "edit"):
         return None
+    warn_secrets_in_arguments(args.settings, err)
     body: dict[str, Any] = dict(args.settings)
+    body.update(read_secret_files(args.secret_files))
     body.update(read_secrets(args.secrets, stdin))
     if args.channels_command == "edit":
         if not body:
             raise CliError(
-                "edit: nothing to change; give --set KEY=VALUE or --secret KEY", EXIT_USAGE
+                "edit: nothing to change; give --set KEY=VALUE, --secret KEY or "
+                "--secret-file KEY=PATH",
+                EXIT_USAGE,
             )
         return body
     body.update(id=args.channel_id, type=args.type)
@@ -226,11 +305,12 @@ def _confirm_delete(args: argparse.Namespace, stdin: TextIO, err: TextIO) -> Non
 class AdminClient:
     """JSON over HTTP to the admin API; every failure becomes a CliError."""
 
-    def __init__(self, url: str, token: str | None, timeout: float) -> None:
+    def __init__(self, url: str, token: Token, timeout: float) -> None:
         self._url = url.rstrip("/")
         self._headers = {"Accept": "application/json"}
-        if token is not None:
-            self._headers["Authorization"] = f"Bearer {token}"
+        if token.value is not None:
+            self._headers["Authorization"] = f"Bearer {token.value}"
+        self._token = token
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
@@ -253,8 +333,12 @@ class AdminClient:
         """The decoded answer of a 2xx response (None when empty); CliError otherwise."""
         if self._session is None:
             raise RuntimeError("use AdminClient as an async context manager")
+        # every change says JSON, with a body or without: the daemon refuses other media types
+        headers = {} if method == "GET" else {"Content-Type": "application/json"}
         try:
-            async with self._session.request(method, self._url + API + path, json=body) as resp:
+            async with self._session.request(
+                method, self._url + API + path, json=body, headers=headers
+            ) as resp:
                 status, reason, text = resp.status, resp.reason or "", await resp.text()
         except TimeoutError as exc:
             raise CliError(f"no answer from {self._url} within {self._timeout:g} s") from exc
@@ -270,7 +354,7 @@ class AdminClient:
             if status < 400:
                 raise CliError(f"{self._url} answered HTTP {status} without JSON") from None
         if status >= 400:
-            raise _api_error(status, reason, payload)
+            raise _api_error(status, reason, payload, self._token)
         return payload
 
 
@@ -281,13 +365,18 @@ def _os_reason(error: OSError) -> str:
     return error.strerror or str(error)  # resolver errors carry negative codes and their own text
 
 
-def _api_error(status: int, reason: str, payload: Any) -> CliError:
+def _api_error(status: int, reason: str, payload: Any, token: Token) -> CliError:
     error = payload.get("error") if isinstance(payload, dict) else None
     if not isinstance(error, dict) or "message" not in error:
         return CliError(f"HTTP {status} {reason}".rstrip(), EXIT_BY_STATUS.get(status, EXIT_ERROR))
     message = str(error["message"])
     if status == 401:
-        message += f" (pass --token or --token-file, or set {TOKEN_ENV})"
+        hint = f"pass --token or --token-file, or set {TOKEN_ENV}"
+        if token.file is not None and token.value is not None:
+            hint = f"sent the token in {token.file}; {hint}"
+        elif token.file is not None:
+            hint += f"; {token.file} is absent or not readable (--config names the daemon's)"
+        message += f" ({hint})"
     details = [f"{f.get('path', '?')}: {f.get('message', '')}" for f in error.get("fields") or []]
     return CliError(message, EXIT_BY_STATUS.get(status, EXIT_ERROR), details)
 
@@ -300,7 +389,7 @@ def _base_url(args: argparse.Namespace) -> str:
 
 
 async def call(
-    args: argparse.Namespace, url: str, token: str | None, body: dict[str, Any] | None
+    args: argparse.Namespace, url: str, token: Token, body: dict[str, Any] | None
 ) -> Any:
     """Sends the one request a command needs; returns the decoded answer."""
     command: str = args.channels_command
@@ -343,7 +432,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         url = _base_url(args)
         token = _token(args)
-        body = _body(args, stdin)
+        body = _body(args, stdin, err)
         if args.channels_command == "delete":
             _confirm_delete(args, stdin, err)
         payload = asyncio.run(call(args, url, token, body))

@@ -16,7 +16,7 @@ DEFAULT_CONFIG = Path("channeld.toml")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
-def _config_path(args: argparse.Namespace) -> Path | None:
+def config_path(args: argparse.Namespace) -> Path | None:
     """An explicit --config must exist; otherwise ./channeld.toml if present, else defaults."""
     if args.config is not None:
         return Path(args.config)
@@ -27,7 +27,7 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 def _load(args: argparse.Namespace) -> Settings:
-    return load(_config_path(args))
+    return load(config_path(args))
 
 
 def _setup_logging(level: str) -> None:
@@ -42,12 +42,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     _setup_logging(settings.daemon.log_level)
-    return asyncio.run(run(settings, config_path=_config_path(args)))
+    return asyncio.run(run(settings, config_path=config_path(args)))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(args)
-    path = _config_path(args)
+    path = config_path(args)
     print(
         f"configuration OK ({path or 'embedded defaults'}): "
         f"{len(settings.channels)} channel(s), {len(settings.agents)} agent(s), "

@@ -22,9 +22,16 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 ERRORS = {
     "401": _json(_ref("Error"), "missing or wrong bearer token"),
+    "403": _json(
+        _ref("Error"),
+        "a Host this listener does not serve ([admin] allowed_hosts), or a change from another "
+        "origin (Origin, Sec-Fetch-Site)",
+    ),
     "404": _json(_ref("Error"), "unknown id"),
     "422": _json(_ref("Error"), "invalid input; `fields` names each offending field"),
 }
+UNSUPPORTED = _json(_ref("Error"), "a Content-Type other than application/json (UTF-8)")
+SAFE = frozenset({"get", "head", "options"})
 ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 LIMIT_PARAM = {
     "name": "limit",
@@ -143,7 +150,7 @@ def _schemas() -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     """Built once; the route table in daemon/api.py must match it (a test checks)."""
     channel = _json(_ref("Channel"))
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "channeld admin API", "version": "1"},
         "components": {
@@ -233,3 +240,9 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+    for operations in document["paths"].values():
+        for method, op in operations.items():
+            # the guard wants JSON or nothing in every change (daemon/admin_guard.py)
+            if method not in SAFE:
+                op["responses"]["415"] = UNSUPPORTED
+    return document

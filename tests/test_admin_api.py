@@ -17,8 +17,9 @@ from channels.dingtalk.emulator import EmulatorThread
 from daemon.app import Daemon
 from daemon.config import validate
 from daemon.openapi import openapi_document
+from tests.admin_support import Header, build_request, raw_http
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET, dingtalk_emulator
-from tests.e2e_support import FAST_BACKOFF, settings_for
+from tests.e2e_support import CHANNEL, FAST_BACKOFF, settings_for
 from tests.feishu_support import (
     FEISHU_APP_ID,
     FEISHU_APP_SECRET,
@@ -45,7 +46,9 @@ class Admin:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
-        headers = kw.pop("headers", self.headers)
+        headers = dict(kw.pop("headers", self.headers))
+        if method != "GET":  # as the page and the CLI do: the daemon refuses other media types
+            headers.setdefault("Content-Type", "application/json")
         async with self.http.request(
             method, self.base + path, json=body, headers=headers, **kw
         ) as r:
@@ -102,16 +105,59 @@ async def wait_state(admin: Admin, channel: str, state: str) -> dict[str, Any]:
     return view
 
 
-async def test_requests_without_or_with_a_wrong_token_get_401(admin: Admin) -> None:
-    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": TOKEN}):
-        status, body = await admin.call("GET", "/api/v1/channels", headers=headers)
-        assert status == 401
-        assert body["error"]["code"] == "unauthorized"
-    status, _ = await admin.call("GET", "/api/v1/channels")
-    assert status == 200
+def documented_operations() -> list[tuple[str, str, bool]]:
+    """(method, path with ids filled in, needs the token) for every operation of the document."""
+    document = openapi_document()
+    operations = []
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            secured = operation.get("security", document["security"]) != []
+            operations.append((method.upper(), path.replace("{id}", CHANNEL), secured))
+    return operations
+
+
+WRONG_CREDENTIALS: list[Header] = [
+    ("Authorization", "Bearer nope-nope-nope"),
+    ("Authorization", TOKEN),  # no scheme
+    ("Authorization", f"Basic {TOKEN}"),
+    ("Authorization", f"Bearer {TOKEN}x"),
+    ("Authorization", f"Bearer {TOKEN[:-1]}"),
+    ("Authorization", "Bearer"),
+    ("Authorization", f"Bearer {TOKEN}".encode() + b"\xff\xfe"),  # bytes no decoder accepts
+    ("Authorization", "Bearer " + "é" * 20),
+]
+
+
+async def test_every_documented_operation_wants_the_token(admin: Admin) -> None:
+    """The matrix: each route and method of the OpenAPI document, with no or a wrong token."""
+    port = admin.daemon.admin.port  # type: ignore[union-attr]
+    operations = documented_operations()
+    assert len(operations) >= 12  # test_openapi_document_matches_the_routes: the document is whole
+    json_type = ("Content-Type", "application/json")
+    for method, path, secured in operations:
+        extra = [json_type] if method != "GET" else []
+        for credentials in [[], *([c] for c in WRONG_CREDENTIALS)]:
+            answer = await raw_http(port, build_request(method, path, port, [*credentials, *extra]))
+            if not secured:
+                assert answer.status == 200, (method, path)
+                continue
+            assert answer.status == 401, (method, path, credentials, answer.body)
+            assert answer.error_code() == "unauthorized"
+            assert answer.headers["www-authenticate"] == 'Bearer realm="channeld"'
+    # the scheme is case-insensitive (RFC 9110), the token is not
+    for scheme in ("Bearer", "bearer", "BEARER", "bEaReR"):
+        status, _ = await admin.call(
+            "GET", "/api/v1/channels", headers={"Authorization": f"{scheme} {TOKEN}"}
+        )
+        assert status == 200, scheme
+    status, _ = await admin.call(
+        "GET", "/api/v1/channels", headers={"Authorization": f"Bearer {TOKEN.upper()}"}
+    )
+    assert status == 401
     # probes and metrics stay open for orchestrators
     assert (await admin.call("GET", "/healthz", headers={}))[0] == 200
     assert (await admin.call("GET", "/readyz", headers={}))[0] == 200
+    assert (await admin.call("GET", "/metrics", headers={}))[0] == 200
 
 
 async def test_crud_round_trip_of_an_api_channel(
@@ -242,7 +288,9 @@ async def test_validation_errors_name_the_field(admin: Admin) -> None:
     status, body = await admin.call("POST", "/api/v1/channels", api_channel(type="icq"))
     assert status == 422
     async with admin.http.post(
-        admin.base + "/api/v1/channels", data="{", headers=admin.headers
+        admin.base + "/api/v1/channels",
+        data="{",
+        headers={**admin.headers, "Content-Type": "application/json"},
     ) as r:
         assert r.status == 400
         assert (await r.json())["error"]["code"] == "bad_request"

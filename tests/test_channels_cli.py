@@ -65,14 +65,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 class Cli:
-    """Runs `channeld channels ...` in-process on a worker thread: main() owns its own loop."""
+    """Runs `channeld channels ...` in-process on a worker thread: main() owns its own loop.
+
+    Its environment points at the daemon's state directory, where the CLI finds the admin token
+    the daemon generated (as it would on the daemon's machine), and holds no token of its own.
+    """
 
     def __init__(
-        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, url: str
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, daemon: Daemon
     ) -> None:
         self._capsys = capsys
         self._monkeypatch = monkeypatch
-        self.url = url
+        self.url = admin_url(daemon)
+        monkeypatch.setenv("STATE_DIRECTORY", str(daemon.settings.daemon.state_dir))
+        for name in (channels_cli.TOKEN_ENV, "CHANNELD_CONFIG", "CHANNELD_DAEMON__STATE_DIR"):
+            monkeypatch.delenv(name, raising=False)
 
     async def __call__(self, *argv: str, stdin: io.StringIO | None = None) -> Result:
         self._monkeypatch.setattr(sys, "stdin", stdin or io.StringIO(""))
@@ -106,7 +113,7 @@ async def stack(tmp_path: Path, dingtalk_emulator: EmulatorThread) -> AsyncItera
 
 @pytest.fixture
 def cli(stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    return Cli(capsys, monkeypatch, admin_url(stack.daemon))
+    return Cli(capsys, monkeypatch, stack.daemon)
 
 
 def state_of(stack: Stack, channel_id: str) -> ChannelState:
@@ -315,11 +322,12 @@ async def test_wrong_or_missing_token_is_unauthorized(
     daemon = Daemon(settings, backoff=FAST_BACKOFF)
     await daemon.start()
     try:
-        cli = Cli(capsys, monkeypatch, admin_url(daemon))
+        cli = Cli(capsys, monkeypatch, daemon)
         missing = await cli("list")
         assert missing.code == channels_cli.EXIT_UNAUTHORIZED
         assert "missing or wrong bearer token" in missing.err
         assert "CHANNELD_ADMIN_TOKEN" in missing.err
+        assert f"{tmp_path / 'admin.token'} is absent or not readable" in missing.err
 
         wrong = await cli("list", "--token", "not-the-token-42")
         assert wrong.code == channels_cli.EXIT_UNAUTHORIZED
@@ -339,6 +347,72 @@ async def test_wrong_or_missing_token_is_unauthorized(
         assert (await cli("list")).code == 0
     finally:
         await daemon.stop()
+
+
+async def test_the_generated_token_is_found_through_the_daemons_config(
+    cli: Cli, stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir = stack.daemon.settings.daemon.state_dir
+    token_file = state_dir / "admin.token"
+    assert stack.daemon.admin is not None
+    assert token_file.read_text().strip() == stack.daemon.admin.token
+
+    # run from another directory, with another default state directory: nothing found
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "elsewhere"))
+    lost = await cli("list")
+    assert lost.code == channels_cli.EXIT_UNAUTHORIZED
+    assert f"{tmp_path / 'elsewhere' / 'admin.token'} is absent or not readable" in lost.err
+    # --config names the daemon's config, whose state_dir holds the token
+    config = tmp_path / "daemon.toml"
+    config.write_text(f'[daemon]\nstate_dir = "{state_dir}"\n[admin]\ntoken = "${{UNSET_VAR}}"\n')
+    found = await cli("list", "--config", str(config))
+    assert found.code == 0, found.err
+    monkeypatch.setenv("CHANNELD_CONFIG", str(config))
+    assert (await cli("disable", CHANNEL)).code == 0
+    broken = await cli("list", "--config", str(tmp_path / "absent.toml"))
+    assert broken.code == channels_cli.EXIT_USAGE
+    assert "cannot read config file" in broken.err
+
+    # a stale token file (the daemon's token changed): the 401 says which token was sent
+    token_file.write_text("stale-token-0000\n")
+    stale = await cli("list")
+    assert stale.code == channels_cli.EXIT_UNAUTHORIZED
+    assert f"sent the token in {token_file}" in stale.err
+    assert "stale-token-0000" not in stale.err
+
+
+async def test_secrets_come_from_a_file_and_argv_secrets_are_warned_about(
+    cli: Cli, stack: Stack, tmp_path: Path
+) -> None:
+    secret = tmp_path / "client_secret"
+    secret.write_text(DINGTALK_CLIENT_SECRET + "\nsecond line ignored\n")
+    added = await cli(
+        "add",
+        "--id",
+        "from-file",
+        "--set",
+        f"client_id={DINGTALK_CLIENT_ID}",
+        "--set",
+        f"api_base={stack.emulator.url}",
+        "--secret-file",
+        f"client_secret={secret}",
+    )
+    assert added.code == 0, added.err
+    assert added.err == ""
+    # the emulator accepts only the right secret: read from the file, the channel connects
+    await wait_until(lambda: state_of(stack, "from-file") is ChannelState.CONNECTED)
+
+    edited = await cli("edit", "from-file", "--set", "client_secret=in-the-process-list")
+    assert edited.code == 0
+    assert "warning: --set client_secret=... shows the secret in the process list" in edited.err
+    assert "--secret-file client_secret=PATH" in edited.err
+    assert "in-the-process-list" not in edited.err + edited.out
+
+    absent = await cli("edit", "from-file", "--secret-file", f"client_secret={tmp_path / 'nope'}")
+    assert absent.code == channels_cli.EXIT_USAGE
+    assert "--secret-file client_secret: cannot read" in absent.err
+    with pytest.raises(SystemExit):
+        parse(["channels", "edit", "x", "--secret-file", "client_secret"])
 
 
 # -- without a daemon ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ docs/admin-page.png, the picture the README shows.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -37,6 +38,9 @@ __all__ = ["browser", "dingtalk_emulator", "feishu_emulator"]
 
 TOKEN = "test-token"
 BROKEN = "hr-helpdesk"  # a config channel whose secret the platform rejects: it fails for real
+# what a hostile platform, user or operator might put in a string the page shows
+HOSTILE = '<img src=x onerror="window.pwned=1">"\'&amp;<script>window.pwned=2</script>'
+HOSTILE_AGENT = f"agent {HOSTILE}"
 CREATED = "support-bot"
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "admin-page.png"
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT")
@@ -52,7 +56,10 @@ async def stack(tmp_path: Path, dingtalk_emulator: EmulatorThread) -> AsyncItera
         {
             "daemon": {"state_dir": str(tmp_path), "log_level": "DEBUG"},
             "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
-            "agents": {"default": {"type": "echo", "delay": 0.01}},
+            "agents": {
+                "default": {"type": "echo", "delay": 0.01},
+                HOSTILE_AGENT: {"type": "echo", "delay": 0.01},
+            },
             "channels": [channel, broken],
         }
     )
@@ -71,13 +78,28 @@ async def page(browser: Any, stack: Stack) -> AsyncIterator[Page]:
     """A fresh browser tab on the admin page; uncaught script errors fail the test."""
     context = await browser.new_context(viewport={"width": 1440, "height": 900})
     tab = await context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda error: errors.append(str(error)))
+    errors = watch_errors(tab)
     assert stack.daemon.admin is not None
-    await tab.goto(f"http://127.0.0.1:{stack.daemon.admin.port}/")
+    response = await tab.goto(f"http://127.0.0.1:{stack.daemon.admin.port}/")
+    assert response is not None
+    policy = await response.header_value("Content-Security-Policy")
+    assert policy is not None and "frame-ancestors 'none'" in policy
     yield tab
     await context.close()
     assert errors == [], f"the page raised: {errors}"
+
+
+def watch_errors(tab: Page) -> list[str]:
+    """Uncaught script errors and Content-Security-Policy violations, collected for the end."""
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.on(
+        "console",
+        lambda message: (
+            errors.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    return errors
 
 
 def status(stack: Stack, channel_id: str) -> ChannelStatus:
@@ -284,3 +306,104 @@ async def test_a_feishu_channel_is_created_from_the_form(
     await expect(row.locator(".dot")).to_have_attribute("data-state", "connected")
     await expect(row.locator("td").nth(2)).to_contain_text("feishu")
     await feishu_emulator.wait_for(lambda e: len(e.live_connections(FEISHU_APP_ID)) == 1)
+
+
+async def text_of(locator: Any) -> str:
+    """A node's text exactly, lone surrogates included (JSON.stringify escapes them)."""
+    text: str = json.loads(await locator.evaluate("node => JSON.stringify(node.textContent)"))
+    return text
+
+
+async def test_hostile_strings_are_shown_as_text(
+    page: Page, stack: Stack, dingtalk_emulator: EmulatorThread
+) -> None:
+    """Markup, quotes, a lone surrogate and very long strings from every source the page shows."""
+    await enter_token(page)
+    assert stack.daemon.channels is not None
+    # a platform error message, as the platform sent it, lands in last_error
+    platform_message = HOSTILE + " \udcff " + "x" * 2000
+    await dingtalk_emulator.add_fault(
+        "/v1.0/gateway/connections/open",
+        401,
+        body={"code": "InvalidAuthentication", "message": platform_message},
+    )
+    long_setting = HOSTILE * 200
+    created = await stack.daemon.channels.create(
+        {
+            "id": "hostile",
+            "type": "dingtalk",
+            "agent": HOSTILE_AGENT,
+            "client_id": DINGTALK_CLIENT_ID,
+            "client_secret": DINGTALK_CLIENT_SECRET,
+            "api_base": dingtalk_emulator.url,
+            "card_template_id": long_setting,
+        }
+    )
+    assert created["agent"] == HOSTILE_AGENT
+    row = page.locator('tr[data-channel-id="hostile"]')
+    await expect(row.locator(".dot")).to_have_attribute("data-state", "failed")
+    last_error = (await stack.daemon.channels.get("hostile"))["status"]["last_error"]
+    assert "<script>" in last_error and "\udcff" in last_error
+    assert await text_of(row.locator(".error-text")) == last_error
+    assert (
+        json.loads(await row.locator(".error-text").evaluate("node => JSON.stringify(node.title)"))
+        == last_error
+    )
+    await expect(row.locator("td").nth(3)).to_have_text(HOSTILE_AGENT)
+
+    # the edit form shows the long setting as an input's value, the agent as an option
+    await row.get_by_role("button", name="Edit").click()
+    form = page.locator("#channel-dialog form")
+    await expect(form.locator('[name="card_template_id"]')).to_have_value(long_setting)
+    await expect(form.locator('[name="agent"]')).to_have_value(HOSTILE_AGENT)
+    await page.locator("#channel-dialog [data-close]").click()
+
+    # users' text and the platform's chat ids, in the conversation browser
+    long_text = "long-" * 4000  # one word: the echo agent answers it in one step
+    group = "cid-<img src=x onerror=window.pwned=3>\"'"  # no dots: the emulator splits on them
+    for text in (HOSTILE, long_text):
+        await stack.say(text, conversation_type="2", conversation_id=group)
+    await stack.idle()
+    await page.locator("button.conversation").first.click()
+    messages = page.locator("#thread .message")
+    await expect(messages).to_have_count(4)
+    await expect(messages.nth(0).locator(".bubble")).to_have_text(HOSTILE)
+    await expect(messages.nth(1).locator(".bubble")).to_have_text(f"You said: {HOSTILE}")
+    assert await text_of(messages.nth(2).locator(".bubble")) == long_text
+    assert group in await text_of(page.locator("#thread .thread-key").first)
+
+    # nothing became markup, nothing ran
+    for container in ("#channel-rows", "#thread", "#conversation-list", "#channel-dialog"):
+        await expect(page.locator(f"{container} img")).to_have_count(0)
+        await expect(page.locator(f"{container} script")).to_have_count(0)
+    assert await page.evaluate("window.pwned") is None
+
+
+async def test_the_login_url_signs_the_tab_in_and_leaves_the_address_bar(
+    browser: Any, tmp_path: Path, dingtalk_emulator: EmulatorThread
+) -> None:
+    """No `[admin] token`: the daemon generates one, and its login URL opens the page."""
+    daemon = Daemon(settings_for(tmp_path, dingtalk_emulator.url, None), backoff=FAST_BACKOFF)
+    await daemon.start()
+    context = await browser.new_context()
+    try:
+        assert daemon.admin is not None and daemon.admin.token_file is not None
+        token = daemon.admin.token
+        base = f"http://127.0.0.1:{daemon.admin.port}/"
+        tab = await context.new_page()
+        errors = watch_errors(tab)
+        await tab.goto(f"{base}#token={token}")
+        row = tab.locator(f'tr[data-channel-id="{CHANNEL}"]')
+        await expect(row.locator(".dot")).to_have_attribute("data-state", "connected")
+        await expect(tab.locator("#token-dialog")).to_be_hidden()
+        assert tab.url == base  # out of the address bar and the history
+        await tab.go_back()
+        assert token not in tab.url
+        # without it, a fresh tab is asked for the token
+        other = await context.new_page()
+        await other.goto(base)
+        await expect(other.locator("#token-dialog")).to_be_visible()
+        assert errors == []
+    finally:
+        await context.close()
+        await daemon.stop()

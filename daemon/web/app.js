@@ -96,7 +96,8 @@ async function api(method, path, body) {
   const headers = { Accept: "application/json" };
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = `Bearer ${token}`;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  // every change says JSON, with a body or without: the daemon refuses other media types
+  if (method !== "GET") headers["Content-Type"] = "application/json";
   let response;
   try {
     response = await fetch(API + path, {
@@ -124,7 +125,17 @@ function promptForToken(rejected) {
   $("#token-input").focus();
 }
 
+/** `#token=...` (the login URL the daemon prints) signs this tab in, then leaves the address bar. */
+function takeTokenFromFragment() {
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (token === null) return;
+  if (token.trim()) sessionStorage.setItem(TOKEN_KEY, token.trim());
+  // out of the address bar, the history and any bookmark made from here on
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
 function setupToken() {
+  takeTokenFromFragment();
   const forget = $("#forget-token");
   const showForget = () => (forget.hidden = !sessionStorage.getItem(TOKEN_KEY));
   $("#token-form").addEventListener("submit", () => {
