@@ -21,9 +21,11 @@ from channels.conversations import AnswerSlots, ConversationWorker, Job, convers
 from channels.emitter import ReplyOutcome, ResponseEmitter
 from channels.errors import ChannelError, TransientError
 from channels.model import ChatType, InboundMessage, inbound_to_json
-from channels.observer import NullObserver, Observer
+from channels.observer import UNSTORABLE, NullObserver, Observer
 from channels.prefetch import Prefetched
 from channels.provider import ChannelProvider
+from storage.errors import describe as describe_storage_error
+from storage.errors import unstorable
 from storage.repository import JournalState, Store
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class HandlerCounters:
     received: int = 0
     duplicates: int = 0
     ignored: int = 0
+    dropped: int = 0  # could not be stored, acked anyway
     replies: dict[str, int] = field(default_factory=dict)
 
     def reply(self, outcome: str) -> None:
@@ -135,9 +138,22 @@ class MessageHandler:
                 inbound_to_json(message),
             )
         except Exception as exc:
+            if unstorable(exc):
+                # The database refused the values themselves (normalisation should have made
+                # that impossible): a redelivery would fail the same way, forever. Returning
+                # acks it; it is counted and logged once, by id, never by its text.
+                self.counters.dropped += 1
+                self._observer.frame_dropped(message.channel_id, message.platform, UNSTORABLE)
+                log.error(
+                    "channel %s: message %r cannot be stored (%s); acked and dropped",
+                    message.channel_id,
+                    message.message_id[:80],
+                    describe_storage_error(exc),
+                )
+                return
             # Not journaled, so not acked: the platform delivers it again (e.g. SQLite locked
             # past its busy timeout). The provider keeps its session for the next delivery.
-            raise TransientError(f"journal write failed: {type(exc).__name__}: {exc}") from exc
+            raise TransientError(f"journal write failed: {describe_storage_error(exc)}") from exc
         if entry_id is None:
             self.counters.duplicates += 1
             self._observer.message_duplicate(message.channel_id, message.platform)

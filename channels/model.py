@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, NewType
 
+from channels import normalize
+
 ChannelId = NewType("ChannelId", str)
 
 
@@ -32,12 +34,23 @@ class Sender:
     display_name: str = ""
     extra_ids: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # normalised on construction, so no provider can forget it (channels/normalize.py)
+        _set(self, "platform_id", normalize.platform_id(self.platform_id))
+        _set(self, "display_name", normalize.name(self.display_name))
+        extra = {normalize.clean(k): normalize.platform_id(v) for k, v in self.extra_ids.items()}
+        _set(self, "extra_ids", extra)
+
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
     kind: str  # "picture", "file", "video", "audio"
     name: str = ""
     handle: str = ""  # platform download handle (DingTalk downloadCode, Feishu file_key)
+
+    def __post_init__(self) -> None:
+        _set(self, "name", normalize.name(self.name))
+        _set(self, "handle", normalize.clean(self.handle))
 
 
 _DESCRIBED_KINDS = {
@@ -75,6 +88,22 @@ class InboundMessage:
     reply_handle: dict[str, Any] = field(
         default_factory=dict
     )  # opaque to everyone but the provider
+
+    def __post_init__(self) -> None:
+        # Every value a platform sent is made storable here, whichever provider built the message:
+        # SQLite and PostgreSQL then store exactly the same thing (channels/normalize.py).
+        _set(self, "message_id", normalize.platform_id(self.message_id))
+        _set(self, "chat_id", normalize.platform_id(self.chat_id))
+        _set(self, "tenant", normalize.platform_id(self.tenant))
+        _set(self, "frame_id", normalize.platform_id(self.frame_id))
+        _set(self, "text", normalize.text(self.text))
+        _set(self, "reply_handle", normalize.deep(self.reply_handle))
+
+
+def _set(instance: object, attribute: str, value: Any) -> None:
+    """Assigns a normalised value on a frozen dataclass, only when it changed."""
+    if getattr(instance, attribute) is not value:
+        object.__setattr__(instance, attribute, value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
+# Why something was dropped (the `reason` label of channeld_frames_dropped_total): a frame that
+# could not be read, one nested deeper than the JSON decoder goes, a message the database refused.
+UNREADABLE = "unreadable"
+TOO_DEEP = "too_deep"
+UNSTORABLE = "unstorable"
+DROP_REASONS = (UNREADABLE, TOO_DEEP, UNSTORABLE)
+
 
 class Observer(Protocol):
     """Cheap, synchronous, never raising: called on hot paths."""
@@ -14,7 +21,7 @@ class Observer(Protocol):
     def message_duplicate(self, channel: str, platform: str) -> None: ...
     def message_ignored(self, channel: str, platform: str) -> None: ...
     def message_invalid(self, channel: str, platform: str) -> None: ...
-    def frame_dropped(self, channel: str, platform: str) -> None: ...
+    def frame_dropped(self, channel: str, platform: str, reason: str = UNREADABLE) -> None: ...
     def ack_latency(self, channel: str, platform: str, seconds: float) -> None: ...
     def reply_first_update(self, channel: str, platform: str, seconds: float) -> None: ...
     def reply(self, channel: str, platform: str, outcome: str) -> None: ...
@@ -45,7 +52,7 @@ class NullObserver:
     def message_invalid(self, channel: str, platform: str) -> None:
         """Ignored."""
 
-    def frame_dropped(self, channel: str, platform: str) -> None:
+    def frame_dropped(self, channel: str, platform: str, reason: str = UNREADABLE) -> None:
         """Ignored."""
 
     def ack_latency(self, channel: str, platform: str, seconds: float) -> None:

@@ -20,6 +20,7 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 
 from channels.model import ChannelState
+from channels.observer import DROP_REASONS, UNREADABLE
 
 CHANNEL_STATES = tuple(state.value for state in ChannelState)
 REPLY_OUTCOMES = ("replied", "failed", "cancelled")
@@ -101,8 +102,9 @@ class Metrics:
         )
         self._dropped = Counter(
             "channeld_frames_dropped",
-            "Transport frames dropped as unreadable or unexpected (the session stays up).",
-            CHANNEL,
+            "Frames and messages dropped, by reason: unreadable or unexpected, nested too deep,"
+            " or refused by the database (acked anyway); the session stays up.",
+            [*CHANNEL, "reason"],
             registry=r,
         )
         self._ack_latency = Histogram(
@@ -176,13 +178,14 @@ class Metrics:
             self._duplicates,
             self._ignored,
             self._invalid,
-            self._dropped,
             self._ack_latency,
             self._first_update,
         ):
             self._child(metric, channel, platform)
         for outcome in REPLY_OUTCOMES:
             self._child(self._replies, channel, platform, outcome)
+        for reason in DROP_REASONS:
+            self._child(self._dropped, channel, platform, reason)
 
     def set_channel_state(self, channel: str, platform: str, state: str) -> None:
         """Record the channel's state (a `ChannelState` value); `up` follows `connected`."""
@@ -221,10 +224,12 @@ class Metrics:
         self._touch(channel, platform)
         self._child(self._invalid, channel, platform).inc()
 
-    def frame_dropped(self, channel: str, platform: str) -> None:
-        """A transport frame was dropped without ending the session."""
+    def frame_dropped(self, channel: str, platform: str, reason: str = UNREADABLE) -> None:
+        """A frame or message was dropped without ending the session; `reason` is a DROP_REASONS."""
+        if reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}")
         self._touch(channel, platform)
-        self._child(self._dropped, channel, platform).inc()
+        self._child(self._dropped, channel, platform, reason).inc()
 
     def ack_latency(self, channel: str, platform: str, seconds: float) -> None:
         """Time from a frame's arrival to its ack."""

@@ -1,15 +1,24 @@
-"""Hostile bot-message payloads: the parser either converts or classifies, never crashes."""
+"""Hostile bot-message payloads: the parser either converts or classifies, never crashes, and
+whatever it converts the journal can store (on a real SQLite database)."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from channels import normalize
 from channels.dingtalk.convert import to_inbound
 from channels.errors import PermanentError
 from channels.model import ChannelId, InboundMessage
+from storage import Store
+from tests.hostile_support import hostile_text, store_inbound
+from tests.storage_support import sqlite_url
 
 FIELDS = [
     "msgId", "conversationId", "conversationType", "msgtype", "text", "content", "senderId",
@@ -19,7 +28,12 @@ FIELDS = [
 ]  # fmt: skip
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.text()
+    | hostile_text,
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
     ),
@@ -77,7 +91,70 @@ def test_nearly_valid_payloads_never_crash_the_parser(payload: dict[str, Any]) -
     check(payload)
 
 
-def test_huge_and_odd_text_is_kept() -> None:
+# Shaped like a real text message, every string a user or a broken client controls hostile.
+hostile_messages = st.fixed_dictionaries(
+    {
+        "msgId": hostile_text.filter(bool),
+        "conversationId": hostile_text.filter(bool),
+        "conversationType": st.sampled_from(["1", "2"]),
+        "msgtype": st.sampled_from(["text", "richText", "file"]),
+        "text": st.fixed_dictionaries({"content": hostile_text}),
+        "content": st.fixed_dictionaries(
+            {"richText": st.lists(st.fixed_dictionaries({"text": hostile_text}), max_size=3)},
+            optional={"fileName": hostile_text, "downloadCode": hostile_text},
+        ),
+        "senderStaffId": hostile_text,
+        "senderId": hostile_text,
+        "senderNick": hostile_text,
+        "senderCorpId": hostile_text,
+        "isInAtList": st.booleans(),
+        "sessionWebhook": hostile_text,
+    }
+)
+
+
+async def test_hostile_messages_reach_the_journal_as_parsed(tmp_path: Path) -> None:
+    """convert -> normalise -> journal, user, conversation and turn on a real SQLite store."""
+    store = await Store.open(sqlite_url(tmp_path / "fuzz.db"))
+    loop = asyncio.get_running_loop()
+    channels = (ChannelId(f"dt-{n}") for n in itertools.count())
+    stored = 0
+
+    async def journal(message: InboundMessage) -> None:
+        nonlocal stored
+        # a channel of its own per example: a repeated msgId would otherwise be a redelivery
+        message = replace(message, channel_id=next(channels))
+        assert await store_inbound(store, message) == message
+        stored += 1
+
+    # derandomized and modest: every example costs four SQLite writes
+    @settings(
+        max_examples=120,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    @example({"msgId": "m" * 300, "conversationId": "c\x00", "conversationType": "2",
+              "msgtype": "text", "text": {"content": "\udcff hi \x00"}, "isInAtList": True,
+              "senderStaffId": "s" * 300, "senderNick": "N\x00" + "n" * 300})  # fmt: skip
+    @given(hostile_messages)
+    def journal_each(payload: dict[str, Any]) -> None:
+        try:
+            message = to_inbound(ChannelId("dt"), payload, "frame-" + str(payload["msgId"]))
+        except PermanentError:
+            return
+        asyncio.run_coroutine_threadsafe(journal(message), loop).result(30)
+
+    try:
+        # hypothesis runs in a worker thread; the store lives on this loop
+        await asyncio.to_thread(journal_each)
+    finally:
+        await store.close()
+    assert stored >= 100  # nearly every example is a message, not a classified error
+
+
+def test_huge_and_odd_text_is_made_storable() -> None:
     text = "\udcff" + "x" * 200_000 + "\u0000"
     message = to_inbound(
         ChannelId("dt"),
@@ -85,4 +162,7 @@ def test_huge_and_odd_text_is_kept() -> None:
          "text": {"content": text}},
         "f",
     )  # fmt: skip
-    assert message.text == text.strip()
+    # the surrogate replaced, the NUL gone, the length bounded and the cut said
+    note = normalize.TEXT_CUT_NOTE.format(limit=normalize.MAX_TEXT_CHARS)
+    assert message.text == "\ufffd" + "x" * (normalize.MAX_TEXT_CHARS - 1 - len(note)) + note
+    message.text.encode("utf-8")  # raises on anything SQLite or PostgreSQL would refuse

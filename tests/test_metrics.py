@@ -36,6 +36,7 @@ FAMILIES = {
     "channeld_messages_duplicate": ("counter", {"channel", "platform"}),
     "channeld_messages_ignored": ("counter", {"channel", "platform"}),
     "channeld_messages_invalid": ("counter", {"channel", "platform"}),
+    "channeld_frames_dropped": ("counter", {"channel", "platform", "reason"}),
     "channeld_ack_latency_seconds": ("histogram", {"channel", "platform"}),
     "channeld_reply_first_update_seconds": ("histogram", {"channel", "platform"}),
     "channeld_replies": ("counter", {"channel", "platform", "outcome"}),
@@ -67,6 +68,8 @@ def drive_everything(metrics: Metrics) -> None:
     metrics.message_duplicate(*CH)
     metrics.message_ignored(*CH)
     metrics.message_invalid(*CH)
+    metrics.frame_dropped(*CH)
+    metrics.frame_dropped(*CH, "unstorable")
     metrics.ack_latency(*CH, 0.003)
     metrics.reply_first_update(*CH, 1.2)
     metrics.reply(*CH, "replied")
@@ -129,6 +132,8 @@ def test_a_new_channel_exposes_its_counters_at_zero() -> None:
         assert value(metrics, sample, **labels) == 0, sample
     for outcome in ("replied", "failed", "cancelled"):
         assert value(metrics, "channeld_replies_total", **labels, outcome=outcome) == 0
+    for reason in ("unreadable", "too_deep", "unstorable"):
+        assert value(metrics, "channeld_frames_dropped_total", **labels, reason=reason) == 0
     # No message yet: a timestamp of 0 would read as "silent since 1970".
     assert value(metrics, "channeld_channel_last_event_timestamp_seconds", **labels) is None
 
@@ -165,8 +170,14 @@ def test_counters_and_histograms_move_with_the_calls() -> None:
     assert value(metrics, "channeld_llm_tokens_total", agent="default", kind="prompt") == 360
     assert value(metrics, "channeld_llm_tokens_total", agent="default", kind="completion") == 240
     assert value(metrics, "channeld_event_loop_lag_seconds_count") == 3
+    dropped = "channeld_frames_dropped_total"
+    assert value(metrics, dropped, **labels, reason="unreadable") == 3
+    assert value(metrics, dropped, **labels, reason="unstorable") == 3
+    assert value(metrics, dropped, **labels, reason="too_deep") == 0
     with pytest.raises(ValueError, match="unknown reply outcome"):
         metrics.reply(*CH, "lost")
+    with pytest.raises(ValueError, match="unknown drop reason"):
+        metrics.frame_dropped(*CH, "bored")
 
 
 def test_remove_channel_forgets_only_that_channel() -> None:

@@ -86,7 +86,8 @@ async def test_metrics_match_the_traffic(
         ch = {"channel": "dt", "platform": "dingtalk"}
         assert value(found, "channeld_messages_received_total", **ch) == 4  # three + one redelivery
         assert value(found, "channeld_messages_duplicate_total", **ch) == 1
-        assert value(found, "channeld_frames_dropped_total", **ch) == 1
+        assert value(found, "channeld_frames_dropped_total", reason="unreadable", **ch) == 1
+        assert value(found, "channeld_frames_dropped_total", reason="unstorable", **ch) == 0
         assert value(found, "channeld_replies_total", outcome="replied", **ch) == 3
         assert value(found, "channeld_ack_latency_seconds_count", **ch) == 4
         assert value(found, "channeld_reply_first_update_seconds_count", **ch) == 3

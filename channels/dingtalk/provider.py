@@ -140,8 +140,8 @@ class DingTalkProvider:
     def _count_request(self, endpoint: str, status: str) -> None:
         self._observer.platform_request(self._config.id, PLATFORM, endpoint, status)
 
-    def _count_drop(self) -> None:
-        self._observer.frame_dropped(self._config.id, PLATFORM)
+    def _count_drop(self, reason: str) -> None:
+        self._observer.frame_dropped(self._config.id, PLATFORM, reason)
 
     def _count_ack(self, seconds: float) -> None:
         self._observer.ack_latency(self._config.id, PLATFORM, seconds)

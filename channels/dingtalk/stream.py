@@ -39,6 +39,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from channels.dingtalk.api import DingTalkApi
 from channels.errors import ChannelError, TransientError
+from channels.observer import TOO_DEEP, UNREADABLE
 
 # Receives (frame messageId, decoded callback data); returning means the message is journaled.
 BotMessageCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -51,6 +52,11 @@ TAG_UNACKED = "unacked"  # route_message(): a bot message left unacked on purpos
 # What the SDK's frame parsing raises on hostile input (an `int()` of a huge or infinite `time`
 # header, `data` nested deeper than the JSON decoder's recursion limit...).
 _UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError)
+
+
+def _reason(exc: BaseException) -> str:
+    """The drop reason label of an exception from `_UNREADABLE`."""
+    return TOO_DEEP if isinstance(exc, RecursionError) else UNREADABLE
 
 
 class _BotMessageHandler(dingtalk_stream.CallbackHandler):  # type: ignore[misc]  # untyped SDK base
@@ -81,7 +87,7 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
         watchdog_seconds: float,
         logger: logging.Logger,
         on_ack: Callable[[float], None] | None = None,
-        on_drop: Callable[[], None] | None = None,
+        on_drop: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(dingtalk_stream.Credential(client_id, client_secret), logger=logger)
         self.register_callback_handler(ChatbotMessage.TOPIC, _BotMessageHandler(on_message, logger))
@@ -146,8 +152,11 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
                 frame = json.loads(raw)
                 if not isinstance(frame, dict):
                     raise ValueError("frame is not an object")
-            except (ValueError, RecursionError):
+            except ValueError:
                 self._drop("not a JSON object")
+                continue
+            except RecursionError:
+                self._drop("JSON nested deeper than the decoder goes", TOO_DEEP)
                 continue
             tag = await self.route_message(frame)
             if tag == self.TAG_DISCONNECT:
@@ -180,12 +189,12 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
             except _UNREADABLE as exc:
                 # `data` that is not JSON, a `time` header that is not a number: the SDK raises
                 # before its handler; skip, do not ack
-                return self._drop(f"unreadable {kind} frame: {type(exc).__name__}")
+                return self._drop(f"unreadable {kind} frame: {type(exc).__name__}", _reason(exc))
         try:
             message = SystemMessage.from_dict(json_message)
             reason = (message.data or {}).get("reason", "")
         except _UNREADABLE as exc:
-            return self._drop(f"unreadable SYSTEM frame: {type(exc).__name__}")
+            return self._drop(f"unreadable SYSTEM frame: {type(exc).__name__}", _reason(exc))
         ack = await self.system_handler.raw_process(message)
         if self.websocket is not None:
             await self.websocket.send(json.dumps(ack.to_dict()))
@@ -194,10 +203,10 @@ class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]
             return str(self.TAG_DISCONNECT)
         return ""
 
-    def _drop(self, why: str) -> str:
+    def _drop(self, why: str, reason: str = UNREADABLE) -> str:
         self.invalid_frames += 1
         if self._on_drop is not None:
-            self._on_drop()
+            self._on_drop(reason)
         self.logger.warning("dropped a gateway frame: %s", why)
         return ""
 

@@ -27,6 +27,7 @@ from channels.errors import MAX_RETRY_AFTER, AuthError, ConfigError, TransientEr
 from channels.feishu import frames
 from channels.feishu.api import FeishuApi
 from channels.feishu.frames import ClientConfig, Frame, FrameError, FrameMethod
+from channels.observer import TOO_DEEP, UNREADABLE
 
 # Receives one decoded event; returning means it is journaled (or a known duplicate).
 EventCallback = Callable[[dict[str, Any]], Awaitable[None]]
@@ -58,7 +59,7 @@ class LongConnection:
         config: ClientConfig | None = None,
         watchdog_seconds: float = 0.0,
         on_ack: Callable[[float], None] | None = None,
-        on_invalid: Callable[[], None] | None = None,
+        on_invalid: Callable[[str], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._api = api
@@ -190,10 +191,10 @@ class LongConnection:
         async with self._send_lock:
             await ws.send(frames.encode(frame))
 
-    def _invalid(self, why: str) -> None:
+    def _invalid(self, why: str, reason: str = UNREADABLE) -> None:
         self.invalid_frames += 1
         if self._on_invalid is not None:
-            self._on_invalid()
+            self._on_invalid(reason)
         self._log.warning("dropped a feishu gateway frame: %s", why)
 
     async def _handle(self, raw: str | bytes) -> None:
@@ -227,6 +228,11 @@ class LongConnection:
         except ValueError:
             self._invalid("pong with an unreadable ClientConfig")
             return
+        except RecursionError:
+            # the C decoder gives up past the interpreter's recursion limit; uncaught, it would
+            # end the reader task and with it the session
+            self._invalid("pong nested deeper than the JSON decoder goes", TOO_DEEP)
+            return
         if isinstance(data, dict):
             updated = self.client_config.updated(data)
             if updated != self.client_config:
@@ -253,6 +259,11 @@ class LongConnection:
         except ValueError:
             # acked anyway: an unreadable event would only come back again
             self._invalid("event payload is not a JSON object")
+            await self._ack(frame, ACK_OK, received_at)
+            return
+        except RecursionError:
+            # as above; uncaught it would end the reader task, and the redelivery the next session
+            self._invalid("event payload nested deeper than the JSON decoder goes", TOO_DEEP)
             await self._ack(frame, ACK_OK, received_at)
             return
         try:

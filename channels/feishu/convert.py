@@ -108,6 +108,9 @@ def _content(message: dict[str, Any]) -> dict[str, Any]:
         content = json.loads(raw)
     except ValueError as exc:
         raise PermanentError("message content is not JSON") from exc
+    except RecursionError as exc:
+        # nested past the decoder's limit: unusable, and acked as such (never redelivered)
+        raise PermanentError("message content is nested too deeply") from exc
     if not isinstance(content, dict):
         raise PermanentError("message content is not a JSON object")
     return content

@@ -53,6 +53,7 @@ class FeishuProvider:
         self._reader: asyncio.Task[None] | None = None
         self._state = ChannelState.DISCONNECTED
         self._closed = False
+        self._frames_dropped_before = 0  # by sessions that have ended
 
     @property
     def channel_id(self) -> ChannelId:
@@ -65,6 +66,12 @@ class FeishuProvider:
     @property
     def last_frame_at(self) -> float:
         return self._session.last_frame_at if self._session else 0.0
+
+    @property
+    def frames_dropped(self) -> int:
+        """Gateway frames dropped as unreadable, over every session of this provider."""
+        current = self._session.invalid_frames if self._session else 0
+        return self._frames_dropped_before + current
 
     async def start(self) -> None:
         """Discover the gateway and open the socket; returns once the handshake succeeded."""
@@ -132,6 +139,7 @@ class FeishuProvider:
         self._reader, self._session = None, None
         await cancel_reader(reader)
         if session is not None:
+            self._frames_dropped_before += session.invalid_frames
             await session.close()
 
     async def _on_event(self, event: dict[str, Any]) -> None:
@@ -153,8 +161,8 @@ class FeishuProvider:
     def _count_ack(self, seconds: float) -> None:
         self._observer.ack_latency(self._config.id, PLATFORM, seconds)
 
-    def _count_invalid(self) -> None:
-        self._observer.frame_dropped(self._config.id, PLATFORM)
+    def _count_invalid(self, reason: str) -> None:
+        self._observer.frame_dropped(self._config.id, PLATFORM, reason)
 
     async def send(self, message: InboundMessage, text: str) -> None:
         for index, chunk in enumerate(split_text(text, POST_TEXT_BYTES, measure=utf8_len)):
