@@ -138,14 +138,7 @@ def event_frame(payload: bytes) -> bytes:
     """One whole event in one data frame."""
     headers = {"type": "event", "message_id": "frame-1", "sum": "1", "seq": "0"}
     return frames.encode(
-        frames.Frame(
-            SeqID=1,
-            LogID=1,
-            service=1,
-            method=int(frames.FrameMethod.DATA),
-            headers=[frames.Header(key=k, value=v) for k, v in headers.items()],
-            payload=payload,
-        )
+        frames.data_frame(service=1, seq_id=1, log_id=1, headers=headers, payload=payload)
     )
 
 
