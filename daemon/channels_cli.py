@@ -23,15 +23,18 @@ from urllib.parse import quote
 import aiohttp
 
 from daemon import admin_token
+from daemon.channels_args import (
+    DEFAULT_URL,
+    TOKEN_ENV,
+    URL_ENV,
+    common_arguments,
+    settings_arguments,
+)
 from daemon.cli import config_path
 from daemon.cli_render import channel_view, list_table, paint, wants_colour
 from daemon.config import ConfigurationError
 
-DEFAULT_URL = "http://127.0.0.1:8787"
-URL_ENV = "CHANNELD_ADMIN_URL"
-TOKEN_ENV = "CHANNELD_ADMIN_TOKEN"  # noqa: S105 (the variable's name, not a token)
 API = "/api/v1"
-DEFAULT_TIMEOUT = 10.0  # seconds per request; restart waits for the old connection to close
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -61,101 +64,9 @@ class CliError(Exception):
         self.details = list(details)
 
 
-# -- arguments ----------------------------------------------------------------------------------
-
-
-def setting(text: str) -> tuple[str, Any]:
-    """`KEY=VALUE` of --set; the value is JSON when it parses (numbers, booleans), else a string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        # the argument is not echoed back: it may be a secret with a typo
-        raise argparse.ArgumentTypeError("--set expects KEY=VALUE")
-    try:
-        value: Any = json.loads(raw)
-    except ValueError:
-        value = raw
-    return key.strip(), value
-
-
-def secret_file(text: str) -> tuple[str, Path]:
-    """`KEY=PATH` of --secret-file."""
-    key, sep, path = text.partition("=")
-    if not sep or not key.strip() or not path:
-        raise argparse.ArgumentTypeError("--secret-file expects KEY=PATH")
-    return key.strip(), Path(path)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
-
-
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help=f"admin API base URL (default: ${URL_ENV} or {DEFAULT_URL})")
-    token = common.add_mutually_exclusive_group()
-    token.add_argument(
-        "--token",
-        help=f"bearer token (default: ${TOKEN_ENV}); arguments show in ps, prefer --token-file",
-    )
-    token.add_argument(
-        "--token-file", type=Path, metavar="PATH", help="read the bearer token from this file"
-    )
-    common.add_argument(
-        "--config",
-        "-c",
-        metavar="PATH",
-        help="without a token option: use the admin.token the daemon generated in this config's "
-        "state directory (default: $CHANNELD_CONFIG, or ./channeld.toml if present)",
-    )
-    common.add_argument(
-        "--timeout",
-        type=_seconds,
-        metavar="SECONDS",
-        default=DEFAULT_TIMEOUT,
-        help=f"seconds per request (default: {DEFAULT_TIMEOUT:g})",
-    )
-    common.add_argument("--json", action="store_true", help="print the API's JSON, for scripts")
-    return common
-
-
-def _settings_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--set",
-        dest="settings",
-        action="append",
-        type=setting,
-        default=[],
-        metavar="KEY=VALUE",
-        help="a platform setting; VALUE is JSON when it parses (quote '\"123\"' for a string)",
-    )
-    parser.add_argument(
-        "--secret",
-        dest="secrets",
-        action="append",
-        default=[],
-        metavar="KEY",
-        help="a secret setting, prompted without echo (or one line of stdin each when piped)",
-    )
-    parser.add_argument(
-        "--secret-file",
-        dest="secret_files",
-        action="append",
-        type=secret_file,
-        default=[],
-        metavar="KEY=PATH",
-        help="a secret setting read from a file (its first line); keeps it out of ps and history",
-    )
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds the `channels` command and its subcommands to the `channeld` parser."""
-    common = _common()
+    common = common_arguments()
     channels = sub.add_parser(
         "channels",
         help="manage channels through the admin API of a running daemon",
@@ -187,10 +98,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--agent", metavar="NAME", help="agent that answers (default: the daemon's default)"
     )
     add.add_argument("--disabled", action="store_true", help="create it switched off")
-    _settings_arguments(add)
+    settings_arguments(add)
     edit = actions.add_parser("edit", parents=[common], help="change an API channel's settings")
     edit.add_argument("channel_id", metavar="ID")
-    _settings_arguments(edit)
+    settings_arguments(edit)
     delete = actions.add_parser("delete", parents=[common], help="delete an API channel")
     delete.add_argument("channel_id", metavar="ID")
     delete.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")

@@ -20,7 +20,8 @@ from channels.dingtalk.emulator import EmulatorThread
 from channels.model import ChannelState
 from daemon import channels_cli
 from daemon.app import Daemon
-from daemon.channels_cli import read_secrets, register, setting
+from daemon.channels_args import setting
+from daemon.channels_cli import read_secrets, register
 from daemon.cli_render import channel_view, duration, list_table, truncate, wants_colour
 from daemon.config import validate
 from tests.dingtalk_support import (
