@@ -56,10 +56,6 @@ def parse_host(value: str) -> HostPort | None:
         name = name.removesuffix(".")
         if not _NAME.fullmatch(name):
             return None
-        try:
-            name = str(ipaddress.IPv4Address(name))
-        except ValueError:
-            pass  # a name, not an address
         return HostPort(name, _port(port) if colon else None)
     except ValueError:
         return None
