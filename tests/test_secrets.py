@@ -48,13 +48,13 @@ def test_a_bad_key_is_a_clear_error() -> None:
         SecretBox(b"too-short")
 
 
-async def test_readyz_is_503_until_ready() -> None:
+async def test_readyz_is_503_until_ready(tmp_path: Path) -> None:
     ready = False
 
     async def readiness() -> bool:
         return ready
 
-    server = AdminServer(AdminSection(listen="127.0.0.1:0"), readiness)
+    server = AdminServer(AdminSection(listen="127.0.0.1:0"), readiness, state_dir=tmp_path)
     await server.start()
     try:
         url = f"http://127.0.0.1:{server.port}"
