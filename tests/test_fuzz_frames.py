@@ -15,6 +15,7 @@ the session's 4 MiB limit: a larger one is refused by the WebSocket layer, which
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import re
@@ -30,6 +31,7 @@ from hypothesis import strategies as st
 from channels.dingtalk.emulator import BOT_MESSAGE_TOPIC, EmulatorThread
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET, DINGTALK_TEMPLATE
 from tests.e2e_support import Stack, start_stack
+from tests.hostile_support import hostile_text
 
 Frame = str | bytes
 INVALID_SAMPLE = re.compile(
@@ -60,12 +62,15 @@ header_values = st.fixed_dictionaries(
 bot_payloads = st.fixed_dictionaries(
     {},
     optional={
-        "msgId": st.text(max_size=12) | json_values,
+        "msgId": st.text(max_size=12) | hostile_text | json_values,
         "conversationId": st.text(max_size=12) | json_values,
         "conversationType": st.sampled_from(["1", "2", 3]) | json_values,
         "msgtype": st.sampled_from(["text", "richText", "picture", "?"]) | json_values,
-        "text": st.fixed_dictionaries({"content": st.text(max_size=40)}) | json_values,
-        "senderStaffId": json_values,
+        # lone surrogates, NUL, controls, RTL marks, over-long ids: the journal must take them
+        "text": st.fixed_dictionaries({"content": st.text(max_size=40) | hostile_text})
+        | json_values,
+        "senderStaffId": hostile_text | json_values,
+        "senderNick": hostile_text,
         "createAt": st.integers() | json_values,
         "sessionWebhook": st.just("http://127.0.0.1:9/robot/sendBySession") | json_values,
         "sessionWebhookExpiredTime": json_values,
@@ -104,7 +109,34 @@ huge_texts = st.integers(min_value=100_000, max_value=1_000_000).map(
         }
     )
 )
+# well-formed bot messages whose user-controlled strings are hostile: they must be journaled,
+# acked and answered (a lone surrogate travels as a JSON escape, as on the real wire)
+SERIAL = itertools.count()
+hostile_messages = st.builds(
+    lambda text, staff, nick, msg_id, n=SERIAL: json.dumps(
+        {
+            "type": "CALLBACK",
+            "headers": {"topic": BOT_MESSAGE_TOPIC, "messageId": f"hostile-{next(n)}"},
+            "data": json.dumps(
+                {
+                    "msgId": f"{next(n)}{msg_id}",  # unique: a repeated id is a redelivery
+                    "conversationId": "cid-hostile",
+                    "conversationType": "1",
+                    "msgtype": "text",
+                    "text": {"content": text},
+                    "senderStaffId": staff,
+                    "senderNick": nick,
+                }
+            ),
+        }
+    ),
+    hostile_text,
+    hostile_text,
+    hostile_text,
+    hostile_text,
+)
 frames: st.SearchStrategy[Frame] = st.one_of(
+    hostile_messages,
     st.text(max_size=200),  # mostly not JSON at all
     json_values.map(json.dumps),  # JSON, rarely an object
     envelopes.map(json.dumps),
@@ -231,6 +263,9 @@ async def test_hostile_frames_never_break_the_session(
         await asyncio.to_thread(push_each)
         assert probe.pushed >= 300
         assert stack.supervisor.provider.frames_dropped > 100  # most of them are junk
+        handler = stack.daemon.manager.handler  # type: ignore[union-attr]
+        assert handler.counters.received >= 30  # the hostile messages were journaled
+        assert handler.counters.dropped == 0  # and none of them refused by the database
 
         sent = await stack.say("still there after all that?")
         items = await stack.wait_bot_items(
