@@ -1,4 +1,4 @@
-"""The emulators have no authentication: `[emulator] listen` and `emulate --listen` stay loopback."""
+"""Emulators have no authentication: `[emulator] listen` and `emulate --listen` stay loopback."""
 
 from __future__ import annotations
 
