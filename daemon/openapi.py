@@ -83,7 +83,11 @@ def _schemas() -> dict[str, Any]:
         "ChannelSettings": channel_schema,
         "ChannelPatch": {
             "type": "object",
-            "description": "Settings to change; a secret omitted or sent as *** keeps its value.",
+            "description": (
+                "Settings to change; a secret omitted or sent as *** keeps its value. A setting "
+                "marked x-sends-secrets (where the secrets are sent) changes only with every "
+                "secret of the channel given again in the same request."
+            ),
             "additionalProperties": True,
         },
         "ChannelStatus": {
@@ -188,7 +192,9 @@ def openapi_document() -> dict[str, Any]:
                     channel,
                     params=[ID_PARAM],
                     body=_ref("ChannelPatch"),
-                    conflict="the channel is declared in the config file",
+                    conflict="the channel is declared in the config file (managed_by_config), "
+                    "or a secret must be given again (secret_required): an x-sends-secrets "
+                    "setting changes, or the stored secret does not decrypt with the current key",
                 ),
                 "delete": _op(
                     "Delete an API channel",
