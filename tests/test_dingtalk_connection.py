@@ -1,6 +1,6 @@
 """The Stream connection under supervision: handshake, reconnects, watchdog, auth failure, stop.
 
-Also proves how channels/dingtalk/stream.py deals with the defects of dingtalk-stream 0.24.3.
+Also proves how channels/dingtalk/connection.py deals with the defects of dingtalk-stream 0.24.3.
 """
 
 from __future__ import annotations
@@ -192,7 +192,8 @@ def test_websockets_exceptions_is_loaded_before_the_sdk_can_need_it() -> None:
         [
             sys.executable,
             "-c",
-            "import channels.dingtalk.stream, websockets; print(hasattr(websockets, 'exceptions'))",
+            "import channels.dingtalk.connection, websockets; "
+            "print(hasattr(websockets, 'exceptions'))",
         ],
         capture_output=True,
         text=True,

@@ -9,8 +9,8 @@ from typing import Any
 from channels.dingtalk.api import DingTalkApi
 from channels.dingtalk.cards import MARKDOWN_LIMIT, DingTalkReplyStream, MessageSender
 from channels.dingtalk.config import DingTalkChannelConfig
+from channels.dingtalk.connection import DingTalkSession
 from channels.dingtalk.convert import PLATFORM, to_inbound
-from channels.dingtalk.stream import StreamSession
 from channels.errors import PermanentError
 from channels.model import ChannelId, ChannelState, InboundMessage
 from channels.observer import NullObserver, Observer
@@ -49,7 +49,7 @@ class DingTalkProvider:
             on_request=self._count_request,
         )
         self._sender = MessageSender(self._api)
-        self._session: StreamSession | None = None
+        self._session: DingTalkSession | None = None
         self._reader: asyncio.Task[None] | None = None
         self._state = ChannelState.DISCONNECTED
         self._closed = False
@@ -79,7 +79,7 @@ class DingTalkProvider:
             raise PermanentError("provider is closed")
         await self._end_session()
         self._state = ChannelState.CONNECTING
-        session = StreamSession(
+        session = DingTalkSession(
             client_id=self._config.client_id,
             client_secret=self._config.client_secret.get_secret_value(),
             api=self._api,

@@ -1,7 +1,7 @@
 """One Stream-mode session on top of dingtalk-stream 0.24.3's client.
 
 Written against dingtalk-stream 0.24.3, whose `start()` cannot run inside a daemon
-(reference/dingtalk.md §5-6). This subclass keeps the SDK's frame parsing, handler routing and
+(docs/platforms/dingtalk.md §5). This subclass keeps the SDK's frame parsing, handler routing and
 ack frames, and replaces the connection loop:
 
 - `open_connection()` there is a blocking `requests.post` with no timeout; here the open call goes
@@ -74,7 +74,7 @@ class _BotMessageHandler(dingtalk_stream.CallbackHandler):  # type: ignore[misc]
         return AckMessage.STATUS_OK, "OK"
 
 
-class StreamSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]  # untyped SDK base
+class DingTalkSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]  # untyped SDK base
     """A single Stream connection: `open()` handshakes, `run()` reads until it ends."""
 
     def __init__(
