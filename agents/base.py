@@ -25,7 +25,7 @@ class AgentRequest:
 
 
 class Agent(Protocol):
-    """Streams an answer. Raises channels.errors classes (TransientError, RateLimited, AuthError,
+    """Streams an answer. Raises common.errors classes (TransientError, RateLimited, AuthError,
     PermanentError) when it cannot."""
 
     name: str

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from agents.base import Agent, AgentRequest
-from channels.errors import ChannelError
+from common.errors import ChannelError
 
 logger = logging.getLogger(__name__)
 

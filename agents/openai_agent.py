@@ -28,7 +28,7 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from agents.base import AgentRequest
 from agents.config import OpenAIAgentConfig
-from channels.errors import (
+from common.errors import (
     AuthError,
     ChannelError,
     PermanentError,
@@ -111,7 +111,7 @@ def _server_detail(exc: openai.APIError, secret: str) -> str:
 
 
 def classify_error(exc: Exception, *, agent: str, secret: str = "") -> ChannelError:
-    """Map an openai/httpx exception to the channels.errors taxonomy, without secrets."""
+    """Map an openai/httpx exception to the common.errors taxonomy, without secrets."""
     where = f"agent {agent!r}"
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code

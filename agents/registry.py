@@ -12,7 +12,7 @@ from agents.config import AgentConfig, EchoAgentConfig
 from agents.echo import EchoAgent
 from agents.fallback import FallbackAgent
 from agents.openai_agent import OpenAIAgent, UsageCallback
-from channels.errors import ConfigError
+from common.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from channels.errors import ChannelError, RateLimited, TransientError
 from channels.provider import ReplyStream
 from channels.ratelimit import Clock, Sleep, TokenBucket
+from common.errors import ChannelError, RateLimited, TransientError
 
 log = logging.getLogger(__name__)
 

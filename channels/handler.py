@@ -19,11 +19,11 @@ from agents.base import Agent, AgentRequest, Turn
 from channels.config import ChannelConfigBase
 from channels.conversations import AnswerSlots, ConversationWorker, Job, conversation_key
 from channels.emitter import ReplyOutcome, ResponseEmitter
-from channels.errors import ChannelError, TransientError
 from channels.model import ChatType, InboundMessage, inbound_to_json
 from channels.observer import UNSTORABLE, NullObserver, Observer
 from channels.prefetch import Prefetched
 from channels.provider import ChannelProvider
+from common.errors import ChannelError, TransientError
 from storage.errors import describe as describe_storage_error
 from storage.errors import unstorable
 from storage.repository import JournalState, Store

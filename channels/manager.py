@@ -19,13 +19,13 @@ from agents.base import Agent
 from channels.config import ChannelConfigBase
 from channels.conversations import AnswerSlots
 from channels.emitter import EmitterSettings, ResponseEmitter
-from channels.errors import ConfigError
 from channels.handler import ChannelRuntime, MessageHandler
 from channels.model import ChannelState, InboundMessage
 from channels.observer import NullObserver, Observer
 from channels.provider import ChannelProvider, ChannelStatus, InboundSink
 from channels.ratelimit import TokenBucket
 from channels.supervisor import Backoff, Supervisor
+from common.errors import ConfigError
 from storage.repository import ChannelRecord, Store
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from channels.conversations import Job
-from channels.errors import ChannelError
 from channels.handler import ChannelRuntime, MessageHandler
 from channels.model import inbound_from_json
+from common.errors import ChannelError
 from storage.repository import JournalEntry, JournalState, Store
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from channels.errors import TransientError
+from common.errors import TransientError
 
 
 async def watch_reader(reader: asyncio.Task[None] | None, what: str) -> None:

@@ -10,9 +10,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from channels.errors import AuthError, ChannelError, ConfigError, TransientError
 from channels.model import ChannelState
 from channels.provider import ChannelProvider, ChannelStatus
+from common.errors import AuthError, ChannelError, ConfigError, TransientError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from channels.config import ChannelConfigBase
 from channels.conversations import AnswerSlots
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.provider import DingTalkProvider
-from channels.errors import ConfigError
 from channels.feishu.config import FeishuChannelConfig
 from channels.feishu.provider import FeishuProvider
 from channels.manager import AgentProfile, ChannelManager
@@ -26,6 +25,7 @@ from channels.observer import Observer
 from channels.provider import ChannelProvider, InboundSink
 from channels.recovery import recover
 from channels.supervisor import Backoff
+from common.errors import ConfigError
 from daemon.admin import AdminServer
 from daemon.api import AdminApi
 from daemon.channel_service import ChannelService, decode_record, sealed_channels

@@ -16,8 +16,8 @@ from typing import Any
 from pydantic import SecretStr, TypeAdapter, ValidationError
 
 from channels.config import ChannelConfigBase, sends_secrets
-from channels.errors import ConfigError
 from channels.manager import ChannelManager
+from common.errors import ConfigError
 from daemon.config import CHANNEL_TYPES, ChannelConfig
 from daemon.secrets import MASK, SecretBox, SecretKeyError
 from storage.repository import ChannelRecord, Store

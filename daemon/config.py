@@ -27,8 +27,8 @@ from pydantic import (
 from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
 from agents.registry import fallback_order
 from channels.dingtalk.config import DingTalkChannelConfig
-from channels.errors import ConfigError as ChannelConfigError
 from channels.feishu.config import FeishuChannelConfig
+from common.errors import ConfigError as ChannelConfigError
 from daemon.hosts import parse_host
 
 ENV_PREFIX = "CHANNELD_"

@@ -21,7 +21,7 @@ from agents.fake_llm import Behaviour, FakeLLM
 from agents.fallback import FallbackAgent
 from agents.openai_agent import OpenAIAgent, backoff_delay, parse_retry_after
 from agents.registry import build_agents, close_agents, fallback_order, history_limit
-from channels.errors import (
+from common.errors import (
     AuthError,
     ConfigError,
     PermanentError,

@@ -11,7 +11,7 @@ import pytest
 
 from channels.dingtalk.api import DingTalkApi
 from channels.dingtalk.emulator import QPS_LIMIT_BODY, DingTalkEmulator
-from channels.errors import AuthError, ChannelError, PermanentError, RateLimited, TransientError
+from common.errors import AuthError, ChannelError, PermanentError, RateLimited, TransientError
 
 ID = "ding-api"
 SECRET = "secret-api-5f2c9e"  # distinctive, so a leak into a message is detectable

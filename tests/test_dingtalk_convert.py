@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from channels.dingtalk.convert import to_inbound
-from channels.errors import PermanentError
 from channels.model import ChannelId, ChatType, inbound_from_json, inbound_to_json
+from common.errors import PermanentError
 
 
 def payload(msgtype: str, **fields: Any) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import pytest
 
 from channels.emitter import EmitResult, EmitterSettings, ReplyOutcome, ResponseEmitter
-from channels.errors import ChannelError, PermanentError, RateLimited, TransientError
 from channels.model import Delivered
 from channels.ratelimit import TokenBucket
+from common.errors import ChannelError, PermanentError, RateLimited, TransientError
 
 SETTLE_ROUNDS = 20  # loop turns that let woken tasks run to their next sleep before time moves
 EPS = 1e-9

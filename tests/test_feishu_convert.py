@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from channels.errors import PermanentError
 from channels.feishu.convert import to_inbound
 from channels.model import ChannelId, ChatType
+from common.errors import PermanentError
 
 BOT = "ou_bot"
 CHANNEL = ChannelId("fs")

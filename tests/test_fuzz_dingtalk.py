@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from channels import normalize
 from channels.dingtalk.convert import to_inbound
-from channels.errors import PermanentError
 from channels.model import ChannelId, InboundMessage
+from common.errors import PermanentError
 from storage import Store
 from tests.hostile_support import hostile_text, store_inbound
 from tests.storage_support import sqlite_url

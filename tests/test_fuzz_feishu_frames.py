@@ -19,12 +19,12 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from channels.errors import PermanentError
 from channels.feishu import frames
 from channels.feishu.api import FeishuApi
 from channels.feishu.connection import LongConnection
 from channels.feishu.convert import MESSAGE_RECEIVED, event_type, to_inbound
 from channels.model import ChannelId
+from common.errors import PermanentError
 from storage import Store
 from tests.hostile_support import hostile_text, store_inbound
 from tests.storage_support import sqlite_url

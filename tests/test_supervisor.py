@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import pytest
 
-from channels.errors import AuthError, TransientError
 from channels.model import ChannelId, ChannelState, InboundMessage
 from channels.provider import Capabilities, ReplyStream
 from channels.supervisor import Backoff, Supervisor
+from common.errors import AuthError, TransientError
 from tests.agents_support import RecordingSleep
 
 

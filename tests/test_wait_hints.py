@@ -19,13 +19,13 @@ from agents.openai_agent import OpenAIAgent
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.emulator import DingTalkEmulator
 from channels.dingtalk.provider import DingTalkProvider
-from channels.errors import MAX_RETRY_AFTER, RateLimited, TransientError
 from channels.feishu.config import FeishuChannelConfig
 from channels.feishu.frames import ClientConfig
 from channels.feishu.provider import FeishuProvider
 from channels.model import InboundMessage
 from channels.provider import ChannelProvider
 from channels.supervisor import Supervisor
+from common.errors import MAX_RETRY_AFTER, RateLimited, TransientError
 from tests.agents_support import (
     RecordingSleep,
     collect,

@@ -2,7 +2,7 @@
 
 The SDK's own helpers block the loop, open a session per call and swallow failures (reference
 §8); this client is non-blocking, bounded by a timeout, and turns every failure into one of
-`channels.errors` with a message that never carries a credential.
+`common.errors` with a message that never carries a credential.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from channels.errors import (
+from common.errors import (
     AuthError,
     ChannelError,
     PermanentError,

@@ -13,9 +13,9 @@ import uuid
 from collections.abc import Callable
 
 from channels.dingtalk.api import DingTalkApi
-from channels.errors import AuthError, ChannelError, PermanentError
 from channels.model import ChatType, Delivered, InboundMessage
 from channels.tail import MessageTail
+from common.errors import AuthError, ChannelError, PermanentError
 
 log = logging.getLogger(__name__)
 

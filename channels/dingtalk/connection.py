@@ -38,8 +38,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from channels.dingtalk.api import DingTalkApi
-from channels.errors import ChannelError, TransientError
 from channels.observer import TOO_DEEP, UNREADABLE
+from common.errors import ChannelError, TransientError
 
 # Receives (frame messageId, decoded callback data); returning means the message is journaled.
 BotMessageCallback = Callable[[str, dict[str, Any]], Awaitable[None]]

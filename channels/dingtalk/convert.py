@@ -8,7 +8,6 @@ from typing import Any
 
 from dingtalk_stream import ChatbotMessage
 
-from channels.errors import PermanentError
 from channels.model import (
     Attachment,
     ChannelId,
@@ -17,6 +16,7 @@ from channels.model import (
     Sender,
     describe_attachment,
 )
+from common.errors import PermanentError
 
 PLATFORM = "dingtalk"
 

@@ -11,12 +11,12 @@ from channels.dingtalk.cards import MARKDOWN_LIMIT, DingTalkReplyStream, Message
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.connection import DingTalkSession
 from channels.dingtalk.convert import PLATFORM, to_inbound
-from channels.errors import PermanentError
 from channels.model import ChannelId, ChannelState, InboundMessage
 from channels.observer import NullObserver, Observer
 from channels.provider import Capabilities, InboundSink, ReplyStream
 from channels.sessions import cancel_reader, watch_reader
 from channels.splitting import split_text
+from common.errors import PermanentError
 
 CLOSE_BUDGET = 3.0  # seconds close() may take, socket and reader included
 

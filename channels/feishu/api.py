@@ -1,7 +1,7 @@
 """Async Feishu/Lark OpenAPI client: endpoint discovery, tenant token, messages, CardKit cards.
 
 Non-blocking and bounded by a timeout (lark-oapi's discovery is a blocking `requests.post` with
-none, reference/feishu.md §1.1). Every failure becomes one of `channels.errors`, classified by the
+none, reference/feishu.md §1.1). Every failure becomes one of `common.errors`, classified by the
 platform's `code` (§4.7); messages never carry the secret or a token.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from channels.errors import (
+from common.errors import (
     AuthError,
     ChannelError,
     PermanentError,

@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from channels.errors import ChannelError, TransientError
 from channels.feishu.api import FeishuApi, FeishuApiError, SequenceConflict
 from channels.model import Delivered, InboundMessage
 from channels.splitting import split_text
 from channels.tail import MessageTail
+from common.errors import ChannelError, TransientError
 
 log = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from channels.errors import MAX_RETRY_AFTER, AuthError, ConfigError, TransientError
 from channels.feishu import frames
 from channels.feishu.api import FeishuApi
 from channels.feishu.frames import ClientConfig, Frame, FrameError, FrameMethod
 from channels.observer import TOO_DEEP, UNREADABLE
+from common.errors import MAX_RETRY_AFTER, AuthError, ConfigError, TransientError
 
 # Receives one decoded event; returning means it is journaled (or a known duplicate).
 EventCallback = Callable[[dict[str, Any]], Awaitable[None]]

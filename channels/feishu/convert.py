@@ -7,7 +7,6 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from channels.errors import PermanentError
 from channels.model import (
     Attachment,
     ChannelId,
@@ -16,6 +15,7 @@ from channels.model import (
     Sender,
     describe_attachment,
 )
+from common.errors import PermanentError
 
 PLATFORM = "feishu"
 MESSAGE_RECEIVED = "im.message.receive_v1"

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from typing import Any
 
-from channels.errors import ChannelError, PermanentError
 from channels.feishu.api import FeishuApi
 from channels.feishu.cards import POST_TEXT_BYTES, FeishuReplyStream, MessageSender, utf8_len
 from channels.feishu.config import FeishuChannelConfig
@@ -18,6 +17,7 @@ from channels.observer import NullObserver, Observer
 from channels.provider import Capabilities, InboundSink, ReplyStream
 from channels.sessions import cancel_reader, watch_reader
 from channels.splitting import split_text
+from common.errors import ChannelError, PermanentError
 
 CLOSE_BUDGET = 3.0  # seconds close() may take, socket and reader included
 

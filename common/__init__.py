@@ -1,0 +1,1 @@
+"""Plumbing shared by channels and agents: the error taxonomy, backoff, HTTP helpers."""
