@@ -14,7 +14,7 @@ import pytest
 
 from agents.base import Agent, AgentRequest, Role, Turn
 from agents.config import OpenAIAgentConfig
-from agents.fake_llm import FakeLLM
+from tools.fake_llm import FakeLLM
 
 FAKE_LLM_KEY = "sk-fake-test-key-0123456789"
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from agents.fake_llm import FakeLLM
 from channels.dingtalk.emulator import EmulatorThread
 from channels.model import ChannelState
 from channels.supervisor import Backoff
@@ -19,6 +18,7 @@ from daemon.app import Daemon
 from daemon.config import Settings, validate
 from tests.agents_support import FAKE_LLM_KEY
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET, DINGTALK_TEMPLATE
+from tools.fake_llm import FakeLLM
 
 CHANNEL = "dt"
 FAST_BACKOFF = Backoff(initial=0.05, maximum=0.2, healthy_after=60)

@@ -17,7 +17,6 @@ from pydantic import TypeAdapter, ValidationError
 
 from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
 from agents.echo import EchoAgent
-from agents.fake_llm import Behaviour, FakeLLM
 from agents.fallback import FallbackAgent
 from agents.openai_agent import OpenAIAgent, backoff_delay, parse_retry_after
 from agents.registry import build_agents, close_agents, fallback_order, history_limit
@@ -36,6 +35,7 @@ from tests.agents_support import (
     make_request,
     openai_config,
 )
+from tools.fake_llm import Behaviour, FakeLLM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -448,7 +448,7 @@ async def test_fake_llm_runs_as_a_process() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "agents.fake_llm",
+        "tools.fake_llm",
         "--port",
         "0",
         "--token-interval",

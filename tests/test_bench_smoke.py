@@ -1,4 +1,4 @@
-"""The benchmark harness' pure parts, and the one coupling it has to agents.fake_llm internals.
+"""The benchmark harness' pure parts, and the one coupling it has to tools.fake_llm internals.
 
 The benchmarks themselves run with `make bench`, never in the test suite.
 """

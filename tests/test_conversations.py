@@ -11,7 +11,6 @@ import pytest
 from aiohttp import web
 from sqlalchemy import text
 
-from agents.fake_llm import FakeLLM
 from channels.conversations import conversation_key
 from channels.dingtalk.emulator import EmulatorThread
 from channels.handler import OVERFLOW_ERROR, OVERFLOW_TEXT, command_of
@@ -22,6 +21,7 @@ from tests.agents_support import FAKE_LLM_KEY
 from tests.dingtalk_support import dingtalk_emulator
 from tests.e2e_support import FAST_BACKOFF, Stack, settings_for, start_stack, wait_until
 from tests.test_metrics_e2e import samples, value
+from tools.fake_llm import FakeLLM
 
 __all__ = ["dingtalk_emulator"]
 

@@ -7,7 +7,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from agents.fake_llm import FakeLLM
 from channels.dingtalk.emulator import EmulatorThread
 from channels.recovery import INTERRUPTED_NOTE
 from tests.agents_support import FAKE_LLM_KEY, fake_llm_fixture
@@ -24,6 +23,7 @@ from tests.feishu_support import (
     FeishuEmulatorThread,
     feishu_emulator,
 )
+from tools.fake_llm import FakeLLM
 
 __all__ = ["dingtalk_emulator", "fake_llm_fixture", "feishu_emulator"]
 

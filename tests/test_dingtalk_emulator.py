@@ -24,8 +24,8 @@ from channels.dingtalk.emulator import (
     main,
     serve,
 )
-from channels.dingtalk.emulator_payloads import MSGTYPES, bot_message
-from channels.dingtalk.emulator_state import EmulatorApp
+from channels.dingtalk.emulator.payloads import MSGTYPES, bot_message
+from channels.dingtalk.emulator.state import EmulatorApp
 from tests import dingtalk_support
 from tests.dingtalk_support import (
     DINGTALK_CLIENT_ID,

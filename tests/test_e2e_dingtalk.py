@@ -6,11 +6,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from agents.fake_llm import FakeLLM
 from channels.dingtalk.emulator import EmulatorThread
 from tests.agents_support import fake_llm_fixture
 from tests.dingtalk_support import dingtalk_emulator
 from tests.e2e_support import fake_llm_slow, start_stack
+from tools.fake_llm import FakeLLM
 
 __all__ = ["dingtalk_emulator", "fake_llm_fixture", "fake_llm_slow"]
 

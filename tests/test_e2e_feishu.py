@@ -10,7 +10,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agents.fake_llm import FakeLLM
 from channels.model import ChannelState
 from daemon.app import Daemon
 from daemon.chat import chat
@@ -26,6 +25,7 @@ from tests.feishu_support import (
 )
 from tests.test_faults import WriteLock, short_busy_timeout
 from tests.test_metrics_e2e import samples, value
+from tools.fake_llm import FakeLLM
 
 __all__ = ["fake_llm_fixture", "fake_llm_slow", "feishu_emulator", "short_busy_timeout"]
 

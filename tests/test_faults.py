@@ -44,7 +44,6 @@ import pytest
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from agents.fake_llm import FakeLLM
 from channels.dingtalk.emulator import EmulatorThread
 from channels.model import ChannelState
 from storage import engine as storage_engine
@@ -53,6 +52,7 @@ from storage.repository import Store
 from tests.agents_support import fake_llm_fixture
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, dingtalk_emulator
 from tests.e2e_support import Stack, fake_llm_slow, start_stack, wait_until
+from tools.fake_llm import FakeLLM
 
 __all__ = ["dingtalk_emulator", "fake_llm_fixture", "fake_llm_slow"]
 

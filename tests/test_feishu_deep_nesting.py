@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from channels.feishu import frames
-from channels.feishu.emulator_server import FeishuEmulator
+from channels.feishu.emulator.server import FeishuEmulator
 from tests.e2e_support import wait_until
 from tests.feishu_support import FEISHU_APP_ID, FeishuEmulatorThread, feishu_emulator
 from tests.test_e2e_feishu import FeishuStack, start_feishu

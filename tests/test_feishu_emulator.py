@@ -23,7 +23,7 @@ from channels.feishu.emulator import (
     add_arguments,
     main,
 )
-from channels.feishu.emulator_gateway import BAD_TICKET
+from channels.feishu.emulator.gateway import BAD_TICKET
 from daemon.chat import chat
 from tests import feishu_support
 from tests.feishu_support import (

@@ -8,11 +8,11 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.fake_llm import FakeLLM
 from channels.dingtalk.emulator import EmulatorThread
 from tests.agents_support import fake_llm_fixture
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, dingtalk_emulator
 from tests.e2e_support import start_stack, wait_until
+from tools.fake_llm import FakeLLM
 
 __all__ = ["dingtalk_emulator", "fake_llm_fixture"]
 

@@ -24,12 +24,12 @@ from sqlalchemy import text
 
 from channels import normalize
 from channels.dingtalk.emulator import BOT_MESSAGE_TOPIC, EmulatorThread
-from channels.dingtalk.emulator_gateway import app_uuid
-from channels.dingtalk.emulator_payloads import bot_message, make_frame
-from channels.dingtalk.emulator_server import DingTalkEmulator
-from channels.feishu.emulator_payloads import new_event_id, new_message_id, now_ms, receive_event
-from channels.feishu.emulator_server import FeishuEmulator
-from channels.feishu.emulator_state import ChatItem
+from channels.dingtalk.emulator.gateway import app_uuid
+from channels.dingtalk.emulator.payloads import bot_message, make_frame
+from channels.dingtalk.emulator.server import DingTalkEmulator
+from channels.feishu.emulator.payloads import new_event_id, new_message_id, now_ms, receive_event
+from channels.feishu.emulator.server import FeishuEmulator
+from channels.feishu.emulator.state import ChatItem
 from daemon.app import Daemon
 from tests.backend_support import backend, database_url, postgres, with_database
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, dingtalk_emulator

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from aiohttp import web
 
-from agents.fake_llm import FakeLLM
 from agents.openai_agent import OpenAIAgent
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.emulator import DingTalkEmulator
@@ -34,6 +33,7 @@ from tests.agents_support import (
     openai_config,
 )
 from tests.feishu_support import FEISHU_APP_ID, FEISHU_APP_SECRET, FeishuEmulatorThread
+from tools.fake_llm import FakeLLM
 
 HUGE = 999_999.0
 DING_ID, DING_SECRET = "ding-hints", "ding-hints-secret"

@@ -19,7 +19,7 @@ import pytest
 
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.emulator import EmulatorThread
-from channels.dingtalk.emulator_server import DingTalkEmulator
+from channels.dingtalk.emulator.server import DingTalkEmulator
 from channels.model import ChannelState
 from channels.provider import ChannelStatus
 from daemon.app import Daemon

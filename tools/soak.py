@@ -2,7 +2,7 @@
 
     make soak MINUTES=10          # or: .venv/bin/python tools/soak.py --minutes 10
 
-The daemon (`channeld run`) and the fake LLM (`python -m agents.fake_llm`) run as child processes
+The daemon (`channeld run`) and the fake LLM (`python -m tools.fake_llm`) run as child processes
 on free loopback ports; the DingTalk emulator runs in this process on a thread of its own, which
 lets the driver look at every chat directly. Simulated users write steadily, one message at a time
 each; meanwhile the gateway dies and comes back, sockets are reset and the daemon is restarted
@@ -46,6 +46,7 @@ REDELIVER_AFTER = 10.0  # seconds without an ack before the platform delivers a 
 ANSWER_TIMEOUT = 120.0  # a message unresolved this long is reported lost
 LAG = re.compile(r'^channeld_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.MULTILINE)
 ADMIN = "admin on http://"
+ROOT = Path(__file__).resolve().parents[1]  # `-m tools.fake_llm` resolves from the checkout
 
 
 class Child:
@@ -66,6 +67,7 @@ class Child:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
+            cwd=ROOT,
         )
         self._reader = asyncio.create_task(self._read(self.process))
 
@@ -175,7 +177,7 @@ class Soak:
         )
         self.llm = Child(
             "fake-llm",
-            [sys.executable, "-m", "agents.fake_llm", "--port", "0", "--api-key", LLM_KEY,
+            [sys.executable, "-m", "tools.fake_llm", "--port", "0", "--api-key", LLM_KEY,
              "--first-token-delay", "0.2", "--token-interval", "0.05"],
             workdir / "fake_llm.log",
         )  # fmt: skip

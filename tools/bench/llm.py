@@ -1,4 +1,4 @@
-"""The benchmark's LLM: `agents.fake_llm` plus a trace of when each token left, one JSON line each.
+"""The benchmark's LLM: `tools.fake_llm` plus a trace of when each token left, one JSON line each.
 
 `FakeLLM` records when a request arrived, not when its tokens were written, and staleness and
 "last token to final update" need the latter. Its streaming loop calls `_pause()` once before the
@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from agents.fake_llm import Behaviour, FakeLLM
+from tools.fake_llm import Behaviour, FakeLLM
 
 
 @dataclass

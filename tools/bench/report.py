@@ -266,7 +266,7 @@ METHOD = """\
 ### How each figure is measured
 
 - Processes on one machine, over loopback: the DingTalk emulator (`channeld emulate dingtalk`),
-  the fake LLM (`tools.bench.llm`: `agents.fake_llm` plus a trace of when each token was
+  the fake LLM (`tools.bench.llm`: `tools.fake_llm` plus a trace of when each token was
   written), channeld (`channeld run`, SQLite in a temporary directory, log level WARNING), the
   baseline bot (`tools.bench.baseline_bot`) and the harness. Every timestamp is
   `time.monotonic()`, i.e. CLOCK_MONOTONIC, one clock for the whole machine on Linux; each run

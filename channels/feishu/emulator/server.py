@@ -13,15 +13,15 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from channels.emulator_state import wait_until
+from channels.emulator.state import wait_until
 from channels.feishu import frames
-from channels.feishu.emulator_cardkit import CardKit
-from channels.feishu.emulator_control import add_control_routes
-from channels.feishu.emulator_events import REDELIVERY_SCHEDULE, Delivery
-from channels.feishu.emulator_gateway import FORBIDDEN, ConnectionInfo, Gateway
-from channels.feishu.emulator_http import recording_middleware
-from channels.feishu.emulator_openapi import OpenApi
-from channels.feishu.emulator_payloads import (
+from channels.feishu.emulator.cardkit import CardKit
+from channels.feishu.emulator.control import add_control_routes
+from channels.feishu.emulator.events import REDELIVERY_SCHEDULE, Delivery
+from channels.feishu.emulator.gateway import FORBIDDEN, ConnectionInfo, Gateway
+from channels.feishu.emulator.http import recording_middleware
+from channels.feishu.emulator.openapi import OpenApi
+from channels.feishu.emulator.payloads import (
     Mention,
     UserMessage,
     new_event_id,
@@ -30,7 +30,7 @@ from channels.feishu.emulator_payloads import (
     receive_event,
     user_content,
 )
-from channels.feishu.emulator_state import (
+from channels.feishu.emulator.state import (
     DISCOVERY_PATH,
     AckRecord,
     AppSpec,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from channels.feishu.emulator_state import FeishuApp, stable_hex
+from channels.feishu.emulator.state import FeishuApp, stable_hex
 
 RECEIVE_EVENT = "im.message.receive_v1"
 MESSAGE_TYPES = ("text", "post", "image", "file", "audio", "media", "sticker", "interactive")

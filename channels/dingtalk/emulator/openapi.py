@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from channels.dingtalk.emulator_state import (
+from channels.dingtalk.emulator.state import (
     CLIENT_ID_KEY,
     ApiError,
     CardState,

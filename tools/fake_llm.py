@@ -386,9 +386,9 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m agents.fake_llm`: serve until SIGINT or SIGTERM."""
+    """`python -m tools.fake_llm`: serve until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m agents.fake_llm", description="Fake OpenAI-compatible chat server"
+        prog="python -m tools.fake_llm", description="Fake OpenAI-compatible chat server"
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)

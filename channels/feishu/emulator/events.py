@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from channels.feishu import frames
-from channels.feishu.emulator_state import EmulatorState
+from channels.feishu.emulator.state import EmulatorState
 
 if TYPE_CHECKING:
-    from channels.feishu.emulator_gateway import Gateway
+    from channels.feishu.emulator.gateway import Gateway
 
 REDELIVERY_SCHEDULE = (15.0, 300.0, 3600.0, 21600.0)  # 事件概述: 15 s, 5 min, 1 h, 6 h
 

@@ -1,7 +1,7 @@
 """Runs a `DingTalkEmulator` on its own event loop in a background thread.
 
 The 0.24.3 SDK makes blocking `requests` calls from inside its coroutines; an emulator served by
-the same loop would never answer them (reference §4.3). `channels.emulator_thread` holds the
+the same loop would never answer them (reference §4.3). `channels.emulator.thread` holds the
 generic machinery; this module adds DingTalk's awaitable proxies.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from channels import emulator_thread
-from channels.dingtalk.emulator_gateway import ConnectionInfo
-from channels.dingtalk.emulator_payloads import UserMessage
-from channels.dingtalk.emulator_server import DEFAULT_APPS, DingTalkEmulator
-from channels.dingtalk.emulator_state import AckRecord, AppSpec, CallRecord, CardState, Fault
+from channels.dingtalk.emulator.gateway import ConnectionInfo
+from channels.dingtalk.emulator.payloads import UserMessage
+from channels.dingtalk.emulator.server import DEFAULT_APPS, DingTalkEmulator
+from channels.dingtalk.emulator.state import AckRecord, AppSpec, CallRecord, CardState, Fault
+from channels.emulator import thread as emulator_thread
 
 
 class EmulatorThread(emulator_thread.EmulatorThread[DingTalkEmulator]):

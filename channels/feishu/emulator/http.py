@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from channels.emulator_control import CONTROL_PREFIX
-from channels.feishu.emulator_state import (
+from channels.emulator.control import CONTROL_PREFIX
+from channels.feishu.emulator.state import (
     APP_ID_KEY,
     DISCOVERY_PATH,
     ApiError,

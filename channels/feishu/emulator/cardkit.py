@@ -20,8 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from channels.feishu.emulator_openapi import json_object, required_str
-from channels.feishu.emulator_state import (
+from channels.feishu.emulator.openapi import json_object, required_str
+from channels.feishu.emulator.state import (
     TEXT_TAGS,
     ApiError,
     CardOp,

@@ -24,8 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from channels.feishu.emulator_payloads import SEND_TYPES, message_object, new_message_id, sent_text
-from channels.feishu.emulator_state import (
+from channels.feishu.emulator.payloads import SEND_TYPES, message_object, new_message_id, sent_text
+from channels.feishu.emulator.state import (
     APP_ID_KEY,
     ApiError,
     CardOp,

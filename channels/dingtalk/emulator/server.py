@@ -13,17 +13,17 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from channels.dingtalk.emulator_control import add_control_routes
-from channels.dingtalk.emulator_gateway import ConnectionInfo, Gateway, SentFrame, app_uuid
-from channels.dingtalk.emulator_openapi import TOKEN_HEADER, OpenApi
-from channels.dingtalk.emulator_payloads import (
+from channels.dingtalk.emulator.control import add_control_routes
+from channels.dingtalk.emulator.gateway import ConnectionInfo, Gateway, SentFrame, app_uuid
+from channels.dingtalk.emulator.openapi import TOKEN_HEADER, OpenApi
+from channels.dingtalk.emulator.payloads import (
     BOT_MESSAGE_TOPIC,
     MEDIA_MSGTYPES,
     UserMessage,
     bot_message,
     make_frame,
 )
-from channels.dingtalk.emulator_state import (
+from channels.dingtalk.emulator.state import (
     CLIENT_ID_KEY,
     DEFAULT_CONTENT_KEY,
     AckRecord,
@@ -39,8 +39,8 @@ from channels.dingtalk.emulator_state import (
     stable_id,
     to_app,
 )
-from channels.emulator_control import CONTROL_PREFIX
-from channels.emulator_state import wait_until
+from channels.emulator.control import CONTROL_PREFIX
+from channels.emulator.state import wait_until
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from channels.emulator_state import EmulatorStateBase
+from channels.emulator.state import EmulatorStateBase
 
 APP_ID_KEY = web.RequestKey("feishu_app_id", str)  # the app a request turned out to be for
 DISCOVERY_PATH = "/callback/ws/endpoint"

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from channels.emulator_state import EmulatorStateBase
+from channels.emulator.state import EmulatorStateBase
 
 DEFAULT_CONTENT_KEY = "content"
 CLIENT_ID_KEY = web.RequestKey("client_id", str)  # the app a request turned out to be for

@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from channels.dingtalk.emulator_payloads import disconnect_frame, ping_frame
-from channels.dingtalk.emulator_state import CLIENT_ID_KEY, AckRecord, ApiError, EmulatorState
+from channels.dingtalk.emulator.payloads import disconnect_frame, ping_frame
+from channels.dingtalk.emulator.state import CLIENT_ID_KEY, AckRecord, ApiError, EmulatorState
 
 OPEN_PATH = "/v1.0/gateway/connections/open"
 CONNECT_PATH = "/connect"

@@ -26,8 +26,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from channels.feishu import frames
-from channels.feishu.emulator_events import EventPusher
-from channels.feishu.emulator_state import APP_ID_KEY, DISCOVERY_PATH, AckRecord, EmulatorState
+from channels.feishu.emulator.events import EventPusher
+from channels.feishu.emulator.state import APP_ID_KEY, DISCOVERY_PATH, AckRecord, EmulatorState
 
 WS_PATH = "/ws/v2"
 CLOSE_TIMEOUT = 2.0  # how long a server-side close waits for the client's close frame

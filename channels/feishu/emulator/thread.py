@@ -2,7 +2,7 @@
 
 lark-oapi 1.7.5 discovers its endpoint with a blocking `requests.post` from inside its loop
 (reference §1.1); an emulator served by the caller's loop would never answer it. The generic
-machinery is `channels.emulator_thread`; this module adds Feishu's awaitable proxies.
+machinery is `channels.emulator.thread`; this module adds Feishu's awaitable proxies.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from channels import emulator_thread
-from channels.feishu.emulator_events import Delivery
-from channels.feishu.emulator_gateway import ConnectionInfo
-from channels.feishu.emulator_payloads import UserMessage
-from channels.feishu.emulator_server import DEFAULT_APPS, FeishuEmulator
-from channels.feishu.emulator_state import AckRecord, AppSpec, CallRecord, CardState, Fault
+from channels.emulator import thread as emulator_thread
+from channels.feishu.emulator.events import Delivery
+from channels.feishu.emulator.gateway import ConnectionInfo
+from channels.feishu.emulator.payloads import UserMessage
+from channels.feishu.emulator.server import DEFAULT_APPS, FeishuEmulator
+from channels.feishu.emulator.state import AckRecord, AppSpec, CallRecord, CardState, Fault
 
 
 class FeishuEmulatorThread(emulator_thread.EmulatorThread[FeishuEmulator]):

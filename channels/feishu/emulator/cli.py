@@ -1,13 +1,4 @@
-"""A local Feishu/Lark on one port: long-connection gateway, OpenAPI, CardKit and control plane
-(`channeld emulate feishu`).
-
-The pieces live beside this module: `emulator_server` (the `FeishuEmulator` class and its HTTP
-plumbing), `emulator_gateway` (discovery, `/ws/v2`, pbbp2 frames, redelivery, socket faults),
-`emulator_openapi` (tenant tokens, IM send and reply, bot info), `emulator_cardkit` (card
-entities and streaming), `emulator_control` (`/_emulator/` routes), `emulator_state` (what it
-remembers), `emulator_payloads` (wire shapes) and `emulator_thread` (running it on a private
-loop for tests). Frames are built with `channels.feishu.frames`, shared with our client.
-"""
+"""`channeld emulate feishu`: serve a local Feishu/Lark on one port until cancelled."""
 
 from __future__ import annotations
 
@@ -17,46 +8,12 @@ import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from channels.feishu.emulator_events import Delivery
-from channels.feishu.emulator_gateway import ConnectionInfo
-from channels.feishu.emulator_payloads import Mention, UserMessage
-from channels.feishu.emulator_server import (
+from channels.feishu.emulator.server import (
     DEFAULT_APP_ID,
-    DEFAULT_APP_SECRET,
     DEFAULT_APPS,
     FeishuEmulator,
 )
-from channels.feishu.emulator_state import (
-    AckRecord,
-    AppSpec,
-    CallRecord,
-    CardState,
-    Fault,
-    FeishuApp,
-    to_app,
-)
-from channels.feishu.emulator_thread import FeishuEmulatorThread
-
-__all__ = [
-    "DEFAULT_APPS",
-    "DEFAULT_APP_ID",
-    "DEFAULT_APP_SECRET",
-    "DEFAULT_LISTEN",
-    "AckRecord",
-    "CallRecord",
-    "CardState",
-    "ConnectionInfo",
-    "Delivery",
-    "Fault",
-    "FeishuApp",
-    "FeishuEmulator",
-    "FeishuEmulatorThread",
-    "Mention",
-    "UserMessage",
-    "add_arguments",
-    "main",
-    "serve",
-]
+from channels.feishu.emulator.state import AppSpec, FeishuApp, to_app
 
 DEFAULT_LISTEN = "127.0.0.1:8789"
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from channels.emulator_control import CONTROL_PREFIX, MAX_WAIT, Handler, guard, json_body
+from channels.emulator.control import CONTROL_PREFIX, MAX_WAIT, Handler, guard, json_body
 
 if TYPE_CHECKING:
-    from channels.dingtalk.emulator_server import DingTalkEmulator
+    from channels.dingtalk.emulator.server import DingTalkEmulator
 
 
 def _float(request: web.Request, name: str, default: float) -> float:

@@ -1,11 +1,4 @@
-"""A local DingTalk on one port: Stream gateway, OpenAPI and control plane (`channeld emulate`).
-
-The pieces live beside this module: `emulator_server` (the `DingTalkEmulator` class and its
-HTTP plumbing), `emulator_gateway` (tickets, WebSocket, pings, socket faults), `emulator_openapi`
-(tokens, cards, robot and sessionWebhook routes), `emulator_control` (`/_emulator/` routes),
-`emulator_state` (what it remembers), `emulator_payloads` (wire shapes) and `emulator_thread`
-(running it on a private loop for tests).
-"""
+"""`channeld emulate dingtalk`: serve a local DingTalk on one port until cancelled."""
 
 from __future__ import annotations
 
@@ -15,41 +8,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
-from channels.dingtalk.emulator_gateway import ConnectionInfo, SentFrame
-from channels.dingtalk.emulator_payloads import BOT_MESSAGE_TOPIC, UserMessage
-from channels.dingtalk.emulator_server import DEFAULT_APPS, DEFAULT_TEMPLATE, DingTalkEmulator
-from channels.dingtalk.emulator_state import (
-    QPS_LIMIT_BODY,
-    AckRecord,
-    AppSpec,
-    CallRecord,
-    CardState,
-    EmulatorApp,
-    Fault,
-    to_app,
-)
-from channels.dingtalk.emulator_thread import EmulatorThread, run_in_thread
-
-__all__ = [
-    "BOT_MESSAGE_TOPIC",
-    "DEFAULT_LISTEN",
-    "DEFAULT_TEMPLATE",
-    "QPS_LIMIT_BODY",
-    "AckRecord",
-    "CallRecord",
-    "CardState",
-    "ConnectionInfo",
-    "DingTalkEmulator",
-    "EmulatorApp",
-    "EmulatorThread",
-    "Fault",
-    "SentFrame",
-    "UserMessage",
-    "add_arguments",
-    "main",
-    "run_in_thread",
-    "serve",
-]
+from channels.dingtalk.emulator.server import DEFAULT_APPS, DEFAULT_TEMPLATE, DingTalkEmulator
+from channels.dingtalk.emulator.state import AppSpec, EmulatorApp, to_app
 
 DEFAULT_LISTEN = "127.0.0.1:8788"
 

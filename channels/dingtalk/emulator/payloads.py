@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from channels.dingtalk.emulator_state import EmulatorApp, stable_id
+from channels.dingtalk.emulator.state import EmulatorApp, stable_id
 
 BOT_MESSAGE_TOPIC = "/v1.0/im/bot/messages/get"
 MSGTYPES = ("text", "richText", "audio", "picture", "file", "video")

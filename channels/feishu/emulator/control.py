@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from channels.emulator_control import CONTROL_PREFIX, MAX_WAIT, Handler, guard, json_body
+from channels.emulator.control import CONTROL_PREFIX, MAX_WAIT, Handler, guard, json_body
 
 if TYPE_CHECKING:
-    from channels.feishu.emulator_server import FeishuEmulator
+    from channels.feishu.emulator.server import FeishuEmulator
 
 
 def _optional(body: dict[str, Any], name: str) -> str | None:
