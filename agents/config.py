@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from channels.config import SENDS_SECRETS, http_base_url
+from common.endpoint import SENDS_SECRETS, http_base_url
 
 
 class OpenAIAgentConfig(BaseModel):
