@@ -22,7 +22,8 @@ import dingtalk_stream.chatbot
 import dingtalk_stream.stream
 import pytest
 
-# 0.24.3 names `websockets.exceptions` in an except clause before anything imports it (§5.4).
+# 0.24.3 names `websockets.exceptions` in an except clause before anything imports it
+# (docs/platforms/dingtalk.md §5.4).
 import websockets.exceptions  # noqa: F401
 
 from channels.dingtalk.api import DingTalkApi
@@ -48,7 +49,7 @@ async def dingtalk_emulator() -> AsyncIterator[EmulatorThread]:
 
 @contextlib.contextmanager
 def sdk_pointed_at(base_url: str) -> Iterator[None]:
-    """Aims an already imported dingtalk-stream 0.24.3 at `base_url` (reference §4.1 option B)."""
+    """Aims an imported dingtalk-stream 0.24.3 at `base_url` (docs/platforms/dingtalk.md §4.1)."""
     client_cls = dingtalk_stream.stream.DingTalkStreamClient
     modules = (dingtalk_stream.stream, dingtalk_stream.chatbot, dingtalk_stream.card_replier)
     saved_api = client_cls.OPEN_CONNECTION_API
@@ -65,7 +66,7 @@ def sdk_pointed_at(base_url: str) -> Iterator[None]:
 
 
 async def stop_sdk_client(client: Any, task: asyncio.Task[None]) -> None:
-    """Stops a 0.24.3 `DingTalkStreamClient.start()` task and the tasks it orphaned (§5.3)."""
+    """Stops a 0.24.3 `start()` task and the tasks it orphaned (docs/platforms/dingtalk.md §5.3)."""
     # 0.24.3 catches the first CancelledError and sleeps 10 s; a later cancel lands in that sleep
     # and ends the task. Cancel until it is done, checking after each attempt.
     while not task.done():
@@ -87,7 +88,7 @@ async def stop_sdk_client(client: Any, task: asyncio.Task[None]) -> None:
 
 
 def system_ack(frame: dict[str, Any]) -> dict[str, Any]:
-    """The ack 0.24.3 sends for a SYSTEM frame (reference §1.4)."""
+    """The ack 0.24.3 sends for a SYSTEM frame (docs/platforms/dingtalk.md §1.4)."""
     headers = {"contentType": "application/json", "messageId": frame["headers"]["messageId"]}
     return {"code": 200, "headers": headers, "message": "OK", "data": frame["data"]}
 

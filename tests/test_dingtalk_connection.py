@@ -180,7 +180,7 @@ async def test_one_cancellation_ends_a_session(
 
 
 def test_websockets_exceptions_is_loaded_before_the_sdk_can_need_it() -> None:
-    """The lazy-attribute hazard of 0.24.3 (reference §5.4), shown and then defused."""
+    """The lazy-attribute hazard of 0.24.3 (docs/platforms/dingtalk.md §5.4), shown and defused."""
     bare = subprocess.run(
         [sys.executable, "-c", "import websockets; print(hasattr(websockets, 'exceptions'))"],
         capture_output=True,

@@ -1,4 +1,4 @@
-"""DingTalk bot-message payloads (reference/dingtalk.md §2) to InboundMessage."""
+"""DingTalk bot-message payloads (docs/platforms/dingtalk.md §2) to InboundMessage."""
 
 from __future__ import annotations
 

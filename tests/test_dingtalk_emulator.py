@@ -88,7 +88,7 @@ async def sdk(
     assert all(t.done() for t in leftovers), leftovers
 
 
-@pytest.mark.allow_loop_block  # the SDK's requests.post blocks the loop (its defect, §5.1)
+@pytest.mark.allow_loop_block  # the SDK's blocking requests.post (docs/platforms/dingtalk.md §5.1)
 async def test_sdk_handshake_and_ping_ack(dingtalk_emulator: EmulatorThread, sdk: Sdk) -> None:
     live = await dingtalk_emulator.wait_for(lambda e: e.live_connections(ID))
     assert live[0].subscriptions == (("CALLBACK", BOT_MESSAGE_TOPIC),)

@@ -371,7 +371,7 @@ async def test_gateway_killed_mid_stream_the_answer_still_completes_once(
     assert len(await stack.bot_items(sent.chat_id)) == 1
 
 
-# -- faults during a reply (DESIGN.md "Delivery guarantees": one answer or one clear failure) ----
+# -- faults during a reply (README "Reliability": one answer or one clear failure) ---------------
 
 
 async def test_the_llm_timing_out_mid_stream_ends_the_card_with_a_visible_failure(

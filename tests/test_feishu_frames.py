@@ -18,7 +18,7 @@ PROTO = Path(__file__).parents[1] / "channels" / "feishu" / "pbbp2.proto"
 
 
 def test_ping_bytes_match_the_official_sdks() -> None:
-    # reference/feishu.md §1.3: the bytes lark-oapi sends for a ping on service 7
+    # docs/platforms/feishu.md §1.3: the bytes lark-oapi sends for a ping on service 7
     expected = bytes.fromhex("08 00 10 00 18 07 20 00 2a 0c 0a 04 74 79 70 65 12 04 70 69 6e 67")
     assert frames.encode(frames.control_frame(frames.PING, 7)) == expected
 

@@ -1,4 +1,4 @@
-"""Stream frames and bot-message payloads exactly as DingTalk sends them (reference §1.3, §2)."""
+"""Stream frames and bot messages as DingTalk sends them (docs/platforms/dingtalk.md §1.3, §2)."""
 
 from __future__ import annotations
 

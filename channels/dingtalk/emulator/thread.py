@@ -1,8 +1,8 @@
 """Runs a `DingTalkEmulator` on its own event loop in a background thread.
 
 The 0.24.3 SDK makes blocking `requests` calls from inside its coroutines; an emulator served by
-the same loop would never answer them (reference §4.3). `channels.emulator.thread` holds the
-generic machinery; this module adds DingTalk's awaitable proxies.
+the same loop would never answer them (docs/platforms/dingtalk.md §4.3). `channels.emulator.thread`
+holds the generic machinery; this module adds DingTalk's awaitable proxies.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The emulator's CardKit: card entities, streamed element content and settings (reference §4.4).
+"""The emulator's CardKit: card entities, streamed element content and settings.
 
-Choices where the reference is silent (unverified against Feishu):
+Follows docs/platforms/feishu.md §4.4; choices where it is silent (unverified, listed in its §6):
 * Rate limits (10 operations per second per card, 50 per second per app) answer HTTP 429 with
   code 99991400 and an `x-ogw-ratelimit-reset` header, Feishu's gateway-level limit shape.
   Only accepted operations count toward the budget.

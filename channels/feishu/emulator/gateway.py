@@ -1,6 +1,6 @@
 """The emulator's long-connection gateway: discovery, `/ws/v2`, pings, event pushes and faults.
 
-Choices where the reference has no answer (all unverified against the real gateway):
+Choices docs/platforms/feishu.md has no answer for (unverified against the gateway; its §6):
 * A bad, used or expired ticket is refused like an auth failure the SDK retries:
   `handshake-status: 514` with `handshake-autherrcode: 1000040345`.
 * Wrong credentials at discovery answer HTTP 200 with code 10014 ("app secret invalid"); any code

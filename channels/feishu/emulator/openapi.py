@@ -1,6 +1,6 @@
 """The emulator's OpenAPI: tenant tokens, IM send / reply, bot info (CardKit is beside it).
 
-Codes follow reference §4; choices where it is silent (unverified against Feishu):
+Codes follow docs/platforms/feishu.md §4; choices where it is silent (unverified, its §6):
 * Business errors answer HTTP 400 with a non-zero `code`, token errors included (99991661
   missing token, 99991663 invalid or expired token).
 * `tenant_access_token/internal` with a wrong secret: HTTP 400, code 10014; unknown app: 10003.

@@ -1,10 +1,10 @@
 """Event envelopes, message contents and Message objects exactly as Feishu shapes them.
 
-The `im.message.receive_v1` envelope follows reference §3 (schema 2.0; timestamps are strings of
-milliseconds; `content` is a JSON string; mentions appear in text as `@_user_N` placeholders).
-The `token` header field is empty, as observed over the long connection [3p]. Where in the
-text a user typed an @-mention is not modelled: the placeholders of everyone mentioned (the bot
-first) lead the text, unless the text already holds `@_user_N` placeholders itself.
+The `im.message.receive_v1` envelope follows docs/platforms/feishu.md §3.1 (schema 2.0; timestamps
+are strings of milliseconds; `content` is a JSON string; mentions appear in text as `@_user_N`
+placeholders). The `token` header field is empty, as observed over the long connection [report].
+Where in the text a user typed an @-mention is not modelled: the placeholders of everyone
+mentioned (the bot first) lead the text, unless the text already holds its own placeholders.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def receive_event(
     create_time_ms: int,
     parent_id: str = "",
 ) -> dict[str, Any]:
-    """The `im.message.receive_v1` envelope of reference §3."""
+    """The `im.message.receive_v1` envelope of docs/platforms/feishu.md §3.1."""
     tenant = app.effective_tenant_key
     message: dict[str, Any] = {
         "message_id": message_id,

@@ -1,8 +1,8 @@
 """Runs a `FeishuEmulator` on its own event loop in a background thread.
 
 lark-oapi 1.7.5 discovers its endpoint with a blocking `requests.post` from inside its loop
-(reference §1.1); an emulator served by the caller's loop would never answer it. The generic
-machinery is `channels.emulator.thread`; this module adds Feishu's awaitable proxies.
+(docs/platforms/feishu.md §1.1); an emulator served by the caller's loop would never answer it.
+The generic machinery is `channels.emulator.thread`; this module adds Feishu's awaitable proxies.
 """
 
 from __future__ import annotations
