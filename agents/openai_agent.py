@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import importlib
 import json
 import logging
-import math
 import random
-import re
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -28,6 +24,7 @@ from openai.types.chat.chat_completion_chunk import ChoiceDelta
 
 from agents.base import AgentRequest
 from agents.config import OpenAIAgentConfig
+from common.backoff import Backoff, Rng
 from common.errors import (
     AuthError,
     ChannelError,
@@ -35,19 +32,23 @@ from common.errors import (
     RateLimited,
     TransientError,
 )
+from common.redact import scrub
+from common.retry_after import retry_after
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_BASE = 0.5  # seconds before the first retry, doubled for each next one
-BACKOFF_CAP = 8.0
+# 0.5 s before the first retry, doubled for each next one up to 8 s; equal jitter: never zero (a
+# storm of instant retries), never synchronised across replies
+RETRY_BACKOFF = Backoff(initial=0.5, maximum=8.0)
 RETRY_AFTER_CAP = 30.0  # a server hint longer than this is not worth keeping a user waiting for
 CONNECT_TIMEOUT_CAP = 10.0
 # The openai client refuses to start without a key; local servers ignore whatever is sent.
 NO_KEY_PLACEHOLDER = "unused"
 # Fields in which OpenAI-compatible servers (vLLM, DeepSeek, Ollama) stream reasoning text.
 _REASONING_FIELDS = ("reasoning_content", "reasoning")
-_KEY_LIKE = re.compile(r"\b(sk|key)-[A-Za-z0-9_\-]{6,}")
 _DETAIL_LIMIT = 200
+# the server's wait hint: OpenAI's own `retry-after-ms` first, then the standard header
+WAIT_HEADERS = ("retry-after-ms", "retry-after")
 
 # One-time costs paid at import (daemon startup) rather than inside the event loop on the first
 # answer, where together they stalled it for 0.1-1 s: modules that openai 2.x, httpx 0.28 and
@@ -69,45 +70,13 @@ class Usage:
     completion_tokens: int
 
 
-def backoff_delay(attempt: int, jitter: float) -> float:
-    """Seconds before retry `attempt` (0-based); `jitter` in [0, 1) spreads the upper half."""
-    step = min(BACKOFF_CAP, BACKOFF_BASE * 2.0**attempt)
-    # Equal jitter: never zero (a storm of instant retries), never synchronised across replies.
-    return step / 2 + step / 2 * jitter
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """The server's wait hint in seconds from `retry-after-ms` or `Retry-After`, if usable."""
-    value: float | None = None
-    millis = headers.get("retry-after-ms")
-    seconds = headers.get("retry-after")
-    if millis is not None:
-        with contextlib.suppress(ValueError):
-            value = float(millis) / 1000
-    if value is None and seconds is not None:
-        try:
-            value = float(seconds)
-        except ValueError:
-            with contextlib.suppress(TypeError, ValueError):
-                value = email.utils.parsedate_to_datetime(seconds).timestamp() - time.time()
-    if value is None or not math.isfinite(value):
-        return None
-    return max(0.0, value)
-
-
-def _redact(text: str, secret: str) -> str:
-    if secret:
-        text = text.replace(secret, "***")
-    return _KEY_LIKE.sub(r"\1-***", text)
-
-
 def _server_detail(exc: openai.APIError, secret: str) -> str:
     """The server's own error message, shortened and with anything key-like masked."""
     body = exc.body
     message = body.get("message") if isinstance(body, dict) else None
     if not isinstance(message, str) or not message:
         return ""
-    return f": {_redact(message, secret)[:_DETAIL_LIMIT]}"
+    return f": {scrub(message, (secret,))[:_DETAIL_LIMIT]}"
 
 
 def classify_error(exc: Exception, *, agent: str, secret: str = "") -> ChannelError:
@@ -122,7 +91,7 @@ def classify_error(exc: Exception, *, agent: str, secret: str = "") -> ChannelEr
         if isinstance(exc, openai.RateLimitError):
             if body.get("code") == "insufficient_quota":
                 return PermanentError(f"{where}: quota exhausted (HTTP 429 insufficient_quota)")
-            hint = parse_retry_after(exc.response.headers)
+            hint = retry_after(exc.response.headers, WAIT_HEADERS)
             return RateLimited(f"{where}: rate limited (HTTP 429)", retry_after=hint)
         if status >= 500 or status in (408, 409):
             return TransientError(f"{where}: server error (HTTP {status})")
@@ -152,14 +121,14 @@ class OpenAIAgent:
         config: OpenAIAgentConfig,
         *,
         sleep: Sleep = asyncio.sleep,
-        jitter: Callable[[], float] = random.random,
+        rng: Rng | None = None,
         on_usage: UsageCallback | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.last_usage: Usage | None = None  # of the most recent answer that reported it
         self._sleep = sleep
-        self._jitter = jitter
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._on_usage = on_usage
         self._secret = config.api_key.get_secret_value()
         self._closed = False
@@ -215,7 +184,7 @@ class OpenAIAgent:
     def _retry_delay(self, exc: ChannelError, attempt: int) -> float:
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
             return min(exc.retry_after, RETRY_AFTER_CAP)
-        return backoff_delay(attempt, self._jitter())
+        return RETRY_BACKOFF.delay(attempt + 1, self._rng)
 
     def _messages(self, request: AgentRequest) -> list[ChatCompletionMessageParam]:
         messages: list[ChatCompletionMessageParam] = []

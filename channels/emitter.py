@@ -23,15 +23,16 @@ from dataclasses import dataclass
 
 from channels.provider import ReplyStream
 from channels.ratelimit import Clock, Sleep, TokenBucket
+from common.backoff import Backoff
 from common.errors import ChannelError, RateLimited, TransientError
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], Awaitable[None]]
 
-# Backoff between attempts at the final text: doubles from the first delay up to the cap.
-_RETRY_FIRST = 0.5
-_RETRY_CAP = 5.0
+# Pauses between attempts at the final text: 0.5 s doubling up to 5 s. No jitter: the channel's
+# shared bucket already spreads the calls of concurrent replies.
+FINAL_RETRY_BACKOFF = Backoff(initial=0.5, maximum=5.0, jitter=0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +207,7 @@ class ResponseEmitter:
         # waits for it there, and gives up at once when the pause outlasts the deadline.
         text = reply.text
         deadline = self._clock() + self._settings.final_retry_deadline
-        delay = _RETRY_FIRST
+        pauses = FINAL_RETRY_BACKOFF.delays()
         error = "RateLimited: no call budget for the final text before the deadline"
         while (remaining := deadline - self._clock()) > 0:
             # The stream's calls carry their own timeouts; this only bounds the whole attempt.
@@ -234,11 +235,11 @@ class ResponseEmitter:
             else:
                 await self._landed(reply, text)
                 return self._result(ReplyOutcome.REPLIED, reply, None)
+            delay = next(pauses)
             if self._clock() + delay >= deadline:
                 break
             log.info("final text not delivered, retrying in %.1f s: %s", delay, error)
             await self._sleep(delay)
-            delay = min(delay * 2, _RETRY_CAP)
         log.warning("giving up on the final text: %s", error)
         return await self._fail(reply, self._settings.failure_text, error)
 

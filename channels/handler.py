@@ -23,6 +23,7 @@ from channels.model import ChatType, InboundMessage, inbound_to_json
 from channels.observer import UNSTORABLE, NullObserver, Observer
 from channels.prefetch import Prefetched
 from channels.provider import ChannelProvider
+from common.backoff import Backoff
 from common.errors import ChannelError, TransientError
 from storage.errors import describe as describe_storage_error
 from storage.errors import unstorable
@@ -43,10 +44,11 @@ QUEUED_TEXT = "Got it. I will answer this after the current reply ({ahead} ahead
 OVERFLOW_TEXT = "Too many messages are waiting. Please wait for the current answers, then resend."
 OVERFLOW_ERROR = "dropped: the conversation's queue was full"
 UNAVAILABLE_TEXT = "This bot cannot answer right now. Please try again later."
-# Pauses between attempts at recording a reply's outcome. A SQLite write lock held by another
-# process (a backup, a migration) past the busy timeout usually clears within these; a row left
-# unfinished would be answered again after a restart.
-SETTLE_RETRY_DELAYS = (0.1, 0.3, 1.0, 3.0)
+# Pauses between attempts at recording a reply's outcome: 0.1, 0.3, 0.9 and 2.7 s. A SQLite write
+# lock held by another process (a backup, a migration) past the busy timeout usually clears within
+# these; a row left unfinished would be answered again after a restart.
+SETTLE_BACKOFF = Backoff(initial=0.1, factor=3.0, maximum=3.0, jitter=0.0)
+SETTLE_RETRIES = 4
 
 
 @dataclass
@@ -345,7 +347,7 @@ class MessageHandler:
 
     async def _with_retries(self, what: str, write: Callable[[], Awaitable[Any]]) -> None:
         """A storage write that matters after the user has their answer; never raises."""
-        for delay in (*SETTLE_RETRY_DELAYS, None):
+        for delay in (*SETTLE_BACKOFF.delays(SETTLE_RETRIES), None):
             try:
                 await write()
             except Exception as exc:  # noqa: BLE001 - any storage failure; retried, then logged

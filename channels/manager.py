@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -24,8 +23,10 @@ from channels.model import ChannelState, InboundMessage
 from channels.observer import NullObserver, Observer
 from channels.provider import ChannelProvider, ChannelStatus, InboundSink
 from channels.ratelimit import TokenBucket
-from channels.supervisor import Backoff, Supervisor
+from channels.supervisor import Supervisor
+from common.backoff import Backoff
 from common.errors import ConfigError
+from common.redact import scrub
 from storage.repository import ChannelRecord, Store
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,6 @@ class AgentProfile:
 
 
 MAX_ERROR_CHARS = 200  # of a platform's error text in the status the API shows
-# `name=value`, `"name": "value"` and `Bearer value` where the name says credential
-_NAME = r"(?:secret|token|ticket|session|password|signature|authorization)\w*"
-_CREDENTIAL = re.compile(
-    rf"(?i)({_NAME}=|{_NAME}[\"']\s*:\s*[\"'](?:bearer\s+)?|bearer\s+)[^\s\"'&,;}}]+"
-)
 
 
 def _settings_text(config: ChannelConfigBase) -> bytes:
@@ -70,12 +66,9 @@ def _legacy_digest(config: ChannelConfigBase) -> str:
 
 def public_error(text: str, config: ChannelConfigBase | None) -> str:
     """An error as the API shows it: one line, bounded, the channel's secrets and tokens masked."""
-    if config is not None:
-        for name in type(config).model_fields:
-            value = getattr(config, name)
-            if isinstance(value, SecretStr) and value.get_secret_value():
-                text = text.replace(value.get_secret_value(), "***")
-    text = " ".join(_CREDENTIAL.sub(r"\1***", text).split())
+    values = (getattr(config, name) for name in type(config).model_fields) if config else ()
+    secrets = [value.get_secret_value() for value in values if isinstance(value, SecretStr)]
+    text = " ".join(scrub(text, secrets).split())
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 

@@ -8,30 +8,15 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from channels.model import ChannelState
 from channels.provider import ChannelProvider, ChannelStatus
+from common.backoff import Backoff
 from common.errors import AuthError, ChannelError, ConfigError, TransientError
 
 log = logging.getLogger(__name__)
 
 STOP_BUDGET = 5.0  # seconds stop() may take before it gives up waiting
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with full jitter, capped; reset after a healthy period."""
-
-    initial: float = 1.0
-    maximum: float = 60.0
-    factor: float = 2.0
-    healthy_after: float = 60.0  # a session that lived this long resets the attempt count
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        ceiling = min(self.maximum, self.initial * self.factor ** max(0, attempt - 1))
-        # never below half the ceiling, so a storm of failures still spreads out
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
 StateListener = Callable[[str, ChannelState], None]

@@ -24,7 +24,7 @@ from channels.model import ChannelState
 from channels.observer import Observer
 from channels.provider import ChannelProvider, InboundSink
 from channels.recovery import recover
-from channels.supervisor import Backoff
+from common.backoff import Backoff
 from common.errors import ConfigError
 from daemon.admin import AdminServer
 from daemon.api import AdminApi

@@ -13,7 +13,7 @@ import pytest
 
 from channels.dingtalk.emulator import EmulatorThread
 from channels.model import ChannelState
-from channels.supervisor import Backoff
+from common.backoff import Backoff
 from daemon.app import Daemon
 from daemon.config import Settings, validate
 from tests.agents_support import FAKE_LLM_KEY

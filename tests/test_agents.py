@@ -18,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
 from agents.echo import EchoAgent
 from agents.fallback import FallbackAgent
-from agents.openai_agent import OpenAIAgent, backoff_delay, parse_retry_after
+from agents.openai_agent import RETRY_BACKOFF, WAIT_HEADERS, OpenAIAgent
 from agents.registry import build_agents, close_agents, fallback_order, history_limit
 from common.errors import (
     AuthError,
@@ -27,6 +27,7 @@ from common.errors import (
     RateLimited,
     TransientError,
 )
+from common.retry_after import retry_after
 from tests.agents_support import (
     FAKE_LLM_KEY,
     RecordingSleep,
@@ -40,12 +41,25 @@ from tools.fake_llm import Behaviour, FakeLLM
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+class FixedRng:
+    """Jitter pinned to one point of its range, so expected waits are exact."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+NO_JITTER = FixedRng(0.0)
+
+
 @contextlib.asynccontextmanager
 async def openai_agent(
     fake: FakeLLM, sleep: RecordingSleep | None = None, **overrides: object
 ) -> AsyncIterator[OpenAIAgent]:
     agent = OpenAIAgent(
-        "main", openai_config(fake, **overrides), sleep=sleep or RecordingSleep(), jitter=lambda: 0
+        "main", openai_config(fake, **overrides), sleep=sleep or RecordingSleep(), rng=NO_JITTER
     )
     try:
         yield agent
@@ -135,7 +149,7 @@ async def test_server_error_then_success_is_one_answer(fake_llm: FakeLLM) -> Non
         text = "".join(await collect(agent, make_request("retry me")))
     assert text == "Echo: retry me"
     assert len(fake_llm.requests) == 2
-    assert sleep.delays == [backoff_delay(0, 0)]
+    assert sleep.delays == [RETRY_BACKOFF.delay(1, NO_JITTER)] == [0.25]
 
 
 async def test_rate_limit_waits_for_retry_after(fake_llm: FakeLLM) -> None:
@@ -168,7 +182,7 @@ async def test_retries_exhausted_raise_transient(fake_llm: FakeLLM) -> None:
         with pytest.raises(TransientError, match="HTTP 500"):
             await collect(agent, make_request())
     assert len(fake_llm.requests) == 3
-    assert sleep.delays == [backoff_delay(0, 0), backoff_delay(1, 0)]
+    assert sleep.delays == [0.25, 0.5]  # the first two ceilings, halved by NO_JITTER
 
 
 async def test_bad_key_is_an_auth_error_without_retry_or_key(fake_llm: FakeLLM) -> None:
@@ -270,23 +284,28 @@ async def test_total_timeout_is_not_retried(fake_llm: FakeLLM) -> None:
     assert sleep.delays == []
 
 
-def test_retry_after_parsing() -> None:
-    assert parse_retry_after({"retry-after": "3"}) == 3.0
-    assert parse_retry_after({"retry-after-ms": "250"}) == 0.25
-    assert parse_retry_after({"retry-after": "soon"}) is None
-    assert parse_retry_after({"retry-after": "-5"}) == 0.0
-    assert parse_retry_after({"retry-after": "nan"}) is None
-    http_date = parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})
-    assert http_date == 0.0  # a date in the past means now
-    assert parse_retry_after({}) is None
+def test_retry_after_reads_openai_headers() -> None:
+    def hint(headers: dict[str, str]) -> float | None:
+        return retry_after(headers, WAIT_HEADERS)
+
+    assert hint({"retry-after": "3"}) == 3.0
+    assert hint({"retry-after-ms": "250"}) == 0.25
+    assert hint({"retry-after-ms": "250", "retry-after": "2"}) == 0.25
+    assert hint({"retry-after-ms": "soon", "retry-after": "2"}) == 2.0
+    assert hint({"retry-after": "soon"}) is None
+    assert hint({"retry-after": "-5"}) == 0.0
+    assert hint({"retry-after": "nan"}) is None
+    assert hint({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # past: now
+    assert hint({}) is None
 
 
-def test_backoff_grows_and_is_capped() -> None:
-    assert backoff_delay(0, 0) == 0.25
-    assert backoff_delay(0, 0.999) < 0.5
-    assert backoff_delay(2, 0) == 1.0
-    assert backoff_delay(10, 0.999) <= 8.0
-    assert backoff_delay(10, 0) == 4.0
+def test_retry_backoff_grows_and_is_capped() -> None:
+    almost_one = FixedRng(0.999)
+    assert RETRY_BACKOFF.delay(1, NO_JITTER) == 0.25
+    assert RETRY_BACKOFF.delay(1, almost_one) < 0.5
+    assert RETRY_BACKOFF.delay(3, NO_JITTER) == 1.0
+    assert RETRY_BACKOFF.delay(11, almost_one) <= 8.0
+    assert RETRY_BACKOFF.delay(11, NO_JITTER) == 4.0
 
 
 def test_config_validation() -> None:

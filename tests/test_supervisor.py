@@ -11,7 +11,8 @@ import pytest
 
 from channels.model import ChannelId, ChannelState, InboundMessage
 from channels.provider import Capabilities, ReplyStream
-from channels.supervisor import Backoff, Supervisor
+from channels.supervisor import Supervisor
+from common.backoff import Backoff
 from common.errors import AuthError, TransientError
 from tests.agents_support import RecordingSleep
 
