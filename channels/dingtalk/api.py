@@ -1,26 +1,18 @@
 """Async DingTalk OpenAPI client: gateway ticket, access token, AI cards, robot and webhook sends.
 
-The SDK's own helpers block the loop, open a session per call and swallow failures (reference
-§8); this client is non-blocking, bounded by a timeout, and turns every failure into one of
-`common.errors` with a message that never carries a credential.
+The SDK's own helpers block the loop, open a session per call and swallow failures
+(docs/platforms/dingtalk.md §5.1); this client is non-blocking, bounded by a timeout, and turns
+every failure into one of `common.errors` with a message that never carries a credential.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import re
-import time
 import uuid
-from collections import deque
-from collections.abc import Callable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Unpack
 
-import aiohttp
-
+from channels.http import MAX_PLATFORM_MESSAGE, Answer, HttpOptions, PlatformApi
 from common.errors import (
     AuthError,
     ChannelError,
@@ -28,33 +20,14 @@ from common.errors import (
     RateLimited,
     TransientError,
 )
-
-log = logging.getLogger(__name__)
+from common.retry_after import retry_after
 
 TOKEN_HEADER = "x-acs-dingtalk-access-token"  # noqa: S105 - a header name, not a secret
 TOKEN_MARGIN = 300.0  # refresh this long before DingTalk's stated expiry, as the SDK does
 BATCH_LIMIT = 20  # oToMessages/batchSend takes at most 20 userIds
-USER_AGENT = "channeld (+dingtalk)"
 _THROTTLE = re.compile(r"qps|throttl|limit|flow ?control|too many|频率|限流", re.IGNORECASE)
 _TRANSIENT_CODES = {"systemError", "ServiceUnavailable", "InternalError"}
 _RETRY_AUTH_CODES = {"InvalidAuthentication"}  # a stale token: refresh and retry once
-_URL_SECRETS = re.compile(r"((?:session|ticket|access_token)=)[^&\s\"']+", re.IGNORECASE)
-_MAX_PLATFORM_MESSAGE = 300
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds, from either delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _platform_error(payload: Any) -> tuple[str, str]:
@@ -63,11 +36,14 @@ def _platform_error(payload: Any) -> tuple[str, str]:
         return "", ""
     code = payload.get("code", payload.get("errcode", ""))
     message = payload.get("message", payload.get("errmsg", ""))
-    return str(code or ""), str(message or "")[:_MAX_PLATFORM_MESSAGE]
+    return str(code or ""), str(message or "")[:MAX_PLATFORM_MESSAGE]
 
 
-class DingTalkApi:
+class DingTalkApi(PlatformApi):
     """One app's OpenAPI client; share it between all calls of a channel."""
+
+    platform = "dingtalk"
+    token_margin = TOKEN_MARGIN
 
     def __init__(
         self,
@@ -76,94 +52,29 @@ class DingTalkApi:
         client_secret: str,
         api_base: str,
         robot_code: str,
-        timeout: float = 10.0,
-        session: aiohttp.ClientSession | None = None,
-        on_request: Callable[[str, str], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        **options: Unpack[HttpOptions],
     ) -> None:
-        self._client_id = client_id
-        self._secret = client_secret
-        self._base = api_base.rstrip("/")
+        super().__init__(app_id=client_id, app_secret=client_secret, base_url=api_base, **options)
         self._robot_code = robot_code or client_id
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session = session
-        self._owns_session = session is None
-        self._on_request = on_request
-        self._clock = clock
-        self._token: str | None = None
-        self._token_deadline = 0.0
-        self._token_lock = asyncio.Lock()
-        # Recent tokens and tickets, scrubbed from error messages like the secret itself.
-        self._seen_credentials: deque[str] = deque(maxlen=16)
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    def _http(self) -> aiohttp.ClientSession:
-        # Created on first use: a session must be born inside a running loop.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
+    def _token_headers(self, token: str) -> dict[str, str]:
+        return {TOKEN_HEADER: token}
 
-    def _scrub(self, text: str) -> str:
-        for value in (self._secret, *self._seen_credentials):
-            if value:
-                text = text.replace(value, "***")
-        return _URL_SECRETS.sub(r"\1***", text)
+    def _token_rejected(self, answer: Answer) -> bool:
+        return answer.status == 401 or _platform_error(answer.payload)[0] in _RETRY_AUTH_CODES
 
-    def _count(self, name: str, status: str) -> None:
-        if self._on_request is not None:
-            self._on_request(name, status)
-
-    async def _send(
-        self,
-        name: str,
-        method: str,
-        url: str,
-        body: dict[str, Any],
-        token: str | None = None,
-    ) -> tuple[int, Any, float | None]:
-        """One HTTP exchange: (status, decoded JSON or None, Retry-After)."""
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-        if token is not None:
-            headers[TOKEN_HEADER] = token
-        try:
-            async with self._http().request(
-                method, url, json=body, headers=headers, timeout=self._timeout
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
-        except TimeoutError as exc:
-            self._count(name, "timeout")
-            total = self._timeout.total or 0.0
-            raise TransientError(f"dingtalk {name}: no answer within {total:g}s") from exc
-        except aiohttp.ClientError as exc:
-            self._count(name, "error")
-            message = self._scrub(f"dingtalk {name}: {type(exc).__name__}: {exc}")
-            raise TransientError(message) from exc
-        self._count(name, str(status))
-        try:
-            payload = json.loads(raw) if raw else None
-        except ValueError:
-            payload = None  # e.g. an HTML ban page; the status still classifies it
-        return status, payload, retry_after
-
-    def _error(
-        self, name: str, status: int, payload: Any, retry_after: float | None, *, credentials: bool
-    ) -> ChannelError:
+    def _error(self, name: str, answer: Answer, *, credentials: bool) -> ChannelError:
         """Classifies a failed answer. `credentials`: the call authenticates with the secret."""
-        code, message = _platform_error(payload)
-        detail = f"dingtalk {name}: HTTP {status}"
-        if code:
-            detail += f" {code}"
-        if message:
-            detail += f": {message}"
-        detail = self._scrub(detail)
+        status = answer.status
+        code, message = _platform_error(answer.payload)
+        detail = self._status_text(name, status, code, message)
         if status == 429:
-            return RateLimited(detail, retry_after)
+            return RateLimited(detail, retry_after(answer.headers))
         if status == 403:
             if _THROTTLE.search(code) or _THROTTLE.search(message):
-                return RateLimited(detail, retry_after)
+                return RateLimited(detail, retry_after(answer.headers))
             return AuthError(detail)  # a permission the app was not granted
         if status == 401 or code in _RETRY_AUTH_CODES:
             return AuthError(detail)
@@ -177,22 +88,10 @@ class DingTalkApi:
 
     async def _call(self, name: str, method: str, path: str, body: dict[str, Any]) -> Any:
         """A token-bearing call; a rejected token is refreshed and the call retried once."""
-        url = self._base + path
-        token = await self.access_token()
-        status, payload, retry_after = await self._send(name, method, url, body, token)
-        if status == 401 or _platform_error(payload)[0] in _RETRY_AUTH_CODES:
-            self._invalidate(token)
-            token = await self.access_token()
-            status, payload, retry_after = await self._send(name, method, url, body, token)
-        if 200 <= status < 300:
-            return payload
-        raise self._error(name, status, payload, retry_after, credentials=False)
-
-    def _invalidate(self, token: str) -> None:
-        # Only the token that failed: a concurrent caller may already have a fresh one.
-        if self._token == token:
-            self._token = None
-            self._token_deadline = 0.0
+        answer = await self._send(name, method, self._base + path, body=body, authorized=True)
+        if answer.ok:
+            return answer.payload
+        raise self._error(name, answer, credentials=False)
 
     # -- gateway and token -------------------------------------------------------------------------
 
@@ -202,18 +101,17 @@ class DingTalkApi:
         """Asks the gateway for a Stream endpoint and a single-use ticket."""
         name = "gateway.open"
         body = {
-            "clientId": self._client_id,
+            "clientId": self.app_id,
             "clientSecret": self._secret,
             "subscriptions": subscriptions,
             "ua": ua,
             "localIp": "",
         }
         url = self._base + "/v1.0/gateway/connections/open"
-        status, payload, retry_after = await self._send(name, "POST", url, body)
-        if not 200 <= status < 300:
-            raise self._error(name, status, payload, retry_after, credentials=True)
-        endpoint = payload.get("endpoint") if isinstance(payload, dict) else None
-        ticket = payload.get("ticket") if isinstance(payload, dict) else None
+        answer = await self._send(name, "POST", url, body=body)
+        if not answer.ok:
+            raise self._error(name, answer, credentials=True)
+        endpoint, ticket = answer.get("endpoint"), answer.get("ticket")
         if (
             not isinstance(endpoint, str)
             or not isinstance(ticket, str)
@@ -221,35 +119,21 @@ class DingTalkApi:
             or not ticket
         ):
             raise TransientError(f"dingtalk {name}: answer without endpoint or ticket")
-        self._seen_credentials.append(ticket)
+        self._remember(ticket)
         return endpoint, ticket
 
     async def access_token(self) -> str:
         """A valid access token, refreshed ahead of expiry; concurrent callers share one refresh."""
-        if self._token is not None and self._clock() < self._token_deadline:
-            return self._token
-        async with self._token_lock:
-            if self._token is not None and self._clock() < self._token_deadline:
-                return self._token
-            name = "oauth2.accessToken"
-            url = self._base + "/v1.0/oauth2/accessToken"
-            body = {"appKey": self._client_id, "appSecret": self._secret}
-            status, payload, retry_after = await self._send(name, "POST", url, body)
-            if not 200 <= status < 300:
-                raise self._error(name, status, payload, retry_after, credentials=True)
-            token = payload.get("accessToken") if isinstance(payload, dict) else None
-            expire_in = payload.get("expireIn") if isinstance(payload, dict) else None
-            if not isinstance(token, str) or not token or not isinstance(expire_in, int | float):
-                raise TransientError(f"dingtalk {name}: answer without accessToken or expireIn")
-            # Short-lived tokens (tests, odd tenants) keep half their life rather than none.
-            margin = min(TOKEN_MARGIN, expire_in / 2)
-            self._seen_credentials.append(token)
-            self._token = token
-            self._token_deadline = self._clock() + expire_in - margin
-            log.debug(
-                "dingtalk access token refreshed for %s, valid %ss", self._client_id, expire_in
-            )
-            return token
+        return await self._tokens.get()
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        name = "oauth2.accessToken"
+        url = self._base + "/v1.0/oauth2/accessToken"
+        body = {"appKey": self.app_id, "appSecret": self._secret}
+        answer = await self._send(name, "POST", url, body=body)
+        if not answer.ok:
+            raise self._error(name, answer, credentials=True)
+        return self._token_from(name, answer, "accessToken", "expireIn")
 
     # -- cards -------------------------------------------------------------------------------------
 
@@ -295,7 +179,7 @@ class DingTalkApi:
         results = result.get("deliverResults") if isinstance(result, dict) else None
         for delivery in results or []:
             if isinstance(delivery, dict) and delivery.get("success") is False:
-                error = self._scrub(str(delivery.get("errorMsg", ""))[:_MAX_PLATFORM_MESSAGE])
+                error = self.scrub(str(delivery.get("errorMsg", ""))[:MAX_PLATFORM_MESSAGE])
                 space = delivery.get("spaceType", "")
                 raise PermanentError(f"dingtalk {name}: delivery to {space} failed: {error}")
 
@@ -334,7 +218,7 @@ class DingTalkApi:
     def _check_success(self, name: str, payload: Any) -> None:
         if isinstance(payload, dict) and payload.get("success") is False:
             code, message = _platform_error(payload)
-            detail = self._scrub(f"dingtalk {name}: success false {code} {message}".rstrip())
+            detail = self._text(name, f"success false {code} {message}".rstrip())
             if _THROTTLE.search(code) or _THROTTLE.search(message):
                 raise RateLimited(detail)
             raise PermanentError(detail)
@@ -343,13 +227,13 @@ class DingTalkApi:
 
     async def _session_post(self, webhook_url: str, body: dict[str, Any]) -> None:
         name = "robot.sendBySession"
-        status, payload, retry_after = await self._send(name, "POST", webhook_url, body)
-        if not 200 <= status < 300:
-            raise self._error(name, status, payload, retry_after, credentials=False)
-        errcode = payload.get("errcode", 0) if isinstance(payload, dict) else 0
+        answer = await self._send(name, "POST", webhook_url, body=body)
+        if not answer.ok:
+            raise self._error(name, answer, credentials=False)
+        errcode = answer.payload.get("errcode", 0) if isinstance(answer.payload, dict) else 0
         if errcode not in (0, "0"):
-            code, message = _platform_error(payload)
-            detail = self._scrub(f"dingtalk {name}: errcode {code}: {message}")
+            code, message = _platform_error(answer.payload)
+            detail = self._text(name, f"errcode {code}: {message}")
             # 130101 is the robot's "more than 20 messages a minute" throttle.
             if str(errcode) == "130101" or _THROTTLE.search(message):
                 raise RateLimited(detail)
@@ -392,9 +276,3 @@ class DingTalkApi:
             "msgParam": json.dumps({"title": title, "text": markdown}, ensure_ascii=False),
         }
         await self._call("robot.groupSend", "POST", "/v1.0/robot/groupMessages/send", body)
-
-    async def close(self) -> None:
-        """Closes the HTTP session if this client created it."""
-        if self._owns_session and self._session is not None:
-            await self._session.close()
-            self._session = None

@@ -1,22 +1,16 @@
 """Async Feishu/Lark OpenAPI client: endpoint discovery, tenant token, messages, CardKit cards.
 
 Non-blocking and bounded by a timeout (lark-oapi's discovery is a blocking `requests.post` with
-none, reference/feishu.md §1.1). Every failure becomes one of `common.errors`, classified by the
-platform's `code` (§4.7); messages never carry the secret or a token.
+none, docs/platforms/feishu.md §1.1). Every failure becomes one of `common.errors`, classified
+by the platform's `code` (§4.7); messages never carry the secret or a token.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import time
-from collections import deque
-from collections.abc import Callable, Mapping
 from typing import Any
 
-import aiohttp
-
+from channels.http import MAX_PLATFORM_MESSAGE, Answer, PlatformApi
 from common.errors import (
     AuthError,
     ChannelError,
@@ -24,14 +18,13 @@ from common.errors import (
     RateLimited,
     TransientError,
 )
+from common.retry_after import retry_after
 
-log = logging.getLogger(__name__)
-
-USER_AGENT = "channeld (+feishu)"
 TOKEN_MARGIN = 600.0  # refresh this long before expiry, as lark-oapi's token manager does
-_MAX_PLATFORM_MESSAGE = 300
+# Feishu's gateway names the reset in x-ogw-ratelimit-reset; plain Retry-After otherwise
+WAIT_HEADERS = ("x-ogw-ratelimit-reset", "Retry-After")
 
-# Codes, from lark-oapi 1.7.5 and larksuite/cli's error table (reference §4.1, §4.7).
+# Codes, from lark-oapi 1.7.5 and larksuite/cli's error table (docs/platforms/feishu.md §4.1, §4.7).
 TOKEN_INVALID = frozenset(
     {99991661, 99991663, 99991664, 99991665, 99991666, 99991668, 99991671, 99991677}
 )
@@ -70,120 +63,34 @@ def _code(payload: Any) -> tuple[int, str]:
     if not isinstance(payload, dict):
         return -1, ""
     code = payload.get("code", -1)
-    message = str(payload.get("msg") or payload.get("message") or "")[:_MAX_PLATFORM_MESSAGE]
+    message = str(payload.get("msg") or payload.get("message") or "")[:MAX_PLATFORM_MESSAGE]
     try:
         return int(code), message
     except (TypeError, ValueError):
         return -1, message
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    # Feishu's gateway names the reset in x-ogw-ratelimit-reset; plain Retry-After otherwise
-    for name in ("x-ogw-ratelimit-reset", "Retry-After"):
-        value = headers.get(name)
-        if value:
-            try:
-                return max(float(value), 0.0)
-            except ValueError:
-                continue
-    return None
-
-
-class FeishuApi:
+class FeishuApi(PlatformApi):
     """One app's OpenAPI client; shared by all calls of a channel."""
 
-    def __init__(
-        self,
-        *,
-        app_id: str,
-        app_secret: str,
-        base_url: str,
-        timeout: float = 10.0,
-        on_request: Callable[[str, str], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.app_id = app_id
-        self._secret = app_secret
-        self._base = base_url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._session: aiohttp.ClientSession | None = None
-        self._on_request = on_request
-        self._clock = clock
-        self._token: str | None = None
-        self._token_deadline = 0.0
-        self._token_lock = asyncio.Lock()
-        self._seen_credentials: deque[str] = deque(maxlen=16)
+    platform = "feishu"
+    token_margin = TOKEN_MARGIN
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        return self._session
+    def _token_headers(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
 
-    def scrub(self, text: str) -> str:
-        """`text` with the secret and any token or ticket this client has seen masked."""
-        for value in (self._secret, *self._seen_credentials):
-            if value:
-                text = text.replace(value, "***")
-        return text
+    def _token_rejected(self, answer: Answer) -> bool:
+        return answer.status == 401 or _code(answer.payload)[0] in TOKEN_INVALID
 
-    def _count(self, name: str, status: str) -> None:
-        if self._on_request is not None:
-            self._on_request(name, status)
-
-    async def _send(
-        self,
-        name: str,
-        method: str,
-        path: str,
-        body: dict[str, Any] | None,
-        *,
-        token: str | None = None,
-        params: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, Any, Mapping[str, str]]:
-        """One HTTP exchange: (status, decoded JSON or None, response headers)."""
-        sent = {"Accept": "application/json", "User-Agent": USER_AGENT, **(headers or {})}
-        if token is not None:
-            sent["Authorization"] = f"Bearer {token}"
-        try:
-            async with self._http().request(
-                method,
-                self._base + path,
-                json=body,
-                params=params,
-                headers=sent,
-                timeout=self._timeout,
-            ) as resp:
-                raw = await resp.read()
-                status, answer_headers = resp.status, resp.headers
-        except TimeoutError as exc:
-            self._count(name, "timeout")
-            total = self._timeout.total or 0.0
-            raise TransientError(f"feishu {name}: no answer within {total:g}s") from exc
-        except aiohttp.ClientError as exc:
-            self._count(name, "error")
-            raise TransientError(self.scrub(f"feishu {name}: {type(exc).__name__}: {exc}")) from exc
-        self._count(name, str(status))
-        try:
-            payload = json.loads(raw) if raw else None
-        except ValueError:
-            payload = None
-        return status, payload, answer_headers
-
-    def _error(
-        self, name: str, status: int, payload: Any, headers: Mapping[str, str]
-    ) -> ChannelError:
-        code, message = _code(payload)
-        detail = f"feishu {name}: HTTP {status}"
-        if code not in (-1, 0):
-            detail += f" code {code}"
-        if message:
-            detail += f": {message}"
-        detail = self.scrub(detail)
+    def _error(self, name: str, answer: Answer) -> ChannelError:
+        status = answer.status
+        code, message = _code(answer.payload)
+        shown = f"code {code}" if code not in (-1, 0) else ""
+        detail = self._status_text(name, status, shown, message)
         if status == 429 or code in RATE_LIMIT:
-            return RateLimited(detail, _retry_after(headers))
+            return RateLimited(detail, retry_after(answer.headers, WAIT_HEADERS))
         if code == SEQUENCE_CONFLICT:
             return SequenceConflict(detail, code)
         if code in STREAMING_CLOSED:
@@ -206,25 +113,12 @@ class FeishuApi:
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """A token-bearing call; a rejected token is refreshed and the call retried once."""
-        token = await self.tenant_token()
-        status, payload, headers = await self._send(
-            name, method, path, body, token=token, params=params
-        )
-        if _code(payload)[0] in TOKEN_INVALID or status == 401:
-            self._invalidate(token)
-            token = await self.tenant_token()
-            status, payload, headers = await self._send(
-                name, method, path, body, token=token, params=params
-            )
-        if status == 200 and _code(payload)[0] == 0:
-            data = payload.get("data") if isinstance(payload, dict) else None
+        url = self._base + path
+        answer = await self._send(name, method, url, body=body, params=params, authorized=True)
+        if answer.status == 200 and _code(answer.payload)[0] == 0:
+            data = answer.get("data")
             return data if isinstance(data, dict) else {}
-        raise self._error(name, status, payload, headers)
-
-    def _invalidate(self, token: str) -> None:
-        if self._token == token:
-            self._token = None
-            self._token_deadline = 0.0
+        raise self._error(name, answer)
 
     # -- long connection and token -----------------------------------------------------------------
 
@@ -232,61 +126,48 @@ class FeishuApi:
         """The websocket URL (with its one-use credentials) and the gateway's ClientConfig."""
         name = "ws.endpoint"
         body = {"AppID": self.app_id, "AppSecret": self._secret}
-        status, payload, headers = await self._send(
-            name, "POST", "/callback/ws/endpoint", body, headers={"locale": "zh"}
-        )
-        code, message = _code(payload)
-        if status != 200:
-            raise self._error(name, status, payload, headers)
+        endpoint = self._base + "/callback/ws/endpoint"
+        answer = await self._send(name, "POST", endpoint, body=body, headers={"locale": "zh"})
+        code, message = _code(answer.payload)
+        if answer.status != 200:
+            raise self._error(name, answer)
         if code in DISCOVERY_RETRYABLE:
-            raise TransientError(self.scrub(f"feishu {name}: gateway busy (code {code})"))
+            raise TransientError(self._text(name, f"gateway busy (code {code})"))
         if code != 0:
-            # lark-oapi treats every other code as a client error and stops (reference §1.1)
-            raise AuthError(self.scrub(f"feishu {name}: code {code}: {message}"))
-        data = payload.get("data") if isinstance(payload, dict) else None
+            # lark-oapi stops on any other code, a client error (docs/platforms/feishu.md §1.1)
+            raise AuthError(self._text(name, f"code {code}: {message}"))
+        data = answer.get("data")
         url = data.get("URL") if isinstance(data, dict) else None
         if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
             raise TransientError(f"feishu {name}: answer without a websocket URL")
-        self._seen_credentials.append(url)
+        self._remember(url)
         config = data.get("ClientConfig") if isinstance(data, dict) else None
         return url, config if isinstance(config, dict) else {}
 
     async def tenant_token(self) -> str:
         """A valid tenant_access_token, refreshed ahead of expiry; one refresh at a time."""
-        if self._token is not None and self._clock() < self._token_deadline:
-            return self._token
-        async with self._token_lock:
-            if self._token is not None and self._clock() < self._token_deadline:
-                return self._token
-            name = "auth.tenant_token"
-            body = {"app_id": self.app_id, "app_secret": self._secret}
-            status, payload, headers = await self._send(
-                name, "POST", "/open-apis/auth/v3/tenant_access_token/internal", body
-            )
-            code, message = _code(payload)
-            if status >= 500 or status == 429 or code in TRANSIENT | RATE_LIMIT:
-                raise self._error(name, status, payload, headers)
-            if code != 0:
-                raise AuthError(self.scrub(f"feishu {name}: code {code}: {message}"))
-            token = payload.get("tenant_access_token")
-            expire = payload.get("expire")
-            if not isinstance(token, str) or not token or not isinstance(expire, int | float):
-                raise TransientError(f"feishu {name}: answer without a token or expiry")
-            self._seen_credentials.append(token)
-            self._token = token
-            self._token_deadline = self._clock() + expire - min(TOKEN_MARGIN, expire / 2)
-            return token
+        return await self._tokens.get()
+
+    async def _fetch_token(self) -> tuple[str, float]:
+        name = "auth.tenant_token"
+        body = {"app_id": self.app_id, "app_secret": self._secret}
+        url = self._base + "/open-apis/auth/v3/tenant_access_token/internal"
+        answer = await self._send(name, "POST", url, body=body)
+        code, message = _code(answer.payload)
+        if answer.status >= 500 or answer.status == 429 or code in TRANSIENT | RATE_LIMIT:
+            raise self._error(name, answer)
+        if code != 0:
+            raise AuthError(self._text(name, f"code {code}: {message}"))
+        return self._token_from(name, answer, "tenant_access_token", "expire")
 
     async def bot_open_id(self) -> str:
         """The bot's own open_id, to recognise its mentions in groups."""
-        token = await self.tenant_token()
         name = "bot.info"
-        status, payload, headers = await self._send(
-            name, "GET", "/open-apis/bot/v3/info", None, token=token
-        )
-        if status != 200 or _code(payload)[0] != 0:
-            raise self._error(name, status, payload, headers)
-        bot = payload.get("bot") if isinstance(payload, dict) else None
+        url = self._base + "/open-apis/bot/v3/info"
+        answer = await self._send(name, "GET", url, authorized=True)
+        if answer.status != 200 or _code(answer.payload)[0] != 0:
+            raise self._error(name, answer)
+        bot = answer.get("bot")
         open_id = bot.get("open_id") if isinstance(bot, dict) else None
         if not isinstance(open_id, str) or not open_id:
             raise TransientError(f"feishu {name}: answer without bot.open_id")
@@ -367,9 +248,3 @@ class FeishuApi:
         await self._call(
             "cardkit.settings", "PATCH", f"/open-apis/cardkit/v1/cards/{card_id}/settings", body
         )
-
-    async def close(self) -> None:
-        """Closes the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
