@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from channels.commands import Command, command_of
+from channels.live import ChannelRuntime
 from channels.model import ChatType, InboundMessage
 
 
@@ -24,10 +26,30 @@ def conversation_key(message: InboundMessage, group_context: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Job:
+    """A journaled message to answer, parsed once: its conversation and its command."""
+
     entry_id: int  # journal row
     message: InboundMessage
+    runtime: ChannelRuntime  # of the channel the message came from
+    key: str  # the conversation (conversation_key)
+    command: Command
+    text: str  # the message's text without the command word
     accepted_at: float = field(default_factory=time.monotonic)  # for first-update latency
     resumed: bool = False  # recovered after a restart with the user's turn already stored
+
+    @classmethod
+    def of(
+        cls,
+        entry_id: int,
+        message: InboundMessage,
+        runtime: ChannelRuntime,
+        *,
+        resumed: bool = False,
+    ) -> Job:
+        """The job for a journaled message, its key and command parsed here and only here."""
+        command, text = command_of(message.text)
+        key = conversation_key(message, runtime.config.group_context)
+        return cls(entry_id, message, runtime, key, command, text, resumed=resumed)
 
 
 class AnswerSlots:

@@ -15,14 +15,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agents.base import Agent, AgentRequest, Turn
-from channels.config import ChannelConfigBase
-from channels.conversations import AnswerSlots, ConversationWorker, Job, conversation_key
-from channels.emitter import ReplyOutcome, ResponseEmitter
+from agents.base import AgentRequest, Turn
+from channels.commands import (
+    HELP_TEXT,
+    NEW_TEXT,
+    NOTHING_TO_STOP_TEXT,
+    OVERFLOW_ERROR,
+    OVERFLOW_TEXT,
+    QUEUED_TEXT,
+    STOPPED_TEXT,
+    Command,
+)
+from channels.conversations import AnswerSlots, ConversationWorker, Job
+from channels.emitter import ReplyOutcome
+from channels.live import ChannelRuntime
 from channels.model import ChatType, InboundMessage, inbound_to_json
 from channels.observer import UNSTORABLE, NullObserver, Observer
 from channels.prefetch import Prefetched
-from channels.provider import ChannelProvider
 from common.backoff import Backoff
 from common.errors import ChannelError, TransientError
 from storage.errors import describe as describe_storage_error
@@ -31,36 +40,11 @@ from storage.repository import JournalState, Store
 
 log = logging.getLogger(__name__)
 
-HELP_TEXT = (
-    "**Commands**\n\n"
-    "- `/new` start a new conversation (the assistant forgets earlier turns)\n"
-    "- `/stop` stop the answer being written\n"
-    "- `/help` show this list"
-)
-NEW_TEXT = "Started a new conversation."
-STOPPED_TEXT = "Stopped."
-NOTHING_TO_STOP_TEXT = "Nothing to stop."
-QUEUED_TEXT = "Got it. I will answer this after the current reply ({ahead} ahead of it)."
-OVERFLOW_TEXT = "Too many messages are waiting. Please wait for the current answers, then resend."
-OVERFLOW_ERROR = "dropped: the conversation's queue was full"
-UNAVAILABLE_TEXT = "This bot cannot answer right now. Please try again later."
 # Pauses between attempts at recording a reply's outcome: 0.1, 0.3, 0.9 and 2.7 s. A SQLite write
 # lock held by another process (a backup, a migration) past the busy timeout usually clears within
 # these; a row left unfinished would be answered again after a restart.
 SETTLE_BACKOFF = Backoff(initial=0.1, factor=3.0, maximum=3.0, jitter=0.0)
 SETTLE_RETRIES = 4
-
-
-@dataclass
-class ChannelRuntime:
-    """What the handler needs of a live channel; the manager provides it."""
-
-    config: ChannelConfigBase
-    provider: ChannelProvider
-    agent: Agent
-    system_prompt: str
-    history_messages: int
-    emitter: ResponseEmitter
 
 
 @dataclass
@@ -85,25 +69,12 @@ async def timed(deltas: AsyncIterator[str], agent: str, observer: Observer) -> A
         observer.llm_request(agent, time.monotonic() - began)
 
 
-def command_of(text: str) -> tuple[str, str]:
-    """('/new', 'rest of text') for a command, ('', text) otherwise."""
-    stripped = text.strip()
-    if not stripped.startswith("/"):
-        return "", text
-    word, _, rest = stripped.partition(" ")
-    word = word.lower()
-    if word in {"/new", "/help", "/stop"}:
-        return word, rest.strip()
-    return "", text
-
-
 class MessageHandler:
     """Owns every conversation worker and side task; `close()` ends them all."""
 
     def __init__(
         self,
         store: Store,
-        runtime: Callable[[str], ChannelRuntime | None],
         *,
         slots: AnswerSlots,
         observer: Observer | None = None,
@@ -112,7 +83,6 @@ class MessageHandler:
         self._store = store
         self._slots = slots  # the daemon's cap on answers in progress, shared by every channel
         self._observer = observer or NullObserver()
-        self._runtime = runtime
         self._clock = clock
         self._workers: dict[str, ConversationWorker] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -121,13 +91,10 @@ class MessageHandler:
 
     # -- intake (before the ack) ----------------------------------------------------------------
 
-    async def accept(self, message: InboundMessage) -> None:
+    async def accept(self, message: InboundMessage, runtime: ChannelRuntime) -> None:
         """Journal the message (or recognise a redelivery); answering happens later."""
         if self._closing:
             raise ChannelError("shutting down")  # no ack: the platform may deliver it again
-        runtime = self._runtime(message.channel_id)
-        if runtime is None:
-            raise ChannelError(f"channel {message.channel_id} is not running")
         if message.chat_type is ChatType.GROUP and not message.bot_mentioned:
             self.counters.ignored += 1
             self._observer.message_ignored(message.channel_id, message.platform)
@@ -162,42 +129,35 @@ class MessageHandler:
             log.info("channel %s: redelivered message ignored", message.channel_id)
             return
         self.counters.received += 1
-        key = conversation_key(message, runtime.config.group_context)
-        command, _ = command_of(message.text)
-        worker = self._workers.get(key)
-        if command == "/stop":
+        job = Job.of(entry_id, message, runtime)
+        if job.command is Command.STOP:
+            worker = self._workers.get(job.key)
             stopped = worker is not None and worker.stop_current()
-            self._spawn(
-                self._reply_command(
-                    entry_id, message, STOPPED_TEXT if stopped else NOTHING_TO_STOP_TEXT
-                )
-            )
+            self._spawn(self._reply_command(job, STOPPED_TEXT if stopped else NOTHING_TO_STOP_TEXT))
             return
-        self.submit(Job(entry_id, message), runtime)
+        self.submit(job)
 
-    def submit(self, job: Job, runtime: ChannelRuntime) -> None:
+    def submit(self, job: Job) -> None:
         """Queue a journaled message on its conversation's worker (also used by recovery)."""
-        message, entry_id = job.message, job.entry_id
-        key = conversation_key(message, runtime.config.group_context)
-        worker = self._workers.get(key)
+        worker = self._workers.get(job.key)
         if worker is None:
-            worker = ConversationWorker(
-                key, self._answer, limit=runtime.config.queue_limit, on_idle=self._retire
-            )
-            self._workers[key] = worker
+            limit = job.runtime.config.queue_limit
+            worker = ConversationWorker(job.key, self._answer, limit=limit, on_idle=self._retire)
+            self._workers[job.key] = worker
         ahead = worker.submit(job)
         if ahead is None:
             # one notice per burst, not one per message; each refused message is journaled
             notice = OVERFLOW_TEXT if worker.overflow_notice_due() else None
-            self._spawn(self._refuse(entry_id, message, notice))
+            self._spawn(self._refuse(job, notice))
         elif ahead > 0:
-            self._spawn(self._notify(message, QUEUED_TEXT.format(ahead=ahead)))
+            self._spawn(self._notify(job, QUEUED_TEXT.format(ahead=ahead)))
 
     # -- answering (in the conversation's worker) -----------------------------------------------
 
     async def _answer(self, job: Job) -> None:
         message = job.message
-        runtime = self._runtime(message.channel_id)
+        # the channel may have been restarted since: its replacement answers
+        runtime = await job.runtime.current()
         if runtime is None:
             await self._store.journal_update(
                 job.entry_id, state=JournalState.FAILED, error="channel stopped"
@@ -239,12 +199,11 @@ class MessageHandler:
             message.sender.platform_id,
             message.sender.display_name,
         )
-        key = conversation_key(message, config.group_context)
-        command, text = command_of(message.text)
-        if command == "/help":
+        key, text = job.key, job.text
+        if job.command is Command.HELP:
             await self._reply_plain(runtime, job, HELP_TEXT)
             return
-        if command == "/new":
+        if job.command is Command.NEW:
             await self._store.start_new_conversation(message.channel_id, key, user_id, now=now)
             if not text:
                 await self._reply_plain(runtime, job, NEW_TEXT)
@@ -367,40 +326,35 @@ class MessageHandler:
             job.entry_id, state=JournalState.REPLIED, delivered_text=text
         )
 
-    async def _reply_command(self, entry_id: int, message: InboundMessage, text: str) -> None:
-        runtime = self._runtime(message.channel_id)
+    async def _reply_command(self, job: Job, text: str) -> None:
         try:
-            if runtime is None:
-                raise ChannelError("channel stopped")
-            await runtime.provider.send(message, text)
+            await job.runtime.provider.send(job.message, text)
         except ChannelError as exc:
-            await self._store.journal_update(entry_id, state=JournalState.FAILED, error=str(exc))
+            await self._store.journal_update(
+                job.entry_id, state=JournalState.FAILED, error=str(exc)
+            )
             return
-        await self._store.journal_update(entry_id, state=JournalState.REPLIED, delivered_text=text)
+        await self._store.journal_update(
+            job.entry_id, state=JournalState.REPLIED, delivered_text=text
+        )
 
-    async def _refuse(self, entry_id: int, message: InboundMessage, notice: str | None) -> None:
+    async def _refuse(self, job: Job, notice: str | None) -> None:
         """Journal a message a full queue refused, with why; send the burst's notice if due."""
         error = OVERFLOW_ERROR
         if notice is not None:
-            runtime = self._runtime(message.channel_id)
             try:
-                if runtime is None:
-                    raise ChannelError("channel stopped")
-                await runtime.provider.send(message, notice)
+                await job.runtime.provider.send(job.message, notice)
             except ChannelError as exc:
                 error, notice = f"{OVERFLOW_ERROR}; the notice failed: {exc}", None
         await self._store.journal_update(
-            entry_id, state=JournalState.FAILED, delivered_text=notice, error=error
+            job.entry_id, state=JournalState.FAILED, delivered_text=notice, error=error
         )
 
-    async def _notify(self, message: InboundMessage, text: str) -> None:
-        runtime = self._runtime(message.channel_id)
-        if runtime is None:
-            return
+    async def _notify(self, job: Job, text: str) -> None:
         try:
-            await runtime.provider.send(message, text)
+            await job.runtime.provider.send(job.message, text)
         except ChannelError as exc:
-            log.info("channel %s: could not send a notice: %s", message.channel_id, exc)
+            log.info("channel %s: could not send a notice: %s", job.message.channel_id, exc)
 
     def _count_reply(self, message: InboundMessage, outcome: ReplyOutcome) -> None:
         self.counters.reply(outcome)

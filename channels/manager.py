@@ -7,40 +7,25 @@ import hashlib
 import hmac
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from pydantic import SecretStr
 
-from agents.base import Agent
 from channels.config import ChannelConfigBase
 from channels.conversations import AnswerSlots
-from channels.emitter import EmitterSettings, ResponseEmitter
-from channels.handler import ChannelRuntime, MessageHandler
-from channels.model import ChannelState, InboundMessage
+from channels.handler import MessageHandler
+from channels.live import AgentProfile, ChannelRuntime, LiveChannel, ProviderBuilder
+from channels.model import ChannelState
 from channels.observer import NullObserver, Observer
-from channels.provider import ChannelProvider, ChannelStatus, InboundSink
-from channels.ratelimit import TokenBucket
-from channels.supervisor import Supervisor
+from channels.supervisor import ChannelStatus, Supervisor
 from common.backoff import Backoff
 from common.errors import ConfigError
 from common.redact import scrub
 from storage.repository import ChannelRecord, Store
 
 log = logging.getLogger(__name__)
-
-# Builds a provider for a channel config; `sink` receives its inbound messages.
-ProviderBuilder = Callable[[ChannelConfigBase, InboundSink, Observer], ChannelProvider]
-
-
-@dataclass(frozen=True, slots=True)
-class AgentProfile:
-    agent: Agent
-    system_prompt: str
-    history_messages: int
-
 
 MAX_ERROR_CHARS = 200  # of a platform's error text in the status the API shows
 
@@ -72,17 +57,6 @@ def public_error(text: str, config: ChannelConfigBase | None) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
-class _Running:
-    """A supervisor plus what the handler needs to answer on that channel."""
-
-    def __init__(
-        self, record: ChannelRecord, supervisor: Supervisor, runtime: ChannelRuntime
-    ) -> None:
-        self.version = record.version
-        self.supervisor = supervisor
-        self.runtime = runtime
-
-
 class ChannelManager:
     """Starts, stops and restarts only what differs between storage and what runs."""
 
@@ -106,13 +80,13 @@ class ChannelManager:
         self._agents = agents
         self._backoff = backoff
         self._configs: dict[str, ChannelConfigBase] = {}
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, LiveChannel] = {}
+        # runtimes of stopped channels, told at the end of a reconcile what replaced them
+        self._retired: dict[str, ChannelRuntime] = {}
         self._failed_to_build: dict[str, str] = {}
         self._last_status: dict[str, ChannelStatus] = {}
         self._lock = asyncio.Lock()
-        self.handler = MessageHandler(
-            store, self.runtime, slots=answer_slots, observer=self._observer
-        )
+        self.handler = MessageHandler(store, slots=answer_slots, observer=self._observer)
         self.started = False
 
     # -- desired state --------------------------------------------------------------------------
@@ -160,6 +134,14 @@ class ChannelManager:
             for channel_id, record in records.items():
                 if record.enabled and channel_id not in self._running:
                     self._start(record)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Tell each stopped channel's runtime what replaced it: its queued messages follow."""
+        for channel_id, retired in self._retired.items():
+            successor = self._running.get(channel_id)
+            retired.replaced_by(successor.runtime if successor else None)
+        self._retired.clear()
 
     def settings(self, record: ChannelRecord) -> ChannelConfigBase | None:
         """The live settings of a channel: from the config file, or decoded from storage."""
@@ -183,57 +165,29 @@ class ChannelManager:
         if profile is None:
             self._failed_to_build[record.id] = f"unknown agent {config.agent!r}"
             return
-        supervisor_box: list[Supervisor] = []
-
-        platform = config.type
-        observer = self._observer
-
-        async def sink(message: InboundMessage) -> None:
-            supervisor_box[0].record_event()
-            observer.message_received(record.id, platform, time.time())
-            await self.handler.accept(message)
-
         try:
-            provider = self._build_provider(config, sink, observer)
+            channel = LiveChannel(
+                record.id,
+                record.version,
+                config,
+                profile,
+                build_provider=self._build_provider,
+                accept=self.handler.accept,
+                observer=self._observer,
+                backoff=self._backoff,
+            )
         except ConfigError as exc:
             self._failed_to_build[record.id] = public_error(str(exc), config)
             return
-        supervisor = Supervisor(
-            record.id,
-            provider,
-            backoff=self._backoff,
-            on_state=lambda channel_id, state: observer.set_channel_state(
-                channel_id, platform, state
-            ),
-            on_reconnect=lambda: observer.reconnected(record.id, platform),
-        )
-        supervisor_box.append(supervisor)
-        emitter = ResponseEmitter(
-            TokenBucket(
-                rate=config.card_updates_per_second,
-                burst=max(1, round(config.card_updates_per_second)),
-            ),
-            EmitterSettings(
-                min_interval=config.card_update_interval,
-                final_min_interval=config.final_update_gap,
-            ),
-        )
-        runtime = ChannelRuntime(
-            config=config,
-            provider=provider,
-            agent=profile.agent,
-            system_prompt=profile.system_prompt,
-            history_messages=profile.history_messages,
-            emitter=emitter,
-        )
         self._failed_to_build.pop(record.id, None)
-        self._running[record.id] = _Running(record, supervisor, runtime)
-        supervisor.start()
+        self._running[record.id] = channel
+        channel.start()
 
     async def _stop(self, channel_id: str, final_state: ChannelState) -> None:
         running = self._running.pop(channel_id, None)
         if running is not None:
-            await running.supervisor.stop(final_state)
+            self._retired[channel_id] = running.runtime
+            await running.stop(final_state)
             self._last_status[channel_id] = self._public(running)
 
     # -- admin actions --------------------------------------------------------------------------
@@ -264,7 +218,7 @@ class ChannelManager:
         running = self._running.get(channel_id)
         return running.supervisor if running else None
 
-    def _public(self, running: _Running) -> ChannelStatus:
+    def _public(self, running: LiveChannel) -> ChannelStatus:
         status = running.supervisor.status()
         if status.last_error is None:
             return status
@@ -302,3 +256,4 @@ class ChannelManager:
         async with self._lock:
             ids = list(self._running)
             await asyncio.gather(*(self._stop(cid, ChannelState.DISABLED) for cid in ids))
+            self._hand_over()

@@ -83,15 +83,5 @@ class ChannelProvider(Protocol):
         ...
 
 
+# What a supervisor is handed to build the provider it owns; it passes the sink the provider uses.
 ProviderFactory = Callable[[InboundSink], ChannelProvider]
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelStatus:
-    state: ChannelState
-    connected_at: float | None  # wall clock (epoch seconds)
-    last_event_at: float | None
-    last_error: str | None
-    reconnects: int
-    messages_received: int
-    next_attempt_at: float | None

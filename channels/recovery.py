@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from channels.conversations import Job
-from channels.handler import ChannelRuntime, MessageHandler
+from channels.handler import MessageHandler
+from channels.live import ChannelRuntime
 from channels.model import inbound_from_json
 from common.errors import ChannelError
 from storage.repository import JournalEntry, JournalState, Store
@@ -86,7 +87,7 @@ async def _recover_one(
         report.cards_closed += 1
     if now - entry.created_at <= freshness:
         resumed = entry.state is JournalState.REPLYING
-        handler.submit(Job(entry.id, message, resumed=resumed), runtime)
+        handler.submit(Job.of(entry.id, message, runtime, resumed=resumed))
         report.resumed += 1
         return
     excerpt = message.text if len(message.text) <= 60 else message.text[:57] + "..."

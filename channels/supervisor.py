@@ -8,9 +8,10 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from channels.model import ChannelState
-from channels.provider import ChannelProvider, ChannelStatus
+from channels.model import ChannelState, InboundMessage
+from channels.provider import InboundSink, ProviderFactory
 from common.backoff import Backoff
 from common.errors import AuthError, ChannelError, ConfigError, TransientError
 
@@ -22,14 +23,32 @@ STOP_BUDGET = 5.0  # seconds stop() may take before it gives up waiting
 StateListener = Callable[[str, ChannelState], None]
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelStatus:
+    """What the supervisor reports of its channel (the admin API and the web page show it)."""
+
+    state: ChannelState
+    connected_at: float | None  # wall clock (epoch seconds)
+    last_event_at: float | None
+    last_error: str | None
+    reconnects: int
+    messages_received: int
+    next_attempt_at: float | None
+
+
 class Supervisor:
-    """Keeps one provider connected; stops retrying only on auth or config errors."""
+    """Keeps one provider connected; stops retrying only on auth or config errors.
+
+    It builds the provider it owns with `build`, handing it a sink that counts each inbound
+    message for the status and passes it on to `sink`.
+    """
 
     def __init__(
         self,
         channel_id: str,
-        provider: ChannelProvider,
+        build: ProviderFactory,
         *,
+        sink: InboundSink,
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
@@ -37,7 +56,7 @@ class Supervisor:
         on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self.channel_id = channel_id
-        self.provider = provider
+        self._sink = sink
         self._backoff = backoff or Backoff()
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311  (jitter, not cryptography)
@@ -54,6 +73,7 @@ class Supervisor:
         self.messages_received = 0
         self.last_event_at: float | None = None
         self._connected = asyncio.Event()
+        self.provider = build(self._receive)
 
     # -- status ---------------------------------------------------------------------------------
 
@@ -82,10 +102,10 @@ class Supervisor:
             next_attempt_at=self._next_attempt_at,
         )
 
-    def record_event(self) -> None:
-        """An inbound message arrived on this channel."""
+    async def _receive(self, message: InboundMessage) -> None:
         self.messages_received += 1
         self.last_event_at = time.time()
+        await self._sink(message)
 
     async def wait_connected(self, within: float) -> bool:
         """True once connected within `within` seconds."""

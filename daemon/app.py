@@ -19,7 +19,8 @@ from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.provider import DingTalkProvider
 from channels.feishu.config import FeishuChannelConfig
 from channels.feishu.provider import FeishuProvider
-from channels.manager import AgentProfile, ChannelManager
+from channels.live import AgentProfile
+from channels.manager import ChannelManager
 from channels.model import ChannelState
 from channels.observer import Observer
 from channels.provider import ChannelProvider, InboundSink

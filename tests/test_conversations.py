@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 from sqlalchemy import text
 
+from channels.commands import OVERFLOW_ERROR, OVERFLOW_TEXT, command_of
 from channels.conversations import conversation_key
 from channels.dingtalk.emulator import EmulatorThread
-from channels.handler import OVERFLOW_ERROR, OVERFLOW_TEXT, command_of
 from channels.model import ChannelId, ChatType, InboundMessage, Sender
 from daemon.app import Daemon
 from storage import Store

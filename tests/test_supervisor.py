@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from channels.model import ChannelId, ChannelState, InboundMessage
-from channels.provider import Capabilities, ReplyStream
+from channels.model import ChannelId, ChannelState, ChatType, InboundMessage, Sender
+from channels.provider import Capabilities, InboundSink, ReplyStream
 from channels.supervisor import Supervisor
 from common.backoff import Backoff
 from common.errors import AuthError, TransientError
@@ -68,6 +71,17 @@ class ScriptedProvider:
         raise NotImplementedError
 
 
+async def ignore(_message: InboundMessage) -> None:
+    """An inbound sink: these tests never receive a message."""
+
+
+def supervising(provider: ScriptedProvider, **options: Any) -> Supervisor:
+    """A supervisor that builds `provider` (this unit's leaf) as the one it owns."""
+    supervisor = Supervisor("c1", lambda _sink: provider, sink=ignore, **options)
+    assert supervisor.provider is provider
+    return supervisor
+
+
 async def wait_until(predicate: Callable[[], bool]) -> None:
     async with asyncio.timeout(5):
         while not predicate():
@@ -82,7 +96,7 @@ async def test_transient_failures_back_off_exponentially_and_never_give_up() -> 
     provider = ScriptedProvider([TransientError("down")] * 12)
     sleep = RecordingSleep()
     backoff = Backoff(initial=1.0, maximum=30.0)
-    supervisor = Supervisor("c1", provider, backoff=backoff, sleep=sleep, rng=random.Random(7))
+    supervisor = supervising(provider, backoff=backoff, sleep=sleep, rng=random.Random(7))
     supervisor.start()
     await wait_for_state(supervisor, ChannelState.CONNECTED)
     assert provider.start_calls == 13
@@ -100,7 +114,7 @@ async def test_transient_failures_back_off_exponentially_and_never_give_up() -> 
 async def test_rejected_credentials_end_in_failed_without_retry() -> None:
     provider = ScriptedProvider([AuthError("open connection: HTTP 401 InvalidAuthentication")])
     sleep = RecordingSleep()
-    supervisor = Supervisor("c1", provider, sleep=sleep)
+    supervisor = supervising(provider, sleep=sleep)
     supervisor.start()
     await wait_for_state(supervisor, ChannelState.FAILED)
     await asyncio.sleep(0.05)
@@ -114,7 +128,7 @@ async def test_rejected_credentials_end_in_failed_without_retry() -> None:
 async def test_connected_only_after_handshake_and_reconnects_counted() -> None:
     provider = ScriptedProvider([])
     sleep = RecordingSleep()
-    supervisor = Supervisor("c1", provider, sleep=sleep)
+    supervisor = supervising(provider, sleep=sleep)
     supervisor.start()
     await wait_for_state(supervisor, ChannelState.CONNECTED)
     first = supervisor.status()
@@ -132,7 +146,7 @@ async def test_connected_only_after_handshake_and_reconnects_counted() -> None:
 
 async def test_auth_error_during_session_is_failed() -> None:
     provider = ScriptedProvider([])
-    supervisor = Supervisor("c1", provider, sleep=RecordingSleep())
+    supervisor = supervising(provider, sleep=RecordingSleep())
     supervisor.start()
     await wait_for_state(supervisor, ChannelState.CONNECTED)
     provider.end_session(AuthError("credentials revoked"))
@@ -142,7 +156,7 @@ async def test_auth_error_during_session_is_failed() -> None:
 
 async def test_stop_is_bounded_and_leaves_no_task() -> None:
     provider = ScriptedProvider([TransientError("down")] * 100)
-    supervisor = Supervisor("c1", provider, backoff=Backoff(initial=60, maximum=60))
+    supervisor = supervising(provider, backoff=Backoff(initial=60, maximum=60))
     supervisor.start()
     await wait_for_state(supervisor, ChannelState.DISCONNECTED)
     before = {t for t in asyncio.all_tasks() if t.get_name().startswith("supervisor-")}
@@ -153,6 +167,41 @@ async def test_stop_is_bounded_and_leaves_no_task() -> None:
         t for t in asyncio.all_tasks() if t.get_name().startswith("supervisor-") and not t.done()
     }
     assert after == set()
+
+
+async def test_the_provider_is_built_once_with_a_sink_that_counts_and_passes_on() -> None:
+    passed_on: list[InboundMessage] = []
+
+    async def downstream(message: InboundMessage) -> None:
+        passed_on.append(message)
+
+    sinks: list[InboundSink] = []
+
+    def build(sink: InboundSink) -> ScriptedProvider:
+        sinks.append(sink)
+        return ScriptedProvider([])
+
+    supervisor = Supervisor("c1", build, sink=downstream)
+    assert len(sinks) == 1  # built at construction, before anything runs
+    assert isinstance(supervisor.provider, ScriptedProvider)
+    assert supervisor.status().messages_received == 0
+    message = InboundMessage(
+        channel_id=ChannelId("c1"),
+        platform="test",
+        message_id="m1",
+        chat_id="chat",
+        chat_type=ChatType.DIRECT,
+        sender=Sender("u1"),
+        text="hi",
+        received_at=datetime.now(UTC),
+    )
+    before = time.time()
+    await sinks[0](message)
+    assert passed_on == [message]
+    status = supervisor.status()
+    assert status.messages_received == 1
+    assert status.last_event_at is not None
+    assert status.last_event_at >= before
 
 
 @pytest.mark.parametrize("attempt", [1, 2, 5, 20])

@@ -22,7 +22,7 @@ from channels.feishu.config import FeishuChannelConfig
 from channels.feishu.frames import ClientConfig
 from channels.feishu.provider import FeishuProvider
 from channels.model import InboundMessage
-from channels.provider import ChannelProvider
+from channels.provider import ProviderFactory
 from channels.supervisor import Supervisor
 from common.errors import MAX_RETRY_AFTER, RateLimited, TransientError
 from tests.agents_support import (
@@ -56,10 +56,10 @@ class StopAfter:
             await asyncio.Event().wait()  # until the supervisor is stopped
 
 
-async def supervise(provider: ChannelProvider, sleeps: int) -> list[float]:
+async def supervise(channel_id: str, build: ProviderFactory, sleeps: int) -> list[float]:
     """The delays the supervisor slept for its first `sleeps` back-offs."""
     sleep = StopAfter(sleeps)
-    supervisor = Supervisor(provider.channel_id, provider, sleep=sleep)
+    supervisor = Supervisor(channel_id, build, sink=ignore, sleep=sleep)
     supervisor.start()
     try:
         async with asyncio.timeout(10):
@@ -106,7 +106,7 @@ async def test_dingtalk_429_retry_after_is_capped(dingtalk: DingTalkEmulator) ->
     config = DingTalkChannelConfig(
         id="ding", client_id=DING_ID, client_secret=DING_SECRET, api_base=dingtalk.url
     )
-    delays = await supervise(DingTalkProvider(config, ignore), sleeps=1)
+    delays = await supervise("ding", lambda sink: DingTalkProvider(config, sink), sleeps=1)
     assert delays == [MAX_RETRY_AFTER]
 
 
@@ -125,7 +125,7 @@ async def test_feishu_429_retry_after_is_capped() -> None:
         config = FeishuChannelConfig(
             id="fs", app_id="cli_x", app_secret="s", domain=f"http://127.0.0.1:{port}"
         )
-        delays = await supervise(FeishuProvider(config, ignore), sleeps=1)
+        delays = await supervise("fs", lambda sink: FeishuProvider(config, sink), sleeps=1)
     finally:
         await runner.cleanup()
     assert delays == [MAX_RETRY_AFTER]
@@ -141,9 +141,12 @@ async def test_feishu_client_config_from_a_pong_is_capped() -> None:
         config = FeishuChannelConfig(
             id="fs", app_id=FEISHU_APP_ID, app_secret=FEISHU_APP_SECRET, domain=emulator.url
         )
-        provider = FeishuProvider(config, ignore)
         sleep = StopAfter(2)
-        supervisor = Supervisor("fs", provider, sleep=sleep)
+        supervisor = Supervisor(
+            "fs", lambda sink: FeishuProvider(config, sink), sink=ignore, sleep=sleep
+        )
+        provider = supervisor.provider
+        assert isinstance(provider, FeishuProvider)
         supervisor.start()
         try:
             assert await supervisor.wait_connected(5)

@@ -21,7 +21,7 @@ from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.emulator import EmulatorThread
 from channels.dingtalk.emulator.server import DingTalkEmulator
 from channels.model import ChannelState
-from channels.provider import ChannelStatus
+from channels.supervisor import ChannelStatus
 from daemon.app import Daemon
 from daemon.config import validate
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET, dingtalk_emulator

@@ -1,0 +1,131 @@
+"""A live channel, as the manager makes it: a supervisor that owns the provider, and the runtime
+handed to the handler with each message the provider receives."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from agents.base import Agent
+from channels.config import ChannelConfigBase
+from channels.emitter import EmitterSettings, ResponseEmitter
+from channels.model import ChannelState, InboundMessage
+from channels.observer import Observer
+from channels.provider import ChannelProvider, InboundSink
+from channels.ratelimit import TokenBucket
+from channels.supervisor import Supervisor
+from common.backoff import Backoff
+
+# Builds a provider for a channel config; `sink` receives its inbound messages.
+ProviderBuilder = Callable[[ChannelConfigBase, InboundSink, Observer], ChannelProvider]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentProfile:
+    """An agent and how a channel's conversations use it."""
+
+    agent: Agent
+    system_prompt: str
+    history_messages: int
+
+
+@dataclass(eq=False)
+class ChannelRuntime:
+    """What the handler needs of a live channel; it comes with every message of the channel."""
+
+    config: ChannelConfigBase
+    provider: ChannelProvider
+    agent: Agent
+    system_prompt: str
+    history_messages: int
+    emitter: ResponseEmitter
+    # Set when the channel stops; resolved by the manager with the runtime that took its place
+    # (a restart, an edit) or None (disabled, deleted), so queued messages follow the channel.
+    _successor: asyncio.Future[ChannelRuntime | None] | None = field(
+        default=None, init=False, repr=False
+    )
+
+    def retire(self) -> None:
+        """The channel's connection is closing: no new answer may begin on this runtime."""
+        if self._successor is None:
+            self._successor = asyncio.get_running_loop().create_future()
+
+    def replaced_by(self, successor: ChannelRuntime | None) -> None:
+        """What runs in place of this stopped runtime (None: nothing); set once."""
+        if self._successor is not None and not self._successor.done():
+            self._successor.set_result(successor)
+
+    async def current(self) -> ChannelRuntime | None:
+        """This runtime while its channel runs; after a stop, whatever replaced it, if anything."""
+        runtime: ChannelRuntime | None = self
+        while runtime is not None and runtime._successor is not None:
+            # shielded: a waiter's cancellation (a /stop) must not cancel what others wait for
+            runtime = await asyncio.shield(runtime._successor)
+        return runtime
+
+
+Accept = Callable[[InboundMessage, ChannelRuntime], Awaitable[None]]
+
+
+class LiveChannel:
+    """One running channel: its supervisor, and its runtime handed to `accept` with each message."""
+
+    def __init__(
+        self,
+        channel_id: str,
+        version: int,
+        config: ChannelConfigBase,
+        profile: AgentProfile,
+        *,
+        build_provider: ProviderBuilder,
+        accept: Accept,
+        observer: Observer,
+        backoff: Backoff | None = None,
+    ) -> None:
+        """Builds the supervisor (which builds the provider); ConfigError from the builder."""
+        self.channel_id = channel_id
+        self.version = version
+        self._platform = platform = config.type
+        self._accept = accept
+        self._observer = observer
+        self.supervisor = Supervisor(
+            channel_id,
+            lambda sink: build_provider(config, sink, observer),
+            sink=self._receive,
+            backoff=backoff,
+            on_state=lambda cid, state: observer.set_channel_state(cid, platform, state),
+            on_reconnect=lambda: observer.reconnected(channel_id, platform),
+        )
+        emitter = ResponseEmitter(
+            TokenBucket(
+                rate=config.card_updates_per_second,
+                burst=max(1, round(config.card_updates_per_second)),
+            ),
+            EmitterSettings(
+                min_interval=config.card_update_interval,
+                final_min_interval=config.final_update_gap,
+            ),
+        )
+        self.runtime = ChannelRuntime(
+            config=config,
+            provider=self.supervisor.provider,
+            agent=profile.agent,
+            system_prompt=profile.system_prompt,
+            history_messages=profile.history_messages,
+            emitter=emitter,
+        )
+
+    async def _receive(self, message: InboundMessage) -> None:
+        self._observer.message_received(self.channel_id, self._platform, time.time())
+        await self._accept(message, self.runtime)
+
+    def start(self) -> None:
+        """Begin connecting (the supervisor's task)."""
+        self.supervisor.start()
+
+    async def stop(self, final_state: ChannelState) -> None:
+        """No answer begins on this channel any more; its connection is closed."""
+        self.runtime.retire()
+        await self.supervisor.stop(final_state)
