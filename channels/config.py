@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 from common.endpoint import SENDS_SECRETS, http_base_url
 
 # SENDS_SECRETS and http_base_url are re-exported: the platforms' config models import them here
-__all__ = ["SENDS_SECRETS", "ChannelConfigBase", "http_base_url", "sends_secrets"]
+__all__ = ["SENDS_SECRETS", "ChannelConfigBase", "NonEmptySecret", "http_base_url", "sends_secrets"]
+
+
+def _not_empty(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value():
+        raise ValueError("must not be empty")
+    return value
+
+
+# A platform credential (shown as ***, never logged); an empty one could never connect.
+NonEmptySecret = Annotated[SecretStr, AfterValidator(_not_empty)]
 
 
 def sends_secrets(model: type[BaseModel]) -> tuple[str, ...]:

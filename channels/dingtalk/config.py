@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
-from channels.config import SENDS_SECRETS, ChannelConfigBase, http_base_url
+from channels.config import SENDS_SECRETS, ChannelConfigBase, NonEmptySecret, http_base_url
 
 DEFAULT_API_BASE = "https://api.dingtalk.com"
 
@@ -22,7 +22,7 @@ class DingTalkChannelConfig(ChannelConfigBase):
 
     type: Literal["dingtalk"] = "dingtalk"
     client_id: str = Field(min_length=1)  # AppKey; also the robotCode of an internal app
-    client_secret: SecretStr
+    client_secret: NonEmptySecret
     robot_code: str = ""  # defaults to client_id
     card_template_id: str = ""  # empty: answers go out as markdown messages
     card_content_key: str = "content"  # the template's streaming markdown variable
@@ -40,13 +40,6 @@ class DingTalkChannelConfig(ChannelConfigBase):
     @classmethod
     def _api_base_is_http(cls, value: str) -> str:
         return http_base_url(value)
-
-    @field_validator("client_secret")
-    @classmethod
-    def _secret_not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("client_secret must not be empty")
-        return value
 
     @property
     def effective_robot_code(self) -> str:

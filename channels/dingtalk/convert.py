@@ -1,21 +1,13 @@
-"""DingTalk bot-message payloads (reference/dingtalk.md §2) to `InboundMessage`."""
+"""DingTalk bot-message payloads (docs/platforms/dingtalk.md §2) to `InboundMessage`."""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime
 from typing import Any
 
 from dingtalk_stream import ChatbotMessage
 
-from channels.model import (
-    Attachment,
-    ChannelId,
-    ChatType,
-    InboundMessage,
-    Sender,
-    describe_attachment,
-)
+from channels.convert import squeeze_spaces, timestamp_ms, with_notes
+from channels.model import Attachment, ChannelId, ChatType, InboundMessage, Sender
 from common.errors import PermanentError
 
 PLATFORM = "dingtalk"
@@ -23,8 +15,7 @@ PLATFORM = "dingtalk"
 
 def _strip_mention(text: str, nick: str | None) -> str:
     """DingTalk leaves the '@BotName' text (or a leading space where it was) in group messages."""
-    cleaned = text.replace(f"@{nick}", "") if nick else text
-    return re.sub(r"[ \t]{2,}", " ", cleaned).strip()
+    return squeeze_spaces(text.replace(f"@{nick}", "") if nick else text)
 
 
 def _text_and_attachments(payload: dict[str, Any], msg: Any) -> tuple[str, list[Attachment]]:
@@ -55,14 +46,6 @@ def _text_and_attachments(payload: dict[str, Any], msg: Any) -> tuple[str, list[
     return "", [Attachment(kind or "unknown")]
 
 
-def _created_at(value: Any) -> datetime:
-    """The platform's createAt (ms since epoch); now, when it is missing or absurd."""
-    try:
-        return datetime.fromtimestamp(int(str(value)) / 1000, UTC)
-    except (ValueError, OverflowError, OSError):
-        return datetime.now(UTC)
-
-
 def to_inbound(
     channel_id: ChannelId, payload: dict[str, Any], frame_id: str, bot_nick: str = ""
 ) -> InboundMessage:
@@ -77,8 +60,6 @@ def to_inbound(
         raise PermanentError(f"malformed bot message: {type(exc).__name__}") from exc
     chat_type = ChatType.GROUP if str(msg.conversation_type) == "2" else ChatType.DIRECT
     text = _strip_mention(text, bot_nick) if chat_type is ChatType.GROUP else text.strip()
-    notes = [describe_attachment(a) for a in attachments]
-    full_text = "\n".join([t for t in [text, *notes] if t])
     sender_key = msg.sender_staff_id or msg.sender_id or ""
     extra = {
         k: str(v)
@@ -89,7 +70,6 @@ def to_inbound(
         }.items()
         if v
     }
-    received_at = _created_at(payload.get("createAt"))
     reply_handle: dict[str, Any] = {
         "session_webhook": msg.session_webhook or "",
         "session_webhook_expires_ms": int(msg.session_webhook_expired_time or 0),
@@ -108,8 +88,8 @@ def to_inbound(
         sender=Sender(
             platform_id=str(sender_key), display_name=msg.sender_nick or "", extra_ids=extra
         ),
-        text=full_text,
-        received_at=received_at,
+        text=with_notes(text, attachments),
+        received_at=timestamp_ms(payload.get("createAt")),
         attachments=tuple(attachments),
         # DingTalk pushes group messages only when the bot is @-mentioned; isInAtList says so
         bot_mentioned=chat_type is ChatType.DIRECT or bool(msg.is_in_at_list),

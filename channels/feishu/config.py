@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
-from channels.config import SENDS_SECRETS, ChannelConfigBase, http_base_url
+from channels.config import SENDS_SECRETS, ChannelConfigBase, NonEmptySecret, http_base_url
 
 DOMAINS = {
     "feishu": "https://open.feishu.cn",
@@ -20,7 +20,7 @@ class FeishuChannelConfig(ChannelConfigBase):
     type: Literal["feishu"] = "feishu"
     final_update_gap: ClassVar[float] = 0.1  # CardKit: 10 operations per second per card
     app_id: str = Field(min_length=1)  # cli_...
-    app_secret: SecretStr
+    app_secret: NonEmptySecret
     # "feishu", "lark", or a base URL (an emulator, a private deployment); the web form shows it
     # among the essential fields although it has a default; discovery and the token call (which
     # carry app_secret) go there
@@ -43,13 +43,6 @@ class FeishuChannelConfig(ChannelConfigBase):
         if value.lower().startswith(("http://", "https://")):
             return http_base_url(value)
         raise ValueError('domain must be "feishu", "lark" or a URL starting with http(s)://')
-
-    @field_validator("app_secret")
-    @classmethod
-    def _secret_not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("app_secret must not be empty")
-        return value
 
     @property
     def base_url(self) -> str:

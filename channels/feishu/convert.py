@@ -1,20 +1,12 @@
-"""`im.message.receive_v1` events (reference/feishu.md §3) to `InboundMessage`."""
+"""`im.message.receive_v1` events (docs/platforms/feishu.md §3) to `InboundMessage`."""
 
 from __future__ import annotations
 
 import json
-import re
-from datetime import UTC, datetime
 from typing import Any
 
-from channels.model import (
-    Attachment,
-    ChannelId,
-    ChatType,
-    InboundMessage,
-    Sender,
-    describe_attachment,
-)
+from channels.convert import squeeze_spaces, timestamp_ms, with_notes
+from channels.model import Attachment, ChannelId, ChatType, InboundMessage, Sender
 from common.errors import PermanentError
 
 PLATFORM = "feishu"
@@ -27,7 +19,6 @@ _MEDIA = {
     "media": ("video", "file_key"),
     "sticker": ("sticker", "file_key"),
 }
-_SPACES = re.compile(r"[ \t]{2,}")
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -130,13 +121,6 @@ def _text_and_attachments(
     return "", [Attachment(f"{kind or 'unknown'} message")]
 
 
-def _created_at(value: Any) -> datetime:
-    try:
-        return datetime.fromtimestamp(int(str(value)) / 1000, UTC)
-    except (ValueError, OverflowError, OSError):
-        return datetime.now(UTC)
-
-
 def event_type(event: dict[str, Any]) -> str:
     """The schema 2.0 event type, or "" when the envelope has none."""
     return _str(_obj(event.get("header")).get("event_type"))
@@ -162,8 +146,6 @@ def to_inbound(channel_id: ChannelId, event: dict[str, Any], bot_open_id: str) -
     mentions = _Mentions(message.get("mentions"), bot_open_id)
     kind = _str(message.get("message_type"))
     text, attachments = _text_and_attachments(kind, _content(message), mentions)
-    text = _SPACES.sub(" ", text).strip()
-    notes = [describe_attachment(a) for a in attachments]
     open_id = _str(sender_ids.get("open_id"))
     extra = {k: v for k in ("union_id", "user_id") if (v := _str(sender_ids.get(k)))}
     return InboundMessage(
@@ -173,12 +155,13 @@ def to_inbound(channel_id: ChannelId, event: dict[str, Any], bot_open_id: str) -
         chat_id=_str(message.get("chat_id")),
         chat_type=chat_type,
         sender=Sender(platform_id=open_id, extra_ids=extra),
-        text="\n".join(t for t in [text, *notes] if t),
-        received_at=_created_at(message.get("create_time")),
+        text=with_notes(squeeze_spaces(text), attachments),
+        received_at=timestamp_ms(message.get("create_time")),
         attachments=tuple(attachments),
         bot_mentioned=chat_type is ChatType.DIRECT or mentions.bot_mentioned,
         tenant=_str(header.get("tenant_key")) or _str(sender.get("tenant_key")),
-        # event_id can change on redelivery while message_id stays (reference §3): both dedupe
+        # event_id can change on redelivery while message_id stays: both dedupe
+        # (docs/platforms/feishu.md §3.3)
         frame_id=_str(header.get("event_id")),
         reply_handle={
             "message_id": _str(message.get("message_id")),
