@@ -1,14 +1,221 @@
-"""Helpers every provider uses for the task that reads its platform session."""
+"""The lifecycle every session provider shares; a platform adds its session and its replies.
+
+A provider holds one platform session (its `connection.py`) at a time. `start()` builds and opens
+one and returns once the platform's handshake succeeded (or raises a classified error), a reader
+task runs it, `wait_closed()` returns or raises as that task ended, and `close()` ends it within
+a budget. Messages reach the daemon only through the sink: providers never touch storage or agents.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar, Generic, Protocol, TypeVar
 
-from common.errors import TransientError
+from channels.cards import CardReplyStream, MessageSender
+from channels.config import ChannelConfigBase
+from channels.connection import SessionSocket
+from channels.model import ChannelId, ChannelState, InboundMessage
+from channels.observer import NullObserver, Observer
+from channels.provider import Capabilities, InboundSink, ReplyStream
+from channels.splitting import split_text
+from common.errors import PermanentError, TransientError
 
 
-async def watch_reader(reader: asyncio.Task[None] | None, what: str) -> None:
+class PlatformSession(Protocol):
+    """One connection to the platform, as a provider drives it."""
+
+    @property
+    def socket(self) -> SessionSocket:
+        """Its websocket, with the time of its last frame and its dropped-frame count."""
+        ...
+
+    async def open(self) -> None:
+        """Return once the platform's handshake succeeded, or raise a classified error."""
+        ...
+
+    async def run(self) -> None:
+        """Read until the session ends: return when the platform ended it, else raise why."""
+        ...
+
+    async def close(self) -> None:
+        """Close the socket, bounded."""
+        ...
+
+
+class PlatformClient(Protocol):
+    """The platform's HTTP client, as far as the provider's lifecycle is concerned."""
+
+    async def close(self) -> None:
+        """Close its HTTP session."""
+        ...
+
+
+ConfigT = TypeVar("ConfigT", bound=ChannelConfigBase)
+ApiT = TypeVar("ApiT", bound=PlatformClient)
+SessionT = TypeVar("SessionT", bound=PlatformSession)
+
+
+class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
+    """A `ChannelProvider` over one platform session at a time; sessions come and go under the
+    supervisor, replies survive them."""
+
+    platform: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    session_name: ClassVar[str] = "session"  # what the platform's session is called, for errors
+    close_budget: ClassVar[float] = 3.0  # seconds close() may take, socket and reader included
+
+    def __init__(
+        self, config: ConfigT, sink: InboundSink, *, observer: Observer | None = None
+    ) -> None:
+        self._config = config
+        self._sink = sink
+        self._observer = observer or NullObserver()
+        self._log = logging.getLogger(f"channeld.{self.platform}.{config.id}")
+        self._api = self._new_api()
+        self._sender = self._new_sender(self._api)
+        self._session: SessionT | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._state = ChannelState.DISCONNECTED
+        self._closed = False
+        self._frames_dropped_before = 0  # by sessions that have ended
+
+    # -- what a platform provides ------------------------------------------------------------------
+
+    @abstractmethod
+    def _new_api(self) -> ApiT:
+        """The platform's HTTP client, counting its requests through `_count_request`."""
+
+    @abstractmethod
+    def _new_sender(self, api: ApiT) -> MessageSender:
+        """What sends plain messages through `api`."""
+
+    @abstractmethod
+    async def _new_session(self) -> SessionT:
+        """A session ready to open; anything to check or learn first happens here."""
+
+    def _remember(self, session: SessionT) -> None:
+        """Keep what a session learned (once open, and once ended) for the next one."""
+
+    @abstractmethod
+    def _new_reply(self, message: InboundMessage) -> CardReplyStream:
+        """A reply to `message`, not yet begun."""
+
+    # -- ChannelProvider ---------------------------------------------------------------------------
+
+    @property
+    def channel_id(self) -> ChannelId:
+        return ChannelId(self._config.id)
+
+    @property
+    def state(self) -> ChannelState:
+        return self._state
+
+    @property
+    def last_frame_at(self) -> float:
+        return self._session.socket.last_frame_at if self._session else 0.0
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames dropped as unreadable, over every session of this provider."""
+        current = self._session.socket.invalid_frames if self._session else 0
+        return self._frames_dropped_before + current
+
+    async def start(self) -> None:
+        """Open a session; returns once the platform's handshake succeeded."""
+        if self._closed:
+            raise PermanentError("provider is closed")
+        await self._end_session()
+        self._state = ChannelState.CONNECTING
+        session: SessionT | None = None
+        try:
+            session = await self._new_session()
+            await session.open()
+        except BaseException:
+            self._state = ChannelState.DISCONNECTED
+            if session is not None:
+                await session.close()
+            raise
+        self._session = session
+        self._remember(session)
+        name = f"{self.platform}-reader-{self._config.id}"
+        self._reader = asyncio.create_task(session.run(), name=name)
+        self._state = ChannelState.CONNECTED
+
+    async def wait_closed(self) -> None:
+        """Return when the platform ended the session normally; raise why otherwise."""
+        reader, session = self._reader, self._session
+        try:
+            await _watch(reader, self.session_name)
+        finally:
+            if reader is not None and reader.done():
+                self._state = ChannelState.DISCONNECTED
+                if session is not None:
+                    self._remember(session)
+
+    async def close(self) -> None:
+        """Idempotent and bounded: ends the session and closes the HTTP client."""
+        self._closed = True
+        try:
+            async with asyncio.timeout(self.close_budget):
+                await self._end_session()
+        except TimeoutError:
+            self._log.warning(
+                "closing the %s took longer than %.0fs", self.session_name, self.close_budget
+            )
+        await self._api.close()
+        self._state = ChannelState.DISCONNECTED
+
+    async def send(self, message: InboundMessage, text: str) -> None:
+        chunks = split_text(text, self._sender.limit, measure=self._sender.measure)
+        for index, chunk in enumerate(chunks):
+            await self._sender.send(message, chunk, f"send-{index}")
+
+    async def open_stream(self, message: InboundMessage) -> ReplyStream:
+        reply = self._new_reply(message)
+        await reply.begin()
+        return reply
+
+    async def resume_stream(self, message: InboundMessage, card_id: str, shown: str) -> ReplyStream:
+        reply = self._new_reply(message)
+        reply.adopt(card_id, shown)
+        return reply
+
+    # -- for subclasses ----------------------------------------------------------------------------
+
+    async def _deliver(self, convert: Callable[[], InboundMessage], what: str) -> None:
+        """Hand `convert()` to the sink; when it raises PermanentError, count and skip it."""
+        try:
+            message = convert()
+        except PermanentError as exc:
+            # acked anyway: a malformed message would only come back again
+            self._log.warning("ignored an unreadable %s: %s", what, exc)
+            self._observer.message_invalid(self._config.id, self.platform)
+            return
+        await self._sink(message)
+
+    def _count_request(self, endpoint: str, status: str) -> None:
+        self._observer.platform_request(self._config.id, self.platform, endpoint, status)
+
+    def _count_drop(self, reason: str) -> None:
+        self._observer.frame_dropped(self._config.id, self.platform, reason)
+
+    def _count_ack(self, seconds: float) -> None:
+        self._observer.ack_latency(self._config.id, self.platform, seconds)
+
+    async def _end_session(self) -> None:
+        reader, session = self._reader, self._session
+        self._reader, self._session = None, None
+        await _cancel(reader)
+        if session is not None:
+            self._frames_dropped_before += session.socket.invalid_frames
+            await session.close()
+
+
+async def _watch(reader: asyncio.Task[None] | None, what: str) -> None:
     """Wait for a session's reader: return or raise as it did; its cancellation by someone
     else (the provider closing the session) is a TransientError, ours propagates."""
     if reader is None:
@@ -22,7 +229,7 @@ async def watch_reader(reader: asyncio.Task[None] | None, what: str) -> None:
         raise
 
 
-async def cancel_reader(reader: asyncio.Task[None] | None) -> None:
+async def _cancel(reader: asyncio.Task[None] | None) -> None:
     """Cancel a reader and wait for it; whatever it raised is already reported elsewhere."""
     if reader is not None:
         reader.cancel()

@@ -60,7 +60,7 @@ def connection(
     api = FeishuApi(app_id="cli_x", app_secret="s", base_url="http://127.0.0.1:9")
     conn = LongConnection(api, on_event=on_event, logger=logging.getLogger("fuzz"))
     socket = RecordingSocket()
-    conn._ws = socket  # type: ignore[assignment]  # the leaf: what the client sends back
+    conn.socket.ws = socket  # type: ignore[assignment]  # the leaf: what the client sends back
     return conn, socket
 
 
@@ -166,7 +166,7 @@ async def test_any_frame_is_acked_dropped_or_buffered_never_a_crash(tmp_path: Pa
             assert json.loads(decoded.payload)["code"] in (200, 500)
         # every event handed on was a JSON object and got exactly one ack
         assert len(events) <= len(socket.sent) <= len(batch)
-        assert conn.invalid_frames <= len(batch)
+        assert conn.socket.invalid_frames <= len(batch)
 
     # derandomized: CI runs the same batches every time; widen locally with more examples
     @settings(
@@ -200,6 +200,6 @@ async def test_deep_nesting_is_dropped_counted_and_acked_the_session_reads_on() 
         await conn._handle(event_frame(payload))
     # the two unreadable payloads are dropped (and acked: they would only come back); the event
     # whose content is too deep is handed on, where conversion classifies it
-    assert conn.invalid_frames == 2
+    assert conn.socket.invalid_frames == 2
     assert [json.loads(frames.decode(a).payload)["code"] for a in socket.sent] == [200] * 3
     assert len(events) == 1

@@ -17,7 +17,6 @@ ack frames, and replaces the connection loop:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -27,16 +26,11 @@ from urllib.parse import quote_plus
 
 import dingtalk_stream
 import websockets.exceptions  # noqa: F401  (see module docstring: 0.24.3 relies on it lazily)
-from dingtalk_stream import (
-    AckMessage,
-    CallbackMessage,
-    ChatbotMessage,
-    EventMessage,
-    SystemMessage,
-)
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from dingtalk_stream import AckMessage, CallbackMessage, ChatbotMessage, EventMessage, SystemMessage
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
 
+from channels.connection import SessionSocket
 from channels.dingtalk.api import DingTalkApi
 from channels.observer import TOO_DEEP, UNREADABLE
 from common.errors import ChannelError, TransientError
@@ -45,13 +39,17 @@ from common.errors import ChannelError, TransientError
 BotMessageCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 SDK_UA = "dingtalk-sdk-python/v0.24.3-union"
-OPEN_TIMEOUT = 10.0
-CLOSE_TIMEOUT = 2.0
-MAX_FRAME_BYTES = 4 * 1024 * 1024
 TAG_UNACKED = "unacked"  # route_message(): a bot message left unacked on purpose
 # What the SDK's frame parsing raises on hostile input (an `int()` of a huge or infinite `time`
 # header, `data` nested deeper than the JSON decoder's recursion limit...).
 _UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError)
+
+
+def _rejection(exc: InvalidStatus) -> Exception:
+    # the ticket is single use and short-lived: a rejected upgrade is worth a new ticket
+    return TransientError(
+        f"gateway refused the websocket upgrade (HTTP {exc.response.status_code})"
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -91,14 +89,12 @@ class DingTalkSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[mis
     ) -> None:
         super().__init__(dingtalk_stream.Credential(client_id, client_secret), logger=logger)
         self.register_callback_handler(ChatbotMessage.TOPIC, _BotMessageHandler(on_message, logger))
+        # the SDK's route_message() sends acks through `self.websocket`
         self.websocket: ClientConnection | None = None
+        self.socket = SessionSocket("gateway", logger, on_drop)
         self._api = api
         self._watchdog = watchdog_seconds
         self._on_ack = on_ack
-        self._on_drop = on_drop
-        self.last_frame_at = time.monotonic()
-        self.frames_received = 0
-        self.invalid_frames = 0
 
     def _subscriptions(self) -> list[dict[str, str]]:
         return [{"type": "CALLBACK", "topic": topic} for topic in self.callback_handler_map]
@@ -111,56 +107,20 @@ class DingTalkSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[mis
         """Open-connection call and websocket handshake; raises classified errors."""
         endpoint, ticket = await self._api.open_connection(self._subscriptions(), SDK_UA)
         uri = f"{endpoint}?ticket={quote_plus(ticket)}"
-        try:
-            self.websocket = await connect(
-                uri,
-                open_timeout=OPEN_TIMEOUT,
-                close_timeout=CLOSE_TIMEOUT,
-                ping_interval=20,
-                ping_timeout=20,
-                max_size=MAX_FRAME_BYTES,
-            )
-        except InvalidStatus as exc:
-            # the ticket is single use and short-lived: a rejected upgrade is worth a new ticket
-            raise TransientError(
-                f"gateway refused the websocket upgrade (HTTP {exc.response.status_code})"
-            ) from exc
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            raise TransientError(f"gateway websocket connect failed: {type(exc).__name__}") from exc
-        self.last_frame_at = time.monotonic()
+        self.websocket = await self.socket.connect(uri, rejected=_rejection)
         self.pre_start()
 
     async def run(self) -> None:
         """Read and route frames; return on a SYSTEM disconnect, raise TransientError otherwise."""
-        websocket = self.websocket
-        if websocket is None:
-            raise TransientError("session is not open")
         while True:
-            try:
-                async with asyncio.timeout(self._watchdog):
-                    raw = await websocket.recv()
-            except TimeoutError:
-                raise TransientError(
-                    f"no frame from the gateway for {self._watchdog:.0f}s (pings included)"
-                ) from None
-            except ConnectionClosed as exc:
-                code = exc.rcvd.code if exc.rcvd else 1006
-                raise TransientError(f"gateway closed the socket (code {code})") from exc
-            received_at = self.last_frame_at = time.monotonic()
-            self.frames_received += 1
-            try:
-                frame = json.loads(raw)
-                if not isinstance(frame, dict):
-                    raise ValueError("frame is not an object")
-            except ValueError:
-                self._drop("not a JSON object")
-                continue
-            except RecursionError:
-                self._drop("JSON nested deeper than the decoder goes", TOO_DEEP)
+            raw = await self.socket.receive(self._watchdog)
+            received_at = self.socket.last_frame_at
+            frame = self.socket.json_object(raw, "frame")
+            if frame is None:
                 continue
             tag = await self.route_message(frame)
             if tag == self.TAG_DISCONNECT:
-                await websocket.close()
+                await self.close()
                 return
             if tag == TAG_UNACKED:
                 continue
@@ -204,14 +164,10 @@ class DingTalkSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[mis
         return ""
 
     def _drop(self, why: str, reason: str = UNREADABLE) -> str:
-        self.invalid_frames += 1
-        if self._on_drop is not None:
-            self._on_drop(reason)
-        self.logger.warning("dropped a gateway frame: %s", why)
+        self.socket.drop(why, reason)
         return ""
 
     async def close(self) -> None:
         """Close the socket, bounded by the websocket close timeout."""
-        websocket, self.websocket = self.websocket, None
-        if websocket is not None:
-            await websocket.close()
+        self.websocket = None
+        await self.socket.close()

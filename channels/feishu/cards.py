@@ -1,11 +1,11 @@
-"""Reply streams for Feishu: a CardKit streaming card, with a rich-text (post) fallback.
+"""Feishu replies: a CardKit streaming card, with rich-text (post) messages as the fallback.
 
-One state machine per reply, like DingTalk's: card → (creation or sending fails) messages;
-card → (streaming refused for good) the card keeps what it showed, the rest goes out as messages.
-Every card operation carries a sequence strictly above the previous one (300317 otherwise) and a
-uuid; a retry of the same operation reuses both, so an operation that landed before its answer
-was lost is not applied twice. Messages carry a uuid derived from what they say, so a retry never
-posts twice (Feishu dedupes a uuid for an hour).
+The order of things (card first, messages for what it could not show, never the same text
+twice) is `channels.cards.CardReplyStream`'s; this module makes Feishu's calls. Every card
+operation carries a sequence strictly above the previous one (300317 otherwise) and a uuid; a
+retry of the same operation reuses both, so an operation that landed before its answer was lost
+is not applied twice. Messages carry a uuid derived from what they say, so a retry never posts
+twice (Feishu dedupes a uuid for an hour).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from channels.cards import CardReplyStream, MessageSender
 from channels.feishu.api import FeishuApi, FeishuApiError, SequenceConflict
-from channels.model import Delivered, InboundMessage
+from channels.model import InboundMessage
 from channels.splitting import split_text
-from channels.tail import MessageTail
 from common.errors import ChannelError, TransientError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def idempotency_key(*parts: str) -> str:
 
 
 def streaming_card(summary: str = "") -> dict[str, Any]:
-    """Card JSON 2.0 with one markdown element that streams (reference §4.4)."""
+    """Card JSON 2.0 with one markdown element that streams (docs/platforms/feishu.md §4.4)."""
     return {
         "schema": "2.0",
         "config": {
@@ -72,15 +72,22 @@ def post_content(markdown: str) -> dict[str, Any]:
     return {"zh_cn": {"title": "", "content": [[{"tag": "md", "text": markdown}]]}}
 
 
-class MessageSender:
+class FeishuMessageSender:
     """Plain answers: a reply to the user's message, or a post to the chat if it is gone."""
+
+    limit = POST_TEXT_BYTES
 
     def __init__(self, api: FeishuApi) -> None:
         self._api = api
 
-    async def send(self, message: InboundMessage, markdown: str, purpose: str) -> None:
-        key = idempotency_key(message.message_id, purpose, markdown)
-        content = post_content(markdown)
+    def measure(self, text: str) -> int:
+        """UTF-8 bytes, as Feishu counts a post."""
+        return utf8_len(text)
+
+    async def send(self, message: InboundMessage, text: str, purpose: str) -> None:
+        """One post; its uuid comes from `purpose` and the text, so a retry never posts twice."""
+        key = idempotency_key(message.message_id, purpose, text)
+        content = post_content(text)
         try:
             await self._api.reply(message.message_id, "post", content, key)
         except FeishuApiError as exc:
@@ -99,59 +106,32 @@ class _Op:
     body: str
 
 
-class FeishuReplyStream:
+class FeishuReplyStream(CardReplyStream):
     """Streams one answer into a CardKit card, or sends it as post messages."""
 
+    card_name = "streaming card"
+
     def __init__(self, api: FeishuApi, sender: MessageSender, message: InboundMessage) -> None:
+        super().__init__(sender, message)
         self._api = api
-        self._sender = sender
-        self._message = message
-        self._card_id: str | None = None
-        self._card_live = False
-        self._card_text = ""
         self._sequence = 0
         self._unsure: _Op | None = None
-        self._tail = MessageTail(POST_TEXT_BYTES, utf8_len)
-        self._done = False
-
-    @property
-    def delivered(self) -> Delivered:
-        return Delivered(self._card_id, self._card_text + self._tail.text, self._tail.sent)
-
-    @property
-    def streaming(self) -> bool:
-        return self._card_live
 
     def adopt(self, card_id: str, shown: str) -> None:
         """Continue a card an earlier process created (crash recovery)."""
-        self._card_id = card_id
-        self._card_live = True
-        self._card_text = shown
+        super().adopt(card_id, shown)
         self._sequence = RESUMED_SEQUENCE
 
-    async def begin(self) -> None:
-        """Create the card and send it as the reply; on any failure the answer goes as messages."""
+    async def _create_card(self) -> str:
+        card_id = await self._api.create_card(streaming_card())
+        key = idempotency_key(self._message.message_id, "card", card_id)
+        content = {"type": "card", "data": {"card_id": card_id}}
         try:
-            card_id = await self._api.create_card(streaming_card())
-            key = idempotency_key(self._message.message_id, "card", card_id)
-            content = {"type": "card", "data": {"card_id": card_id}}
-            try:
-                await self._api.reply(self._message.message_id, "interactive", content, key)
-            except TransientError:
-                # it may have landed before the answer was lost: the same uuid cannot post twice
-                await self._api.reply(self._message.message_id, "interactive", content, key)
-        except ChannelError as exc:
-            log.warning(
-                "channel %s: streaming card unavailable (%s: %s); answering with messages",
-                self._message.channel_id,
-                type(exc).__name__,
-                exc,
-            )
-            return
-        self._card_id = card_id
-        self._card_live = True
-
-    # -- card operations ---------------------------------------------------------------------------
+            await self._api.reply(self._message.message_id, "interactive", content, key)
+        except TransientError:
+            # it may have landed before the answer was lost: the same uuid cannot post twice
+            await self._api.reply(self._message.message_id, "interactive", content, key)
+        return card_id
 
     async def _card_op(self, body: str, call: Callable[[int, str], Awaitable[None]]) -> None:
         """Runs one sequenced operation; a 300317 skips the sequence ahead and tries once more."""
@@ -178,9 +158,7 @@ class FeishuReplyStream:
         return _Op(self._sequence, key, body)
 
     async def _show(self, text: str) -> None:
-        card_id = self._card_id
-        if card_id is None:
-            raise ChannelError("no card")
+        card_id = self._card
         shown = text or PLACEHOLDER
 
         async def call(sequence: int, key: str) -> None:
@@ -189,10 +167,11 @@ class FeishuReplyStream:
         await self._card_op("text:" + shown, call)
         self._card_text = text
 
-    async def _close(self) -> None:
-        card_id = self._card_id
-        if card_id is None:
-            raise ChannelError("no card")
+    async def _end_card(self, text: str, *, failed: bool) -> None:
+        # a failed answer ends like any other: its text says what went wrong
+        if text != self._card_text:
+            await self._show(text)
+        card_id = self._card
         summary = self._card_text.replace("\n", " ")[:SUMMARY_CHARS]
         settings = {"config": {"streaming_mode": False, "summary": {"content": summary}}}
 
@@ -202,70 +181,6 @@ class FeishuReplyStream:
         await self._card_op("close", call)
 
     def _fit(self, text: str) -> str:
-        """What of `text` the card can hold (the rest follows as messages at the end)."""
         if utf8_len(text) <= CARD_TEXT_BYTES:
             return text
         return split_text(text, CARD_TEXT_BYTES, measure=utf8_len)[0]
-
-    # -- ReplyStream -------------------------------------------------------------------------------
-
-    async def update(self, text_so_far: str) -> None:
-        if not self._card_live:
-            return  # messages are sent whole at the end
-        shown = self._fit(text_so_far)
-        if shown == self._card_text:
-            return
-        try:
-            await self._show(shown)
-        except ChannelError as exc:
-            if exc.retryable:
-                raise  # the emitter skips this update and slows down
-            self._stop_card(exc)
-
-    def _stop_card(self, exc: ChannelError) -> None:
-        self._card_live = False
-        log.warning(
-            "channel %s: card streaming refused (%s: %s); the rest follows as messages",
-            self._message.channel_id,
-            type(exc).__name__,
-            exc,
-        )
-
-    async def finish(self, final_text: str) -> None:
-        if self._done:
-            return
-        if self._card_live:
-            try:
-                await self._end_card(self._fit(final_text))
-            except ChannelError as exc:
-                if exc.retryable:
-                    raise  # the emitter retries the final text until its deadline
-                self._stop_card(exc)
-        await self._send_rest(final_text)
-        self._done = True
-
-    async def fail(self, reason: str, partial_text: str = "") -> None:
-        if self._done:
-            return
-        shown = f"{partial_text}\n\n{reason}" if partial_text else reason
-        if self._card_live:
-            try:
-                await self._end_card(self._fit(shown))
-            except ChannelError as exc:
-                self._stop_card(exc)
-        await self._send_rest(shown)
-        self._done = True
-
-    async def _end_card(self, text: str) -> None:
-        if text != self._card_text:
-            await self._show(text)
-        await self._close()
-        self._card_live = False
-
-    async def _send_rest(self, text: str) -> None:
-        """Send what the card has not shown, resuming where an earlier attempt stopped."""
-
-        async def send_one(chunk: str, index: int) -> None:
-            await self._sender.send(self._message, chunk, f"answer-{index}")
-
-        await self._tail.send(self._card_text, text, send_one)

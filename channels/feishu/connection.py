@@ -1,4 +1,4 @@
-"""One Feishu/Lark event long connection, native asyncio (reference/feishu.md §1, §2.3).
+"""One Feishu/Lark event long connection, native asyncio (docs/platforms/feishu.md §1, §2.3).
 
 lark-oapi 1.7.5's ws client cannot run inside a daemon's loop (a module-global loop, a blocking
 discovery call without timeout, no stop, acks only after a synchronous handler). This client
@@ -20,9 +20,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from channels.connection import SessionSocket
 from channels.feishu import frames
 from channels.feishu.api import FeishuApi
 from channels.feishu.frames import ClientConfig, Frame, FrameError, FrameMethod
@@ -32,13 +33,10 @@ from common.errors import MAX_RETRY_AFTER, AuthError, ConfigError, TransientErro
 # Receives one decoded event; returning means it is journaled (or a known duplicate).
 EventCallback = Callable[[dict[str, Any]], Awaitable[None]]
 
-OPEN_TIMEOUT = 10.0
-CLOSE_TIMEOUT = 2.0
-MAX_FRAME_BYTES = 4 * 1024 * 1024
 MAX_PARTS = 64  # an event split further than this is not one we could hold in memory anyway
 PONG_GRACE = 30.0  # silence beyond the ping interval that declares the socket dead
 
-# handshake rejection headers and the values lark-oapi treats as final (reference §1.2)
+# handshake rejection headers, values lark-oapi treats as final (docs/platforms/feishu.md §1.2)
 AUTH_FAILED = "514"
 FORBIDDEN = "403"
 EXCEED_CONN_LIMIT = "1000040350"
@@ -70,15 +68,11 @@ class LongConnection:
         self.client_config = config or ClientConfig()
         self._watchdog = watchdog_seconds
         self._on_ack = on_ack
-        self._on_invalid = on_invalid
         self._rng = rng or random.Random()  # noqa: S311  (reconnect jitter)
-        self._ws: ClientConnection | None = None
+        self.socket = SessionSocket("feishu gateway", logger, on_invalid)
         self._service = 0
         self._send_lock = asyncio.Lock()
         self._parts = frames.Reassembler()
-        self.last_frame_at = time.monotonic()
-        self.frames_received = 0
-        self.invalid_frames = 0
 
     @property
     def silence_limit(self) -> float:
@@ -113,24 +107,10 @@ class LongConnection:
             self._service = int(query["service_id"][0])
         except (KeyError, IndexError, ValueError):
             raise TransientError("feishu gateway URL without a numeric service_id") from None
-        try:
-            self._ws = await connect(
-                url,
-                open_timeout=OPEN_TIMEOUT,
-                close_timeout=CLOSE_TIMEOUT,
-                ping_interval=20,
-                ping_timeout=20,
-                max_size=MAX_FRAME_BYTES,
-                proxy=None,
-            )
-        except InvalidStatus as exc:
-            raise self._rejection(exc) from exc
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            raise TransientError(
-                f"feishu gateway websocket connect failed: {type(exc).__name__}",
-                self._retry_hint(),
-            ) from exc
-        self.last_frame_at = time.monotonic()
+        # lark-oapi 1.7.5 connects without a proxy whatever the environment says
+        await self.socket.connect(
+            url, rejected=self._rejection, retry_hint=self._retry_hint, env_proxy=False
+        )
 
     def _rejection(self, exc: InvalidStatus) -> Exception:
         headers = exc.response.headers
@@ -149,27 +129,13 @@ class LongConnection:
 
     async def run(self) -> None:
         """Ping and read until the session ends; always raises TransientError saying why."""
-        ws = self._ws
+        ws = self.socket.ws
         if ws is None:
             raise TransientError("session is not open")
         pinger = asyncio.create_task(self._ping_loop(ws), name="feishu-ping")
         try:
             while True:
-                try:
-                    async with asyncio.timeout(self.silence_limit):
-                        raw = await ws.recv()
-                except TimeoutError:
-                    raise TransientError(
-                        f"no frame from the feishu gateway for {self.silence_limit:.0f}s",
-                        self.reconnect_delay(),
-                    ) from None
-                except ConnectionClosed as exc:
-                    code = exc.rcvd.code if exc.rcvd else 1006
-                    raise TransientError(
-                        f"feishu gateway closed the socket (code {code})", self.reconnect_delay()
-                    ) from exc
-                self.last_frame_at = time.monotonic()
-                self.frames_received += 1
+                raw = await self.socket.receive(self.silence_limit, self.reconnect_delay)
                 try:
                     await self._handle(raw)
                 except ConnectionClosed as exc:
@@ -192,10 +158,7 @@ class LongConnection:
             await ws.send(frames.encode(frame))
 
     def _invalid(self, why: str, reason: str = UNREADABLE) -> None:
-        self.invalid_frames += 1
-        if self._on_invalid is not None:
-            self._on_invalid(reason)
-        self._log.warning("dropped a feishu gateway frame: %s", why)
+        self.socket.drop(why, reason)
 
     async def _handle(self, raw: str | bytes) -> None:
         if isinstance(raw, str):
@@ -252,18 +215,9 @@ class LongConnection:
             return
         if whole is None:
             return  # only the part that completes the event is answered
-        try:
-            event = json.loads(whole)
-            if not isinstance(event, dict):
-                raise ValueError("not an object")
-        except ValueError:
+        event = self.socket.json_object(whole, "event payload")
+        if event is None:
             # acked anyway: an unreadable event would only come back again
-            self._invalid("event payload is not a JSON object")
-            await self._ack(frame, ACK_OK, received_at)
-            return
-        except RecursionError:
-            # as above; uncaught it would end the reader task, and the redelivery the next session
-            self._invalid("event payload nested deeper than the JSON decoder goes", TOO_DEEP)
             await self._ack(frame, ACK_OK, received_at)
             return
         try:
@@ -279,7 +233,7 @@ class LongConnection:
         await self._ack(frame, ACK_OK, received_at)
 
     async def _ack(self, frame: Frame, code: int, received_at: float) -> None:
-        ws = self._ws
+        ws = self.socket.ws
         if ws is None:
             return
         elapsed = time.monotonic() - received_at
@@ -289,6 +243,4 @@ class LongConnection:
 
     async def close(self) -> None:
         """Close the socket, bounded by the websocket close timeout."""
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            await ws.close()
+        await self.socket.close()

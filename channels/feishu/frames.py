@@ -2,7 +2,7 @@
 
 `pbbp2_pb2` is generated from `pbbp2.proto` by protoc (`make proto`); this module only builds
 and reads frames. Header names and frame kinds follow lark-oapi 1.7.5 `ws/const.py` and
-`ws/enum.py` (reference/feishu.md §1.3).
+`ws/enum.py` (docs/platforms/feishu.md §1.3).
 """
 
 from __future__ import annotations
@@ -176,7 +176,8 @@ class Reassembler:
     """Joins the parts of a split event; a completed or stale entry is dropped at once.
 
     lark-oapi 1.7.5 keeps completed entries for their TTL, so a redelivered multi-part event is
-    handled once per part (reference §1.5); we remove the buffer as soon as it is complete.
+    handled once per part (docs/platforms/feishu.md §1.5); we remove the buffer as soon as it is
+    complete.
     """
 
     ttl: float = 10.0
