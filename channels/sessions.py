@@ -18,6 +18,7 @@ from typing import ClassVar, Generic, Protocol, TypeVar
 from channels.cards import CardReplyStream, MessageSender
 from channels.config import ChannelConfigBase
 from channels.connection import SessionSocket
+from channels.http import HttpOptions
 from channels.model import ChannelId, ChannelState, InboundMessage
 from channels.observer import NullObserver, Observer
 from channels.provider import Capabilities, InboundSink, ReplyStream
@@ -87,7 +88,7 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
 
     @abstractmethod
     def _new_api(self) -> ApiT:
-        """The platform's HTTP client, counting its requests through `_count_request`."""
+        """The platform's HTTP client, built with `_http_options`."""
 
     @abstractmethod
     def _new_sender(self, api: ApiT) -> MessageSender:
@@ -196,6 +197,10 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
             self._observer.message_invalid(self._config.id, self.platform)
             return
         await self._sink(message)
+
+    def _http_options(self, timeout: float) -> HttpOptions:
+        """What the platform's HTTP client takes from the provider: `timeout`, request counting."""
+        return HttpOptions(timeout=timeout, on_request=self._count_request)
 
     def _count_request(self, endpoint: str, status: str) -> None:
         self._observer.platform_request(self._config.id, self.platform, endpoint, status)

@@ -30,8 +30,7 @@ class DingTalkProvider(SessionProvider[DingTalkChannelConfig, DingTalkApi, DingT
             client_secret=self._config.client_secret.get_secret_value(),
             api_base=self._config.api_base,
             robot_code=self._config.effective_robot_code,
-            timeout=self._config.request_timeout,
-            on_request=self._count_request,
+            **self._http_options(self._config.request_timeout),
         )
 
     def _new_sender(self, api: DingTalkApi) -> MessageSender:

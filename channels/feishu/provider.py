@@ -37,8 +37,7 @@ class FeishuProvider(SessionProvider[FeishuChannelConfig, FeishuApi, LongConnect
             app_id=self._config.app_id,
             app_secret=self._config.app_secret.get_secret_value(),
             base_url=self._config.base_url,
-            timeout=self._config.request_timeout,
-            on_request=self._count_request,
+            **self._http_options(self._config.request_timeout),
         )
 
     def _new_sender(self, api: FeishuApi) -> MessageSender:
