@@ -73,7 +73,7 @@ class _BotMessageHandler(dingtalk_stream.CallbackHandler):  # type: ignore[misc]
 
 
 class DingTalkSession(dingtalk_stream.DingTalkStreamClient):  # type: ignore[misc]  # untyped SDK base
-    """A single Stream connection: `open()` handshakes, `run()` reads until it ends."""
+    """A single Stream-mode connection: `open()` handshakes, `run()` reads until it ends."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""The DingTalk channel provider: Stream session, inbound conversion, card and message replies."""
+"""The DingTalk provider: Stream-mode session, inbound conversion, card and message replies."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class DingTalkProvider(SessionProvider[DingTalkChannelConfig, DingTalkApi, DingT
     capabilities = Capabilities(
         streaming_card=True, markdown=True, max_message_chars=MARKDOWN_LIMIT
     )
-    session_name = "stream session"
+    session_name = "Stream-mode session"
 
     def _new_api(self) -> DingTalkApi:
         return DingTalkApi(
