@@ -129,7 +129,9 @@ class ToyProvider(SessionProvider[ToyConfig, ToyApi, ToySession]):
     session_name = "toy session"
     close_budget = 0.3
 
-    def __init__(self, config: ToyConfig, sink: Callable[[InboundMessage], Awaitable[None]]) -> None:
+    def __init__(
+        self, config: ToyConfig, sink: Callable[[InboundMessage], Awaitable[None]]
+    ) -> None:
         self.counts = Counts()
         super().__init__(config, sink, observer=self.counts)
         self.sessions: list[ToySession] = []

@@ -24,6 +24,7 @@ __all__ = [
     "Frame",
     "FrameError",
     "FrameMethod",
+    "Header",
     "Reassembler",
     "ack_frame",
     "control_frame",
