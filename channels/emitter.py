@@ -1,15 +1,17 @@
-"""Drive one reply: read an agent's deltas and push them into a ReplyStream at a pace it can take.
+"""Drive one reply: push an agent's answer into a ReplyStream at a pace the platform can take.
 
-Latest wins: the agent is read by its own task and never waits on the platform; the driver sends
-the whole text so far whenever it changed, one platform call at a time, at least `min_interval`
-apart, each call paid for with a token from the channel's shared bucket. Intermediate states that
-came and went during a call are skipped, never queued. The emitter knows no platform: fallbacks
-(card to messages) happen inside the ReplyStream, which keeps taking the same calls.
+Latest wins: the answer is read by its own task (a PrefetchedAnswer, started when the agent was
+asked) and never waits on the platform; the driver sends the whole text so far whenever it
+changed, one platform call at a time, at least `min_interval` apart, each call paid for with a
+token from the channel's shared bucket. Intermediate states that came and went during a call are
+skipped, never queued. The emitter knows no platform: fallbacks (card to messages) happen inside
+the ReplyStream, which keeps taking the same calls.
 
 The final text is retried until it lands or a deadline passes; then, and when the agent fails or
-answers nothing, the reply ends through `fail()` with the partial text. `on_progress(text)` runs
-after every call that landed, the final one included, so the owner can record what the user saw.
-Cancellation (a /stop, a shutdown) ends the reply with `fail("(stopped)")`, then propagates.
+answers nothing, the reply ends through `fail()` with the partial text. `on_progress(shown)` runs
+after an update that changed what the user sees (the stream's delivered text), so the owner can
+record it; what the user saw in the end is the result's `delivered`. Cancellation (a /stop, a
+shutdown) ends the reply with `fail("(stopped)")`, then propagates.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from channels.prefetch import PrefetchedAnswer
 from channels.provider import ReplyStream
 from channels.ratelimit import Clock, Sleep, TokenBucket
 from common.backoff import Backoff
@@ -69,40 +72,32 @@ class EmitResult:
     error: str | None  # "ClassName: message" of what went wrong
     updates_sent: int  # intermediate updates that landed; the final call is not counted
     first_update_at: float | None  # clock time the first text landed (update or final call)
+    delivered: str = ""  # what the stream says reached the user when the reply ended
 
 
 class _Reply:
-    """State of one reply, shared by the reader task and the driver."""
+    """State of one reply's delivery; the text comes from the answer's reading task."""
 
-    def __init__(self, stream: ReplyStream, on_progress: Progress | None) -> None:
+    def __init__(
+        self, answer: PrefetchedAnswer, stream: ReplyStream, on_progress: Progress | None
+    ) -> None:
+        self.answer = answer
         self.stream = stream
         self.on_progress = on_progress
-        self.changed = asyncio.Event()  # new text arrived, or the agent is done
-        self.ended = False
-        self.end_event = asyncio.Event()
         self.updates_enabled = True
         self.token_held = False  # a token taken for an update that the end made unnecessary
         self.last_call_at: float | None = None
         self.updates_sent = 0
         self.first_update_at: float | None = None
-        self._parts: list[str] = []
-        self._text = ""
+        self.reported = ""  # what on_progress was last given
 
     @property
     def text(self) -> str:
-        if self._parts:
-            self._text += "".join(self._parts)
-            self._parts.clear()
-        return self._text
+        return self.answer.text
 
-    def append(self, delta: str) -> None:
-        self._parts.append(delta)
-        self.changed.set()
-
-    def end(self) -> None:
-        self.ended = True
-        self.end_event.set()
-        self.changed.set()
+    @property
+    def ended(self) -> bool:
+        return self.answer.done
 
 
 class ResponseEmitter:
@@ -123,18 +118,20 @@ class ResponseEmitter:
 
     async def emit(
         self,
-        deltas: AsyncIterator[str],
+        answer: PrefetchedAnswer,
         stream: ReplyStream,
         *,
         on_progress: Progress | None = None,
     ) -> EmitResult:
-        """Deliver the agent's answer into `stream`; if cancelled, end the reply and re-raise."""
-        reply = _Reply(stream, on_progress)
-        reader = asyncio.create_task(self._read(deltas, reply), name="emitter-reader")
+        """Deliver the agent's answer into `stream`; if cancelled, end the reply and re-raise.
+
+        The answer's reading has ended when this returns or raises (stopped if need be).
+        """
+        reply = _Reply(answer, stream, on_progress)
         try:
             await self._drive_updates(reply)
             try:
-                await reader
+                await answer.result()
             except ChannelError as exc:
                 return await self._fail(reply, self._settings.failure_text, _describe(exc))
             except Exception as exc:
@@ -145,31 +142,24 @@ class ResponseEmitter:
             return await self._finish(reply)
         except asyncio.CancelledError:
             # Re-raised so that the owner (a /stop, a shutdown, a timeout) sees its cancellation.
-            await self._stop(reader)
+            await answer.aclose(self._settings.cleanup_timeout)
             await self._fail_quietly(reply, self._settings.stopped_text)
             raise
         except Exception:
             # A bug below (on_progress, the stream) must not leave the card "thinking" forever.
-            await self._stop(reader)
+            await answer.aclose(self._settings.cleanup_timeout)
             await self._fail_quietly(reply, self._settings.failure_text)
             raise
 
-    async def _read(self, deltas: AsyncIterator[str], reply: _Reply) -> None:
-        try:
-            async for delta in deltas:
-                if delta:
-                    reply.append(delta)
-        finally:
-            reply.end()
-
     async def _drive_updates(self, reply: _Reply) -> None:
         """Send the latest text whenever it changed, until the agent is done."""
+        changed = reply.answer.changed
         while True:
-            await reply.changed.wait()
+            await changed.wait()
             if reply.ended:
                 return
             if not reply.updates_enabled:
-                reply.changed.clear()
+                changed.clear()
                 continue
             await self._pace_unless_ended(reply)
             if reply.ended:
@@ -179,7 +169,7 @@ class ResponseEmitter:
                 reply.token_held = True
                 return
             # Cleared right before the snapshot: whatever arrives during the call triggers the next.
-            reply.changed.clear()
+            changed.clear()
             await self._update(reply, reply.text)
 
     async def _update(self, reply: _Reply, text: str) -> None:
@@ -199,7 +189,11 @@ class ResponseEmitter:
             log.warning("update refused, no more updates for this reply: %s", _describe(exc))
             return
         reply.updates_sent += 1
-        await self._landed(reply, text)
+        self._landed(reply)
+        shown = reply.stream.delivered.text
+        if reply.on_progress is not None and shown != reply.reported:
+            reply.reported = shown
+            await reply.on_progress(shown)
 
     async def _finish(self, reply: _Reply) -> EmitResult:
         """Deliver the final text, retrying with backoff until it lands or the deadline passes."""
@@ -233,7 +227,7 @@ class ResponseEmitter:
                 error = "TimeoutError: the final text did not land before the deadline"
                 break
             else:
-                await self._landed(reply, text)
+                self._landed(reply)
                 return self._result(ReplyOutcome.REPLIED, reply, None)
             delay = next(pauses)
             if self._clock() + delay >= deadline:
@@ -269,11 +263,9 @@ class ResponseEmitter:
             return _describe(exc)
         return None
 
-    async def _landed(self, reply: _Reply, text: str) -> None:
+    def _landed(self, reply: _Reply) -> None:
         if reply.first_update_at is None:
             reply.first_update_at = self._clock()
-        if reply.on_progress is not None:
-            await reply.on_progress(text)
 
     async def _pace(self, reply: _Reply, *, final: bool = False) -> None:
         if reply.last_call_at is not None:
@@ -292,7 +284,7 @@ class ResponseEmitter:
         if wait <= 0:
             return
         pause = asyncio.ensure_future(self._sleep(wait))
-        end = asyncio.ensure_future(reply.end_event.wait())
+        end = asyncio.ensure_future(reply.answer.ended.wait())
         try:
             await asyncio.wait({pause, end}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -306,19 +298,11 @@ class ResponseEmitter:
             return True
         return await self._bucket.acquire(max_wait)
 
-    async def _stop(self, reader: asyncio.Task[None]) -> None:
-        """Cancel the reader if it still runs and wait for it, without swallowing our own cancel."""
-        if not reader.done():
-            reader.cancel()
-            await asyncio.wait({reader}, timeout=self._settings.cleanup_timeout)
-            if not reader.done():
-                log.error("the agent stream ignored cancellation; abandoning it")
-                return
-        if not reader.cancelled():
-            reader.exception()  # retrieved: the outcome was reported (or is being superseded)
-
     def _result(self, outcome: ReplyOutcome, reply: _Reply, error: str | None) -> EmitResult:
-        return EmitResult(outcome, reply.text, error, reply.updates_sent, reply.first_update_at)
+        delivered = reply.stream.delivered.text
+        return EmitResult(
+            outcome, reply.text, error, reply.updates_sent, reply.first_update_at, delivered
+        )
 
 
 def _describe(exc: BaseException) -> str:

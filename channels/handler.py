@@ -31,7 +31,7 @@ from channels.emitter import ReplyOutcome
 from channels.live import ChannelRuntime
 from channels.model import ChatType, InboundMessage, inbound_to_json
 from channels.observer import UNSTORABLE, NullObserver, Observer
-from channels.prefetch import Prefetched
+from channels.prefetch import PrefetchedAnswer
 from common.backoff import Backoff
 from common.errors import ChannelError, TransientError
 from storage.errors import describe as describe_storage_error
@@ -231,16 +231,16 @@ class MessageHandler:
         async with self._slots.hold():
             # the LLM is asked now; the journal, the card and the question's turn follow while
             # it thinks (a crash before the card exists leaves the row "received": answered again)
-            deltas = Prefetched(
+            answer = PrefetchedAnswer(
                 timed(runtime.agent.stream(request), runtime.agent.name, self._observer),
                 name=f"llm-{message.channel_id}",
             )
             try:
                 await self._reply_streamed(
-                    runtime, job, conversation_id=conversation.id, text=text, now=now, deltas=deltas
+                    runtime, job, conversation_id=conversation.id, text=text, now=now, answer=answer
                 )
             finally:
-                await deltas.aclose()
+                await answer.aclose()
 
     async def _reply_streamed(
         self,
@@ -250,7 +250,7 @@ class MessageHandler:
         conversation_id: str,
         text: str,
         now: datetime,
-        deltas: AsyncIterator[str],
+        answer: PrefetchedAnswer,
     ) -> None:
         message = job.message
         await self._store.journal_update(
@@ -264,21 +264,21 @@ class MessageHandler:
         if stream.delivered.card_id:
             await self._store.journal_update(job.entry_id, card_id=stream.delivered.card_id)
 
-        async def record_progress(_: str) -> None:
+        async def record_progress(shown: str) -> None:
             # what reached the user survives a crash, so recovery never repeats or loses it;
             # best effort: a busy database must not cut the answer short (the next one catches up)
             try:
-                await self._store.journal_update(job.entry_id, delivered_text=stream.delivered.text)
+                await self._store.journal_update(job.entry_id, delivered_text=shown)
             except Exception as exc:  # noqa: BLE001 - any storage failure; logged, reply goes on
                 log.warning("channel %s: progress not recorded: %s", message.channel_id, exc)
 
-        result = await runtime.emitter.emit(deltas, stream, on_progress=record_progress)
+        result = await runtime.emitter.emit(answer, stream, on_progress=record_progress)
         self._count_reply(message, result.outcome)
         if result.first_update_at is not None:
             self._observer.reply_first_update(
                 message.channel_id, message.platform, result.first_update_at - job.accepted_at
             )
-        delivered = stream.delivered.text
+        delivered = result.delivered
         if result.outcome is ReplyOutcome.REPLIED:
             answered_at = self._clock()
             await self._with_retries(

@@ -1,64 +1,76 @@
-"""Start reading an async iterator now, consume it later: the LLM request leaves while the card
-is still being created, instead of after it."""
+"""An agent's answer read from the moment it is asked for: the LLM request leaves while the card
+is still being created, and whoever delivers the answer takes the text so far when it can."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
-from typing import Generic, TypeVar
 
-T = TypeVar("T")
-
-_END = object()
+log = logging.getLogger(__name__)
 
 
-class Prefetched(Generic[T]):
-    """An async iterator over `source` whose reading began at construction.
+class PrefetchedAnswer:
+    """The one task that reads an agent's deltas, and the text they add up to.
 
-    Items, the end and the source's exception come out in order. `aclose()` stops the reading
-    task (and with it the source, e.g. an HTTP request) if nobody consumed it to the end; it must
-    be called by the owner, as the task outlives any consumer that stops early.
+    Reading never waits on the consumer (latest wins: the consumer takes `text` whenever it is
+    ready, and intermediate states it missed are never queued). `changed` is set on new text and
+    at the end; the consumer clears it. `result()` raises what the agent raised, after the text
+    that came before it. The owner must call `aclose()`: the task outlives a consumer that stops
+    early, and with it the source (e.g. an HTTP request).
     """
 
-    def __init__(self, source: AsyncIterator[T], name: str = "prefetch") -> None:
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
-        self._done = False
-        self._task = asyncio.create_task(self._pump(source), name=name)
+    def __init__(self, deltas: AsyncIterator[str], *, name: str = "answer") -> None:
+        self.changed = asyncio.Event()
+        self.ended = asyncio.Event()
+        self._parts: list[str] = []
+        self._text = ""
+        self._error: Exception | None = None
+        self._task = asyncio.create_task(self._read(deltas), name=name)
 
-    async def _pump(self, source: AsyncIterator[T]) -> None:
+    @property
+    def text(self) -> str:
+        """Everything read so far (joined lazily: a delta costs an append, not a copy)."""
+        if self._parts:
+            self._text += "".join(self._parts)
+            self._parts.clear()
+        return self._text
+
+    @property
+    def done(self) -> bool:
+        """The agent finished, failed, or the reading was stopped."""
+        return self.ended.is_set()
+
+    async def _read(self, deltas: AsyncIterator[str]) -> None:
         try:
-            async for item in source:
-                self._queue.put_nowait(item)
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer, in order
-            self._queue.put_nowait(exc)
-        else:
-            self._queue.put_nowait(_END)
+            async for delta in deltas:
+                if delta:
+                    self._parts.append(delta)
+                    self.changed.set()
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer by result()
+            self._error = exc
         finally:
-            aclose = getattr(source, "aclose", None)
+            self.ended.set()
+            self.changed.set()
+            aclose = getattr(deltas, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
 
-    def __aiter__(self) -> Prefetched[T]:
-        return self
+    async def result(self) -> str:
+        """The whole text once the agent is done; raises the agent's error if it failed."""
+        await self.ended.wait()
+        if self._error is not None:
+            raise self._error
+        return self.text
 
-    async def __anext__(self) -> T:
-        if self._done:
-            raise StopAsyncIteration
-        item = await self._queue.get()
-        if item is _END:
-            self._done = True
-            raise StopAsyncIteration
-        if isinstance(item, Exception):
-            self._done = True
-            raise item
-        return item  # type: ignore[return-value]  # only the source's items remain
-
-    async def aclose(self) -> None:
-        """Stop reading; idempotent."""
-        self._done = True
+    async def aclose(self, within: float | None = None) -> None:
+        """Stop reading (and the source with it); idempotent. With `within`, give up waiting
+        for a source that ignores cancellation after that many seconds, and say so."""
         if not self._task.done():
             self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+            # wait() neither raises the reader's cancellation nor swallows our own
+            await asyncio.wait({self._task}, timeout=within)
+            if not self._task.done():
+                log.error("the agent stream ignored cancellation; abandoning it")

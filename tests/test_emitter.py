@@ -18,6 +18,7 @@ import pytest
 
 from channels.emitter import EmitResult, EmitterSettings, ReplyOutcome, ResponseEmitter
 from channels.model import Delivered
+from channels.prefetch import PrefetchedAnswer
 from channels.ratelimit import TokenBucket
 from common.errors import ChannelError, PermanentError, RateLimited, TransientError
 
@@ -226,7 +227,7 @@ async def test_fast_deltas_are_coalesced_latest_wins(clock: VirtualClock) -> Non
     progress = ProgressLog()
     emitter = make_emitter(clock, min_interval=0.3)
 
-    result = await emitter.emit(agent.stream(), stream, on_progress=progress)
+    result = await emitter.emit(PrefetchedAnswer(agent.stream()), stream, on_progress=progress)
 
     assert result.outcome is ReplyOutcome.REPLIED
     assert result.text == agent.text
@@ -242,7 +243,8 @@ async def test_fast_deltas_are_coalesced_latest_wins(clock: VirtualClock) -> Non
     assert stream.max_in_flight == 1
     assert_paced(updates, 0.3)
     assert_paced(stream.calls, 0.1)  # the final call may follow sooner: the answer is complete
-    assert progress.texts == [*texts, agent.text]
+    assert progress.texts == texts  # each update the user saw; the end is the result's
+    assert result.delivered == agent.text
     assert result.updates_sent == len(updates)
     assert result.first_update_at == updates[0].ended
     assert agent.closed
@@ -255,7 +257,7 @@ async def test_the_final_call_waits_only_the_short_final_interval(clock: Virtual
     stream = RecordingStream(clock, latency=0.001)
     emitter = make_emitter(clock, min_interval=0.5, final_min_interval=0.1)
 
-    await emitter.emit(agent.stream(), stream)
+    await emitter.emit(PrefetchedAnswer(agent.stream()), stream)
 
     update, finish = stream.calls
     assert (update.kind, finish.kind) == ("update", "finish")
@@ -267,7 +269,7 @@ async def test_reading_the_agent_never_waits_on_the_platform(clock: VirtualClock
     stream = RecordingStream(clock, latency=2.0)  # a very slow platform
     emitter = make_emitter(clock, min_interval=0.3)
 
-    result = await emitter.emit(agent.stream(), stream)
+    result = await emitter.emit(PrefetchedAnswer(agent.stream()), stream)
 
     first = stream.calls[0]
     assert first.ended is not None
@@ -282,7 +284,7 @@ async def test_no_update_goes_out_without_new_text(clock: VirtualClock) -> None:
     stream = RecordingStream(clock)
     emitter = make_emitter(clock, min_interval=0.3)
 
-    await emitter.emit(agent.stream(), stream)
+    await emitter.emit(PrefetchedAnswer(agent.stream()), stream)
 
     texts = [call.text for call in stream.of("update")]
     assert texts == ["".join(agent.deltas[: i + 1]) for i in range(4)]  # the fifth is the final
@@ -298,7 +300,7 @@ async def test_a_shared_bucket_caps_the_rate_of_concurrent_replies(clock: Virtua
 
     async with asyncio.TaskGroup() as group:
         tasks = [
-            group.create_task(emitter.emit(agent.stream(), stream))
+            group.create_task(emitter.emit(PrefetchedAnswer(agent.stream()), stream))
             for agent, stream in zip(agents, streams, strict=True)
         ]
 
@@ -324,7 +326,7 @@ async def test_a_token_taken_just_before_the_end_carries_the_final_call(
     agent = FakeAgent(clock, words(50), gap=0.01)  # done at 0.5 s, while waiting for a token
     stream = RecordingStream(clock)
 
-    await emitter.emit(agent.stream(), stream)
+    await emitter.emit(PrefetchedAnswer(agent.stream()), stream)
 
     update, finish = stream.calls
     assert (update.kind, finish.kind) == ("update", "finish")
@@ -343,7 +345,7 @@ async def test_rate_limited_updates_slow_the_bucket_and_the_reply_completes(
     stream = RecordingStream(clock, update_faults=[None, limited])
     progress = ProgressLog()
 
-    result = await emitter.emit(agent.stream(), stream, on_progress=progress)
+    result = await emitter.emit(PrefetchedAnswer(agent.stream()), stream, on_progress=progress)
 
     assert result.outcome is ReplyOutcome.REPLIED
     assert stream.calls[-1].kind == "finish"
@@ -365,7 +367,7 @@ async def test_a_refused_update_stops_updates_but_the_final_text_lands(clock: Vi
     agent = FakeAgent(clock, words(100), gap=0.01)
     stream = RecordingStream(clock, update_faults=[PermanentError("card streaming denied")])
 
-    result = await emitter.emit(agent.stream(), stream)
+    result = await emitter.emit(PrefetchedAnswer(agent.stream()), stream)
 
     assert [call.kind for call in stream.calls] == ["update", "finish"]
     assert result.outcome is ReplyOutcome.REPLIED
@@ -381,7 +383,7 @@ async def test_final_text_is_retried_until_it_lands(clock: VirtualClock) -> None
     stream = RecordingStream(clock, finish_faults=faults)
     progress = ProgressLog()
 
-    result = await emitter.emit(agent.stream(), stream, on_progress=progress)
+    result = await emitter.emit(PrefetchedAnswer(agent.stream()), stream, on_progress=progress)
 
     assert result.outcome is ReplyOutcome.REPLIED
     first, second, third = stream.of("finish")
@@ -391,7 +393,8 @@ async def test_final_text_is_retried_until_it_lands(clock: VirtualClock) -> None
     assert second.ended is not None
     assert second.started - first.ended >= 0.5 - EPS  # backoff
     assert third.started - second.ended >= 2.0 - EPS  # the platform's retry_after
-    assert progress.texts[-1] == agent.text
+    assert agent.text not in progress.texts
+    assert result.delivered == agent.text
     assert not stream.of("fail")
 
 
@@ -401,7 +404,7 @@ async def test_final_text_that_never_lands_fails_the_reply_visibly(clock: Virtua
     agent = FakeAgent(clock, words(20), gap=0.01)
     stream = RecordingStream(clock, finish_always=TransientError("503 service unavailable"))
 
-    result = await emitter.emit(agent.stream(), stream)
+    result = await emitter.emit(PrefetchedAnswer(agent.stream()), stream)
 
     assert result.outcome is ReplyOutcome.FAILED
     assert result.error == "TransientError: 503 service unavailable"
@@ -421,7 +424,7 @@ async def test_a_retry_after_beyond_the_deadline_gives_up_at_once(clock: Virtual
     agent = FakeAgent(clock, words(5))
     stream = RecordingStream(clock, finish_always=RateLimited("429", retry_after=60.0))
 
-    result = await emitter.emit(agent.stream(), stream)
+    result = await emitter.emit(PrefetchedAnswer(agent.stream()), stream)
 
     assert result.outcome is ReplyOutcome.FAILED
     assert result.error == "RateLimited: 429"
@@ -437,7 +440,7 @@ async def test_final_text_refused_for_good_is_not_retried(clock: VirtualClock) -
     agent = FakeAgent(clock, words(5))
     stream = RecordingStream(clock, finish_always=PermanentError("card gone"))
 
-    result = await emitter.emit(agent.stream(), stream)
+    result = await emitter.emit(PrefetchedAnswer(agent.stream()), stream)
 
     assert result.outcome is ReplyOutcome.FAILED
     assert result.error == "PermanentError: card gone"
@@ -459,7 +462,7 @@ async def test_agent_error_mid_stream_fails_with_the_partial_text(
     agent = FakeAgent(clock, words(60), gap=0.01, error=error)
     stream = RecordingStream(clock)
 
-    result = await emitter.emit(agent.stream(), stream)
+    result = await emitter.emit(PrefetchedAnswer(agent.stream()), stream)
 
     assert result.outcome is ReplyOutcome.FAILED
     assert result.error == expected
@@ -477,7 +480,7 @@ async def test_an_empty_answer_is_a_visible_failure(clock: VirtualClock, deltas:
     emitter = make_emitter(clock)
     stream = RecordingStream(clock)
 
-    result = await emitter.emit(FakeAgent(clock, deltas).stream(), stream)
+    result = await emitter.emit(PrefetchedAnswer(FakeAgent(clock, deltas).stream()), stream)
 
     assert result.outcome is ReplyOutcome.FAILED
     assert result.error == "empty answer"
@@ -497,7 +500,9 @@ async def test_cancellation_ends_the_reply_and_leaves_no_task(clock: VirtualCloc
     agent = FakeAgent(clock, words(500), gap=0.01)
     stream = RecordingStream(clock)
     progress = ProgressLog()
-    reply = asyncio.create_task(emitter.emit(agent.stream(), stream, on_progress=progress))
+    reply = asyncio.create_task(
+        emitter.emit(PrefetchedAnswer(agent.stream()), stream, on_progress=progress)
+    )
 
     await progress.first.wait()
     await clock.sleep(0.5)
@@ -521,7 +526,9 @@ async def test_cancellation_cleanup_is_bounded(clock: VirtualClock) -> None:
     agent = FakeAgent(clock, words(100), gap=0.01)
     stream = RecordingStream(clock, fail_hangs=True)
     progress = ProgressLog()
-    reply = asyncio.create_task(emitter.emit(agent.stream(), stream, on_progress=progress))
+    reply = asyncio.create_task(
+        emitter.emit(PrefetchedAnswer(agent.stream()), stream, on_progress=progress)
+    )
 
     await progress.first.wait()
     reply.cancel()
@@ -539,7 +546,9 @@ async def test_a_stream_that_fell_back_keeps_taking_the_same_calls(clock: Virtua
     async def fall_back_after_first(text: str) -> None:
         stream.is_streaming = False  # e.g. the card died; the stream now sends messages
 
-    result = await emitter.emit(agent.stream(), stream, on_progress=fall_back_after_first)
+    result = await emitter.emit(
+        PrefetchedAnswer(agent.stream()), stream, on_progress=fall_back_after_first
+    )
 
     assert result.outcome is ReplyOutcome.REPLIED
     assert len(stream.of("update")) > 1
@@ -556,7 +565,7 @@ async def test_a_failing_progress_hook_still_ends_the_reply(clock: VirtualClock)
         raise ChannelError("journal unavailable")
 
     with pytest.raises(ChannelError, match="journal"):
-        await emitter.emit(agent.stream(), stream, on_progress=broken)
+        await emitter.emit(PrefetchedAnswer(agent.stream()), stream, on_progress=broken)
     [fail] = stream.of("fail")
     assert fail.reason == EmitterSettings().failure_text
     assert agent.closed
@@ -577,7 +586,57 @@ async def test_the_end_of_the_answer_cuts_the_pause_before_an_update_short(
     stream = RecordingStream(clock, latency=0.001)
     emitter = make_emitter(clock, min_interval=1.0, final_min_interval=0.0)
 
-    await emitter.emit(agent.stream(), stream)
+    await emitter.emit(PrefetchedAnswer(agent.stream()), stream)
 
     assert [call.kind for call in stream.calls] == ["update", "finish"]
     assert stream.calls[1].started < 0.1
+
+
+async def test_the_answer_is_read_by_one_task_from_before_the_reply_starts(
+    clock: VirtualClock,
+) -> None:
+    driver = next(t for t in asyncio.all_tasks() if t.get_name() == "virtual-clock")
+    agent = FakeAgent(clock, words(100), gap=0.01)
+    answer = PrefetchedAnswer(agent.stream(), name="llm-reader")
+    await clock.sleep(0.2)  # e.g. the card being created: the agent is read meanwhile
+    assert len(agent.pulled_at) >= 15
+    stream = RecordingStream(clock)
+    progress = ProgressLog()
+    emitter = make_emitter(clock, min_interval=0.3)
+    reply = asyncio.create_task(emitter.emit(answer, stream, on_progress=progress))
+
+    await progress.first.wait()
+    assert progress.texts[0].startswith(agent.text[:20])  # the first update had it all so far
+    # besides the reply, one task reads the agent; the others wait out the pause before an update
+    pause = {"Event.wait", "VirtualClock.sleep"}
+    tasks = other_tasks(driver, reply)
+    readers = [t for t in tasks if getattr(t.get_coro(), "__qualname__", "") not in pause]
+    assert [t.get_name() for t in readers] == ["llm-reader"]
+    result = await reply
+    assert result.outcome is ReplyOutcome.REPLIED
+    assert other_tasks(driver) == set()
+
+
+class SilentStream(RecordingStream):
+    """Updates land but show nothing (messages are sent whole at the end), as after a fallback."""
+
+    async def update(self, text_so_far: str) -> None:
+        shown = self._delivered
+        await super().update(text_so_far)
+        self._delivered = shown
+
+
+async def test_progress_is_reported_only_when_what_the_user_sees_changed(
+    clock: VirtualClock,
+) -> None:
+    emitter = make_emitter(clock, min_interval=0.1)
+    agent = FakeAgent(clock, words(100), gap=0.01)
+    stream = SilentStream(clock)
+    progress = ProgressLog()
+
+    result = await emitter.emit(PrefetchedAnswer(agent.stream()), stream, on_progress=progress)
+
+    assert len(stream.of("update")) >= 3
+    assert progress.texts == []  # nothing new reached the user until the end: nothing to record
+    assert result.outcome is ReplyOutcome.REPLIED
+    assert result.delivered == agent.text
