@@ -15,18 +15,12 @@ from agents.base import Agent
 from agents.registry import build_agents, close_agents
 from channels.config import ChannelConfigBase
 from channels.conversations import AnswerSlots
-from channels.dingtalk.config import DingTalkChannelConfig
-from channels.dingtalk.provider import DingTalkProvider
-from channels.feishu.config import FeishuChannelConfig
-from channels.feishu.provider import FeishuProvider
 from channels.live import AgentProfile
 from channels.manager import ChannelManager
 from channels.model import ChannelState
-from channels.observer import Observer
-from channels.provider import ChannelProvider, InboundSink
 from channels.recovery import recover
+from channels.registry import build_provider  # the provider of each channel's platform
 from common.backoff import Backoff
-from common.errors import ConfigError
 from daemon.admin import AdminServer
 from daemon.api import AdminApi
 from daemon.channel_service import ChannelService, decode_record, sealed_channels
@@ -42,17 +36,6 @@ from storage.repository import Store
 log = logging.getLogger("channeld")
 
 STARTUP_CONNECT_GRACE = 10.0  # seconds to wait for channels before reporting "started"
-
-
-def build_provider(
-    config: ChannelConfigBase, sink: InboundSink, observer: Observer
-) -> ChannelProvider:
-    """One provider class per channel `type`."""
-    if isinstance(config, DingTalkChannelConfig):
-        return DingTalkProvider(config, sink, observer=observer)
-    if isinstance(config, FeishuChannelConfig):
-        return FeishuProvider(config, sink, observer=observer)
-    raise ConfigError(f"channel type {getattr(config, 'type', '?')!r} is not supported")
 
 
 class Daemon:
@@ -161,18 +144,18 @@ class Daemon:
         )
         if self.emulator is not None:
             log.info(
-                "emulated DingTalk at %s; talk to the bot with: %s",
+                "emulated %s at %s; talk to the bot with: %s",
+                self.emulator.title,
                 self.emulator.url,
                 self.emulator.chat_hint(),
             )
 
     def _channels(self, settings: Settings) -> list[ChannelConfigBase]:
-        """The file's channels, plus the emulator's demo channel when no DingTalk one is set."""
+        """The file's channels, plus the emulator's demo channel when none on its platform is."""
         channels: list[ChannelConfigBase] = list(settings.channels)
-        if self.emulator is not None and not any(
-            isinstance(c, DingTalkChannelConfig) for c in channels
-        ):
-            channels.append(self.emulator.demo_channel())
+        emulator = self.emulator
+        if emulator is not None and not any(c.type == emulator.platform for c in channels):
+            channels.append(emulator.demo_channel())
         return channels
 
     async def reload(self, settings: Settings) -> None:

@@ -13,16 +13,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import SecretStr, TypeAdapter, ValidationError
+from pydantic import SecretStr, ValidationError
 
+from channels import registry
 from channels.config import ChannelConfigBase, sends_secrets
 from channels.manager import ChannelManager
 from common.errors import ConfigError
-from daemon.config import CHANNEL_TYPES, ChannelConfig
 from daemon.secrets import MASK, SecretBox, SecretKeyError
 from storage.repository import ChannelRecord, Store
 
-_ADAPTER: TypeAdapter[ChannelConfig] = TypeAdapter(ChannelConfig)
 SEALED = "$sealed"
 IMMUTABLE = ("id", "type")
 
@@ -48,7 +47,7 @@ def _validation_error(exc: ValidationError) -> ApiError:
     fields = []
     for error in exc.errors(include_input=False):
         loc = [str(p) for p in error["loc"]]
-        if loc and loc[0] in CHANNEL_TYPES:  # the discriminator tag pydantic puts in the path
+        if loc and loc[0] in registry.names():  # the discriminator tag pydantic puts in the path
             loc = loc[1:]
         fields.append({"path": ".".join(loc) or "body", "message": error["msg"]})
     summary = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
@@ -58,7 +57,7 @@ def _validation_error(exc: ValidationError) -> ApiError:
 def parse_settings(data: Mapping[str, Any]) -> ChannelConfigBase:
     """Validate a full settings mapping; ApiError(422) naming each bad field."""
     try:
-        return _ADAPTER.validate_python(dict(data))
+        return registry.channel_config().validate_python(dict(data))
     except ValidationError as exc:
         raise _validation_error(exc) from None
 

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from channels import registry
 from daemon import admin_token
 from daemon.channels_args import (
     DEFAULT_URL,
@@ -91,8 +92,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument(
         "--id", dest="channel_id", metavar="ID", required=True, help="the new channel's id"
     )
+    platforms = registry.names()
+    default_type = registry.demo()[0].name
     add.add_argument(
-        "--type", default="dingtalk", metavar="PLATFORM", help="platform (default: dingtalk)"
+        "--type",
+        default=default_type,
+        metavar="PLATFORM",
+        help=f"platform: {', '.join(platforms)} (default: {default_type})",
     )
     add.add_argument(
         "--agent", metavar="NAME", help="agent that answers (default: the daemon's default)"

@@ -1,8 +1,9 @@
-"""`channeld chat`: talk to a bot as a simulated DingTalk or Feishu user, through an emulator.
+"""`channeld chat`: talk to a bot as a simulated user of a platform, through its emulator.
 
 Each line typed is posted as a user message; the bot's answer is followed by long-polling the
 chat view. On a terminal a streaming card is redrawn in place; otherwise only final texts print.
-Both emulators serve the same `/_emulator/` control plane; only field names differ.
+Every emulator serves the same `/_emulator/` control plane; only field names differ, and the
+platform registry says which (`channels.platform.Emulator`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import sys
 import threading
 import unicodedata
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any, TextIO
 
 import aiohttp
 
-DEFAULT_EMULATOR = "http://127.0.0.1:8788"
-DEFAULT_EMULATORS = {"dingtalk": DEFAULT_EMULATOR, "feishu": "http://127.0.0.1:8789"}
+from channels import registry
+from channels.platform import Emulator
+
 POLL_WAIT = 10.0  # seconds one long-poll may hang on the emulator
 EXIT_UNREACHABLE = 1
 EXIT_UNKNOWN_APP = 2
@@ -30,68 +31,40 @@ class ControlError(Exception):
     """The emulator's control plane refused or failed a request."""
 
 
-@dataclass(frozen=True, slots=True)
-class Platform:
-    """How one emulator's control plane names apps, chats and user messages."""
-
-    name: str
-    app_key: str  # the app id field in /state and /messages
-    chat_key: str  # the chat id field of a sent message and the /chat query
-
-    def message(self, app_id: str, user: str, group: bool) -> dict[str, Any]:
-        """The /messages body for a user typing to the bot (mentioning it in a group)."""
-        if self.name == "feishu":
-            body: dict[str, Any] = {
-                "app_id": app_id,
-                "chat_type": "group" if group else "p2p",
-                "sender_open_id": "ou_" + user,
-                "sender_name": user,
-                "mention_bot": True,
-            }
-            if group:
-                body["chat_name"] = f"{user}'s group"
-            return body
-        body = {
-            "client_id": app_id,
-            "conversation_type": "2" if group else "1",
-            "sender_staff_id": user,
-            "sender_nick": user,
-            "mentioned": True,
-        }
-        if group:
-            body["conversation_title"] = f"{user}'s group"
-        return body
+def _emulators() -> dict[str, Emulator]:
+    """The registered platforms that have an emulator, by name; the demo's first."""
+    return {p.name: p.emulator for p in registry.platforms() if p.emulator is not None}
 
 
-PLATFORMS = {
-    "dingtalk": Platform("dingtalk", "client_id", "conversation_id"),
-    "feishu": Platform("feishu", "app_id", "chat_id"),
-}
-
-
-def _detect(state: dict[str, Any]) -> Platform:
+def _detect(state: dict[str, Any]) -> Emulator:
     """The platform whose app field the emulator's /state uses."""
     apps = state.get("apps") or [{}]
     first = apps[0] if isinstance(apps[0], dict) else {}
-    return PLATFORMS["feishu"] if "app_id" in first else PLATFORMS["dingtalk"]
+    found = (e for e in _emulators().values() if e.app_field in first)
+    return next(found, registry.default_emulator())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `channeld chat`."""
+    emulators = _emulators()
+    default = registry.default_emulator()
+    others = "".join(
+        f"; {e.url} with --platform {name}" for name, e in emulators.items() if e is not default
+    )
     parser.add_argument(
         "--platform",
-        choices=("auto", *PLATFORMS),
+        choices=("auto", *emulators),
         default="auto",
         help="which emulator (default: detected from the emulator's state)",
     )
     parser.add_argument(
-        "--emulator",
-        default=None,
-        help=f"emulator base URL (default {DEFAULT_EMULATOR}; {DEFAULT_EMULATORS['feishu']} "
-        "with --platform feishu)",
+        "--emulator", default=None, help=f"emulator base URL (default {default.url}{others})"
+    )
+    app_fields = " / ".join(
+        dict.fromkeys(e.app_field.replace("_", " ") for e in emulators.values())
     )
     parser.add_argument(
-        "--app", default=None, help="client id / app id of the bot (default: the first app)"
+        "--app", default=None, help=f"{app_fields} of the bot (default: the first app)"
     )
     parser.add_argument("--group", action="store_true", help="write in a group, mentioning the bot")
     parser.add_argument("--user", default="you", help="the simulated user's name")
@@ -103,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def main(args: argparse.Namespace) -> int:
     """Entry point of `channeld chat`; returns the exit code."""
     platform = getattr(args, "platform", "auto")
-    emulator = args.emulator or DEFAULT_EMULATORS.get(platform, DEFAULT_EMULATOR)
+    emulator = args.emulator or _emulators().get(platform, registry.default_emulator()).url
     return await chat(
         emulator,
         args.app,
@@ -267,15 +240,15 @@ async def chat(
         except (aiohttp.ClientError, TimeoutError, ControlError) as exc:
             print(f"cannot reach the emulator at {base}: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
-        kind = _detect(state) if platform == "auto" else PLATFORMS[platform]
-        apps = [str(app.get(kind.app_key, "")) for app in state.get("apps", [])]
+        kind = _detect(state) if platform == "auto" else _emulators()[platform]
+        apps = [str(app.get(kind.app_field, "")) for app in state.get("apps", [])]
         client_id = client_id or (apps[0] if apps else "")
         if client_id not in apps:
             print(f"unknown app {client_id!r}; the emulator has {', '.join(apps)}", file=sys.stderr)
             return EXIT_UNKNOWN_APP
         where = "a group (mentioning the bot)" if group else "a single chat"
         renderer.note(f"chatting with {client_id} as {user} in {where}; /quit to leave")
-        message = kind.message(client_id, user, group)
+        message = kind.user_message(client_id, user, group)
         source = lines if lines is not None else _stdin_lines()
         while True:
             if tty:
@@ -297,7 +270,7 @@ async def chat(
                 await _follow(
                     http,
                     base,
-                    chat_param=(kind.chat_key, str(sent[kind.chat_key])),
+                    chat_param=(kind.chat_field, str(sent[kind.chat_field])),
                     user_item_id=sent["item_id"],
                     renderer=renderer,
                     within=reply_timeout,

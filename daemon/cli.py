@@ -7,9 +7,12 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from channels import registry
+from channels.platform import EmulatorCommand
 from daemon.config import EXIT_CONFIG_ERROR, ConfigurationError, Settings, load, loopback_listen
 
 DEFAULT_CONFIG = Path("channeld.toml")
@@ -76,21 +79,27 @@ def _check_emulator_listen(args: argparse.Namespace) -> None:
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
-    from channels.dingtalk import emulator
-
+    command: EmulatorCommand = args.emulator_command()
     _check_emulator_listen(args)
     _setup_logging("INFO")
-    code: int = asyncio.run(emulator.main(args))
-    return code
+    return asyncio.run(command.main(args))
 
 
-def cmd_emulate_feishu(args: argparse.Namespace) -> int:
-    from channels.feishu import emulator
+class _EmulatorParser(argparse.ArgumentParser):
+    """`channeld emulate PLATFORM`: the emulator and its options load only once it is chosen."""
 
-    _check_emulator_listen(args)
-    _setup_logging("INFO")
-    code: int = asyncio.run(emulator.main(args))
-    return code
+    def __init__(self, *args: Any, command: Callable[[], EmulatorCommand], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._command = command
+        self.set_defaults(func=cmd_emulate, emulator_command=command)
+        self._loaded = False
+
+    def parse_known_args(self, *args: Any, **kwargs: Any) -> Any:
+        # argparse hands the chosen subcommand its arguments here, --help included
+        if not self._loaded:
+            self._loaded = True
+            self._command().add_arguments(self)
+        return super().parse_known_args(*args, **kwargs)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -118,20 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_migrate
     )
     emulate = sub.add_parser("emulate", help="run a local platform emulator")
-    platforms = emulate.add_subparsers(dest="platform", required=True)
-    from channels.dingtalk import emulator
-
-    dingtalk = platforms.add_parser("dingtalk", help="a local DingTalk (Stream gateway + OpenAPI)")
-    emulator.add_arguments(dingtalk)
-    dingtalk.set_defaults(func=cmd_emulate)
-    from channels.feishu import emulator as feishu_emulator
-
-    feishu = platforms.add_parser(
-        "feishu", help="a local Feishu/Lark (long-connection gateway + OpenAPI + CardKit)"
-    )
-    feishu_emulator.add_arguments(feishu)
-    feishu.set_defaults(func=cmd_emulate_feishu)
-    chat = sub.add_parser("chat", help="talk to the bot as a simulated DingTalk or Feishu user")
+    emulators = emulate.add_subparsers(dest="platform", required=True, parser_class=_EmulatorParser)
+    for platform in registry.platforms():
+        if platform.emulator is not None:
+            emulators.add_parser(
+                platform.name, help=platform.emulator.help, command=platform.emulator.command
+            )
+    titles = [p.title for p in registry.platforms() if p.emulator is not None]
+    chat = sub.add_parser("chat", help=f"talk to the bot as a simulated {' or '.join(titles)} user")
     from daemon.chat import add_arguments as chat_arguments
 
     chat_arguments(chat)

@@ -18,7 +18,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     SecretStr,
+    SerializeAsAny,
     ValidationError,
     field_validator,
     model_validator,
@@ -26,17 +28,23 @@ from pydantic import (
 
 from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
 from agents.registry import fallback_order
-from channels.dingtalk.config import DingTalkChannelConfig
-from channels.feishu.config import FeishuChannelConfig
+from channels import registry
+from channels.config import ChannelConfigBase
 from common.errors import ConfigError as ChannelConfigError
 from daemon.hosts import parse_host
 
 ENV_PREFIX = "CHANNELD_"
 EXIT_CONFIG_ERROR = 11
 
-ChannelConfig = Annotated[DingTalkChannelConfig | FeishuChannelConfig, Field(discriminator="type")]
-# the `type` tags of ChannelConfig; pydantic puts the tag into error paths
-CHANNEL_TYPES = frozenset({"dingtalk", "feishu"})
+
+def _registered_channel(value: Any) -> ChannelConfigBase:
+    return registry.channel_config().validate_python(value)
+
+
+# One `[[channels]]` entry: the registry picks the model by `type`, when validating rather than
+# when this module loads, so a platform registered later is known too. SerializeAsAny: a dump
+# holds the platform's fields, not only the base's.
+ChannelConfig = Annotated[SerializeAsAny[ChannelConfigBase], PlainValidator(_registered_channel)]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -69,7 +77,7 @@ class DaemonSection(BaseModel):
     graceful_timeout: float = Field(default=20.0, ge=0, le=600)
     recovery_window_minutes: float = Field(default=10.0, ge=0, le=1440)  # answer after a crash
     secret_key_file: Path | None = None  # default: $CREDENTIALS_DIRECTORY or state_dir/secret.key
-    # Finished journal rows hold whole inbound payloads, DingTalk's sessionWebhook URLs among
+    # Finished journal rows hold whole inbound payloads, reply URLs (session webhooks) among
     # them: 30 days is long enough to investigate a complaint and far past any platform's
     # redelivery window (a pruned message id no longer dedupes), short enough that a leaked
     # database holds a month, not years. 0 keeps them forever.
@@ -77,8 +85,8 @@ class DaemonSection(BaseModel):
     # Conversation history is the agents' memory: kept until the operator says otherwise.
     conversation_retention_days: int = 0
     # Answers written at once, across every channel; the rest wait their turn, in order. 64
-    # streams already update cards faster than a Feishu app's 50 calls/s, and bound what one
-    # burst costs in sockets, memory and LLM spend.
+    # streams already update cards faster than the strictest platform's 50 calls/s per app, and
+    # bound what one burst costs in sockets, memory and LLM spend.
     max_concurrent_answers: int = 64
 
     @field_validator("log_level")
@@ -177,7 +185,7 @@ def loopback_listen(value: str) -> str:
 
 
 class EmulatorSection(BaseModel):
-    """The embedded DingTalk emulator used when no real credentials are configured."""
+    """The embedded emulator (the registry's demo platform) used when no tenant is configured."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -287,8 +295,9 @@ def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dic
 def _error_location(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     """Dotted key path of a pydantic error, with the channel's id where that helps."""
     loc = [str(p) for p in error["loc"]]
-    # discriminated unions add the tag ("dingtalk") to the path; the operator never wrote it
-    if len(loc) > 2 and loc[0] == "channels" and loc[2] in CHANNEL_TYPES:
+    # discriminated unions add the tag (the platform's name) to the path; the operator never
+    # wrote it
+    if len(loc) > 2 and loc[0] == "channels" and loc[2] in registry.names():
         loc.pop(2)
     if len(loc) > 1 and loc[0] == "agents" and len(loc) > 2 and loc[2] in {"openai", "echo"}:
         loc.pop(2)
@@ -313,7 +322,7 @@ def validate(data: dict[str, Any]) -> Settings:
 
 
 def embedded_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
-    """What `channeld run` uses with no file: echo or env-configured LLM, emulated DingTalk."""
+    """What `channeld run` uses with no file: echo or env-configured LLM, the demo emulator."""
     agent: dict[str, Any]
     if environ.get("LLM_API_KEY") or environ.get("LLM_BASE_URL"):
         agent = {
@@ -354,9 +363,7 @@ __all__ = [
     "AgentConfig",
     "ChannelConfig",
     "ConfigurationError",
-    "DingTalkChannelConfig",
     "EchoAgentConfig",
-    "FeishuChannelConfig",
     "OpenAIAgentConfig",
     "Settings",
     "load",

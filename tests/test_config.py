@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import EXIT_CONFIG_ERROR, ConfigurationError, FeishuChannelConfig, load
+from channels.feishu.config import FeishuChannelConfig
+from daemon.config import EXIT_CONFIG_ERROR, ConfigurationError, load
 
 GOOD = """
 [daemon]
