@@ -32,7 +32,7 @@ class ControlError(Exception):
 
 
 def _emulators() -> dict[str, Emulator]:
-    """The registered platforms that have an emulator, by name; the demo's first."""
+    """The emulators of the registered platforms, by platform name."""
     return {p.name: p.emulator for p in registry.platforms() if p.emulator is not None}
 
 
