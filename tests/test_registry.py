@@ -41,6 +41,7 @@ from tests.registry_support import (
 __all__ = ["dummy"]
 
 TOKEN = "registry-test-token"
+ROOT = Path(__file__).resolve().parent.parent
 
 DUMMY_FILE = """
 [agents.default]
@@ -234,11 +235,34 @@ def test_emulate_lists_the_platform_and_loads_its_emulator_only_when_chosen(
     assert dummy.emulator_loads == 0
     assert "--rooms ROOMS" in emulate_help(capsys, DUMMY)
     assert dummy.emulator_loads == 1
-    assert cli_main(["emulate", DUMMY, "--rooms", "3", "--listen", "127.0.0.1:0"]) == 0
-    assert "dummy emulator: 3 room(s) on 127.0.0.1:0" in capsys.readouterr().out
-    # the loopback rule holds for every registered emulator
-    assert cli_main(["emulate", DUMMY, "--listen", "0.0.0.0:8000"]) == EXIT_CONFIG_ERROR
-    assert "--listen must be" in capsys.readouterr().err
+
+
+# `channeld emulate` sets up the process's logging: run it in a process of its own
+EMULATE_DUMMY = """
+import sys
+from channels import registry
+from daemon.cli import main
+from tests.registry_support import Dummy
+registry.register(Dummy().platform)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_emulate_runs_the_platform_emulator_under_the_loopback_rule() -> None:
+    def emulate(*argv: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", EMULATE_DUMMY, "emulate", DUMMY, *argv]
+        return subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, check=False, timeout=60
+        )
+
+    ran = emulate("--rooms", "3", "--listen", "127.0.0.1:0")
+    assert ran.returncode == 0, ran.stderr
+    assert "dummy emulator: 3 room(s) on 127.0.0.1:0" in ran.stdout
+    # the rule every emulator obeys: no authentication, so loopback only
+    refused = emulate("--listen", "0.0.0.0:8000")
+    assert refused.returncode == EXIT_CONFIG_ERROR
+    assert "--listen must be" in refused.stderr
+    assert "dummy emulator" not in refused.stdout
 
 
 async def test_chat_takes_the_platform_and_its_default_emulator(
