@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 
 from channels.dingtalk.api import DingTalkApi
-from channels.dingtalk.emulator import QPS_LIMIT_BODY, DingTalkEmulator
+from channels.dingtalk.emulator import DingTalkEmulator
+from channels.dingtalk.emulator.state import QPS_LIMIT_BODY
 from common.errors import AuthError, ChannelError, PermanentError, RateLimited, TransientError
 
 ID = "ding-api"

@@ -17,14 +17,13 @@ import dingtalk_stream
 import pytest
 
 from channels.dingtalk.emulator import (
-    BOT_MESSAGE_TOPIC,
     DingTalkEmulator,
     EmulatorThread,
     add_arguments,
     main,
     serve,
 )
-from channels.dingtalk.emulator.payloads import MSGTYPES, bot_message
+from channels.dingtalk.emulator.payloads import BOT_MESSAGE_TOPIC, MSGTYPES, bot_message
 from channels.dingtalk.emulator.state import EmulatorApp
 from tests import dingtalk_support
 from tests.dingtalk_support import (

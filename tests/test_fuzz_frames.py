@@ -28,7 +28,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from channels.dingtalk.emulator import BOT_MESSAGE_TOPIC, EmulatorThread
+from channels.dingtalk.emulator import EmulatorThread
+from channels.dingtalk.emulator.payloads import BOT_MESSAGE_TOPIC
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET, DINGTALK_TEMPLATE
 from tests.e2e_support import Stack, start_stack
 from tests.hostile_support import hostile_text

@@ -23,9 +23,9 @@ import pytest
 from sqlalchemy import text
 
 from channels import normalize
-from channels.dingtalk.emulator import BOT_MESSAGE_TOPIC, EmulatorThread
+from channels.dingtalk.emulator import EmulatorThread
 from channels.dingtalk.emulator.gateway import app_uuid
-from channels.dingtalk.emulator.payloads import bot_message, make_frame
+from channels.dingtalk.emulator.payloads import BOT_MESSAGE_TOPIC, bot_message, make_frame
 from channels.dingtalk.emulator.server import DingTalkEmulator
 from channels.feishu.emulator.payloads import new_event_id, new_message_id, now_ms, receive_event
 from channels.feishu.emulator.server import FeishuEmulator

@@ -1,5 +1,9 @@
-"""What every platform emulator shares: control plane, state bookkeeping, running on a thread.
+"""What every platform emulator shares, so that a platform's emulator is only its protocol.
 
-Platform emulators live in `channels/<platform>/emulator/` and build on these modules; nothing
-in the product code imports them.
+`state` (change feed, faults, call record, tokens, cards, chat transcripts), `http` (platform
+errors, injected faults and latency, the call record), `gateway` (tickets, socket bookkeeping,
+socket faults), `server` (`EmulatorServer`: one port, faults and observations), `control` (the
+`/_emulator/` control plane), `thread` (`EmulatorThread`: an emulator on a loop of its own) and
+`cli` (`channeld emulate PLATFORM`). Platform emulators live in `channels/<platform>/emulator/`;
+the core of `channels/` never imports them.
 """

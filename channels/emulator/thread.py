@@ -13,35 +13,17 @@ import concurrent.futures
 import contextlib
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+
+if TYPE_CHECKING:
+    from channels.emulator.server import EmulatorServer
 
 T = TypeVar("T")
 
 
-class Emulator(Protocol):
-    """What a platform emulator offers so a thread can run it."""
-
-    @property
-    def url(self) -> str:
-        """The base URL, once started."""
-        ...
-
-    async def start(self, host: str, port: int) -> str:
-        """Binds and serves; returns the base URL."""
-        ...
-
-    async def stop(self) -> None:
-        """Closes every socket and the server."""
-        ...
-
-    async def wait_until(self, predicate: Callable[[Any], T], timeout: float = 5.0) -> T:  # noqa: ASYNC109 - a deadline for a condition
-        """Returns the predicate's first truthy value."""
-        ...
-
-
-E = TypeVar("E", bound=Emulator)
+E = TypeVar("E", bound="EmulatorServer[Any, Any, Any, Any]")
 
 
 async def _cancel_leftovers() -> None:
@@ -57,13 +39,16 @@ class EmulatorThread(Generic[E]):
 
     def __init__(
         self,
-        factory: Callable[[], E],
+        factory: Callable[..., E],
+        apps: Iterable[Any],
         *,
         host: str = "127.0.0.1",
         port: int = 0,
         name: str = "emulator",
+        **options: Any,
     ) -> None:
-        self._factory = factory
+        app_list = list(apps)
+        self._factory: Callable[[], E] = lambda: factory(app_list, **options)
         self._host = host
         self._port = port
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -195,3 +180,61 @@ class EmulatorThread(Generic[E]):
         """Waits until `predicate(emulator)` is truthy (checked on every change); returns it."""
         result: T = await self.call(lambda e: e.wait_until(predicate, timeout))
         return result
+
+    # -- the most used emulator methods, as awaitable proxies ------------------------------------
+
+    async def send_user_message(self, app_id: str, **kwargs: Any) -> Any:
+        """A user writes to the bot (see the emulator's `send_user_message`)."""
+        return await self.call(lambda e: e.send_user_message(app_id, **kwargs))
+
+    async def chat_view(self, chat_id: str) -> dict[str, Any] | None:
+        """See `EmulatorServer.chat_view`."""
+        return await self.call(lambda e: e.chat_view(chat_id))
+
+    async def card(self, card_id: str) -> Any:
+        """See `EmulatorServer.card`."""
+        return await self.call(lambda e: e.card(card_id))
+
+    async def cards(self) -> list[Any]:
+        """See `EmulatorServer.cards`."""
+        return await self.call(lambda e: e.cards())
+
+    async def calls(self, path: str | None = None, method: str | None = None) -> list[Any]:
+        """See `EmulatorServer.calls`."""
+        return await self.call(lambda e: e.calls(path, method))
+
+    async def acks(self, message_id: str | None = None) -> list[Any]:
+        """Frames the clients sent back (see the emulator's `acks`)."""
+        return await self.call(lambda e: e.acks(message_id))
+
+    async def connections(self, app_id: str | None = None) -> list[Any]:
+        """See `EmulatorServer.connections`."""
+        return await self.call(lambda e: e.connections(app_id))
+
+    async def live_connections(self, app_id: str | None = None) -> list[Any]:
+        """See `EmulatorServer.live_connections`."""
+        return await self.call(lambda e: e.live_connections(app_id))
+
+    async def add_fault(self, path_pattern: str, status: int | None = None, **kwargs: Any) -> Any:
+        """Injects an HTTP fault (see the emulator's `add_fault`)."""
+        return await self.call(lambda e: e.add_fault(path_pattern, status, **kwargs))
+
+    async def clear_faults(self) -> None:
+        """See `EmulatorServer.clear_faults`."""
+        await self.call(lambda e: e.clear_faults())
+
+    async def set_latency(self, seconds: float) -> None:
+        """See `EmulatorServer.set_latency`."""
+        await self.call(lambda e: e.set_latency(seconds))
+
+    async def drop(self, app_id: str | None = None, **kwargs: Any) -> int:
+        """See `EmulatorServer.drop`."""
+        return await self.call(lambda e: e.drop(app_id, **kwargs))
+
+    async def silence(self, app_id: str | None = None, on: bool = True, **kwargs: Any) -> int:
+        """See `EmulatorServer.silence`."""
+        return await self.call(lambda e: e.silence(app_id, on, **kwargs))
+
+    async def expire_tokens(self) -> int:
+        """See `EmulatorServer.expire_tokens`."""
+        return await self.call(lambda e: e.expire_tokens())

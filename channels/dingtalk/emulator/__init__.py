@@ -1,43 +1,24 @@
 """A local DingTalk on one port: Stream gateway, OpenAPI and control plane (`channeld emulate`).
 
-Modules by role: `server` (the `DingTalkEmulator` class and its HTTP plumbing), `gateway`
-(tickets, WebSocket, pings, socket faults), `openapi` (tokens, cards, robot and sessionWebhook
-routes), `control` (`/_emulator/` routes), `state` (what it remembers), `payloads` (wire shapes),
-`thread` (running it on a private loop for tests) and `cli` (`channeld emulate dingtalk`).
+What the rest of channeld uses: `DingTalkEmulator` (serve it on a loop: `await start()`, `await
+stop()`), `EmulatorThread` (the same on a thread of its own, for tests and the demo of `channeld
+run`), `serve` (in the caller's loop until cancelled) and `add_arguments` / `main` (the command).
+
+Modules by role, on the shared base `channels.emulator`: `server` (the `DingTalkEmulator` class),
+`gateway` (tickets, WebSocket, pings, socket faults), `openapi` (tokens, cards, robot and
+sessionWebhook routes), `control` (DingTalk's `/_emulator/` routes), `state` (what it remembers),
+`payloads` (wire shapes), `thread` (`EmulatorThread`) and `cli` (`channeld emulate dingtalk`).
 """
 
 from channels.dingtalk.emulator.cli import DEFAULT_LISTEN, add_arguments, main, serve
-from channels.dingtalk.emulator.gateway import ConnectionInfo, SentFrame
-from channels.dingtalk.emulator.payloads import BOT_MESSAGE_TOPIC, UserMessage
-from channels.dingtalk.emulator.server import DEFAULT_APPS, DEFAULT_TEMPLATE, DingTalkEmulator
-from channels.dingtalk.emulator.state import (
-    QPS_LIMIT_BODY,
-    AckRecord,
-    CallRecord,
-    CardState,
-    EmulatorApp,
-    Fault,
-)
-from channels.dingtalk.emulator.thread import EmulatorThread, run_in_thread
+from channels.dingtalk.emulator.server import DingTalkEmulator
+from channels.dingtalk.emulator.thread import EmulatorThread
 
 __all__ = [
-    "BOT_MESSAGE_TOPIC",
-    "DEFAULT_APPS",
     "DEFAULT_LISTEN",
-    "DEFAULT_TEMPLATE",
-    "QPS_LIMIT_BODY",
-    "AckRecord",
-    "CallRecord",
-    "CardState",
-    "ConnectionInfo",
     "DingTalkEmulator",
-    "EmulatorApp",
     "EmulatorThread",
-    "Fault",
-    "SentFrame",
-    "UserMessage",
     "add_arguments",
     "main",
-    "run_in_thread",
     "serve",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 import uuid
@@ -11,13 +10,14 @@ from typing import Any
 from aiohttp import web
 
 from channels.dingtalk.emulator.state import (
-    CLIENT_ID_KEY,
     ApiError,
     CardState,
     CardUpdate,
     ChatItem,
     EmulatorState,
 )
+from channels.emulator import http
+from channels.emulator.http import APP_KEY
 
 TOKEN_HEADER = "x-acs-dingtalk-access-token"  # noqa: S105 - a header name, not a secret
 SPACE_PREFIX = "dtv1.card//"
@@ -26,14 +26,11 @@ BATCH_LIMIT = 20
 SESSION_MISSING = {"errcode": 300001, "errmsg": "session 不存在"}  # what DingTalk answers, HTTP 200
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise ApiError(400, "InvalidParameter", "body must be JSON") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "InvalidParameter", "body must be a JSON object")
-    return body
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or DingTalk's InvalidParameter error."""
+    return await http.json_object(
+        request, lambda what: ApiError(400, "InvalidParameter", f"body must be {what}")
+    )
 
 
 def _required(body: dict[str, Any], name: str) -> str:
@@ -82,19 +79,10 @@ class OpenApi:
         r.add_post("/v1.0/robot/groupMessages/send", self._group_send)
         r.add_post("/robot/sendBySession", self._send_by_session)
 
-    def expire_tokens(self) -> int:
-        """Invalidates every token issued so far."""
-        count = len(self._state.tokens)
-        self._state.tokens.clear()
-        self._state.notify()
-        return count
-
     async def _access_token(self, request: web.Request) -> web.Response:
-        body = await _json_object(request)
-        app = self._state.apps.get(str(body.get("appKey", "")))
-        if app is None:
-            raise ApiError(400, "invalidClientId", "应用不存在 (appKey is invalid)")
-        request[CLIENT_ID_KEY] = app.client_id
+        body = await json_object(request)
+        unknown = ApiError(400, "invalidClientId", "应用不存在 (appKey is invalid)")
+        app = http.known_app(request, self._state.apps, body.get("appKey", ""), unknown)
         if body.get("appSecret") != app.client_secret:
             raise ApiError(400, "invalidClientSecret", "应用凭证无效 (appSecret is invalid)")
         token = secrets.token_hex(16)
@@ -106,7 +94,7 @@ class OpenApi:
         client_id = self._state.app_for_token(request.headers.get(TOKEN_HEADER, ""))
         if client_id is None:
             raise ApiError(401, "InvalidAuthentication", "不合法的access_token")
-        request[CLIENT_ID_KEY] = client_id
+        request[APP_KEY] = client_id
         return client_id
 
     def _card(self, client_id: str, out_track_id: str) -> CardState:
@@ -195,18 +183,18 @@ class OpenApi:
 
     async def _create_card(self, request: web.Request) -> web.Response:
         client_id = self._authenticate(request)
-        card = self._create(client_id, await _json_object(request))
+        card = self._create(client_id, await json_object(request))
         return web.json_response({"success": True, "result": card.out_track_id})
 
     async def _deliver_card(self, request: web.Request) -> web.Response:
         client_id = self._authenticate(request)
-        body = await _json_object(request)
+        body = await json_object(request)
         card = self._card(client_id, _required(body, "outTrackId"))
         return web.json_response({"success": True, "result": self._deliver(client_id, card, body)})
 
     async def _create_and_deliver(self, request: web.Request) -> web.Response:
         client_id = self._authenticate(request)
-        body = await _json_object(request)
+        body = await json_object(request)
         _required(body, "openSpaceId")
         card = self._create(client_id, body)
         results = self._deliver(client_id, card, body)
@@ -220,7 +208,7 @@ class OpenApi:
 
     async def _update_card(self, request: web.Request) -> web.Response:
         client_id = self._authenticate(request)
-        body = await _json_object(request)
+        body = await json_object(request)
         card = self._card(client_id, _required(body, "outTrackId"))
         params = _param_map(body)
         options = body.get("cardUpdateOptions") or {}
@@ -234,7 +222,7 @@ class OpenApi:
 
     async def _stream_card(self, request: web.Request) -> web.Response:
         client_id = self._authenticate(request)
-        body = await _json_object(request)
+        body = await json_object(request)
         card = self._card(client_id, _required(body, "outTrackId"))
         guid = _required(body, "guid")
         key = _required(body, "key")
@@ -266,19 +254,15 @@ class OpenApi:
         msg_key = _required(body, "msgKey")
         if msg_key not in MSG_KEYS:
             raise ApiError(400, "InvalidParameter.MsgKey", f"msgKey {msg_key} is not supported")
-        try:
-            params = json.loads(_required(body, "msgParam"))
-        except ValueError as exc:
-            raise ApiError(
-                400, "InvalidParameter.MsgParam", "msgParam must be a JSON string"
-            ) from exc
-        if not isinstance(params, dict):
-            raise ApiError(400, "InvalidParameter.MsgParam", "msgParam must be a JSON object")
+        params = http.loaded_object(
+            _required(body, "msgParam"),
+            lambda what: ApiError(400, "InvalidParameter.MsgParam", f"msgParam must be {what}"),
+        )
         return _message_text(msg_key, params)
 
     async def _batch_send(self, request: web.Request) -> web.Response:
         client_id = self._authenticate(request)
-        body = await _json_object(request)
+        body = await json_object(request)
         user_ids = body.get("userIds")
         if not isinstance(user_ids, list) or not user_ids:
             raise ApiError(400, "MissingParameter", "userIds is mandatory for this action.")
@@ -309,7 +293,7 @@ class OpenApi:
 
     async def _group_send(self, request: web.Request) -> web.Response:
         client_id = self._authenticate(request)
-        body = await _json_object(request)
+        body = await json_object(request)
         conversation_id = _required(body, "openConversationId")
         msgtype, title, text = self._robot_message(client_id, body)
         conv = self._state.conversation(client_id, conversation_id, "2")
@@ -323,7 +307,7 @@ class OpenApi:
         session = self._state.sessions.get(request.query.get("session", ""))
         if session is None or not session.valid():
             return web.json_response(SESSION_MISSING)
-        request[CLIENT_ID_KEY] = session.client_id
+        request[APP_KEY] = session.client_id
         try:
             body = await request.json()
         except ValueError:
@@ -338,7 +322,7 @@ class OpenApi:
             title, text = str(section.get("title", "")), str(section.get("text", ""))
         at = body.get("at") if isinstance(body.get("at"), dict) else {}
         at_ids = [str(u) for u in at.get("atUserIds") or []]
-        conv = self._state.conversations[session.conversation_id]
+        conv = self._state.chats[session.conversation_id]
         item = ChatItem(
             self._state.next_item_id(),
             "message",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from channels.dingtalk.emulator.state import EmulatorApp, stable_id
+from channels.emulator.state import Delivered
 
 BOT_MESSAGE_TOPIC = "/v1.0/im/bot/messages/get"
 MSGTYPES = ("text", "richText", "audio", "picture", "file", "video")
@@ -76,30 +77,15 @@ def lwcp_id(*parts: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class UserMessage:
+class UserMessage(Delivered):
     """What `send_user_message` did: the frame id and msgId to correlate acks and replies."""
 
-    delivered: bool
-    reason: str  # why not delivered, "" when delivered
     frame_message_id: str
     msg_id: str
     conversation_id: str
     connection_id: str
     session_webhook: str
     item_id: str  # the user's message in the chat view
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready form for the control plane."""
-        return {
-            "delivered": self.delivered,
-            "reason": self.reason,
-            "frame_message_id": self.frame_message_id,
-            "msg_id": self.msg_id,
-            "conversation_id": self.conversation_id,
-            "connection_id": self.connection_id,
-            "session_webhook": self.session_webhook,
-            "item_id": self.item_id,
-        }
 
 
 def bot_message(

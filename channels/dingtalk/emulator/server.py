@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiohttp import web
 
-from channels.dingtalk.emulator.control import add_control_routes
+from channels.dingtalk.emulator.control import Control
 from channels.dingtalk.emulator.gateway import ConnectionInfo, Gateway, SentFrame, app_uuid
 from channels.dingtalk.emulator.openapi import TOKEN_HEADER, OpenApi
 from channels.dingtalk.emulator.payloads import (
@@ -24,34 +21,35 @@ from channels.dingtalk.emulator.payloads import (
     make_frame,
 )
 from channels.dingtalk.emulator.state import (
-    CLIENT_ID_KEY,
     DEFAULT_CONTENT_KEY,
     AckRecord,
-    ApiError,
     AppSpec,
     CallRecord,
     CardState,
     ChatItem,
+    EmulatorApp,
     EmulatorState,
     Fault,
     Session,
     default_fault_body,
     stable_id,
-    to_app,
 )
-from channels.emulator.control import CONTROL_PREFIX
-from channels.emulator.state import wait_until
-
-T = TypeVar("T")
+from channels.emulator.http import APP_KEY
+from channels.emulator.server import EmulatorServer
+from channels.emulator.state import RecordedCall, app_records
 
 DEFAULT_APPS: tuple[AppSpec, ...] = (("ding-emulator", "secret-emulator"),)
 DEFAULT_TEMPLATE = "tpl.ai.schema"
 DEFAULT_CORP_ID = "ding" + "0" * 8 + "emulator"
-_SECRET_FIELDS = frozenset({"clientSecret", "appSecret"})
 
 
-class DingTalkEmulator:
-    """A faithful local DingTalk for the real SDK, our own client and `channeld chat`."""
+class DingTalkEmulator(EmulatorServer[Fault, CallRecord, CardState, ConnectionInfo]):
+    """A faithful local DingTalk for the real SDK, our own client and `channeld chat`.
+
+    Its `url` is the OpenAPI base (DINGTALK_OPENAPI_ENDPOINT) and the control plane.
+    """
+
+    secret_fields = frozenset({"clientSecret", "appSecret"})
 
     def __init__(
         self,
@@ -68,10 +66,11 @@ class DingTalkEmulator:
         rng: random.Random | None = None,
         hold_when_offline: bool = False,
     ) -> None:
+        super().__init__()
         if not isinstance(templates, Mapping):
             templates = dict.fromkeys(templates, DEFAULT_CONTENT_KEY)
-        self.state = EmulatorState([to_app(a) for a in apps], templates)
-        self.gateway = Gateway(
+        self.state: EmulatorState = EmulatorState(app_records(apps, EmulatorApp), templates)
+        self.gateway: Gateway = Gateway(
             self.state,
             ping_interval=ping_interval,
             disconnect_grace=disconnect_grace,
@@ -85,111 +84,46 @@ class DingTalkEmulator:
         self.session_validity = session_validity
         self.deliver_unmentioned = deliver_unmentioned
         self.corp_id = corp_id
-        self._runner: web.AppRunner | None = None
-        self._url = ""
-        self._stopping = asyncio.Event()
-        self._seq = 0
 
-    @property
-    def url(self) -> str:
-        """`http://host:port`: the OpenAPI base (DINGTALK_OPENAPI_ENDPOINT) and control plane."""
-        if not self._url:
-            raise RuntimeError("emulator not started")
-        return self._url
-
-    @property
-    def apps(self) -> list[str]:
-        """Configured client ids."""
-        return list(self.state.apps)
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Binds and serves; returns the base URL."""
-        app = web.Application(middlewares=[self._middleware])
+    def add_routes(self, app: web.Application) -> None:
+        """The Stream gateway, the OpenAPI and the control plane."""
         self.gateway.add_routes(app)
         self.openapi.add_routes(app)
-        add_control_routes(app, self)
-        # Short shutdown: in-flight handlers are our own latency sleeps and closed sockets.
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self._runner = runner
-        bound_port = runner.addresses[0][1]
-        public_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - only compared
-        self._url = f"http://{public_host}:{bound_port}"
-        return self._url
+        Control(self).add_routes(app)
 
-    async def stop(self) -> None:
-        """Closes every socket and the server; leaves no task behind."""
-        self._stopping.set()
-        await self.gateway.close_all()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    def fault_response(self, request: web.Request, fault: Fault) -> web.Response:
+        """The fault's status with its body (else a realistic one) and Retry-After."""
+        status = fault.status or 500
+        body = fault.body if fault.body is not None else default_fault_body(status)
+        retry_after = fault.retry_after
+        headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
+        return web.json_response(body, status=status, headers=headers)
 
-    @web.middleware
-    async def _middleware(
-        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        if request.path.startswith(CONTROL_PREFIX):
-            return await handler(request)
-        arrived = time.monotonic()
-        raw = await request.read()  # cached by aiohttp, so handlers can read it again
-        fault = self.state.take_fault(request.method, request.path)
-        delay = self.state.latency + (fault.latency if fault else 0.0)
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-        response: web.StreamResponse
-        if fault is not None and fault.status:
-            body = fault.body if fault.body is not None else default_fault_body(fault.status)
-            headers = (
-                {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
-            )
-            response = web.json_response(body, status=fault.status, headers=headers)
-        else:
-            try:
-                response = await handler(request)
-            except ApiError as exc:
-                response = web.json_response(exc.body(), status=exc.status)
-            except web.HTTPException as exc:  # e.g. 404 for an endpoint the emulator lacks
-                self._record(request, arrived, raw, exc.status, faulted=False)
-                raise
-        faulted = fault is not None and bool(fault.status)
-        self._record(request, arrived, raw, response.status, faulted=faulted)
-        return response
-
-    def _record(
-        self, request: web.Request, arrived: float, raw: bytes, status: int, *, faulted: bool
-    ) -> None:
-        body: Any = None
-        if raw:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body = raw.decode("utf-8", "replace")
-        if isinstance(body, dict):
-            # Recordings end up in test output and control-plane answers: keep credentials out.
-            body = {k: "***" if k in _SECRET_FIELDS else v for k, v in body.items()}
-        client_id = request.get(CLIENT_ID_KEY, "")
+    def call_record(
+        self, request: web.Request, response: web.StreamResponse | None, call: RecordedCall
+    ) -> CallRecord:
+        """The call and the app it was made for (known from a route, else from its token)."""
+        client_id = request.get(APP_KEY, "")
         if not client_id:
             token = request.headers.get(TOKEN_HEADER, "")
             client_id = (self.state.app_for_token(token) or "") if token else ""
-        self._seq += 1
-        self.state.calls.append(
-            CallRecord(
-                self._seq,
-                arrived,
-                request.method,
-                request.path,
-                dict(request.query),
-                body,
-                status,
-                client_id,
-                faulted,
-            )
-        )
-        self.state.notify()
+        return call.extended(CallRecord, client_id=client_id)
+
+    def describe(self) -> list[str]:
+        """The URL and the app credentials to use."""
+        url = self.url
+        lines = [
+            f"DingTalk emulator listening on {url}",
+            f"  DINGTALK_OPENAPI_ENDPOINT={url}  (api_base for channeld)",
+        ]
+        # These are the emulator's own throwaway credentials, printed so a user can copy them.
+        lines += [
+            f"  app client_id={app.client_id} client_secret={app.client_secret} "
+            f"robot_code={app.effective_robot_code}"
+            for app in self.state.apps.values()
+        ]
+        lines.append(f"  card templates: {', '.join(self.state.templates)}")
+        return lines
 
     # -- users and frames ------------------------------------------------------------------------
 
@@ -308,12 +242,6 @@ class DingTalkEmulator:
 
     # -- faults ----------------------------------------------------------------------------------
 
-    async def drop(
-        self, client_id: str, *, mode: str = "abort", connection_id: str | None = None
-    ) -> int:
-        """Kills the app's sockets: `abort` (no close frame) or `close` (code 1011)."""
-        return await self.gateway.drop(client_id, mode=mode, connection_id=connection_id)
-
     async def system_disconnect(
         self,
         client_id: str,
@@ -334,10 +262,6 @@ class DingTalkEmulator:
         """
         return await self.gateway.outage(on)
 
-    def silence(self, client_id: str, on: bool = True, *, connection_id: str | None = None) -> int:
-        """Turns the app's current sockets into zombies (open, but no pings or deliveries)."""
-        return self.gateway.silence(client_id, on, connection_id=connection_id)
-
     def add_fault(
         self,
         path_pattern: str,
@@ -350,26 +274,21 @@ class DingTalkEmulator:
         method: str | None = None,
     ) -> Fault:
         """Answers the next `times` matching calls with `status` (None: only delay them)."""
-        fault = Fault(path_pattern, status, times, body, retry_after, latency, method)
+        fault = Fault(
+            path=path_pattern,
+            status=status,
+            remaining=times,
+            body=body,
+            retry_after=retry_after,
+            delay=latency,
+            method=method,
+        )
         self.state.faults.append(fault)
         return fault
-
-    def clear_faults(self) -> None:
-        """Removes every injected fault and the global latency."""
-        self.state.faults.clear()
-        self.state.latency = 0.0
-
-    def set_latency(self, seconds: float) -> None:
-        """Delays every OpenAPI / gateway call (not the control plane)."""
-        self.state.latency = seconds
 
     def fail_deliveries(self, times: int = 1, error_msg: str = "robot is not in the group") -> None:
         """The next card deliveries report `success: false` inside an HTTP 200."""
         self.state.failing_deliveries.extend([error_msg] * times)
-
-    def expire_tokens(self) -> int:
-        """Invalidates every access token issued so far."""
-        return self.openapi.expire_tokens()
 
     def expire_sessions(self) -> int:
         """Every sessionWebhook handed out so far stops working."""
@@ -379,14 +298,6 @@ class DingTalkEmulator:
 
     # -- observations ----------------------------------------------------------------------------
 
-    def connections(self, client_id: str | None = None) -> list[ConnectionInfo]:
-        """Every connection ever opened, closed ones included."""
-        return self.gateway.connections(client_id)
-
-    def live_connections(self, client_id: str | None = None) -> list[ConnectionInfo]:
-        """Sockets that are still open."""
-        return [c for c in self.gateway.connections(client_id) if c.live]
-
     def sent_frames(self, topic: str | None = None) -> list[SentFrame]:
         """Frames pushed so far, pings and disconnects included."""
         return [f for f in self.gateway.sent.values() if topic is None or f.topic == topic]
@@ -394,31 +305,3 @@ class DingTalkEmulator:
     def acks(self, message_id: str | None = None) -> list[AckRecord]:
         """Frames the clients sent back, in arrival order."""
         return [a for a in self.state.acks if message_id is None or a.message_id == message_id]
-
-    def calls(self, path: str | None = None, method: str | None = None) -> list[CallRecord]:
-        """Recorded HTTP calls, optionally filtered by exact path and method."""
-        return [
-            c
-            for c in self.state.calls
-            if (path is None or c.path == path) and (method is None or c.method == method.upper())
-        ]
-
-    def card(self, out_track_id: str) -> CardState | None:
-        """A copy of one card's state."""
-        return self.state.card_copy(out_track_id)
-
-    def cards(self) -> list[CardState]:
-        """Copies of every card, oldest first."""
-        return [c for c in (self.state.card_copy(k) for k in self.state.cards) if c is not None]
-
-    def chat_view(self, conversation_id: str) -> dict[str, Any] | None:
-        """What the user sees in a chat: their messages, bot messages and cards as they are now."""
-        return self.state.chat_view(conversation_id)
-
-    async def wait_until(
-        self,
-        predicate: Callable[[DingTalkEmulator], T],
-        timeout: float = 5.0,  # noqa: ASYNC109 - a deadline for a condition, not for one await
-    ) -> T:
-        """Returns the predicate's first truthy value; re-checked on every state change."""
-        return await wait_until(lambda: predicate(self), self.state.wait_changed, timeout)

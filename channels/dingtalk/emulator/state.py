@@ -1,14 +1,9 @@
-"""What the DingTalk emulator knows and remembers: apps, tokens, sessions, cards, chats and calls.
-
-Everything here is touched only from the emulator's own event loop; callers on other threads go
-through `EmulatorThread`, which hands them copies.
-"""
+"""What the DingTalk emulator knows and remembers beyond the state every emulator keeps: apps,
+card templates, sessionWebhooks, AI cards and conversations, and DingTalk's error shapes."""
 
 from __future__ import annotations
 
 import base64
-import copy
-import fnmatch
 import hashlib
 import time
 import uuid
@@ -16,12 +11,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
-from channels.emulator.state import EmulatorStateBase
+from channels.emulator import http
+from channels.emulator.state import (
+    CardStatus,
+    EmulatorStateBase,
+    RecordedCall,
+    Transcript,
+    json_fields,
+)
+from channels.emulator.state import Fault as FaultBase
 
 DEFAULT_CONTENT_KEY = "content"
-CLIENT_ID_KEY = web.RequestKey("client_id", str)  # the app a request turned out to be for
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,24 +38,12 @@ class EmulatorApp:
         return self.robot_code or self.client_id
 
 
+# an app, or (client_id, client_secret[, robot_code])
 AppSpec = EmulatorApp | tuple[str, str] | tuple[str, str, str]
 
 
-def to_app(spec: AppSpec) -> EmulatorApp:
-    """Accepts an `EmulatorApp` or a `(client_id, client_secret[, robot_code])` tuple."""
-    if isinstance(spec, EmulatorApp):
-        return spec
-    return EmulatorApp(*spec)
-
-
-class ApiError(Exception):
+class ApiError(http.ApiError[str]):
     """An OpenAPI-style error answer: HTTP status plus DingTalk's `code` and `message`."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
 
     def body(self) -> dict[str, Any]:
         """The JSON body DingTalk sends with an error."""
@@ -68,18 +56,10 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class CallRecord:
+class CallRecord(RecordedCall):
     """One HTTP call the emulator answered; the access-token header value is never kept."""
 
-    seq: int  # in order of completion (a WebSocket call completes when it closes)
-    at: float  # time.monotonic() when the request arrived
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-    status: int
     client_id: str  # the app the call was made for, "" when unknown
-    fault: bool  # answered by an injected fault instead of the real route
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +86,7 @@ class CardUpdate:
 
 
 @dataclass
-class CardState:
+class CardState(CardStatus):
     """A card instance as DingTalk keeps it, plus its history."""
 
     out_track_id: str
@@ -146,11 +126,6 @@ class CardState:
             return "streaming"
         return "created"
 
-    @property
-    def done(self) -> bool:
-        """No more changes are expected."""
-        return self.status in ("finished", "failed")
-
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary for the control plane."""
         return {
@@ -185,15 +160,17 @@ class ChatItem:
 
 
 @dataclass
-class Conversation:
+class Conversation(Transcript):
     """A chat as the user sees it."""
 
     conversation_id: str
     client_id: str
     conversation_type: str  # "1" single, "2" group
     title: str = ""
-    items: list[ChatItem] = field(default_factory=list)
-    version: int = 0
+
+    def key(self) -> str:
+        """The openConversationId."""
+        return self.conversation_id
 
 
 @dataclass
@@ -238,36 +215,19 @@ QPS_LIMIT_BODY: dict[str, Any] = error_body(
 )
 
 
-@dataclass
-class Fault:
-    """An injected HTTP fault: a status answer, extra latency, or both."""
+@dataclass(kw_only=True)
+class Fault(FaultBase):
+    """An injected HTTP fault: a status answer (with a body and Retry-After), a delay, or both."""
 
-    path: str  # exact path or fnmatch pattern, e.g. "/v1.0/card/*"
-    status: int | None
-    remaining: int | None  # None: forever
-    body: Any = None
+    body: Any = None  # None: a realistic body for the status
     retry_after: float | None = None
-    latency: float = 0.0
-    method: str | None = None
-    hits: int = 0
-
-    def matches(self, method: str, path: str) -> bool:
-        """Method (if given) and path pattern both match."""
-        if self.method is not None and self.method.upper() != method.upper():
-            return False
-        return path == self.path or fnmatch.fnmatchcase(path, self.path)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready summary."""
-        return {
-            "path": self.path,
-            "status": self.status,
-            "remaining": self.remaining,
-            "retry_after": self.retry_after,
-            "latency": self.latency,
-            "method": self.method,
-            "hits": self.hits,
-        }
+        """A JSON-ready summary; the control plane calls the delay `latency`."""
+        summary = super().to_json()
+        summary["latency"] = summary.pop("delay")
+        del summary["body"]
+        return summary
 
 
 def stable_id(*parts: str, length: int = 22) -> str:
@@ -276,36 +236,19 @@ def stable_id(*parts: str, length: int = 22) -> str:
     return base64.b64encode(digest).decode()[:length]
 
 
-class EmulatorState(EmulatorStateBase[Fault]):
+class EmulatorState(EmulatorStateBase[Fault, CallRecord, CardState]):
     """All mutable state; `notify()` wakes everyone waiting for a change."""
 
     def __init__(self, apps: list[EmulatorApp], templates: Mapping[str, str]) -> None:
         super().__init__()
-        self.apps = {app.client_id: app for app in apps}
+        self.apps: dict[str, EmulatorApp] = {app.client_id: app for app in apps}
         self.templates = dict(templates)  # template id -> its streaming content key
-        self.calls: list[CallRecord] = []
         self.acks: list[AckRecord] = []
-        self.cards: dict[str, CardState] = {}
-        self.conversations: dict[str, Conversation] = {}
+        self.chats: dict[str, Conversation] = {}  # by openConversationId
         self.direct: dict[tuple[str, str], str] = {}  # (client_id, staff id) -> conversation id
         self.sessions: dict[str, Session] = {}
-        self.tokens: dict[str, tuple[str, float]] = {}  # token -> (client_id, monotonic deadline)
-        self.latency = 0.0
         self.failing_deliveries: list[str] = []  # errorMsg of forced deliverResult failures
         self._item_seq = 0
-
-    def notify(self, conversation_id: str | None = None) -> None:
-        """Something changed: bump versions and wake waiters."""
-        if conversation_id is not None and conversation_id in self.conversations:
-            self.conversations[conversation_id].version += 1
-        self.changed()
-
-    def app_for_token(self, token: str) -> str | None:
-        """The client id a valid, unexpired token belongs to."""
-        entry = self.tokens.get(token)
-        if entry is None or time.monotonic() >= entry[1]:
-            return None
-        return entry[0]
 
     def direct_conversation_id(self, client_id: str, staff_id: str) -> str:
         """The single chat between a user and a bot (DingTalk keeps one per pair)."""
@@ -318,64 +261,30 @@ class EmulatorState(EmulatorStateBase[Fault]):
         self, client_id: str, conversation_id: str, conversation_type: str, title: str = ""
     ) -> Conversation:
         """Gets or creates a chat."""
-        conv = self.conversations.get(conversation_id)
+        conv = self.chats.get(conversation_id)
         if conv is None:
             conv = Conversation(conversation_id, client_id, conversation_type, title)
-            self.conversations[conversation_id] = conv
+            self.chats[conversation_id] = conv
         elif title and not conv.title:
             conv.title = title
         return conv
-
-    def add_item(self, conv: Conversation, item: ChatItem) -> ChatItem:
-        """Appends to a transcript and wakes waiters."""
-        conv.items.append(item)
-        self.notify(conv.conversation_id)
-        return item
 
     def next_item_id(self) -> str:
         """Ids for message items; cards use their outTrackId."""
         self._item_seq += 1
         return f"m{self._item_seq}"
 
-    def chat_view(self, conversation_id: str) -> dict[str, Any] | None:
-        """The transcript with every card rendered as it looks right now."""
-        conv = self.conversations.get(conversation_id)
-        if conv is None:
-            return None
-        items: list[dict[str, Any]] = []
-        for item in conv.items:
-            entry: dict[str, Any] = {
-                "id": item.id,
-                "kind": item.kind,
-                "at": item.at,
-                "via": item.via,
-                "msgtype": item.msgtype,
-                "text": item.text,
-                "title": item.title,
-                "sender": item.sender,
-                "at_user_ids": list(item.at_user_ids),
-            }
-            card = self.cards.get(item.id) if item.kind == "card" else None
-            if card is not None:
-                entry.update(
-                    text=card.text,
-                    status=card.status,
-                    done=card.done,
-                    flow_status=card.flow_status,
-                    template_id=card.template_id,
-                    card_data=dict(card.card_data),
-                )
-            items.append(entry)
-        return {
-            "conversation_id": conv.conversation_id,
-            "client_id": conv.client_id,
-            "conversation_type": conv.conversation_type,
-            "title": conv.title,
-            "version": conv.version,
-            "items": items,
-        }
-
-    def card_copy(self, out_track_id: str) -> CardState | None:
-        """A copy that later changes will not touch."""
-        card = self.cards.get(out_track_id)
-        return copy.deepcopy(card) if card is not None else None
+    def item_view(self, item: ChatItem) -> dict[str, Any]:
+        """The item's fields; a card with its text and status as they are now."""
+        entry = json_fields(item)
+        card = self.cards.get(item.id) if item.kind == "card" else None
+        if card is not None:
+            entry.update(
+                text=card.text,
+                status=card.status,
+                done=card.done,
+                flow_status=card.flow_status,
+                template_id=card.template_id,
+                card_data=dict(card.card_data),
+            )
+        return entry

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from channels.emulator import http
 from channels.feishu.emulator.openapi import json_object, required_str
 from channels.feishu.emulator.state import (
     TEXT_TAGS,
@@ -54,12 +55,7 @@ def parse_card(data: Any) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         raise ApiError(400, 99992402, "field validation failed: data must be a string")
     if len(data.encode()) > CARD_LIMIT:
         raise ApiError(400, 200860, "card content exceeds the size limit")
-    try:
-        card = json.loads(data)
-    except ValueError as exc:
-        raise ApiError(400, 200621, "parse card json err") from exc
-    if not isinstance(card, dict):
-        raise ApiError(400, 200621, "parse card json err")
+    card = http.loaded_object(data, lambda _: ApiError(400, 200621, "parse card json err"))
     if card.get("schema") != "2.0":
         raise ApiError(400, 300303, "card schema must be 2.0")
     elements: dict[str, dict[str, Any]] = {}
@@ -148,7 +144,7 @@ class CardKit:
             raise ApiError(400, 200740, "card entity not found")
         if card.app_id != app.app_id:
             raise ApiError(400, 300311, "the app does not own this card")
-        self._state.check_streaming(card)
+        self._state.refresh(card)
         return card
 
     def _replayed(self, card: CardState, body: dict[str, Any]) -> bool:

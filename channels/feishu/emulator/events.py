@@ -53,7 +53,6 @@ class _Pending:
     parts: int
     deliveries: list[Delivery] = field(default_factory=list)
     acked: bool = False
-    task: asyncio.Task[None] | None = None
 
 
 def split(payload: bytes, parts: int) -> list[bytes]:
@@ -84,7 +83,6 @@ class EventPusher:
         self._gateway = gateway
         self.redelivery_schedule = tuple(redelivery_schedule)
         self._rng = rng
-        self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[str, _Pending] = {}  # keyed by the first frame message id
         self.deliveries: dict[str, Delivery] = {}  # frame message id -> delivery
         self._seq = 0
@@ -96,12 +94,6 @@ class EventPusher:
             for pending in self._pending.values():
                 if delivery in pending.deliveries:
                     pending.acked = True
-
-    async def close(self) -> None:
-        """Cancels every pending redelivery."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def push(
         self,
@@ -121,10 +113,8 @@ class EventPusher:
         pending = _Pending(app_id, payload, parts, [delivery])
         self._pending[delivery.frame_message_id] = pending
         if redeliver and self.redelivery_schedule:
-            task = asyncio.create_task(self._redeliver_later(pending))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            pending.task = task
+            # the gateway owns the task: closing it ends the redeliveries
+            self._gateway.spawn(self._redeliver_later(pending))
         return delivery
 
     async def _redeliver_later(self, pending: _Pending) -> None:

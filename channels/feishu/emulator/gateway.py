@@ -13,7 +13,6 @@ Choices docs/platforms/feishu.md has no answer for (unverified against the gatew
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import random
@@ -23,14 +22,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
+from channels.emulator.gateway import GatewayBase, Socket, SocketInfo
+from channels.emulator.http import APP_KEY
 from channels.feishu import frames
 from channels.feishu.emulator.events import EventPusher
-from channels.feishu.emulator.state import APP_ID_KEY, DISCOVERY_PATH, AckRecord, EmulatorState
+from channels.feishu.emulator.state import DISCOVERY_PATH, AckRecord, EmulatorState
 
 WS_PATH = "/ws/v2"
-CLOSE_TIMEOUT = 2.0  # how long a server-side close waits for the client's close frame
 AUTH_FAILED = 514
 FORBIDDEN = 403
 EXCEED_CONN_LIMIT = 1000040350
@@ -38,39 +38,14 @@ BAD_TICKET = 1000040345
 
 
 @dataclass(frozen=True, slots=True)
-class ConnectionInfo:
-    """A snapshot of one long connection."""
+class ConnectionInfo(SocketInfo):
+    """A snapshot of one long connection (`connection_id` is the URL's device_id)."""
 
-    connection_id: str  # the URL's device_id
     app_id: str
     service_id: int
-    state: str  # "open", "silenced", "closed"
-    opened_at: float  # time.monotonic()
-    closed_at: float | None
-    close_code: int | None
     pings: int  # pings received from the client
     pongs: int
     events_sent: int  # data frames (parts) sent
-
-    @property
-    def live(self) -> bool:
-        """The socket is still open (whatever the server thinks of it)."""
-        return self.state != "closed"
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready form for the control plane."""
-        return {
-            "connection_id": self.connection_id,
-            "app_id": self.app_id,
-            "service_id": self.service_id,
-            "state": self.state,
-            "opened_at": self.opened_at,
-            "closed_at": self.closed_at,
-            "close_code": self.close_code,
-            "pings": self.pings,
-            "pongs": self.pongs,
-            "events_sent": self.events_sent,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,40 +56,29 @@ class _Ticket:
     issued_at: float
 
 
-class Connection:
+class Connection(Socket):
     """One server-side socket and what it has seen."""
 
-    def __init__(self, ticket: _Ticket, ws: web.WebSocketResponse, transport: Any) -> None:
-        self.id = ticket.device_id
-        self.app_id = ticket.app_id
+    def __init__(self, ticket: _Ticket, request: web.Request) -> None:
+        super().__init__(ticket.device_id, ticket.app_id, request)
         self.service_id = ticket.service_id
-        self.ws = ws
-        self.transport = transport
-        self.opened_at = time.monotonic()
-        self.closed_at: float | None = None
-        self.silenced = False
         self.pings = 0
         self.pongs = 0
         self.events_sent = 0
-        self.lock = asyncio.Lock()
 
     def info(self) -> ConnectionInfo:
-        state = "closed" if self.closed_at is not None else "silenced" if self.silenced else "open"
+        """A snapshot for observers."""
         return ConnectionInfo(
-            self.id,
-            self.app_id,
-            self.service_id,
-            state,
-            self.opened_at,
-            self.closed_at,
-            self.ws.close_code,
-            self.pings,
-            self.pongs,
-            self.events_sent,
+            **self.snapshot(),
+            app_id=self.app_id,
+            service_id=self.service_id,
+            pings=self.pings,
+            pongs=self.pongs,
+            events_sent=self.events_sent,
         )
 
 
-class Gateway:
+class Gateway(GatewayBase[Connection, _Ticket]):
     """Serves discovery and `/ws/v2`, and drives the sockets."""
 
     def __init__(
@@ -127,16 +91,12 @@ class Gateway:
         ticket_ttl: float,
         rng: random.Random,
     ) -> None:
-        self._state = state
+        super().__init__(state, ticket_ttl=ticket_ttl, rng=rng)
+        self._state: EmulatorState = state
         self.client_config = client_config
         self.max_connections = max_connections
-        self._ticket_ttl = ticket_ttl
-        self._rng = rng
-        self._tickets: dict[str, _Ticket] = {}
-        self._connections: dict[str, Connection] = {}
         self.refused: set[str | None] = set()  # app ids whose gateway is down; None: all apps
         self.rejections: list[tuple[int, int, str]] = []  # queued handshake rejections
-        self.closing = False
         self.events = EventPusher(state, self, redelivery_schedule=redelivery_schedule, rng=rng)
 
     def add_routes(self, app: web.Application) -> None:
@@ -164,7 +124,7 @@ class Gateway:
         app = self._state.apps.get(str(body.get("AppID", "")))
         if app is None:
             return web.json_response({"code": 10003, "msg": "invalid app_id"})
-        request[APP_ID_KEY] = app.app_id
+        request[APP_KEY] = app.app_id
         if body.get("AppSecret") != app.app_secret:
             return web.json_response({"code": 10014, "msg": "app secret invalid"})
         if self._down(app.app_id):
@@ -172,7 +132,7 @@ class Gateway:
         ticket = secrets.token_urlsafe(24)
         device_id = str(self._rng.randrange(10**18, 10**19))
         service_id = int(app.app_id.encode().hex()[-6:], 16) % 90000 + 10000
-        self._tickets[ticket] = _Ticket(app.app_id, device_id, service_id, time.monotonic())
+        self.issue(ticket, _Ticket(app.app_id, device_id, service_id, time.monotonic()))
         url = (
             f"ws://{request.host}{WS_PATH}?fpid=493&aid=552564&device_id={device_id}"
             f"&access_key={secrets.token_hex(16)}&service_id={service_id}&ticket={ticket}"
@@ -190,31 +150,21 @@ class Gateway:
         return web.Response(status=403, headers=headers, text=msg)
 
     async def _connect(self, request: web.Request) -> web.StreamResponse:
-        ticket = self._tickets.pop(request.query.get("ticket", ""), None)
-        if ticket is None or time.monotonic() - ticket.issued_at > self._ticket_ttl:
+        ticket = self.redeem(request)
+        if ticket is None:
             return self._reject(AUTH_FAILED, BAD_TICKET, "ticket invalid or expired")
-        request[APP_ID_KEY] = ticket.app_id
+        request[APP_KEY] = ticket.app_id
         if self._down(ticket.app_id):
             return web.Response(status=503, text="service unavailable")
         if self.rejections:
             return self._reject(*self.rejections.pop(0))
-        live = self.live(ticket.app_id)
-        if len(live) >= self.max_connections:
+        if len(self.live(ticket.app_id)) >= self.max_connections:
             return self._reject(AUTH_FAILED, EXCEED_CONN_LIMIT, "exceed connection limit")
-        # autoping answers the websockets library's own RFC 6455 keepalive, as the gateway does.
-        ws = web.WebSocketResponse(timeout=CLOSE_TIMEOUT, autoping=True)
-        await ws.prepare(request)
-        conn = Connection(ticket, ws, request.transport)
-        self._connections[conn.id] = conn
-        self._state.notify()
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.BINARY:
-                    await self._on_frame(conn, msg.data)
-        finally:
-            conn.closed_at = time.monotonic()
-            self._state.notify()
-        return ws
+        return await self.serve(request, Connection(ticket, request))
+
+    async def received(self, conn: Connection, msg: WSMessage) -> None:
+        if msg.type == WSMsgType.BINARY:
+            await self._on_frame(conn, msg.data)
 
     async def _on_frame(self, conn: Connection, data: bytes) -> None:
         try:
@@ -270,69 +220,5 @@ class Gateway:
         self._state.notify()
 
     async def send(self, conn: Connection, data: bytes) -> bool:
-        try:
-            async with conn.lock:
-                await conn.ws.send_bytes(data)
-        except (ConnectionError, RuntimeError):
-            return False  # the socket went away under us; its handler records the close
-        return True
-
-    def live(self, app_id: str | None) -> list[Connection]:
-        return [
-            c
-            for c in self._connections.values()
-            if c.closed_at is None and (app_id is None or c.app_id == app_id)
-        ]
-
-    def connections(self, app_id: str | None = None) -> list[ConnectionInfo]:
-        """Every connection ever opened (closed ones included), oldest first."""
-        return [
-            c.info() for c in self._connections.values() if app_id is None or c.app_id == app_id
-        ]
-
-    # -- faults ----------------------------------------------------------------------------------
-
-    def _targets(self, app_id: str | None, connection_id: str | None) -> list[Connection]:
-        return [c for c in self.live(app_id) if connection_id in (None, c.id)]
-
-    async def drop(
-        self,
-        app_id: str | None,
-        *,
-        mode: str = "abort",
-        code: int = 1000,
-        connection_id: str | None = None,
-    ) -> int:
-        """Kills live sockets: `abort` resets TCP with no close frame, `close` sends `code`."""
-        if mode not in ("abort", "close"):
-            raise ValueError("mode must be 'abort' or 'close'")
-        targets = self._targets(app_id, connection_id)
-        for conn in targets:
-            if mode == "abort" and conn.transport is not None:
-                conn.transport.abort()
-            elif mode == "close":
-                await conn.ws.close(code=code, message=b"")
-        return len(targets)
-
-    def silence(
-        self, app_id: str | None, on: bool = True, *, connection_id: str | None = None
-    ) -> int:
-        """Zombie sockets: they stay open but answer no pings and get no events."""
-        targets = self._targets(app_id, connection_id)
-        for conn in targets:
-            conn.silenced = on
-        self._state.notify()
-        return len(targets)
-
-    async def close_all(self) -> None:
-        """Closes every socket (1001 going away) and cancels the gateway's own tasks."""
-        self.closing = True
-        await self.events.close()
-        live = self.live(None)
-        # Errors are ignored: a socket that is already broken needs no close handshake.
-        await asyncio.gather(
-            *(c.ws.close(code=1001, message=b"going away") for c in live), return_exceptions=True
-        )
-        for conn in live:
-            if conn.closed_at is None and conn.transport is not None:
-                conn.transport.abort()
+        """Sends one encoded frame; False when the socket is gone."""
+        return await conn.send(data)

@@ -17,16 +17,17 @@ Codes follow docs/platforms/feishu.md §4; choices where it is silent (unverifie
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
+from collections import deque
 from typing import Any
 
 from aiohttp import web
 
+from channels.emulator import http
+from channels.emulator.http import APP_KEY
 from channels.feishu.emulator.payloads import SEND_TYPES, message_object, new_message_id, sent_text
 from channels.feishu.emulator.state import (
-    APP_ID_KEY,
     ApiError,
     CardOp,
     Chat,
@@ -45,13 +46,10 @@ REFRESH_BELOW = 30 * 60  # a token with less left than this is replaced by a new
 
 async def json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object, or a Feishu validation error."""
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise ApiError(400, 99992402, "field validation failed: body is not JSON") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, 99992402, "field validation failed: body is not an object")
-    return body
+    return await http.json_object(
+        request,
+        lambda what: ApiError(400, 99992402, f"field validation failed: body is not {what}"),
+    )
 
 
 def required_str(body: dict[str, Any], name: str) -> str:
@@ -68,8 +66,8 @@ class OpenApi:
     def __init__(self, state: EmulatorState, *, token_ttl: int) -> None:
         self._state = state
         self.token_ttl = token_ttl
-        self._expired: set[str] = set()
         self._uuids: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+        self._sends: dict[str, deque[float]] = {}  # chat id -> monotonic times of bot sends
 
     def add_routes(self, app: web.Application) -> None:
         """Registers the OpenAPI routes."""
@@ -79,20 +77,10 @@ class OpenApi:
         r.add_post("/open-apis/im/v1/messages/{message_id}/reply", self._reply)
         r.add_get("/open-apis/bot/v3/info", self._bot_info)
 
-    def expire_tokens(self) -> int:
-        """Invalidates every token issued so far."""
-        count = len(self._state.tokens)
-        self._expired.update(self._state.tokens)
-        self._state.tokens.clear()
-        self._state.notify()
-        return count
-
     async def _token(self, request: web.Request) -> web.Response:
         body = await json_object(request)
-        app = self._state.apps.get(str(body.get("app_id", "")))
-        if app is None:
-            raise ApiError(400, 10003, "invalid param: app_id not found")
-        request[APP_ID_KEY] = app.app_id
+        unknown = ApiError(400, 10003, "invalid param: app_id not found")
+        app = http.known_app(request, self._state.apps, body.get("app_id", ""), unknown)
         if body.get("app_secret") != app.app_secret:
             raise ApiError(400, 10014, "app secret invalid")
         now = time.monotonic()
@@ -120,16 +108,16 @@ class OpenApi:
         scheme, _, token = header.partition(" ")
         if scheme != "Bearer" or not token:
             raise ApiError(400, 99991671, "Invalid access token format.")
-        entry = self._state.tokens.get(token)
-        if entry is None or time.monotonic() >= entry[1]:
+        app_id = self._state.app_for_token(token)
+        if app_id is None:
             raise ApiError(
                 400,
                 99991663,
                 "Invalid access token for authorization. "
                 "Please make a request with token attached.",
             )
-        request[APP_ID_KEY] = entry[0]
-        return self._state.apps[entry[0]]
+        request[APP_KEY] = app_id
+        return self._state.apps[app_id]
 
     async def _bot_info(self, request: web.Request) -> web.Response:
         app = self.authenticate(request)
@@ -182,12 +170,9 @@ class OpenApi:
                 return {"code": 0, "msg": "success", "data": seen[1]}
         if msg_type not in SEND_TYPES:
             raise ApiError(400, 230001, f"invalid msg_type {msg_type}")
-        try:
-            content = json.loads(raw)
-        except ValueError as exc:
-            raise ApiError(400, 230001, "content is not valid JSON") from exc
-        if not isinstance(content, dict):
-            raise ApiError(400, 230001, "content must be a JSON object")
+        content = http.loaded_object(
+            raw, lambda what: ApiError(400, 230001, f"content is not {what}")
+        )
         limit = TEXT_LIMIT if msg_type == "text" else CARD_LIMIT
         if len(raw.encode()) > limit:
             raise ApiError(400, 230025, "The message content exceeds the length limit.")
@@ -195,7 +180,7 @@ class OpenApi:
             raise ApiError(400, 230001, "text content needs a text field")
         if msg_type == "post" and "post" in content:
             raise ApiError(400, 230001, "post content must be a locale map")
-        sends = chat.sends
+        sends = self._sends.setdefault(chat.chat_id, deque())
         while sends and now - sends[0] >= 1.0:
             sends.popleft()
         if len(sends) >= CHAT_QPS:

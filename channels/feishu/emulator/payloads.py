@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from channels.emulator.state import Delivered
 from channels.feishu.emulator.state import FeishuApp, stable_hex
 
 RECEIVE_EVENT = "im.message.receive_v1"
@@ -52,30 +53,15 @@ class Mention:
 
 
 @dataclass(frozen=True, slots=True)
-class UserMessage:
+class UserMessage(Delivered):
     """What `send_user_message` did: ids to correlate acks, replies and the chat view."""
 
-    delivered: bool
-    reason: str  # why not delivered, "" when delivered
     event_id: str
     message_id: str  # the om_ id
     chat_id: str
     frame_message_id: str  # the pbbp2 `message_id` header of the first delivery, "" if none
     connection_id: str
     item_id: str  # the user's message in the chat view (its om_ id)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready form for the control plane."""
-        return {
-            "delivered": self.delivered,
-            "reason": self.reason,
-            "event_id": self.event_id,
-            "message_id": self.message_id,
-            "chat_id": self.chat_id,
-            "frame_message_id": self.frame_message_id,
-            "connection_id": self.connection_id,
-            "item_id": self.item_id,
-        }
 
 
 def now_ms() -> int:

@@ -8,18 +8,20 @@ import dataclasses
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 
-from channels.emulator.state import wait_until
+from channels.emulator.http import APP_KEY
+from channels.emulator.server import EmulatorServer
+from channels.emulator.state import RecordedCall, app_records
 from channels.feishu import frames
 from channels.feishu.emulator.cardkit import CardKit
-from channels.feishu.emulator.control import add_control_routes
+from channels.feishu.emulator.control import Control
 from channels.feishu.emulator.events import REDELIVERY_SCHEDULE, Delivery
 from channels.feishu.emulator.gateway import FORBIDDEN, ConnectionInfo, Gateway
-from channels.feishu.emulator.http import recording_middleware
+from channels.feishu.emulator.http import code_of, fault_response
 from channels.feishu.emulator.openapi import OpenApi
 from channels.feishu.emulator.payloads import (
     Mention,
@@ -39,19 +41,22 @@ from channels.feishu.emulator.state import (
     ChatItem,
     EmulatorState,
     Fault,
+    FeishuApp,
     stable_hex,
-    to_app,
 )
-
-T = TypeVar("T")
 
 DEFAULT_APP_ID = "cli_0123456789abcdef"  # the node SDK insists on cli_ + 16 hex digits
 DEFAULT_APP_SECRET = "feishu-emulator-secret"  # noqa: S105 - the emulator's own demo credential
 DEFAULT_APPS: tuple[AppSpec, ...] = ((DEFAULT_APP_ID, DEFAULT_APP_SECRET),)
 
 
-class FeishuEmulator:
-    """A faithful local Feishu for lark-oapi's ws client, our own client and end-to-end tests."""
+class FeishuEmulator(EmulatorServer[Fault, CallRecord, CardState, ConnectionInfo]):
+    """A faithful local Feishu for lark-oapi's ws client, our own client and end-to-end tests.
+
+    Its `url` is the `domain` for clients, and the control plane.
+    """
+
+    secret_fields = frozenset({"AppSecret", "app_secret"})
 
     def __init__(
         self,
@@ -71,7 +76,8 @@ class FeishuEmulator:
         group_msg_scope: bool = False,
         rng: random.Random | None = None,
     ) -> None:
-        self.state = EmulatorState([to_app(a) for a in apps])
+        super().__init__()
+        self.state: EmulatorState = EmulatorState(app_records(apps, FeishuApp))
         self.state.streaming_timeout = streaming_timeout
         config = frames.ClientConfig(
             reconnect_count=reconnect_count,
@@ -79,7 +85,7 @@ class FeishuEmulator:
             reconnect_nonce=reconnect_nonce,
             ping_interval=ping_interval,
         )
-        self.gateway = Gateway(
+        self.gateway: Gateway = Gateway(
             self.state,
             client_config=config,
             redelivery_schedule=redelivery_schedule,
@@ -95,47 +101,44 @@ class FeishuEmulator:
             app_ops_per_second=app_ops_per_second,
         )
         self.group_msg_scope = group_msg_scope
-        self._runner: web.AppRunner | None = None
-        self._url = ""
-        self._stopping = asyncio.Event()
 
-    @property
-    def url(self) -> str:
-        """`http://host:port`: the `domain` for clients, and the control plane."""
-        if not self._url:
-            raise RuntimeError("emulator not started")
-        return self._url
-
-    @property
-    def apps(self) -> list[str]:
-        """Configured app ids."""
-        return list(self.state.apps)
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Binds and serves; returns the base URL."""
-        app = web.Application(middlewares=[recording_middleware(self.state, self._stopping)])
+    def add_routes(self, app: web.Application) -> None:
+        """Discovery and `/ws/v2`, the OpenAPI, CardKit and the control plane."""
         self.gateway.add_routes(app)
         self.openapi.add_routes(app)
         self.cardkit.add_routes(app)
-        add_control_routes(app, self)
-        # Short shutdown: in-flight handlers are our own delays and closed sockets.
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self._runner = runner
-        bound_port = runner.addresses[0][1]
-        public_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - only compared
-        self._url = f"http://{public_host}:{bound_port}"
-        return self._url
+        Control(self).add_routes(app)
 
-    async def stop(self) -> None:
-        """Closes every socket and the server; leaves no task behind."""
-        self._stopping.set()
-        await self.gateway.close_all()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    def fault_response(self, request: web.Request, fault: Fault) -> web.Response:
+        """See `channels.feishu.emulator.http.fault_response`."""
+        return fault_response(request, fault)
+
+    def call_record(
+        self, request: web.Request, response: web.StreamResponse | None, call: RecordedCall
+    ) -> CallRecord:
+        """The call, the business code of its answer and the app it was made for."""
+        return call.extended(CallRecord, code=code_of(response), app_id=request.get(APP_KEY, ""))
+
+    def describe(self) -> list[str]:
+        """The URL, the app credentials and a channel snippet for channeld.toml."""
+        apps = list(self.state.apps.values())
+        lines = [f"Feishu emulator listening on {self.url}"]
+        # These are the emulator's own throwaway credentials, printed so a user can copy them.
+        lines += [
+            f"  app app_id={app.app_id} app_secret={app.app_secret} "
+            f"bot={app.bot_name!r} bot_open_id={app.bot_open_id}"
+            for app in apps
+        ]
+        return [
+            *lines,
+            "  channel config for channeld.toml:",
+            "    [[channels]]",
+            '    id = "feishu-emulated"',
+            '    type = "feishu"',
+            f'    app_id = "{apps[0].app_id}"',
+            f'    app_secret = "{apps[0].app_secret}"',
+            f'    domain = "{self.url}"',
+        ]
 
     # -- users and events ------------------------------------------------------------------------
 
@@ -228,19 +231,12 @@ class FeishuEmulator:
             message_id,
         )
 
-    async def push_event(
-        self,
-        app_id: str,
-        payload: dict[str, Any],
-        *,
-        parts: int = 1,
-        connection_id: str | None = None,
-        redeliver: bool = True,
-    ) -> Delivery:
-        """Pushes any event envelope (e.g. `card.action.trigger`) like a message event."""
-        return await self.gateway.events.push(
-            app_id, payload, parts=parts, connection_id=connection_id, redeliver=redeliver
-        )
+    async def push_event(self, app_id: str, payload: dict[str, Any], **options: Any) -> Delivery:
+        """Pushes any event envelope (e.g. `card.action.trigger`) like a message event.
+
+        `options` are those of `EventPusher.push`: `parts`, `connection_id`, `redeliver`.
+        """
+        return await self.gateway.events.push(app_id, payload, **options)
 
     async def redeliver(self, message_id: str, new_event_id: bool = True) -> Delivery:
         """Pushes an event again now (by om_ id or frame message id), by default as Feishu does:
@@ -265,19 +261,22 @@ class FeishuEmulator:
         With only `code`, discovery answers HTTP 200 (as the SDK expects) and the OpenAPI 400;
         with neither, the calls are only delayed by `delay` seconds.
         """
-        fault = Fault(path_pattern, status, code, msg, times, method, delay)
+        fault = Fault(
+            path=path_pattern,
+            status=status,
+            code=code,
+            msg=msg,
+            remaining=times,
+            method=method,
+            delay=delay,
+        )
         self.state.faults.append(fault)
         return fault
 
     def clear_faults(self) -> None:
         """Removes every injected fault, handshake rejection and the global latency."""
-        self.state.faults.clear()
+        super().clear_faults()
         self.gateway.rejections.clear()
-        self.state.latency = 0.0
-
-    def set_latency(self, seconds: float) -> None:
-        """Delays every OpenAPI and discovery call (not the control plane)."""
-        self.state.latency = seconds
 
     def reject_handshakes(
         self,
@@ -295,23 +294,6 @@ class FeishuEmulator:
         text = msg or ("forbidden" if status == FORBIDDEN else "auth failed")
         self.gateway.rejections.extend([(status, autherrcode, text)] * times)
 
-    async def drop(
-        self,
-        app_id: str | None = None,
-        *,
-        mode: str = "abort",
-        code: int = 1000,
-        connection_id: str | None = None,
-    ) -> int:
-        """Kills sockets: `abort` (no close frame) or `close` (a normal close with `code`)."""
-        return await self.gateway.drop(app_id, mode=mode, code=code, connection_id=connection_id)
-
-    def silence(
-        self, app_id: str | None = None, on: bool = True, *, connection_id: str | None = None
-    ) -> int:
-        """Sockets stay open but answer no pings and get no events (half-open zombies)."""
-        return self.gateway.silence(app_id, on, connection_id=connection_id)
-
     def refuse_connections(self, app_id: str | None = None, on: bool = True) -> None:
         """The gateway is down for the app (None: all apps): discovery 503, handshakes 503."""
         if on:
@@ -325,7 +307,7 @@ class FeishuEmulator:
         self.refuse_connections(app_id, True)
         dropped = await self.gateway.drop(app_id, mode="abort")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), downtime)
+            await asyncio.wait_for(self.stopping.wait(), downtime)
         self.refuse_connections(app_id, False)
         return dropped
 
@@ -335,19 +317,7 @@ class FeishuEmulator:
         self.gateway.client_config = dataclasses.replace(self.gateway.client_config, **fields)
         return self.gateway.wire_config()
 
-    def expire_tokens(self) -> int:
-        """Invalidates every tenant token issued so far (later calls get 99991663)."""
-        return self.openapi.expire_tokens()
-
     # -- observations ----------------------------------------------------------------------------
-
-    def connections(self, app_id: str | None = None) -> list[ConnectionInfo]:
-        """Every connection ever opened, closed ones included."""
-        return self.gateway.connections(app_id)
-
-    def live_connections(self, app_id: str | None = None) -> list[ConnectionInfo]:
-        """Sockets that are still open."""
-        return [c for c in self.gateway.connections(app_id) if c.live]
 
     def discoveries(self, app_id: str | None = None) -> list[CallRecord]:
         """Every `/callback/ws/endpoint` call (faulted ones included), by the AppID it carried."""
@@ -372,31 +342,3 @@ class FeishuEmulator:
             for a in self.state.acks
             if frame_message_id is None or a.frame_message_id == frame_message_id
         ]
-
-    def calls(self, path: str | None = None, method: str | None = None) -> list[CallRecord]:
-        """Recorded HTTP calls, optionally filtered by exact path and method."""
-        return [
-            c
-            for c in self.state.calls
-            if (path is None or c.path == path) and (method is None or c.method == method.upper())
-        ]
-
-    def card(self, card_id: str) -> CardState | None:
-        """A copy of one card's state."""
-        return self.state.card_copy(card_id)
-
-    def cards(self) -> list[CardState]:
-        """Copies of every card, oldest first."""
-        return [c for c in (self.state.card_copy(k) for k in self.state.cards) if c is not None]
-
-    def chat_view(self, chat_id: str) -> dict[str, Any] | None:
-        """What members see in a chat: user messages, bot messages and cards as they are now."""
-        return self.state.chat_view(chat_id)
-
-    async def wait_until(
-        self,
-        predicate: Callable[[FeishuEmulator], T],
-        timeout: float = 5.0,  # noqa: ASYNC109 - a deadline for a condition, not for one await
-    ) -> T:
-        """Returns the predicate's first truthy value; re-checked on every state change."""
-        return await wait_until(lambda: predicate(self), self.state.wait_changed, timeout)

@@ -1,24 +1,23 @@
-"""What the Feishu emulator knows and remembers: apps, tokens, messages, cards, chats and calls.
-
-Everything here is touched only from the emulator's own event loop; callers on other threads go
-through `FeishuEmulatorThread`, which hands them copies.
-"""
+"""What the Feishu emulator knows and remembers beyond the state every emulator keeps: apps,
+messages, CardKit cards and chats, and Feishu's error and fault shapes."""
 
 from __future__ import annotations
 
-import copy
-import fnmatch
 import hashlib
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from channels.emulator import http
+from channels.emulator.state import (
+    CardStatus,
+    EmulatorStateBase,
+    It,
+    RecordedCall,
+    Transcript,
+)
+from channels.emulator.state import Fault as FaultBase
 
-from channels.emulator.state import EmulatorStateBase
-
-APP_ID_KEY = web.RequestKey("feishu_app_id", str)  # the app a request turned out to be for
 DISCOVERY_PATH = "/callback/ws/endpoint"
 
 
@@ -47,31 +46,16 @@ class FeishuApp:
         return self.tenant_key or stable_hex("tenant", self.app_id, length=16)
 
 
+# an app, or (app_id, app_secret[, bot_name])
 AppSpec = FeishuApp | tuple[str, str] | tuple[str, str, str]
 
 
-def to_app(spec: AppSpec) -> FeishuApp:
-    """Accepts a `FeishuApp` or an `(app_id, app_secret[, bot_name])` tuple."""
-    if isinstance(spec, FeishuApp):
-        return spec
-    return FeishuApp(*spec)
-
-
-class ApiError(Exception):
+class ApiError(http.ApiError[int]):
     """A Feishu OpenAPI error: HTTP status, business `code` and `msg`."""
-
-    def __init__(
-        self, status: int, code: int, msg: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(f"{status} {code}: {msg}")
-        self.status = status
-        self.code = code
-        self.msg = msg
-        self.headers = headers
 
     def body(self) -> dict[str, Any]:
         """The JSON body Feishu sends with an error."""
-        return error_body(self.code, self.msg)
+        return error_body(self.code, self.message)
 
 
 def error_body(code: int, msg: str) -> dict[str, Any]:
@@ -86,19 +70,11 @@ def error_body(code: int, msg: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class CallRecord:
+class CallRecord(RecordedCall):
     """One HTTP call the emulator answered; tokens and secrets are never kept."""
 
-    seq: int
-    at: float  # time.monotonic() when the request arrived
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-    status: int
     code: int | None  # the business code of the answer, None when it had none
     app_id: str  # "" when unknown
-    fault: bool  # answered by an injected fault
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +106,7 @@ class CardOp:
 
 
 @dataclass
-class CardState:
+class CardState(CardStatus):
     """A CardKit card entity as Feishu keeps it, plus its history."""
 
     card_id: str
@@ -170,11 +146,6 @@ class CardState:
             return "streaming"
         return "created"
 
-    @property
-    def done(self) -> bool:
-        """No more changes are expected."""
-        return self.status in ("finished", "failed")
-
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary for the control plane."""
         return {
@@ -213,72 +184,44 @@ class ChatItem:
 
 
 @dataclass
-class Chat:
+class Chat(Transcript):
     """A chat as its members see it."""
 
     chat_id: str
     app_id: str
     chat_type: str  # "p2p" or "group"
     name: str = ""
-    items: list[ChatItem] = field(default_factory=list)
-    version: int = 0
-    sends: deque[float] = field(default_factory=deque)  # monotonic times of bot sends
+
+    def key(self) -> str:
+        """The oc_ chat id."""
+        return self.chat_id
 
 
-@dataclass
-class Fault:
-    """An injected HTTP fault: a status or business-code answer, extra delay, or both."""
+@dataclass(kw_only=True)
+class Fault(FaultBase):
+    """An injected HTTP fault: a status or business-code answer, a delay, or both."""
 
-    path: str  # exact path or fnmatch pattern, e.g. "/open-apis/cardkit/*"
-    status: int | None
-    code: int | None
-    msg: str
-    remaining: int | None  # None: forever
-    method: str | None = None
-    delay: float = 0.0
-    hits: int = 0
-
-    def matches(self, method: str, path: str) -> bool:
-        """Method (if given) and path pattern both match."""
-        if self.method is not None and self.method.upper() != method.upper():
-            return False
-        return path == self.path or fnmatch.fnmatchcase(path, self.path)
+    code: int | None = None
+    msg: str = ""
 
     @property
     def answers(self) -> bool:
         """It replaces the real answer (rather than only delaying it)."""
         return self.status is not None or self.code is not None
 
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready summary."""
-        return {
-            "path": self.path,
-            "status": self.status,
-            "code": self.code,
-            "msg": self.msg,
-            "remaining": self.remaining,
-            "method": self.method,
-            "delay": self.delay,
-            "hits": self.hits,
-        }
 
-
-class EmulatorState(EmulatorStateBase[Fault]):
+class EmulatorState(EmulatorStateBase[Fault, CallRecord, CardState]):
     """All mutable state; `notify()` wakes everyone waiting for a change."""
 
     def __init__(self, apps: list[FeishuApp]) -> None:
         super().__init__()
-        self.apps = {app.app_id: app for app in apps}
-        self.calls: list[CallRecord] = []
+        self.apps: dict[str, FeishuApp] = {app.app_id: app for app in apps}
         self.acks: list[AckRecord] = []
-        self.cards: dict[str, CardState] = {}
         self.chats: dict[str, Chat] = {}
         self.messages: dict[str, tuple[str, ChatItem]] = {}  # om id -> (chat id, item)
-        self.tokens: dict[str, tuple[str, float]] = {}  # token -> (app id, monotonic deadline)
-        self.latency = 0.0
         self.streaming_timeout = 600.0
 
-    def check_streaming(self, card: CardState) -> None:
+    def refresh(self, card: CardState) -> None:
         """Streaming mode closes by itself `streaming_timeout` seconds after it was enabled."""
         if (
             card.streaming
@@ -286,12 +229,6 @@ class EmulatorState(EmulatorStateBase[Fault]):
         ):
             card.streaming = False
             card.timed_out = True
-
-    def notify(self, chat_id: str | None = None) -> None:
-        """Something changed: bump versions and wake waiters."""
-        if chat_id is not None and chat_id in self.chats:
-            self.chats[chat_id].version += 1
-        self.changed()
 
     def p2p_chat_id(self, app_id: str, open_id: str) -> str:
         """The single chat between a user and a bot (Feishu keeps one per pair)."""
@@ -306,53 +243,31 @@ class EmulatorState(EmulatorStateBase[Fault]):
             chat.name = name
         return chat
 
-    def add_item(self, chat: Chat, item: ChatItem) -> ChatItem:
-        """Appends to a transcript and wakes waiters."""
-        chat.items.append(item)
-        self.messages[item.id] = (chat.chat_id, item)
-        self.notify(chat.chat_id)
-        return item
+    def add_item(self, chat: Transcript, item: It) -> It:
+        """Appends to a transcript, where replies find it by its om_ id, and wakes waiters."""
+        if isinstance(item, ChatItem):
+            self.messages[item.id] = (chat.key(), item)
+        return super().add_item(chat, item)
 
-    def chat_view(self, chat_id: str) -> dict[str, Any] | None:
-        """The transcript with every card rendered as it looks right now."""
-        chat = self.chats.get(chat_id)
-        if chat is None:
-            return None
-        items: list[dict[str, Any]] = []
-        for item in chat.items:
-            entry: dict[str, Any] = {
-                "id": item.id,
-                "kind": item.kind,
-                "at": item.at,
-                "msg_type": item.msg_type,
-                "text": item.text,
-                "reply_to": item.reply_to,
-                "sender": item.sender,
-            }
-            card = self.cards.get(item.card_id) if item.card_id else None
-            if card is not None:
-                self.check_streaming(card)
-                entry.update(
-                    card_id=card.card_id,
-                    status=card.status,
-                    done=card.done,
-                    streaming=card.streaming,
-                    text=card.text,
-                )
-            items.append(entry)
-        return {
-            "chat_id": chat.chat_id,
-            "app_id": chat.app_id,
-            "chat_type": chat.chat_type,
-            "name": chat.name,
-            "version": chat.version,
-            "items": items,
+    def item_view(self, item: ChatItem) -> dict[str, Any]:
+        """What members see of an item; a card with its text and status as they are now."""
+        entry: dict[str, Any] = {
+            "id": item.id,
+            "kind": item.kind,
+            "at": item.at,
+            "msg_type": item.msg_type,
+            "text": item.text,
+            "reply_to": item.reply_to,
+            "sender": item.sender,
         }
-
-    def card_copy(self, card_id: str) -> CardState | None:
-        """A copy that later changes will not touch."""
-        card = self.cards.get(card_id)
-        if card is None:
-            return None
-        self.check_streaming(card)
-        return copy.deepcopy(card)
+        card = self.cards.get(item.card_id) if item.card_id else None
+        if card is not None:
+            self.refresh(card)
+            entry.update(
+                card_id=card.card_id,
+                status=card.status,
+                done=card.done,
+                streaming=card.streaming,
+                text=card.text,
+            )
+        return entry
