@@ -168,9 +168,12 @@ async def test_any_frame_is_acked_dropped_or_buffered_never_a_crash(tmp_path: Pa
         assert len(events) <= len(socket.sent) <= len(batch)
         assert conn.socket.invalid_frames <= len(batch)
 
-    # derandomized: CI runs the same batches every time; widen locally with more examples
+    # derandomized: CI runs the same batches every time; widen locally with more examples.
+    # Hypothesis also draws on constants from the project modules already imported, so the
+    # batches (and how many events are storable) depend on which tests ran first: 600 examples
+    # keep the count below well above its floor in every order (300 fell short after e2e tests).
     @settings(
-        max_examples=300,
+        max_examples=600,
         deadline=None,
         derandomize=True,
         database=None,
