@@ -151,6 +151,12 @@ class ResponseEmitter:
             await self._fail_quietly(reply, self._settings.failure_text)
             raise
 
+    async def abandon(self, answer: PrefetchedAnswer, stream: ReplyStream) -> None:
+        """End a reply that will not be delivered (it could not be recorded): stop reading the
+        answer and, best effort and bounded, end the stream with the failure text."""
+        await answer.aclose(self._settings.cleanup_timeout)
+        await self._fail_quietly(_Reply(answer, stream, None), self._settings.failure_text)
+
     async def _drive_updates(self, reply: _Reply) -> None:
         """Send the latest text whenever it changed, until the agent is done."""
         changed = reply.answer.changed

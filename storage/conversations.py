@@ -22,6 +22,10 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
+def _fresh(conversation: Conversation, idle_reset: timedelta, now: datetime) -> bool:
+    return conversation.last_activity_at >= now - idle_reset
+
+
 class ConversationRepository(StoreBase):
     """User, conversation and message operations of the Store."""
 
@@ -120,19 +124,53 @@ class ConversationRepository(StoreBase):
         self, channel_id: str, key: str, user_id: str, *, idle_reset: timedelta, now: datetime
     ) -> ConversationRecord:
         """The open conversation for the key; a new one if there is none or it sat idle too long."""
+        record, _ = await self._current(channel_id, key, user_id, idle_reset=idle_reset, now=now)
+        return record
+
+    async def conversation_with_history(
+        self,
+        channel_id: str,
+        key: str,
+        user_id: str,
+        *,
+        idle_reset: timedelta,
+        now: datetime,
+        limit: int,
+    ) -> tuple[ConversationRecord, list[MessageRecord]]:
+        """`current_conversation` and its last `limit` messages, oldest first.
+
+        One read transaction when the conversation is open and fresh (the usual case, and outside
+        the writers' queue on SQLite); a write only when one must be opened.
+        """
+        now = require_aware(now, "now")
+        async with self._read() as session:
+            current = await self._open_conversation(session, channel_id, key, lock=False)
+            if current is not None and _fresh(current, idle_reset, now):
+                history = await self._recent(session, current.id, limit)
+                return ConversationRecord.from_row(current), history
+        record, created = await self._current(
+            channel_id, key, user_id, idle_reset=idle_reset, now=now
+        )
+        # one a concurrent caller opened in between may have turns already; ours has none
+        return record, [] if created else await self.recent_messages(record.id, limit)
+
+    async def _current(
+        self, channel_id: str, key: str, user_id: str, *, idle_reset: timedelta, now: datetime
+    ) -> tuple[ConversationRecord, bool]:
+        """The open conversation for the key, opened here (True) if need be."""
         now = require_aware(now, "now")
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
             async with self._write() as session:
                 current = await self._open_conversation(session, channel_id, key)
-                if current is not None and current.last_activity_at >= now - idle_reset:
-                    return ConversationRecord.from_row(current)
+                if current is not None and _fresh(current, idle_reset, now):
+                    return ConversationRecord.from_row(current), False
                 if current is not None:
                     current.closed_at = now
                     # The partial unique index allows one open row per key: close first.
                     await session.flush()
                 created = self._add_conversation(session, channel_id, key, user_id, now)
                 if await self._commit_or_conflict(session, last=attempt == CONFLICT_ATTEMPTS):
-                    return ConversationRecord.from_row(created)
+                    return ConversationRecord.from_row(created), True
         raise AssertionError("unreachable")
 
     async def start_new_conversation(
@@ -174,26 +212,49 @@ class ConversationRepository(StoreBase):
         """Stores a turn and marks the conversation active; LookupError if it does not exist."""
         now = require_aware(now, "now")
         async with self._write() as session:
-            result = await session.exec(
-                update(Conversation)
-                .where(col(Conversation.id) == conversation_id)
-                .values(last_activity_at=now)
-            )
-            if result.rowcount == 0:
-                raise LookupError(f"conversation {conversation_id} not found")
-            session.add(
-                Message(
-                    conversation_id=conversation_id,
-                    role=role,
-                    content=content,
-                    journal_id=journal_id,
-                    created_at=now,
-                )
+            await self._add_turn(
+                session, conversation_id, role=role, content=content, journal_id=journal_id, now=now
             )
             await session.commit()
 
     async def recent_messages(self, conversation_id: str, limit: int) -> list[MessageRecord]:
         """The last `limit` messages of a conversation, oldest first."""
+        if limit <= 0:
+            return []
+        async with self._read() as session:
+            return await self._recent(session, conversation_id, limit)
+
+    @staticmethod
+    async def _add_turn(
+        session: AsyncSession,
+        conversation_id: str,
+        *,
+        role: str,
+        content: str,
+        journal_id: int | None,
+        now: datetime,
+    ) -> None:
+        result = await session.exec(
+            update(Conversation)
+            .where(col(Conversation.id) == conversation_id)
+            .values(last_activity_at=now)
+        )
+        if result.rowcount == 0:
+            raise LookupError(f"conversation {conversation_id} not found")
+        session.add(
+            Message(
+                conversation_id=conversation_id,
+                role=role,
+                content=content,
+                journal_id=journal_id,
+                created_at=now,
+            )
+        )
+
+    @staticmethod
+    async def _recent(
+        session: AsyncSession, conversation_id: str, limit: int
+    ) -> list[MessageRecord]:
         if limit <= 0:
             return []
         statement = (
@@ -202,8 +263,7 @@ class ConversationRepository(StoreBase):
             .order_by(col(Message.id).desc())
             .limit(limit)
         )
-        async with self._read() as session:
-            rows = list(await session.exec(statement))
+        rows = list(await session.exec(statement))
         return [MessageRecord.from_row(row) for row in reversed(rows)]
 
     async def list_conversations(
@@ -237,14 +297,16 @@ class ConversationRepository(StoreBase):
 
     @staticmethod
     async def _open_conversation(
-        session: AsyncSession, channel_id: str, key: str
+        session: AsyncSession, channel_id: str, key: str, *, lock: bool = True
     ) -> Conversation | None:
         statement = select(Conversation).where(
             Conversation.channel_id == channel_id,
             Conversation.key == key,
             col(Conversation.closed_at).is_(None),
         )
-        return (await session.exec(statement.with_for_update())).first()
+        if lock:
+            statement = statement.with_for_update()
+        return (await session.exec(statement)).first()
 
     @staticmethod
     def _add_conversation(

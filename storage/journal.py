@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.base import StoreBase, require_aware
 from storage.models import InboundJournal
@@ -55,25 +56,29 @@ class JournalRepository(StoreBase):
         error: str | None = None,
     ) -> None:
         """Sets the given fields (None leaves a field as is); raises LookupError if absent."""
-        values: dict[str, Any] = {"updated_at": self._now()}
-        if state is not None:
-            values["state"] = JournalState(state).value
-        if conversation_id is not None:
-            values["conversation_id"] = conversation_id
-        if card_id is not None:
-            values["card_id"] = card_id
-        if delivered_text is not None:
-            values["delivered_text"] = delivered_text
-        if error is not None:
-            values["error"] = error
-        statement = (
-            update(InboundJournal).where(col(InboundJournal.id) == entry_id).values(**values)
-        )
+        values = {
+            "state": None if state is None else JournalState(state).value,
+            "conversation_id": conversation_id,
+            "card_id": card_id,
+            "delivered_text": delivered_text,
+            "error": error,
+        }
         async with self._write() as session:
-            result = await session.exec(statement)
-            if result.rowcount == 0:
-                raise LookupError(f"journal entry {entry_id} not found")
+            await self._set_journal(session, entry_id, values)
             await session.commit()
+
+    async def _set_journal(
+        self, session: AsyncSession, entry_id: int, values: dict[str, Any]
+    ) -> None:
+        """Sets the values that are not None (and updated_at); LookupError if the row is absent."""
+        changes = {name: value for name, value in values.items() if value is not None}
+        changes["updated_at"] = self._now()
+        statement = (
+            update(InboundJournal).where(col(InboundJournal.id) == entry_id).values(**changes)
+        )
+        result = await session.exec(statement)
+        if result.rowcount == 0:
+            raise LookupError(f"journal entry {entry_id} not found")
 
     async def journal_get(self, entry_id: int) -> JournalEntry | None:
         """The journal entry with this id, if any."""

@@ -20,8 +20,10 @@ from storage.records import (
     JournalState,
     MessageRecord,
 )
+from storage.replies import AnswerTurn, ReplyRepository
 
 __all__ = [
+    "AnswerTurn",
     "ChannelRecord",
     "ConversationRecord",
     "JournalEntry",
@@ -34,7 +36,7 @@ __all__ = [
 PING_TIMEOUT = 5.0  # seconds
 
 
-class Store(JournalRepository, ConversationRepository, ChannelRepository):
+class Store(ReplyRepository, JournalRepository, ConversationRepository, ChannelRepository):
     """Async access to channeld's database; one short transaction per call."""
 
     @classmethod

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from agents.openai_agent import RETRY_BACKOFF
+from channels.answering import SETTLE_BACKOFF, SETTLE_RETRIES
 from channels.emitter import FINAL_RETRY_BACKOFF
-from channels.handler import SETTLE_BACKOFF, SETTLE_RETRIES
 from common.backoff import Backoff
 
 

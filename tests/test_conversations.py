@@ -219,6 +219,7 @@ async def test_an_answer_waiting_for_a_slot_at_shutdown_is_answered_after_restar
         waiting = await stack.say("second", sender_staff_id="user-b")
         slots = daemon.answer_slots
         await wait_until(lambda: slots.running == 1 and slots.waiting == 1)
+        await _journal_until(stack, lambda rows: rows[:1] == [("replying", None)])
     finally:
         await stack.stop()
     reopened = await Store.open(settings.daemon.effective_database_url)

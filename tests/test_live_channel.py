@@ -46,6 +46,7 @@ class RecordingStream:
 
     def __init__(self) -> None:
         self.final: str | None = None
+        self.failed: str | None = None
         self._text = ""
 
     @property
@@ -63,6 +64,7 @@ class RecordingStream:
         self._text = self.final = final_text
 
     async def fail(self, reason: str, partial_text: str = "") -> None:
+        self.failed = reason
         self._text = f"{partial_text}\n\n{reason}"
 
 

@@ -1,0 +1,213 @@
+"""One answer, from a queued job to a settled journal row.
+
+The per-reply path, each step once: the user (remembered after the first sight), the conversation
+and its history (one read), the LLM (asked as soon as a slot is free, read by one task), the reply
+stream, then one write that moves the row to `replying` with its card and stores the user's turn,
+one write per update that changed what the user sees, and one write that stores the answer's turn
+with the outcome. With the journal write before the ack, a streamed answer costs five store round
+trips plus one per such update (tests/test_store_round_trips.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from agents.base import AgentRequest, Turn
+from channels.commands import HELP_TEXT, NEW_TEXT, Command
+from channels.conversations import AnswerSlots, Job
+from channels.emitter import ReplyOutcome
+from channels.live import ChannelRuntime
+from channels.model import InboundMessage
+from channels.observer import Observer
+from channels.prefetch import PrefetchedAnswer
+from common.backoff import Backoff
+from storage.repository import AnswerTurn, JournalState, MessageRecord, Store
+
+log = logging.getLogger(__name__)
+
+# Pauses between attempts at recording a reply's outcome: 0.1, 0.3, 0.9 and 2.7 s. A SQLite write
+# lock held by another process (a backup, a migration) past the busy timeout usually clears within
+# these; a row left unfinished would be answered again after a restart.
+SETTLE_BACKOFF = Backoff(initial=0.1, factor=3.0, maximum=3.0, jitter=0.0)
+SETTLE_RETRIES = 4
+
+
+async def timed(deltas: AsyncIterator[str], agent: str, observer: Observer) -> AsyncIterator[str]:
+    """Passes deltas through and reports how long the whole answer took to generate."""
+    began = time.monotonic()
+    try:
+        async for delta in deltas:
+            yield delta
+    finally:
+        observer.llm_request(agent, time.monotonic() - began)
+
+
+class Answerer:
+    """Answers one job on the runtime it is given; the handler owns the order of the jobs."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        slots: AnswerSlots,
+        observer: Observer,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._slots = slots  # the daemon's cap on answers in progress, shared by every channel
+        self._observer = observer
+        self._clock = clock
+
+    async def answer(self, runtime: ChannelRuntime, job: Job) -> None:
+        """Answer `job` and settle its journal row; raises what cut it short (the row unsettled)."""
+        message, config = job.message, runtime.config
+        now = self._clock()
+        user_id = await self._store.resolve_user(
+            message.platform,
+            message.tenant,
+            message.sender.platform_id,
+            message.sender.display_name,
+        )
+        if job.command is Command.HELP:
+            await self._reply_plain(runtime, job, HELP_TEXT)
+            return
+        if job.command is Command.NEW:
+            conversation = await self._store.start_new_conversation(
+                message.channel_id, job.key, user_id, now=now
+            )
+            if not job.text:
+                await self._reply_plain(runtime, job, NEW_TEXT)
+                return
+            history: list[MessageRecord] = []  # a conversation that just began
+        else:
+            conversation, history = await self._store.conversation_with_history(
+                message.channel_id,
+                job.key,
+                user_id,
+                idle_reset=timedelta(minutes=config.idle_reset_minutes),
+                now=now,
+                limit=runtime.history_messages,
+            )
+        request = AgentRequest(
+            system_prompt=runtime.system_prompt,
+            history=tuple(
+                Turn("user" if m.role == "user" else "assistant", m.content)
+                for m in history
+                # a resumed message's own turn is already stored; it is sent once, as the new turn
+                if m.journal_id != job.entry_id
+            ),
+            user_text=job.text,
+            user_id=user_id,
+        )
+        # A burst across many conversations waits here for a slot, in order, rather than
+        # opening an LLM stream and a card each at once.
+        async with self._slots.hold():
+            # the LLM is asked now; the card and the journal follow while it thinks (a crash
+            # before they are recorded leaves the row "received": answered again)
+            answer = PrefetchedAnswer(
+                timed(runtime.agent.stream(request), runtime.agent.name, self._observer),
+                name=f"llm-{message.channel_id}",
+            )
+            try:
+                await self._reply_streamed(runtime, job, conversation.id, now, answer)
+            finally:
+                await answer.aclose()
+
+    async def _reply_streamed(
+        self,
+        runtime: ChannelRuntime,
+        job: Job,
+        conversation_id: str,
+        now: datetime,
+        answer: PrefetchedAnswer,
+    ) -> None:
+        message = job.message
+        stream = await runtime.provider.open_stream(message)
+        try:
+            # before anything shows: after a crash, recovery finds the card and the user's turn
+            await self._store.reply_begun(
+                job.entry_id,
+                conversation_id,
+                card_id=stream.delivered.card_id,
+                question=None if job.resumed else job.text,
+                now=now,
+            )
+        except BaseException:
+            # not recorded (a storage error, a shutdown): the row stays "received" to be answered
+            # again, and the card must not stay on "thinking"
+            await runtime.emitter.abandon(answer, stream)
+            raise
+
+        async def record_progress(shown: str) -> None:
+            # what reached the user survives a crash, so recovery never repeats or loses it;
+            # best effort: a busy database must not cut the answer short (the next one catches up)
+            try:
+                await self._store.journal_update(job.entry_id, delivered_text=shown)
+            except Exception as exc:  # noqa: BLE001 - any storage failure; logged, reply goes on
+                log.warning("channel %s: progress not recorded: %s", message.channel_id, exc)
+
+        result = await runtime.emitter.emit(answer, stream, on_progress=record_progress)
+        self.count(message, result.outcome)
+        if result.first_update_at is not None:
+            self._observer.reply_first_update(
+                message.channel_id, message.platform, result.first_update_at - job.accepted_at
+            )
+        if result.outcome is ReplyOutcome.REPLIED:
+            turn = AnswerTurn(conversation_id, result.text, self._clock())
+            await self.settle(
+                job.entry_id,
+                state=JournalState.REPLIED,
+                delivered_text=result.delivered,
+                answer=turn,
+            )
+        else:
+            await self.settle(
+                job.entry_id,
+                state=JournalState.FAILED,
+                delivered_text=result.delivered,
+                error=result.error,
+            )
+
+    def count(self, message: InboundMessage, outcome: ReplyOutcome) -> None:
+        """Report how a reply ended."""
+        self._observer.reply(message.channel_id, message.platform, outcome.value)
+
+    async def not_begun(self, entry_id: int) -> bool:
+        """Nothing of the answer has been recorded as sent: the journal row was never moved on."""
+        entry = await self._store.journal_get(entry_id)
+        return entry is not None and entry.state is JournalState.RECEIVED
+
+    async def settle(self, entry_id: int, **fields: Any) -> None:
+        """Record a reply's outcome (and the answer's turn), riding out a briefly busy database."""
+
+        async def update() -> None:
+            await self._store.reply_ended(entry_id, **fields)
+
+        await self._with_retries(f"journal row {entry_id}", update)
+
+    async def _with_retries(self, what: str, write: Callable[[], Awaitable[Any]]) -> None:
+        """A storage write that matters after the user has their answer; never raises."""
+        for delay in (*SETTLE_BACKOFF.delays(SETTLE_RETRIES), None):
+            try:
+                await write()
+            except Exception as exc:  # noqa: BLE001 - any storage failure; retried, then logged
+                if delay is None:
+                    # the worker must go on serving its queue; recovery at the next start
+                    # takes a row left unfinished for a message still to answer
+                    log.error("could not record %s, giving up: %s", what, exc)
+                    return
+                log.warning("could not record %s (%s); retrying in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
+            else:
+                return
+
+    async def _reply_plain(self, runtime: ChannelRuntime, job: Job, text: str) -> None:
+        await runtime.provider.send(job.message, text)
+        await self._store.journal_update(
+            job.entry_id, state=JournalState.REPLIED, delivered_text=text
+        )
