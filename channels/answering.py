@@ -4,8 +4,8 @@ The per-reply path, each step once: the user (remembered after the first sight),
 and its history (one read), the LLM (asked as soon as a slot is free, read by one task), the reply
 stream, then one write that moves the row to `replying` with its card and stores the user's turn,
 one write per update that changed what the user sees, and one write that stores the answer's turn
-with the outcome. With the journal write before the ack, a streamed answer costs five store round
-trips plus one per such update (tests/test_store_round_trips.py).
+with the outcome. With the journal write before the ack, an answer costs four store transactions
+plus one per such update: five for a short one (tests/test_store_round_trips.py).
 """
 
 from __future__ import annotations
