@@ -13,6 +13,7 @@ import heapq
 import itertools
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -198,7 +199,7 @@ def make_emitter(
     bucket: TokenBucket | None = None,
     rate: float = 100.0,
     burst: int = 10,
-    **settings: float,
+    **settings: Any,  # EmitterSettings fields
 ) -> ResponseEmitter:
     if bucket is None:
         bucket = TokenBucket(rate, burst, clock=clock, sleep=clock.sleep)
