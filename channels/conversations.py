@@ -24,6 +24,13 @@ def conversation_key(message: InboundMessage, group_context: str) -> str:
     return f"group:{message.chat_id}:{message.sender.platform_id}"
 
 
+# Whose worker answers a job: (channel id, conversation key). Two bots in one group chat see the
+# same chat and sender, so the same key: each must answer on its own, and a /stop sent to one
+# must not stop the other. (Stored conversations are per channel already: storage keys them by
+# channel id and key.)
+WorkerKey = tuple[str, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """A journaled message to answer, parsed once: its conversation and its command."""
@@ -50,6 +57,11 @@ class Job:
         command, text = command_of(message.text)
         key = conversation_key(message, runtime.config.group_context)
         return cls(entry_id, message, runtime, key, command, text, resumed=resumed)
+
+    @property
+    def worker_key(self) -> WorkerKey:
+        """The worker that answers it: the conversation's, within its channel."""
+        return (self.message.channel_id, self.key)
 
 
 class AnswerSlots:
@@ -86,7 +98,7 @@ class ConversationWorker:
 
     def __init__(
         self,
-        key: str,
+        key: WorkerKey,
         answer: Callable[[Job], Coroutine[Any, Any, None]],
         *,
         limit: int,
@@ -112,7 +124,8 @@ class ConversationWorker:
             return None
         self._queue.append(job)
         if not self.busy:
-            self._task = asyncio.create_task(self._run(), name=f"conversation-{self.key}")
+            channel, key = self.key
+            self._task = asyncio.create_task(self._run(), name=f"conversation-{channel}-{key}")
         return ahead
 
     def overflow_notice_due(self) -> bool:

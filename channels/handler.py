@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +23,7 @@ from channels.commands import (
     STOPPED_TEXT,
     Command,
 )
-from channels.conversations import AnswerSlots, ConversationWorker, Job
+from channels.conversations import AnswerSlots, ConversationWorker, Job, WorkerKey
 from channels.emitter import ReplyOutcome
 from channels.live import ChannelRuntime
 from channels.model import ChatType, InboundMessage, inbound_to_json
@@ -35,16 +34,6 @@ from storage.errors import unstorable
 from storage.repository import JournalState, Store
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class HandlerCounters:
-    """What intake saw; the tests read these (replies are counted by the observer alone)."""
-
-    received: int = 0
-    duplicates: int = 0
-    ignored: int = 0
-    dropped: int = 0  # could not be stored, acked anyway
 
 
 class MessageHandler:
@@ -61,9 +50,8 @@ class MessageHandler:
         self._store = store
         self._observer = observer or NullObserver()
         self._answerer = Answerer(store, slots=slots, observer=self._observer, clock=clock)
-        self._workers: dict[str, ConversationWorker] = {}
+        self._workers: dict[WorkerKey, ConversationWorker] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
-        self.counters = HandlerCounters()
         self._closing = False
 
     # -- intake (before the ack) ----------------------------------------------------------------
@@ -73,7 +61,6 @@ class MessageHandler:
         if self._closing:
             raise ChannelError("shutting down")  # no ack: the platform may deliver it again
         if message.chat_type is ChatType.GROUP and not message.bot_mentioned:
-            self.counters.ignored += 1
             self._observer.message_ignored(message.channel_id, message.platform)
             return
         try:
@@ -88,7 +75,6 @@ class MessageHandler:
                 # The database refused the values themselves (normalisation should have made
                 # that impossible): a redelivery would fail the same way, forever. Returning
                 # acks it; it is counted and logged once, by id, never by its text.
-                self.counters.dropped += 1
                 self._observer.frame_dropped(message.channel_id, message.platform, UNSTORABLE)
                 log.error(
                     "channel %s: message %r cannot be stored (%s); acked and dropped",
@@ -101,14 +87,12 @@ class MessageHandler:
             # past its busy timeout). The provider keeps its session for the next delivery.
             raise TransientError(f"journal write failed: {describe_storage_error(exc)}") from exc
         if entry_id is None:
-            self.counters.duplicates += 1
             self._observer.message_duplicate(message.channel_id, message.platform)
             log.info("channel %s: redelivered message ignored", message.channel_id)
             return
-        self.counters.received += 1
         job = Job.of(entry_id, message, runtime)
         if job.command is Command.STOP:
-            worker = self._workers.get(job.key)
+            worker = self._workers.get(job.worker_key)  # this channel's bot only
             stopped = worker is not None and worker.stop_current()
             self._spawn(self._reply_command(job, STOPPED_TEXT if stopped else NOTHING_TO_STOP_TEXT))
             return
@@ -116,11 +100,12 @@ class MessageHandler:
 
     def submit(self, job: Job) -> None:
         """Queue a journaled message on its conversation's worker (also used by recovery)."""
-        worker = self._workers.get(job.key)
+        key = job.worker_key
+        worker = self._workers.get(key)
         if worker is None:
             limit = job.runtime.config.queue_limit
-            worker = ConversationWorker(job.key, self._answer, limit=limit, on_idle=self._retire)
-            self._workers[job.key] = worker
+            worker = ConversationWorker(key, self._answer, limit=limit, on_idle=self._retire)
+            self._workers[key] = worker
         ahead = worker.submit(job)
         if ahead is None:
             # one notice per burst, not one per message; each refused message is journaled
