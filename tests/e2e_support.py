@@ -116,7 +116,7 @@ class Stack:
         return sent
 
     async def view(self, conversation_id: str) -> dict[str, Any]:
-        view = await self.emulator.chat_view(conversation_id)
+        view: dict[str, Any] | None = await self.emulator.chat_view(conversation_id)
         assert view is not None
         return view
 
@@ -127,7 +127,7 @@ class Stack:
     async def wait_bot_items(
         self,
         conversation_id: str,
-        predicate: Callable[[list[dict[str, Any]]], bool],
+        predicate: Callable[[list[dict[str, Any]]], object],
         timeout: float = 10.0,
     ) -> list[dict[str, Any]]:
         async with asyncio.timeout(timeout):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -269,12 +269,15 @@ async def test_a_bad_app_secret_ends_in_failed_without_leaking_it(
         await running.stop()
 
 
+def finished_with(text: str) -> Callable[[list[dict[str, Any]]], bool]:
+    """A predicate on a chat's bot items: a finished one shows `text`."""
+    return lambda items: any(text in i["text"] and i["done"] for i in items)
+
+
 async def test_metrics_count_feishu_traffic(stack: FeishuStack) -> None:
     for text in ("one", "two"):
         sent = await stack.say(text)
-        await stack.wait_bot_items(
-            sent.chat_id, lambda items, n=text: any(n in i["text"] and i["done"] for i in items)
-        )
+        await stack.wait_bot_items(sent.chat_id, finished_with(text))
         await stack.idle()
     await stack.emulator.redeliver(sent.message_id, new_event_id=True)
     await stack.emulator.wait_for(lambda e: len(e.acks()) == 3)

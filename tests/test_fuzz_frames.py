@@ -84,6 +84,18 @@ datas = (
     | bot_payloads.map(json.dumps)
     | json_values  # not even a string
 )
+
+
+def _is_disconnect(frame: dict[str, Any]) -> bool:
+    """A server `disconnect` command: a real command, not garbage."""
+    headers = frame.get("headers")
+    return (
+        frame.get("type") == "SYSTEM"
+        and isinstance(headers, dict)
+        and headers.get("topic") == "disconnect"
+    )
+
+
 envelopes = st.fixed_dictionaries(
     {},
     optional={
@@ -92,15 +104,7 @@ envelopes = st.fixed_dictionaries(
         "headers": header_values | json_values,
         "data": datas,
     },
-).filter(
-    lambda f: (
-        not (
-            f.get("type") == "SYSTEM"
-            and isinstance(f.get("headers"), dict)
-            and f["headers"].get("topic") == "disconnect"
-        )
-    )
-)
+).filter(lambda f: not _is_disconnect(f))
 huge_texts = st.integers(min_value=100_000, max_value=1_000_000).map(
     lambda n: json.dumps(
         {
