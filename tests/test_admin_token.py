@@ -16,7 +16,7 @@ import pytest
 from daemon import admin_token
 from daemon.admin_guard import HostPolicy, is_json_utf8, same_origin
 from daemon.app import Daemon
-from daemon.config import ConfigurationError, validate
+from daemon.config import ConfigurationError, default_state_dir, validate
 from tests.e2e_support import FAST_BACKOFF
 
 
@@ -75,12 +75,13 @@ async def test_without_a_configured_token_one_is_generated_and_required(
 
     # a restart keeps the token: bookmarks, scripts and open pages keep working
     caplog.clear()
-    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: nothing printed
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)  # not a terminal: nothing printed
     again = await started(tmp_path)
     try:
         assert again.admin is not None and again.admin.token == token
         assert "generated" not in caplog.text
-        assert sys.stderr.getvalue() == ""
+        assert stderr.getvalue() == ""
         assert await get_channels(again, {"Authorization": f"Bearer {token}"}) == 200
     finally:
         await again.stop()
@@ -130,7 +131,7 @@ def test_the_cli_finds_the_state_directory_the_daemon_uses(tmp_path: Path) -> No
     moved = {**environ, "CHANNELD_DAEMON__STATE_DIR": "/elsewhere"}
     assert admin_token.configured_state_dir(config, moved) == Path("/elsewhere")
     config.write_text("[daemon]\n")
-    assert admin_token.configured_state_dir(config, {}) == admin_token.default_state_dir()
+    assert admin_token.configured_state_dir(config, {}) == default_state_dir()
     with pytest.raises(ConfigurationError, match="cannot read"):
         admin_token.configured_state_dir(tmp_path / "absent.toml", {})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import io
 import json
 import re
@@ -20,7 +21,7 @@ from channels.dingtalk.emulator import EmulatorThread
 from channels.model import ChannelState
 from daemon import channels_cli
 from daemon.app import Daemon
-from daemon.channels_args import setting
+from daemon.channels_args import TOKEN_ENV, URL_ENV, setting
 from daemon.channels_cli import read_secrets, register
 from daemon.cli_render import channel_view, duration, list_table, truncate, wants_colour
 from daemon.config import validate
@@ -79,7 +80,7 @@ class Cli:
         self._monkeypatch = monkeypatch
         self.url = admin_url(daemon)
         monkeypatch.setenv("STATE_DIRECTORY", str(daemon.settings.daemon.state_dir))
-        for name in (channels_cli.TOKEN_ENV, "CHANNELD_CONFIG", "CHANNELD_DAEMON__STATE_DIR"):
+        for name in (TOKEN_ENV, "CHANNELD_CONFIG", "CHANNELD_DAEMON__STATE_DIR"):
             monkeypatch.delenv(name, raising=False)
 
     async def __call__(self, *argv: str, stdin: io.StringIO | None = None) -> Result:
@@ -311,7 +312,7 @@ async def test_errors_carry_the_server_message_and_their_exit_code(cli: Cli) -> 
 async def test_wrong_or_missing_token_is_unauthorized(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(channels_cli.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
     settings = validate(
         {
             "daemon": {"state_dir": str(tmp_path), "log_level": "DEBUG"},
@@ -344,7 +345,7 @@ async def test_wrong_or_missing_token_is_unauthorized(
         unreadable = await cli("list", "--token-file", str(tmp_path / "absent"))
         assert unreadable.code == channels_cli.EXIT_USAGE
 
-        monkeypatch.setenv(channels_cli.TOKEN_ENV, TOKEN)
+        monkeypatch.setenv(TOKEN_ENV, TOKEN)
         assert (await cli("list")).code == 0
     finally:
         await daemon.stop()
@@ -450,7 +451,7 @@ def test_silent_daemon_times_out(capsys: pytest.CaptureFixture[str]) -> None:
 def test_url_comes_from_the_environment(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(channels_cli.URL_ENV, "http://127.0.0.1:1/")
+    monkeypatch.setenv(URL_ENV, "http://127.0.0.1:1/")
     result = run_sync(capsys, ["list"])
     assert result.code == channels_cli.EXIT_ERROR
     assert (
@@ -492,7 +493,7 @@ def test_secrets_are_prompted_on_a_terminal_and_read_from_pipes(
         prompts.append(prompt)
         return "typed"
 
-    monkeypatch.setattr(channels_cli.getpass, "getpass", fake_getpass)
+    monkeypatch.setattr(getpass, "getpass", fake_getpass)
     assert read_secrets(["client_secret"], TtyInput("")) == {"client_secret": "typed"}
     assert prompts == ["client_secret: "]
     piped = io.StringIO("one\r\ntwo\n")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from channels.dingtalk.config import DingTalkChannelConfig
 from channels.feishu.config import FeishuChannelConfig
 from daemon.config import EXIT_CONFIG_ERROR, ConfigurationError, load
 
@@ -64,6 +65,7 @@ def test_valid_file_expands_variables(tmp_path: Path) -> None:
     assert feishu.base_url == "https://open.larksuite.com"
     assert feishu.app_secret.get_secret_value() == "f5ecret"
     channel = settings.channels[0]
+    assert isinstance(channel, DingTalkChannelConfig)
     assert channel.client_secret.get_secret_value() == "s3cret"
     assert channel.api_base == "https://api.dingtalk.com"
     assert "s3cret" not in repr(settings)
@@ -84,7 +86,9 @@ def test_sdk_endpoint_variable_sets_the_default_api_base(
 ) -> None:
     monkeypatch.setenv("DINGTALK_OPENAPI_ENDPOINT", "http://127.0.0.1:5555")
     settings = load(write(tmp_path, GOOD), ENV)
-    assert settings.channels[0].api_base == "http://127.0.0.1:5555"
+    channel = settings.channels[0]
+    assert isinstance(channel, DingTalkChannelConfig)
+    assert channel.api_base == "http://127.0.0.1:5555"
 
 
 def test_missing_variable_names_the_key(tmp_path: Path) -> None:
