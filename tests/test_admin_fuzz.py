@@ -69,7 +69,7 @@ class DaemonThread:
         daemon = Daemon(self._settings, backoff=FAST_BACKOFF)
         await daemon.start()
         try:
-            assert daemon.admin is not None
+            assert daemon.admin is not None and daemon.admin.port is not None
             self.port = daemon.admin.port
             self._ready.set()
             await self._stop.wait()

@@ -96,6 +96,7 @@ async def test_a_fresh_message_is_answered_again_and_the_stuck_card_closed(
 
     try:
         view = await dingtalk_emulator.wait_for(answered_again, 20)
+        assert view is not None  # wait_for returns only a truthy value
         stuck, fresh = cards_of(view)
         assert stuck["flow_status"] == "5"
         assert INTERRUPTED_NOTE in stuck["text"]
@@ -121,6 +122,7 @@ async def test_a_stale_message_gets_a_clear_request_to_resend(
 
     try:
         view = await dingtalk_emulator.wait_for(told, 20)
+        assert view is not None
         notes = [i["text"] for i in view["items"] if i["kind"] not in {"card", "user"}]
         assert len(notes) == 1
         assert "Please send it again" in notes[0]
@@ -181,6 +183,7 @@ card_update_interval = 0.1
 
     try:
         view = await feishu_emulator.wait_for(answered_again, 20)
+        assert view is not None
         stuck, fresh = cards_of(view)
         assert INTERRUPTED_NOTE in stuck["text"] and stuck["text"].startswith("Echo:")
         assert fresh["text"] == "Echo: tell me a long story"

@@ -33,9 +33,9 @@ def test_generated_module_matches_the_proto_file() -> None:
         )
     }
     generated = {(f.name, f.number) for f in Frame.DESCRIPTOR.fields}
-    generated |= {
-        (f.name, f.number) for f in Frame.DESCRIPTOR.fields_by_name["headers"].message_type.fields
-    }
+    header = Frame.DESCRIPTOR.fields_by_name["headers"].message_type
+    assert header is not None
+    generated |= {(f.name, f.number) for f in header.fields}
     assert generated == declared
 
 

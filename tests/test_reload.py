@@ -64,6 +64,7 @@ async def test_sighup_restarts_only_what_changed(
             ),
             10,
         )
+        assert after is not None
         assert len(before & after) == 1  # a kept its connection, b got a new one
 
         # a broken file is refused and everything keeps running
