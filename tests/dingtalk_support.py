@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import io
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import aiohttp
@@ -113,7 +113,7 @@ class RawStreamClient:
         client_id: str = DINGTALK_CLIENT_ID,
         client_secret: str = DINGTALK_CLIENT_SECRET,
         *,
-        on_callback: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        on_callback: Callable[[dict[str, Any]], Coroutine[Any, Any, None]] | None = None,
         auto_ack: bool = True,
     ) -> None:
         self.api = DingTalkApi(

@@ -146,7 +146,7 @@ async def test_a_cross_site_text_plain_post_creates_nothing(
     assert await listener.channel_ids() == [CHANNEL]
 
     # the page's own request: same origin, application/json
-    same_origin = [
+    same_origin: list[Header] = [
         ("Content-Type", "application/json; charset=UTF-8"),
         ("Origin", listener.origin),
         ("Sec-Fetch-Site", "same-origin"),
@@ -233,7 +233,7 @@ async def test_a_rebound_name_reads_nothing(listener: Listener) -> None:
     for probe in ("/healthz", "/readyz"):
         assert (await listener.send("GET", probe, [], host=rebound)).status == 200
 
-    refused = [
+    refused: list[bytes | str] = [
         "evil.example",
         "127.0.0.1.evil.example",
         "localhost.evil.example:1",
@@ -287,7 +287,7 @@ async def test_hostile_bodies_and_headers_get_json_errors_not_500(listener: List
     create = ("POST", "/api/v1/channels")
     patch = ("PATCH", f"/api/v1/channels/{CHANNEL}")
     deep_object = b'{"a":' * 40 + b"1" + b"}" * 40
-    cases: list[tuple[tuple[str, str], list[Header], bytes | None, int, str]] = [
+    cases: list[tuple[tuple[str, str], list[Header], bytes, int, str]] = [
         (create, [JSON], b"[" * 100_000, 400, "bad_request"),  # RecursionError in json
         (create, [JSON], deep_object, 400, "bad_request"),
         (

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from agents.base import Role
 from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
 from agents.echo import EchoAgent
 from agents.fallback import FallbackAgent
@@ -85,7 +86,12 @@ async def test_streams_every_delta_in_order(fake_llm: FakeLLM) -> None:
 
 
 async def test_history_and_system_prompt_reach_the_server(fake_llm: FakeLLM) -> None:
-    history = (("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2"))
+    history: tuple[tuple[Role, str], ...] = (
+        ("user", "q1"),
+        ("assistant", "a1"),
+        ("user", "q2"),
+        ("assistant", "a2"),
+    )
     async with openai_agent(fake_llm, history_messages=2, temperature=0.3) as agent:
         await collect(agent, make_request("q3", history, system="Be brief."))
     (recorded,) = fake_llm.requests
@@ -404,7 +410,7 @@ def test_fallback_order_builds_targets_first() -> None:
 
 async def test_build_agents_wires_fallback_chains(fake_llm: FakeLLM) -> None:
     fake_llm.script_error(401)
-    configs = {
+    configs: dict[str, AgentConfig] = {
         "main": openai_config(fake_llm, fallback="spare"),
         "spare": EchoAgentConfig(type="echo", delay=0, history_messages=4),
     }
@@ -428,7 +434,12 @@ async def test_build_agents_wires_fallback_chains(fake_llm: FakeLLM) -> None:
 async def test_echo_streams_words_and_counts_turns() -> None:
     sleep = RecordingSleep()
     agent = EchoAgent("echo", EchoAgentConfig(type="echo", delay=0.02), sleep=sleep)
-    history = (("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "d"))
+    history: tuple[tuple[Role, str], ...] = (
+        ("user", "a"),
+        ("assistant", "b"),
+        ("user", "c"),
+        ("assistant", "d"),
+    )
     deltas = await collect(agent, make_request("how are you", history))
     assert "".join(deltas) == "You said: how are you (turn 3 of this conversation)"
     assert len(deltas) == 10

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from channels.dingtalk.emulator import EmulatorThread
+from channels.dingtalk.emulator import DingTalkEmulator, EmulatorThread
 from channels.model import ChannelState
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, dingtalk_emulator
 from tests.e2e_support import start_stack, wait_until
@@ -220,8 +220,12 @@ async def test_garbage_frames_are_dropped_and_the_session_survives(
             {"type": "SYSTEM", "headers": {"topic": "ping", "messageId": "g3"}, "data": "[1, 2]"},
             {"type": "WHATEVER"},
         ]  # fmt: skip
-        for frame in garbage:
-            await dingtalk_emulator.call(lambda e, f=frame: e.push_frame(DINGTALK_CLIENT_ID, f))
+
+        async def push_garbage(e: DingTalkEmulator) -> None:
+            for frame in garbage:
+                await e.push_frame(DINGTALK_CLIENT_ID, frame)
+
+        await dingtalk_emulator.call(push_garbage)
         sent = await stack.say("still fine?")
         items = await stack.wait_bot_items(sent.conversation_id, lambda i: bool(i))
         assert items

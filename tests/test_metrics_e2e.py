@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,13 @@ def dropped(stack: Any) -> int:
     return int(stack.supervisor.provider.frames_dropped)
 
 
+def finished_card_with(text: str) -> Callable[[list[dict[str, Any]]], bool]:
+    """A predicate on a chat's bot items: a finished card shows `text`."""
+    return lambda items: any(
+        i["kind"] == "card" and i.get("done") and text in i["text"] for i in items
+    )
+
+
 async def test_metrics_match_the_traffic(
     tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
 ) -> None:
@@ -62,12 +70,7 @@ async def test_metrics_match_the_traffic(
         await stack.connected()
         for text in ("one", "two", "three"):
             sent = await stack.say(text)
-            await stack.wait_bot_items(
-                sent.conversation_id,
-                lambda items, n=text: any(
-                    i["kind"] == "card" and i.get("done") and n in i["text"] for i in items
-                ),
-            )
+            await stack.wait_bot_items(sent.conversation_id, finished_card_with(text))
         await dingtalk_emulator.call(lambda e: e.redeliver(sent.frame_message_id))
         await dingtalk_emulator.wait_for(lambda e: len(e.acks(sent.frame_message_id)) == 2)
         await dingtalk_emulator.call(lambda e: e.push_raw(DINGTALK_CLIENT_ID, "not json {"))

@@ -66,10 +66,10 @@ async def test_each_backend_refuses_raw_values_and_the_refusal_is_poison(
         except Exception as exc:  # noqa: BLE001 - whatever the driver raises is under test
             refused[what] = exc
     assert set(refused) == REFUSED[backend]
-    for what, exc in refused.items():
-        assert unstorable(exc), (what, exc)
+    for what, error in refused.items():
+        assert unstorable(error), (what, error)
         # the log line names the driver's error, never the values
-        assert "a\udcffb" not in describe(exc) and "nnnnn" not in describe(exc), what
+        assert "a\udcffb" not in describe(error) and "nnnnn" not in describe(error), what
 
 
 async def test_normalised_values_are_stored_alike_on_both_backends(store: Store) -> None:

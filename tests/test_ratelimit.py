@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import TypedDict
 
 import pytest
 
@@ -204,10 +205,17 @@ def test_a_penalty_during_recovery_halves_from_where_it_got() -> None:
     assert bucket.rate == pytest.approx(3.5)
 
 
+class Tuning(TypedDict, total=False):
+    """The keyword settings of TokenBucket that test_rejects_nonsense varies."""
+
+    min_rate: float
+    recovery: float
+
+
 @pytest.mark.parametrize(
     ("rate", "burst", "kwargs"),
     [(0, 1, {}), (1, 0, {}), (1, 1, {"min_rate": 0}), (1, 1, {"recovery": 0})],
 )
-def test_rejects_nonsense(rate: float, burst: int, kwargs: dict[str, float]) -> None:
+def test_rejects_nonsense(rate: float, burst: int, kwargs: Tuning) -> None:
     with pytest.raises(ValueError, match="rate"):
         TokenBucket(rate, burst, **kwargs)

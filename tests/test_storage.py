@@ -466,7 +466,8 @@ async def test_channel_upsert_versions_only_real_changes(store: Store, clock: Fa
     assert (edited.version, edited.spec, edited.updated_at) == (2, {"client_id": "xyz"}, edited_at)
     assert edited.created_at == created.created_at
 
-    for version, change in enumerate(({"agent": "b"}, {"type": "feishu"}, {"enabled": False}), 3):
+    changes: tuple[dict[str, Any], ...] = ({"agent": "b"}, {"type": "feishu"}, {"enabled": False})
+    for version, change in enumerate(changes, 3):
         fields |= change
         edited = await store.upsert_channel("ding", **fields)
         assert edited.version == version
