@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypedDict
 
 import aiohttp
 
-from common.errors import TransientError
+from common.errors import ChannelError, PermanentError, TransientError
 from common.redact import Scrubber
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ class PlatformApi(abc.ABC):
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session = session
         self._owns_session = session is None
+        self._closed = False
         self._on_request = on_request
         self._scrubber = Scrubber(app_secret)
         self._tokens = TokenCache(self._fetch_token, margin=self.token_margin, clock=clock)
@@ -179,7 +180,16 @@ class PlatformApi(abc.ABC):
         if self._on_request is not None:
             self._on_request(name, status)
 
-    def _http(self) -> aiohttp.ClientSession:
+    def _closed_error(self, name: str) -> PermanentError:
+        # Permanent: this client never answers again, so a reply gives up (or falls back) at
+        # once instead of retrying its final text until the deadline.
+        return PermanentError(self._text(name, "client closed"))
+
+    def _http(self, name: str) -> aiohttp.ClientSession:
+        if self._closed:
+            # e.g. an answer still streaming when its channel stopped: a session opened now
+            # would never be closed (and a borrowed one may be gone)
+            raise self._closed_error(name)
         # Created on first use: a session must be born inside a running loop.
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
@@ -196,7 +206,8 @@ class PlatformApi(abc.ABC):
         headers: Mapping[str, str] | None = None,
         authorized: bool = False,
     ) -> Answer:
-        """One HTTP exchange, counted; a timeout or a transport failure is a TransientError.
+        """One HTTP exchange, counted; a timeout or a transport failure is a TransientError, a
+        call on (or cut short by) a closed client a PermanentError.
 
         `authorized` sends the access token; one the platform rejects as stale is refreshed and
         the exchange made again, once.
@@ -222,18 +233,13 @@ class PlatformApi(abc.ABC):
         self, name: str, method: str, url: str, headers: dict[str, str], **request: Any
     ) -> Answer:
         try:
-            async with self._http().request(
+            async with self._http(name).request(
                 method, url, headers=headers, timeout=self._timeout, **request
             ) as resp:
                 raw = await resp.read()
                 status, answer_headers = resp.status, resp.headers
-        except TimeoutError as exc:
-            self._count(name, "timeout")
-            total = self._timeout.total or 0.0
-            raise TransientError(self._text(name, f"no answer within {total:g}s")) from exc
-        except aiohttp.ClientError as exc:
-            self._count(name, "error")
-            raise TransientError(self._text(name, f"{type(exc).__name__}: {exc}")) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self._unanswered(name, exc) from exc
         self._count(name, str(status))
         try:
             payload = json.loads(raw) if raw else None
@@ -241,8 +247,20 @@ class PlatformApi(abc.ABC):
             payload = None  # e.g. an HTML ban page; the status still classifies it
         return Answer(status, payload, answer_headers)
 
+    def _unanswered(self, name: str, exc: TimeoutError | aiohttp.ClientError) -> ChannelError:
+        """The classified error of an exchange that got no answer, counted."""
+        timed_out = isinstance(exc, TimeoutError)
+        self._count(name, "timeout" if timed_out else "error")
+        if self._closed:
+            return self._closed_error(name)  # close() cut it short
+        if timed_out:
+            total = self._timeout.total or 0.0
+            return TransientError(self._text(name, f"no answer within {total:g}s"))
+        return TransientError(self._text(name, f"{type(exc).__name__}: {exc}"))
+
     async def close(self) -> None:
-        """Closes the HTTP session if this client created it."""
+        """Closes the HTTP session if this client created it; later calls are refused."""
+        self._closed = True
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None

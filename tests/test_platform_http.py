@@ -4,14 +4,17 @@ aiohttp server on port 0 that hands out tokens and checks them."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import warnings
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from channels.http import Answer, PlatformApi
-from common.errors import TransientError
+from common.errors import PermanentError, TransientError
 
 SECRET = "example-secret-4b1d"
 LIFETIME = 600.0
@@ -32,6 +35,7 @@ class TokenServer:
         self.gate.set()
         self.token_asked = asyncio.Event()
         self.stopping = asyncio.Event()  # ends stalled answers
+        self.stalled = False  # a request reached the stalling endpoint
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -71,6 +75,7 @@ class TokenServer:
         return web.json_response({"token": token})
 
     async def _stall(self, _request: web.Request) -> web.Response:
+        self.stalled = True
         await self.stopping.wait()
         return web.json_response({})
 
@@ -265,3 +270,54 @@ async def test_close_leaves_a_borrowed_session_open(server: TokenServer) -> None
     await owned.data()
     await owned.close()
     await owned.close()  # idempotent
+
+
+async def test_a_closed_client_refuses_calls_and_opens_no_session(
+    server: TokenServer, requests: list[tuple[str, str]]
+) -> None:
+    """A call after close() (an answer still streaming when its channel stopped) is refused with
+    a permanent error, so the reply gives up at once, and no new session is left to leak."""
+    api = ExampleApi(
+        app_id="app",
+        app_secret=SECRET,
+        base_url=server.url,
+        on_request=lambda name, status: requests.append((name, status)),
+    )
+    await api.data()
+    await api.close()
+    opened: list[aiohttp.ClientSession] = []
+    real_init = aiohttp.ClientSession.__init__
+
+    def spy(session: aiohttp.ClientSession, *args: Any, **kwargs: Any) -> None:
+        opened.append(session)
+        real_init(session, *args, **kwargs)
+
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        warnings.simplefilter("always")
+        patch.setattr(aiohttp.ClientSession, "__init__", spy)
+        for call in (api.data, api.stall):
+            with pytest.raises(PermanentError, match=r"^example (data|stall): client closed$"):
+                await call()
+        gc.collect()  # an abandoned session warns when collected
+    assert opened == []
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    assert requests == [("token", "200"), ("data", "200")]  # nothing after close() was sent
+    assert (server.token_requests, server.data_requests) == (1, 1)
+
+
+async def test_a_call_cut_short_by_close_is_refused_like_one_made_after(
+    server: TokenServer,
+) -> None:
+    """close() during a call: the call ends with the same permanent error, not a transient one
+    that would be retried against a client that can never answer again."""
+    api = ExampleApi(app_id="app", app_secret=SECRET, base_url=server.url, timeout=5.0)
+    call = asyncio.ensure_future(api.stall())
+    async with asyncio.timeout(5):
+        while not server.stalled:
+            await asyncio.sleep(0.01)
+    await api.close()
+    with pytest.raises(PermanentError, match=r"^example stall: client closed$"):
+        await call
