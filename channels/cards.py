@@ -50,11 +50,7 @@ class CardReplyStream(ABC):
 
     @property
     def delivered(self) -> Delivered:
-        return Delivered(self._card_id, self._card_text + self._tail.text, self._tail.sent)
-
-    @property
-    def streaming(self) -> bool:
-        return self._card_live
+        return Delivered(self._card_id, self._card_text + self._tail.text)
 
     def adopt(self, card_id: str, shown: str) -> None:
         """Continue a card an earlier process created (crash recovery)."""

@@ -26,7 +26,6 @@ NOTHING_TO_STOP_TEXT = "Nothing to stop."
 QUEUED_TEXT = "Got it. I will answer this after the current reply ({ahead} ahead of it)."
 OVERFLOW_TEXT = "Too many messages are waiting. Please wait for the current answers, then resend."
 OVERFLOW_ERROR = "dropped: the conversation's queue was full"
-UNAVAILABLE_TEXT = "This bot cannot answer right now. Please try again later."
 
 
 def command_of(text: str) -> tuple[Command, str]:

@@ -36,7 +36,7 @@ def _no_hint() -> float | None:
 
 
 class SessionSocket:
-    """One session's websocket, with the time of its last frame and its dropped-frame count."""
+    """One session's websocket, with the time of its last frame; dropped frames go to `on_drop`."""
 
     def __init__(
         self,
@@ -47,7 +47,6 @@ class SessionSocket:
         self.peer = peer  # names the far end in errors and logs: "gateway", "feishu gateway"
         self.ws: ClientConnection | None = None
         self.last_frame_at = time.monotonic()
-        self.invalid_frames = 0
         self._log = logger
         self._on_drop = on_drop
 
@@ -120,7 +119,6 @@ class SessionSocket:
 
     def drop(self, why: str, reason: str = UNREADABLE) -> None:
         """Count and log a frame skipped as unreadable; `reason` labels the metric."""
-        self.invalid_frames += 1
         if self._on_drop is not None:
             self._on_drop(reason)
         self._log.warning("dropped a %s frame: %s", self.peer, why)

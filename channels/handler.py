@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,16 +36,6 @@ from storage.repository import JournalState, Store
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class HandlerCounters:
-    """What intake saw; the tests read these (replies are counted by the observer alone)."""
-
-    received: int = 0
-    duplicates: int = 0
-    ignored: int = 0
-    dropped: int = 0  # could not be stored, acked anyway
-
-
 class MessageHandler:
     """Owns every conversation worker and side task; `close()` ends them all."""
 
@@ -63,7 +52,6 @@ class MessageHandler:
         self._answerer = Answerer(store, slots=slots, observer=self._observer, clock=clock)
         self._workers: dict[WorkerKey, ConversationWorker] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
-        self.counters = HandlerCounters()
         self._closing = False
 
     # -- intake (before the ack) ----------------------------------------------------------------
@@ -73,7 +61,6 @@ class MessageHandler:
         if self._closing:
             raise ChannelError("shutting down")  # no ack: the platform may deliver it again
         if message.chat_type is ChatType.GROUP and not message.bot_mentioned:
-            self.counters.ignored += 1
             self._observer.message_ignored(message.channel_id, message.platform)
             return
         try:
@@ -88,7 +75,6 @@ class MessageHandler:
                 # The database refused the values themselves (normalisation should have made
                 # that impossible): a redelivery would fail the same way, forever. Returning
                 # acks it; it is counted and logged once, by id, never by its text.
-                self.counters.dropped += 1
                 self._observer.frame_dropped(message.channel_id, message.platform, UNSTORABLE)
                 log.error(
                     "channel %s: message %r cannot be stored (%s); acked and dropped",
@@ -101,11 +87,9 @@ class MessageHandler:
             # past its busy timeout). The provider keeps its session for the next delivery.
             raise TransientError(f"journal write failed: {describe_storage_error(exc)}") from exc
         if entry_id is None:
-            self.counters.duplicates += 1
             self._observer.message_duplicate(message.channel_id, message.platform)
             log.info("channel %s: redelivered message ignored", message.channel_id)
             return
-        self.counters.received += 1
         job = Job.of(entry_id, message, runtime)
         if job.command is Command.STOP:
             worker = self._workers.get(job.worker_key)  # this channel's bot only

@@ -112,7 +112,6 @@ class Delivered:
 
     card_id: str | None
     text: str
-    messages_sent: int
 
 
 def inbound_to_json(message: InboundMessage) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from channels.model import ChannelId, ChannelState, Delivered, InboundMessage
@@ -13,23 +12,11 @@ from channels.model import ChannelId, ChannelState, Delivered, InboundMessage
 InboundSink = Callable[[InboundMessage], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    streaming_card: bool
-    markdown: bool
-    max_message_chars: int
-
-
 class ReplyStream(Protocol):
     """One answer on its way to the user; the emitter owns timing, the stream platform calls."""
 
     @property
     def delivered(self) -> Delivered: ...
-
-    @property
-    def streaming(self) -> bool:
-        """True while updates go into a live card; False once it fell back to messages."""
-        ...
 
     async def update(self, text_so_far: str) -> None: ...
 
@@ -46,9 +33,6 @@ class ChannelProvider(Protocol):
 
     @property
     def platform(self) -> str: ...
-
-    @property
-    def capabilities(self) -> Capabilities: ...
 
     @property
     def state(self) -> ChannelState: ...

@@ -21,7 +21,7 @@ from channels.connection import SessionSocket
 from channels.http import HttpOptions
 from channels.model import ChannelId, ChannelState, InboundMessage
 from channels.observer import NullObserver, Observer
-from channels.provider import Capabilities, InboundSink, ReplyStream
+from channels.provider import InboundSink, ReplyStream
 from channels.splitting import split_text
 from common.errors import PermanentError, TransientError
 
@@ -31,7 +31,7 @@ class PlatformSession(Protocol):
 
     @property
     def socket(self) -> SessionSocket:
-        """Its websocket, with the time of its last frame and its dropped-frame count."""
+        """Its websocket, with the time of its last frame."""
         ...
 
     async def open(self) -> None:
@@ -65,7 +65,6 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
     supervisor, replies survive them."""
 
     platform: ClassVar[str]
-    capabilities: ClassVar[Capabilities]
     session_name: ClassVar[str] = "session"  # what the platform's session is called, for errors
     close_budget: ClassVar[float] = 3.0  # seconds close() may take, socket and reader included
 
@@ -82,7 +81,6 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
         self._reader: asyncio.Task[None] | None = None
         self._state = ChannelState.DISCONNECTED
         self._closed = False
-        self._frames_dropped_before = 0  # by sessions that have ended
 
     # -- what a platform provides ------------------------------------------------------------------
 
@@ -118,12 +116,6 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
     @property
     def last_frame_at(self) -> float:
         return self._session.socket.last_frame_at if self._session else 0.0
-
-    @property
-    def frames_dropped(self) -> int:
-        """Frames dropped as unreadable, over every session of this provider."""
-        current = self._session.socket.invalid_frames if self._session else 0
-        return self._frames_dropped_before + current
 
     async def start(self) -> None:
         """Open a session; returns once the platform's handshake succeeded."""
@@ -216,7 +208,6 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
         self._reader, self._session = None, None
         await _cancel(reader)
         if session is not None:
-            self._frames_dropped_before += session.socket.invalid_frames
             await session.close()
 
 

@@ -72,7 +72,6 @@ class Supervisor:
         self._next_attempt_at: float | None = None
         self.messages_received = 0
         self.last_event_at: float | None = None
-        self._connected = asyncio.Event()
         self.provider = build(self._receive)
 
     # -- status ---------------------------------------------------------------------------------
@@ -80,10 +79,6 @@ class Supervisor:
     def _set_state(self, state: ChannelState) -> None:
         if state is not self._state:
             self._state = state
-            if state is ChannelState.CONNECTED:
-                self._connected.set()
-            else:
-                self._connected.clear()
             if self._on_state is not None:
                 self._on_state(self.channel_id, state)
 
@@ -106,13 +101,6 @@ class Supervisor:
         self.messages_received += 1
         self.last_event_at = time.time()
         await self._sink(message)
-
-    async def wait_connected(self, within: float) -> bool:
-        """True once connected within `within` seconds."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within):
-                await self._connected.wait()
-        return self._connected.is_set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 

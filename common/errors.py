@@ -53,7 +53,3 @@ class ConfigError(ChannelError):
 
 class PermanentError(ChannelError):
     """The request itself is wrong and will fail the same way again."""
-
-
-class UnsupportedError(ChannelError):
-    """The platform or channel cannot do what was asked."""

@@ -104,6 +104,15 @@ class Stack:
     async def connected(self, timeout: float = 10.0) -> None:
         await wait_until(lambda: self.state() is ChannelState.CONNECTED, timeout)
 
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of this channel's metrics (its series exist at zero once it has a state)."""
+        platform = str(self.supervisor.provider.platform)
+        found = self.daemon.metrics.registry.get_sample_value(
+            name, {"channel": self.channel_id, "platform": platform, **labels}
+        )
+        assert found is not None, f"no sample {name} {labels}"
+        return found
+
     async def idle(self) -> None:
         """Every conversation worker has finished (the answer stored, the journal closed)."""
         assert self.daemon.manager is not None

@@ -92,12 +92,12 @@ class RecordingCard(CardReplyStream):
 async def test_a_card_that_streams_and_ends_sends_no_message() -> None:
     card = RecordingCard()
     await card.begin()
-    assert card.streaming
     await card.update("Hel")
     await card.update("Hel")  # unchanged text: no call
     await card.update("Hello")
     await card.finish("Hello world")
     await card.finish("Hello world")  # once only
+    await card.update("Hello world, late")  # the card has ended: no call
     assert card.calls == [
         ("create", ""),
         ("show", "Hel"),
@@ -105,7 +105,6 @@ async def test_a_card_that_streams_and_ends_sends_no_message() -> None:
         ("end", "Hello world"),
     ]
     assert card.sender.sent == []
-    assert not card.streaming
     assert card.delivered.text == "Hello world"
     assert card.delivered.card_id == "card-1"
 
@@ -124,7 +123,8 @@ async def test_a_refused_creation_falls_back_to_messages() -> None:
     card = RecordingCard()
     card.failures.append(PermanentError("no permission"))
     await card.begin()
-    assert not card.streaming
+    await card.update("the")  # no card: no call
+    assert card.calls == [("create", "")]
     await card.finish("the answer")
     assert card.sender.sent == [("answer-0", "the answer")]
 
@@ -135,7 +135,8 @@ async def test_a_card_refused_midway_keeps_its_text_and_the_rest_follows_once() 
     await card.update("First part.")
     card.failures.append(PermanentError("streaming refused"))
     await card.update("First part. Second")
-    assert not card.streaming
+    await card.update("First part. Second part")  # the card stopped: no call
+    assert card.calls[-1] == ("show", "First part. Second")
     await card.finish("First part. Second part.")
     assert card.sender.sent == [("answer-0", "(continued)\n\nSecond part.")]
     assert card.settled == 1  # the stopped card is not left "thinking"
@@ -149,7 +150,8 @@ async def test_retryable_errors_reach_the_emitter_and_a_retry_continues() -> Non
     card.failures.append(TransientError("429"))
     with pytest.raises(TransientError):
         await card.update("Hi")
-    assert card.streaming  # still a card: the emitter skips this update and slows down
+    await card.update("Hi")  # still a card: the emitter skips that update and tries again
+    assert card.calls[-1] == ("show", "Hi")
     card.failures.append(TransientError("503"))
     with pytest.raises(TransientError):
         await card.finish("Hi there")
@@ -207,7 +209,6 @@ async def test_a_message_that_failed_midway_resumes_without_repeating() -> None:
 async def test_adopt_continues_a_card_from_an_earlier_process() -> None:
     card = RecordingCard()
     card.adopt("card-7", "Shown before the crash")
-    assert card.streaming
     await card.finish("Shown before the crash, and after")
     assert card.calls == [("end", "Shown before the crash, and after")]
     assert card.delivered.card_id == "card-7"

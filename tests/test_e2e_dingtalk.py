@@ -151,8 +151,7 @@ async def test_redelivered_message_is_answered_once(
         # the same msgId under a new frame id, as after a reconnect
         again = await stack.say("only once please", extra={"msgId": sent.msg_id})
         await dingtalk_emulator.wait_for(lambda e: e.acks(again.frame_message_id))
-        handler = stack.daemon.manager.handler  # type: ignore[union-attr]
-        assert handler.counters.duplicates == 2
+        assert stack.metric("channeld_messages_duplicate_total") == 2
         assert len(cards(await stack.bot_items(sent.conversation_id))) == 1
         assert len(fake_llm.requests) == 1
     finally:

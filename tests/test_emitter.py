@@ -110,16 +110,11 @@ class RecordingStream:
         self.calls: list[Call] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self.is_streaming = True
         self._delivered = ""
 
     @property
     def delivered(self) -> Delivered:
-        return Delivered(card_id="card-1", text=self._delivered, messages_sent=0)
-
-    @property
-    def streaming(self) -> bool:
-        return self.is_streaming
+        return Delivered(card_id="card-1", text=self._delivered)
 
     def of(self, kind: str) -> list[Call]:
         return [call for call in self.calls if call.kind == kind]
@@ -537,24 +532,6 @@ async def test_cancellation_cleanup_is_bounded(clock: VirtualClock) -> None:
         with pytest.raises(asyncio.CancelledError):
             await reply
     assert len(stream.of("fail")) == 1
-
-
-async def test_a_stream_that_fell_back_keeps_taking_the_same_calls(clock: VirtualClock) -> None:
-    emitter = make_emitter(clock, min_interval=0.3)
-    agent = FakeAgent(clock, words(150), gap=0.01)
-    stream = RecordingStream(clock)
-
-    async def fall_back_after_first(text: str) -> None:
-        stream.is_streaming = False  # e.g. the card died; the stream now sends messages
-
-    result = await emitter.emit(
-        PrefetchedAnswer(agent.stream()), stream, on_progress=fall_back_after_first
-    )
-
-    assert result.outcome is ReplyOutcome.REPLIED
-    assert len(stream.of("update")) > 1
-    assert stream.calls[-1].kind == "finish"
-    assert stream.calls[-1].text == agent.text
 
 
 async def test_a_failing_progress_hook_still_ends_the_reply(clock: VirtualClock) -> None:

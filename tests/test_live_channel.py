@@ -33,7 +33,7 @@ from channels.model import (
     Sender,
 )
 from channels.observer import Observer
-from channels.provider import Capabilities, InboundSink, ReplyStream
+from channels.provider import InboundSink, ReplyStream
 from channels.ratelimit import TokenBucket
 from storage.repository import Store
 from tests.storage_support import sqlite_url
@@ -51,11 +51,7 @@ class RecordingStream:
 
     @property
     def delivered(self) -> Delivered:
-        return Delivered(card_id=None, text=self._text, messages_sent=0)
-
-    @property
-    def streaming(self) -> bool:
-        return False
+        return Delivered(card_id=None, text=self._text)
 
     async def update(self, text_so_far: str) -> None:
         self._text = text_so_far
@@ -72,7 +68,6 @@ class RecordingProvider:
     """A connected-at-once provider that records what it was asked to show."""
 
     platform = "dingtalk"
-    capabilities = Capabilities(streaming_card=False, markdown=True, max_message_chars=1000)
     last_frame_at = 0.0
 
     def __init__(self, sink: InboundSink) -> None:

@@ -50,11 +50,6 @@ def value(
     return found[(name, frozenset(labels.items()))]
 
 
-def dropped(stack: Any) -> int:
-    """Frames the channel's provider dropped, over all its sessions."""
-    return int(stack.supervisor.provider.frames_dropped)
-
-
 def finished_card_with(text: str) -> Callable[[list[dict[str, Any]]], bool]:
     """A predicate on a chat's bot items: a finished card shows `text`."""
     return lambda items: any(
@@ -74,7 +69,9 @@ async def test_metrics_match_the_traffic(
         await dingtalk_emulator.call(lambda e: e.redeliver(sent.frame_message_id))
         await dingtalk_emulator.wait_for(lambda e: len(e.acks(sent.frame_message_id)) == 2)
         await dingtalk_emulator.call(lambda e: e.push_raw(DINGTALK_CLIENT_ID, "not json {"))
-        await wait_until(lambda: stack.daemon.manager is not None and dropped(stack) == 1)
+        await wait_until(
+            lambda: stack.metric("channeld_frames_dropped_total", reason="unreadable") == 1
+        )
         await dingtalk_emulator.drop(DINGTALK_CLIENT_ID)
         await wait_until(lambda: stack.supervisor.status().reconnects == 1)
         await stack.connected()

@@ -142,9 +142,9 @@ async def test_dingtalk_hostile_message_is_normalised_journaled_and_answered(
         assert await dingtalk_card(stack, conversation_id) == ANSWER
         await stack.idle()
         assert len(await dingtalk_emulator.acks(frame_id)) == 1
-        handler = stack.daemon.manager.handler  # type: ignore[union-attr]
-        assert (handler.counters.received, handler.counters.duplicates) == (1, 0)
-        assert handler.counters.dropped == 0
+        assert stack.metric("channeld_messages_received_total") == 1
+        assert stack.metric("channeld_messages_duplicate_total") == 0
+        assert stack.metric("channeld_frames_dropped_total", reason="unstorable") == 0
         # exactly these values, on SQLite and on PostgreSQL alike
         (journal,) = await rows(
             stack, "SELECT platform_message_id, frame_id, state, payload FROM inbound_journal"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from channels.model import ChannelId, ChannelState, ChatType, InboundMessage, Sender
-from channels.provider import Capabilities, InboundSink, ReplyStream
+from channels.provider import InboundSink, ReplyStream
 from channels.supervisor import Supervisor
 from common.backoff import Backoff
 from common.errors import AuthError, TransientError
@@ -24,7 +24,6 @@ class ScriptedProvider:
     """start() outcomes come from a script; sessions end when the test says so."""
 
     platform = "test"
-    capabilities = Capabilities(streaming_card=False, markdown=True, max_message_chars=100)
 
     def __init__(self, starts: list[BaseException | None]) -> None:
         self.starts = deque(starts)

@@ -21,7 +21,7 @@ from channels.dingtalk.provider import DingTalkProvider
 from channels.feishu.config import FeishuChannelConfig
 from channels.feishu.frames import ClientConfig
 from channels.feishu.provider import FeishuProvider
-from channels.model import InboundMessage
+from channels.model import ChannelState, InboundMessage
 from channels.provider import ProviderFactory
 from channels.supervisor import Supervisor
 from common.errors import MAX_RETRY_AFTER, RateLimited, TransientError
@@ -142,14 +142,26 @@ async def test_feishu_client_config_from_a_pong_is_capped() -> None:
             id="fs", app_id=FEISHU_APP_ID, app_secret=FEISHU_APP_SECRET, domain=emulator.url
         )
         sleep = StopAfter(2)
+        connected = asyncio.Event()
+
+        def on_state(_channel: str, state: ChannelState) -> None:
+            # wakes the test before the session's first ping: its pong carries the config below
+            if state is ChannelState.CONNECTED:
+                connected.set()
+
         supervisor = Supervisor(
-            "fs", lambda sink: FeishuProvider(config, sink), sink=ignore, sleep=sleep
+            "fs",
+            lambda sink: FeishuProvider(config, sink),
+            sink=ignore,
+            sleep=sleep,
+            on_state=on_state,
         )
         provider = supervisor.provider
         assert isinstance(provider, FeishuProvider)
         supervisor.start()
         try:
-            assert await supervisor.wait_connected(5)
+            async with asyncio.timeout(5):
+                await connected.wait()
             await emulator.set_client_config(
                 reconnect_interval=HUGE, reconnect_nonce=HUGE, ping_interval=HUGE
             )

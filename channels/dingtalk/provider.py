@@ -6,12 +6,11 @@ from typing import Any
 
 from channels.cards import CardReplyStream, MessageSender
 from channels.dingtalk.api import DingTalkApi
-from channels.dingtalk.cards import MARKDOWN_LIMIT, DingTalkMessageSender, DingTalkReplyStream
+from channels.dingtalk.cards import DingTalkMessageSender, DingTalkReplyStream
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.connection import DingTalkSession
 from channels.dingtalk.convert import PLATFORM, to_inbound
 from channels.model import InboundMessage
-from channels.provider import Capabilities
 from channels.sessions import SessionProvider
 
 
@@ -19,9 +18,6 @@ class DingTalkProvider(SessionProvider[DingTalkChannelConfig, DingTalkApi, DingT
     """One DingTalk robot over Stream mode."""
 
     platform = PLATFORM
-    capabilities = Capabilities(
-        streaming_card=True, markdown=True, max_message_chars=MARKDOWN_LIMIT
-    )
     session_name = "Stream-mode session"
 
     def _new_api(self) -> DingTalkApi:

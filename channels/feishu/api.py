@@ -32,7 +32,6 @@ RATE_LIMIT = frozenset({99991400, 230020, 11232, 11233})
 TRANSIENT = frozenset({1, 1000040343, 300120, 99991401})
 SEQUENCE_CONFLICT = 300317
 STREAMING_CLOSED = frozenset({300309, 200850})
-CARD_TOO_BIG = frozenset({200860, 230025})
 # discovery: these codes are "try again later"; every other non-zero code is fatal (§1.1)
 DISCOVERY_RETRYABLE = frozenset({1, 1000040343})
 

@@ -13,7 +13,7 @@ from channels.feishu.convert import MESSAGE_RECEIVED, PLATFORM, event_type, to_i
 from channels.feishu.frames import ClientConfig
 from channels.model import InboundMessage
 from channels.observer import Observer
-from channels.provider import Capabilities, InboundSink
+from channels.provider import InboundSink
 from channels.sessions import SessionProvider
 from common.errors import ChannelError
 
@@ -22,7 +22,6 @@ class FeishuProvider(SessionProvider[FeishuChannelConfig, FeishuApi, LongConnect
     """One Feishu/Lark app over the event long connection."""
 
     platform = PLATFORM
-    capabilities = Capabilities(streaming_card=True, markdown=True, max_message_chars=10_000)
     session_name = "long connection"
 
     def __init__(
