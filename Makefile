@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/vulture  # dead code: [tool.vulture] in pyproject.toml
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -13,7 +13,6 @@ import json
 import logging
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
@@ -60,14 +59,6 @@ _TLS_CONTEXT = httpx.create_ssl_context()  # honours SSL_CERT_FILE / SSL_CERT_DI
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 UsageCallback = Callable[[int, int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token counts of one answer, as reported by the server."""
-
-    prompt_tokens: int
-    completion_tokens: int
 
 
 def _server_detail(exc: openai.APIError, secret: str) -> str:
@@ -126,7 +117,6 @@ class OpenAIAgent:
     ) -> None:
         self.name = name
         self.config = config
-        self.last_usage: Usage | None = None  # of the most recent answer that reported it
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._on_usage = on_usage
@@ -266,7 +256,6 @@ class OpenAIAgent:
         usage = chunk.usage
         if usage is None:
             return False
-        self.last_usage = Usage(usage.prompt_tokens, usage.completion_tokens)
         if self._on_usage is not None:
             try:
                 self._on_usage(usage.prompt_tokens, usage.completion_tokens)

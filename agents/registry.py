@@ -19,16 +19,6 @@ logger = logging.getLogger(__name__)
 NamedUsageCallback = Callable[[str, int, int], None]
 
 
-def history_limit(config: AgentConfig) -> int:
-    """How many earlier turns the handler should load for this agent."""
-    return config.history_messages
-
-
-def system_prompt(config: AgentConfig) -> str:
-    """The system prompt the handler puts in each request for this agent."""
-    return config.system_prompt
-
-
 def fallback_order(configs: Mapping[str, AgentConfig]) -> list[str]:
     """Agent names ordered so that each one's fallback comes before it; ConfigError if unsound."""
     order: list[str] = []

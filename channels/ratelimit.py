@@ -55,19 +55,9 @@ class TokenBucket:
         self._lock = asyncio.Lock()
 
     @property
-    def configured_rate(self) -> float:
-        """Tokens per second when the platform is not pushing back."""
-        return self._rate
-
-    @property
     def rate(self) -> float:
         """Effective tokens per second right now."""
         return self._rate_at(self._clock())
-
-    @property
-    def paused_until(self) -> float:
-        """Clock time before which no token is handed out."""
-        return self._paused_until
 
     async def acquire(self, max_wait: float | None = None) -> bool:
         """Wait for a token and take it; False, taking none, if it cannot come within max_wait."""

@@ -59,12 +59,14 @@ async def recover(
             await store.journal_update(
                 entry.id, state=JournalState.FAILED, error=f"recovery: {exc}"
             )
-    if report.resumed or report.told_lost or report.cards_closed:
+    if report.resumed or report.told_lost or report.cards_closed or report.skipped:
         log.info(
-            "recovered after restart: %d answered again, %d told to resend, %d cards closed",
+            "recovered after restart: %d answered again, %d told to resend, %d cards closed,"
+            " %d waiting for their channel to start",
             report.resumed,
             report.told_lost,
             report.cards_closed,
+            report.skipped,
         )
     return report
 

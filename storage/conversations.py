@@ -120,13 +120,6 @@ class ConversationRepository(StoreBase):
         session.add(identity)
         return identity
 
-    async def current_conversation(
-        self, channel_id: str, key: str, user_id: str, *, idle_reset: timedelta, now: datetime
-    ) -> ConversationRecord:
-        """The open conversation for the key; a new one if there is none or it sat idle too long."""
-        record, _ = await self._current(channel_id, key, user_id, idle_reset=idle_reset, now=now)
-        return record
-
     async def conversation_with_history(
         self,
         channel_id: str,
@@ -137,10 +130,11 @@ class ConversationRepository(StoreBase):
         now: datetime,
         limit: int,
     ) -> tuple[ConversationRecord, list[MessageRecord]]:
-        """`current_conversation` and its last `limit` messages, oldest first.
+        """The key's open conversation (new if none, or idle too long) and its last `limit` turns.
 
-        One read transaction when the conversation is open and fresh (the usual case, and outside
-        the writers' queue on SQLite); a write only when one must be opened.
+        The turns come oldest first. One read transaction when the conversation is open and fresh
+        (the usual case, and outside the writers' queue on SQLite); a write only when one must be
+        opened.
         """
         now = require_aware(now, "now")
         async with self._read() as session:

@@ -20,7 +20,7 @@ from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
 from agents.echo import EchoAgent
 from agents.fallback import FallbackAgent
 from agents.openai_agent import RETRY_BACKOFF, WAIT_HEADERS, OpenAIAgent
-from agents.registry import build_agents, close_agents, fallback_order, history_limit
+from agents.registry import build_agents, close_agents, fallback_order
 from common.errors import (
     AuthError,
     ConfigError,
@@ -81,8 +81,6 @@ async def test_streams_every_delta_in_order(fake_llm: FakeLLM) -> None:
     assert deltas == ["Echo:", " the", " quick", " brown", " fox"]
     assert "".join(deltas) == "Echo: the quick brown fox"
     assert usage == [(9, 5)]  # system prompt 5 words + question 4 words; 5 tokens answered
-    assert agent.last_usage is not None
-    assert agent.last_usage.completion_tokens == 5
 
 
 async def test_history_and_system_prompt_reach_the_server(fake_llm: FakeLLM) -> None:
@@ -119,9 +117,17 @@ async def test_config_system_prompt_is_the_default(fake_llm: FakeLLM) -> None:
 
 
 async def test_server_without_usage_is_fine(fake_llm: FakeLLM) -> None:
-    async with openai_agent(fake_llm, stream_usage=False) as agent:
+    usage: list[tuple[int, int]] = []
+    agent = OpenAIAgent(
+        "main",
+        openai_config(fake_llm, stream_usage=False),
+        on_usage=lambda p, c: usage.append((p, c)),
+    )
+    try:
         assert "".join(await collect(agent, make_request("x"))) == "Echo: x"
-        assert agent.last_usage is None
+    finally:
+        await agent.aclose()
+    assert usage == []  # nothing reported, nothing counted
 
 
 async def test_concurrent_answers_do_not_mix(fake_llm: FakeLLM) -> None:
@@ -318,7 +324,7 @@ def test_config_validation() -> None:
     adapter: TypeAdapter[AgentConfig] = TypeAdapter(AgentConfig)
     echo = adapter.validate_python({"type": "echo"})
     assert isinstance(echo, EchoAgentConfig)
-    assert history_limit(echo) == 20
+    assert echo.history_messages == 20
     llm = adapter.validate_python({"type": "openai", "base_url": "http://h/v1/", "model": "m"})
     assert isinstance(llm, OpenAIAgentConfig)
     assert llm.base_url == "http://h/v1"
@@ -412,7 +418,7 @@ async def test_build_agents_wires_fallback_chains(fake_llm: FakeLLM) -> None:
     fake_llm.script_error(401)
     configs: dict[str, AgentConfig] = {
         "main": openai_config(fake_llm, fallback="spare"),
-        "spare": EchoAgentConfig(type="echo", delay=0, history_messages=4),
+        "spare": EchoAgentConfig(type="echo", delay=0),
     }
     agents = build_agents(configs)
     try:
@@ -420,7 +426,6 @@ async def test_build_agents_wires_fallback_chains(fake_llm: FakeLLM) -> None:
         assert isinstance(agents["main"], FallbackAgent)
         assert agents["main"].secondary is agents["spare"]
         assert "".join(await collect(agents["main"], make_request("hey"))) == "You said: hey"
-        assert history_limit(configs["spare"]) == 4
     finally:
         await close_agents(agents)
     primary = agents["main"].primary

@@ -229,7 +229,10 @@ async def test_session_webhook_success_and_expiry(
     await api.send_by_session(
         sent.session_webhook, markdown="**bold**", title="T", at_staff_id="staff-9"
     )
-    await api.send_text_by_session(sent.session_webhook, "plain")
+    # the emulator takes plain text too, as DingTalk does (channeld itself sends markdown)
+    plain = {"msgtype": "text", "text": {"content": "plain"}}
+    async with aiohttp.ClientSession() as http, http.post(sent.session_webhook, json=plain) as resp:
+        assert (await resp.json())["errcode"] == 0
     view = emulator.chat_view(sent.conversation_id)
     assert view is not None
     assert [(i["kind"], i["msgtype"], i["text"]) for i in view["items"]] == [
@@ -240,7 +243,7 @@ async def test_session_webhook_success_and_expiry(
     assert view["items"][1]["at_user_ids"] == ["staff-9"]
     emulator.expire_sessions()
     with pytest.raises(PermanentError, match="errcode 300001") as expired:
-        await api.send_text_by_session(sent.session_webhook, "too late")
+        await api.send_by_session(sent.session_webhook, markdown="too late", title="T")
     token = sent.session_webhook.rsplit("=", 1)[1]
     assert token not in str(expired.value)
 
@@ -350,7 +353,7 @@ async def test_session_throttle_errcode_is_rate_limited(
         "/robot/sendBySession", 200, body={"errcode": 130101, "errmsg": "send too fast"}
     )
     with pytest.raises(RateLimited):
-        await api.send_text_by_session(sent.session_webhook, "x")
+        await api.send_by_session(sent.session_webhook, markdown="x", title="T")
 
 
 async def test_messages_never_carry_secret_token_ticket_or_session(
@@ -371,11 +374,13 @@ async def test_messages_never_carry_secret_token_ticket_or_session(
         emulator.clear_faults()
     emulator.add_fault("/robot/sendBySession", 200, body={"errcode": 1, "errmsg": echo["message"]})
     with pytest.raises(PermanentError) as raised:
-        await api.send_text_by_session(sent.session_webhook, "x")
+        await api.send_by_session(sent.session_webhook, markdown="x", title="T")
     errors.append(raised.value)
     broken = DingTalkApi(client_id=ID, client_secret=SECRET, api_base=emulator.url, robot_code=ID)
     with pytest.raises(TransientError) as raised:
-        await broken.send_text_by_session(f"http://127.0.0.1:1/x?session={session}", "x")
+        await broken.send_by_session(
+            f"http://127.0.0.1:1/x?session={session}", markdown="x", title="T"
+        )
     await broken.close()
     errors.append(raised.value)
     for error in errors:
@@ -406,7 +411,7 @@ async def test_session_webhook_expires_with_its_stated_time() -> None:
     try:
         sent = await emulator.send_user_message(ID, text="hi")
         with pytest.raises(PermanentError, match="300001"):
-            await api.send_text_by_session(sent.session_webhook, "too late")
+            await api.send_by_session(sent.session_webhook, markdown="too late", title="T")
     finally:
         await api.close()
         await emulator.stop()

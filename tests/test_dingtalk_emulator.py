@@ -413,7 +413,7 @@ async def test_control_plane_drives_users_chats_and_faults(
         # A long poll from the current version returns once the bot answers.
         params = {"conversation_id": cid, "since": str(sent["version"]), "wait": "5"}
         poll = asyncio.create_task(http.get(base + "/chat", params=params))
-        await raw.api.send_text_by_session(sent["session_webhook"], "answer")
+        await raw.api.send_by_session(sent["session_webhook"], markdown="answer", title="Answer")
         async with await poll as resp:
             view = await resp.json()
         assert [(i["kind"], i["text"]) for i in view["items"]] == [

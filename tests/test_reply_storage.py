@@ -69,9 +69,6 @@ async def test_an_open_conversation_and_its_history_cost_one_read(
     assert transactions.count == 1
     assert again.id == opened.id
     assert [m.content for m in history] == ["turn 2", "turn 3", "turn 4"]  # the last, in order
-    assert (
-        await store.current_conversation("ding", KEY, user, idle_reset=IDLE, now=clock.now)
-    ).id == opened.id
 
 
 async def test_an_idle_conversation_gives_way_to_a_new_one_without_history(

@@ -37,8 +37,8 @@ async def _journal(store: Store, message_id: str, state: JournalState) -> int:
 
 async def _chat(store: Store, clock: FakeClock, key: str, turns: int = 2) -> str:
     user = await store.resolve_user("dingtalk", "corp", f"u-{key}", "Alice")
-    conversation = await store.current_conversation(
-        "ding", key, user, idle_reset=timedelta(hours=1), now=clock.now
+    conversation, _ = await store.conversation_with_history(
+        "ding", key, user, idle_reset=timedelta(hours=1), now=clock.now, limit=0
     )
     for turn in range(turns):
         await store.append_message(conversation.id, "user", f"turn {turn}", now=clock.now)

@@ -105,7 +105,10 @@ async def _conversation(
     store: Store, now: datetime, key: str = "direct:c1", channel_id: str = "ding"
 ) -> ConversationRecord:
     user = await store.resolve_user("dingtalk", "corp", "u1", "Alice")
-    return await store.current_conversation(channel_id, key, user, idle_reset=IDLE, now=now)
+    conversation, _ = await store.conversation_with_history(
+        channel_id, key, user, idle_reset=IDLE, now=now, limit=0
+    )
+    return conversation
 
 
 # --- schema -------------------------------------------------------------------------------

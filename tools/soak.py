@@ -123,7 +123,6 @@ class Sent:
     frame_id: str
     conversation_id: str
     item_id: str
-    redeliveries: int = 0
 
 
 @dataclass
@@ -297,7 +296,6 @@ watchdog_seconds = 15
                 sent.frame_id
             ):
                 await self.emulator.call(lambda e: e.redeliver(sent.frame_id))
-                sent.redeliveries += 1
                 self.events["platform redeliveries"] += 1
                 last_delivery = now
             await asyncio.sleep(0.1)

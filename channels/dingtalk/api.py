@@ -251,10 +251,6 @@ class DingTalkApi(PlatformApi):
             body["at"] = {"atUserIds": [at_staff_id]}
         await self._session_post(webhook_url, body)
 
-    async def send_text_by_session(self, webhook_url: str, text: str) -> None:
-        """Answers through a sessionWebhook as plain text."""
-        await self._session_post(webhook_url, {"msgtype": "text", "text": {"content": text}})
-
     async def send_to_users(self, user_ids: list[str], *, markdown: str, title: str) -> None:
         """Sends a markdown message to users' single chats with the bot, 20 users per call."""
         param = json.dumps({"title": title, "text": markdown}, ensure_ascii=False)

@@ -168,10 +168,6 @@ class EmulatorThread(Generic[E]):
         """Runs `fn(emulator)` on the emulator's loop, awaiting it if needed; returns the result."""
         return await asyncio.wrap_future(self._submit(fn))
 
-    def call_sync(self, fn: Callable[[E], Any], timeout: float = 10.0) -> Any:
-        """`call` for code that has no loop of its own (blocking)."""
-        return self._submit(fn).result(timeout)
-
     async def wait_for(
         self,
         predicate: Callable[[E], T],

@@ -124,7 +124,6 @@ class OpenApi:
             template_id=template_id,
             content_key=self._state.templates[template_id],
             card_data=params,
-            callback_type=str(body.get("callbackType", "")),
         )
         card.history.append(CardUpdate(time.monotonic(), "create", body))
         self._state.cards[out_track_id] = card

@@ -94,7 +94,6 @@ class CardState(CardStatus):
     template_id: str
     content_key: str
     card_data: dict[str, str]
-    callback_type: str = ""
     open_space_ids: list[str] = field(default_factory=list)
     conversation_ids: list[str] = field(default_factory=list)
     contents: dict[str, str] = field(default_factory=dict)  # streamed text per key

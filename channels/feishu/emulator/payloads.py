@@ -20,7 +20,6 @@ from channels.emulator.state import Delivered
 from channels.feishu.emulator.state import FeishuApp, stable_hex
 
 RECEIVE_EVENT = "im.message.receive_v1"
-MESSAGE_TYPES = ("text", "post", "image", "file", "audio", "media", "sticker", "interactive")
 SEND_TYPES = (
     "text",
     "post",
