@@ -3,9 +3,11 @@
 The per-reply path, each step once: the user (remembered after the first sight), the conversation
 and its history (one read), the LLM (asked as soon as a slot is free, read by one task), the reply
 stream, then one write that moves the row to `replying` with its card and stores the user's turn,
-one write per update that changed what the user sees, and one write that stores the answer's turn
-with the outcome. With the journal write before the ack, an answer costs four store transactions
-plus one per such update: five for a short one (tests/test_store_round_trips.py).
+one write per update that changed what the user sees, one write that stores the complete answer's
+turn before its final text is sent (so a crash right after the user got it is not answered
+again), and one write that records the outcome. With the journal write before the ack, an answer
+costs five store transactions plus one per such update: six for a short one
+(tests/test_store_round_trips.py).
 """
 
 from __future__ import annotations
@@ -151,14 +153,30 @@ class Answerer:
             except Exception as exc:  # noqa: BLE001 - any storage failure; logged, reply goes on
                 log.warning("channel %s: progress not recorded: %s", message.channel_id, exc)
 
-        result = await runtime.emitter.emit(answer, stream, on_progress=record_progress)
+        recorded = False  # the answer is stored ahead of its final text
+
+        async def record_answer(text: str) -> None:
+            # best effort too: without it a crash in the final call's wake is answered again
+            nonlocal recorded
+            try:
+                await self._store.reply_finishing(
+                    job.entry_id, AnswerTurn(conversation_id, text, self._clock())
+                )
+            except Exception as exc:  # noqa: BLE001 - any storage failure; logged, reply goes on
+                log.warning("channel %s: answer not recorded: %s", message.channel_id, exc)
+            else:
+                recorded = True
+
+        result = await runtime.emitter.emit(
+            answer, stream, on_progress=record_progress, on_final=record_answer
+        )
         self.count(message, result.outcome)
         if result.first_update_at is not None:
             self._observer.reply_first_update(
                 message.channel_id, message.platform, result.first_update_at - job.accepted_at
             )
         if result.outcome is ReplyOutcome.REPLIED:
-            turn = AnswerTurn(conversation_id, result.text, self._clock())
+            turn = None if recorded else AnswerTurn(conversation_id, result.text, self._clock())
             await self.settle(
                 job.entry_id,
                 state=JournalState.REPLIED,
@@ -171,6 +189,7 @@ class Answerer:
                 state=JournalState.FAILED,
                 delivered_text=result.delivered,
                 error=result.error,
+                forget_answer=True,  # the history holds only answers that reached the user
             )
 
     def count(self, message: InboundMessage, outcome: ReplyOutcome) -> None:

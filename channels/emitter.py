@@ -10,8 +10,11 @@ the ReplyStream, which keeps taking the same calls.
 The final text is retried until it lands or a deadline passes; then, and when the agent fails or
 answers nothing, the reply ends through `fail()` with the partial text. `on_progress(shown)` runs
 after an update that changed what the user sees (the stream's delivered text), so the owner can
-record it; what the user saw in the end is the result's `delivered`. Cancellation (a /stop, a
-shutdown) ends the reply with `fail("(stopped)")`, then propagates.
+record it; what the user saw in the end is the result's `delivered`. `on_final(text)` runs once,
+before the complete answer is first sent, so the owner can record it ahead of the call (after a
+crash between the call and the outcome's record, recovery then ends the card with it rather than
+answering again). Cancellation (a /stop, a shutdown) ends the reply with `fail("(stopped)")`,
+then propagates.
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ class ResponseEmitter:
         stream: ReplyStream,
         *,
         on_progress: Progress | None = None,
+        on_final: Progress | None = None,
     ) -> EmitResult:
         """Deliver the agent's answer into `stream`; if cancelled, end the reply and re-raise.
 
@@ -139,6 +143,8 @@ class ResponseEmitter:
                 return await self._fail(reply, self._settings.failure_text, _describe(exc))
             if not reply.text.strip():
                 return await self._fail(reply, self._settings.empty_text, "empty answer")
+            if on_final is not None:
+                await on_final(reply.text)
             return await self._finish(reply)
         except asyncio.CancelledError:
             # Re-raised so that the owner (a /stop, a shutdown, a timeout) sees its cancellation.

@@ -132,8 +132,9 @@ class MessageHandler:
             # "received" and the next start answers it, as after a crash
             if self._closing and await self._answerer.not_begun(job.entry_id):
                 raise
-            await self._store.journal_update(
-                job.entry_id, state=JournalState.FAILED, error="stopped"
+            # its final text did not complete: an answer stored ahead of it goes
+            await self._store.reply_ended(
+                job.entry_id, state=JournalState.FAILED, error="stopped", forget_answer=True
             )
             self._answerer.count(message, ReplyOutcome.CANCELLED)
             raise
@@ -144,7 +145,10 @@ class MessageHandler:
                 log.warning("channel %s: answering failed: %s", message.channel_id, exc)
             self._answerer.count(message, ReplyOutcome.FAILED)
             await self._answerer.settle(
-                job.entry_id, state=JournalState.FAILED, error=f"{type(exc).__name__}: {exc}"
+                job.entry_id,
+                state=JournalState.FAILED,
+                error=f"{type(exc).__name__}: {exc}",
+                forget_answer=True,
             )
 
     async def _reply_command(self, job: Job, text: str) -> None:

@@ -1,7 +1,10 @@
 """Recovery on start: journal rows a crash left in `received` or `replying` are resumed.
 
-A card left streaming is closed with a visible note; a message younger than the freshness window
-is answered again; an older one gets a clear "please resend" instead of a stale answer.
+A card whose complete answer was recorded before its final text was sent is ended with that
+answer (the crash came after the user may have seen it: answering again would say it twice);
+any other card left streaming is closed with a visible note; a message younger than the
+freshness window is answered again; an older one gets a clear "please resend" instead of a
+stale answer.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class RecoveryReport:
     resumed: int = 0
     told_lost: int = 0
     cards_closed: int = 0
+    cards_finished: int = 0  # ended with their recorded answer, not answered again
     skipped: int = 0
 
 
@@ -59,13 +63,20 @@ async def recover(
             await store.journal_update(
                 entry.id, state=JournalState.FAILED, error=f"recovery: {exc}"
             )
-    if report.resumed or report.told_lost or report.cards_closed or report.skipped:
+    if (
+        report.resumed
+        or report.told_lost
+        or report.cards_closed
+        or report.cards_finished
+        or report.skipped
+    ):
         log.info(
             "recovered after restart: %d answered again, %d told to resend, %d cards closed,"
-            " %d waiting for their channel to start",
+            " %d cards finished with their recorded answer, %d waiting for their channel to start",
             report.resumed,
             report.told_lost,
             report.cards_closed,
+            report.cards_finished,
             report.skipped,
         )
     return report
@@ -82,6 +93,16 @@ async def _recover_one(
     report: RecoveryReport,
 ) -> None:
     message = inbound_from_json(entry.payload)
+    answer = await store.finishing_answer(entry.id) if entry.card_id else None
+    if entry.card_id and answer is not None:
+        # the final text may have reached the user already: send it again (the same full text)
+        stream = await runtime.provider.resume_stream(message, entry.card_id, entry.delivered_text)
+        await stream.finish(answer)
+        await store.reply_ended(
+            entry.id, state=JournalState.REPLIED, delivered_text=stream.delivered.text
+        )
+        report.cards_finished += 1
+        return
     if entry.card_id:
         # never leave a card on "thinking": it keeps what it showed, plus a note
         stream = await runtime.provider.resume_stream(message, entry.card_id, entry.delivered_text)

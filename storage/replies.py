@@ -6,9 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
+from sqlalchemy import delete
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from storage.base import require_aware
 from storage.conversations import ConversationRepository
 from storage.journal import JournalRepository
+from storage.models import Message
 from storage.records import JournalState
 
 
@@ -53,6 +58,34 @@ class ReplyRepository(JournalRepository, ConversationRepository):
                 )
             await session.commit()
 
+    async def reply_finishing(self, entry_id: int, answer: AnswerTurn) -> None:
+        """The complete answer is stored, linked to its row, before its final text is sent.
+
+        A crash between the final text reaching the user and `reply_ended` leaves the row
+        `replying` with its answer here: recovery ends the card with it instead of answering the
+        message again. An answer stored earlier for the same row is replaced.
+        """
+        at = require_aware(answer.at, "answer.at")
+        async with self._write() as session:
+            await self._forget_answer(session, entry_id)
+            await self._add_turn(
+                session,
+                answer.conversation_id,
+                role="assistant",
+                content=answer.text,
+                journal_id=entry_id,
+                now=at,
+            )
+            await session.commit()
+
+    async def finishing_answer(self, entry_id: int) -> str | None:
+        """The answer `reply_finishing` stored for the row, if any."""
+        statement = select(Message.content).where(
+            Message.journal_id == entry_id, Message.role == "assistant"
+        )
+        async with self._read() as session:
+            return (await session.exec(statement.order_by(col(Message.id).desc()))).first()
+
     async def reply_ended(
         self,
         entry_id: int,
@@ -61,9 +94,11 @@ class ReplyRepository(JournalRepository, ConversationRepository):
         delivered_text: str | None = None,
         error: str | None = None,
         answer: AnswerTurn | None = None,
+        forget_answer: bool = False,
     ) -> None:
         """The row records the outcome and what the user saw; `answer`, if any, is stored as the
-        conversation's next turn in the same transaction."""
+        conversation's next turn in the same transaction; `forget_answer` removes the one
+        `reply_finishing` stored (the final text never reached the user)."""
         values = {
             "state": JournalState(state).value,
             "delivered_text": delivered_text,
@@ -71,6 +106,8 @@ class ReplyRepository(JournalRepository, ConversationRepository):
         }
         async with self._write() as session:
             await self._set_journal(session, entry_id, values)
+            if forget_answer:
+                await self._forget_answer(session, entry_id)
             if answer is not None:
                 at = require_aware(answer.at, "answer.at")
                 await self._add_turn(
@@ -82,3 +119,11 @@ class ReplyRepository(JournalRepository, ConversationRepository):
                     now=at,
                 )
             await session.commit()
+
+    @staticmethod
+    async def _forget_answer(session: AsyncSession, entry_id: int) -> None:
+        await session.exec(
+            delete(Message).where(
+                col(Message.journal_id) == entry_id, col(Message.role) == "assistant"
+            )
+        )

@@ -618,3 +618,29 @@ async def test_progress_is_reported_only_when_what_the_user_sees_changed(
     assert progress.texts == []  # nothing new reached the user until the end: nothing to record
     assert result.outcome is ReplyOutcome.REPLIED
     assert result.delivered == agent.text
+
+
+async def test_the_complete_answer_is_handed_over_once_before_its_final_text_is_sent(
+    clock: VirtualClock,
+) -> None:
+    emitter = make_emitter(clock, min_interval=0.3)
+    agent = FakeAgent(clock, words(20), gap=0.01)
+    stream = RecordingStream(clock, finish_faults=[TransientError("502 bad gateway")])
+    handed: list[tuple[str, int]] = []  # the text, and how many finish calls had started
+
+    async def on_final(text: str) -> None:
+        handed.append((text, len(stream.of("finish"))))
+
+    result = await emitter.emit(PrefetchedAnswer(agent.stream()), stream, on_final=on_final)
+
+    assert result.outcome is ReplyOutcome.REPLIED
+    assert len(stream.of("finish")) == 2  # retried: still handed over once
+    assert handed == [(agent.text, 0)]
+
+    failing = FakeAgent(clock, words(5), gap=0.01, error=TransientError("upstream 502"))
+    handed.clear()
+    result = await emitter.emit(
+        PrefetchedAnswer(failing.stream()), RecordingStream(clock), on_final=on_final
+    )
+    assert result.outcome is ReplyOutcome.FAILED
+    assert handed == []  # an answer cut short is never final

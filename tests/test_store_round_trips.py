@@ -104,17 +104,19 @@ async def test_one_answer_costs_a_fixed_number_of_store_round_trips(
     finally:
         await stack.stop()
     # a returning user: the journal (before the ack), the conversation with its history, the
-    # card with "replying" and the user's turn, the progress after the update, the outcome with
-    # the answer's turn; 10 before the per-reply path did each thing once
+    # card with "replying" and the user's turn, the progress after the update, the answer's turn
+    # before the final text (a crash after the user saw it must not answer again), the outcome;
+    # 10 before the per-reply path did each thing once
     assert calls == {
         "journal_accept": 1,
         "resolve_user": 1,  # remembered: no transaction
         "conversation_with_history": 1,
         "reply_begun": 1,
         "journal_update": 1,
+        "reply_finishing": 1,
         "reply_ended": 1,
     }
-    assert transactions == 5
+    assert transactions == 6
     # the first answer costs two more: the identity is created (then remembered), and the read
     # that finds no conversation is followed by the write that opens one (11 before)
     assert first_calls == calls

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from channels.cards import CardReplyStream, MessageSender
-from channels.feishu.api import FeishuApi, FeishuApiError, SequenceConflict
+from channels.feishu.api import FeishuApi, FeishuApiError, SequenceConflict, StreamingClosed
 from channels.model import InboundMessage
 from channels.splitting import split_text
 from common.errors import ChannelError, TransientError
@@ -35,6 +35,7 @@ SUMMARY_CHARS = 60
 # one reply uses.
 RESUMED_SEQUENCE = 100_000
 SEQUENCE_JUMP = 1_000  # after a 300317, skip ahead rather than probe one step at a time
+CLOSED_BY_SETTINGS = 300309  # not 200850, the 10-minute timeout (docs/platforms/feishu.md §4.4)
 TARGET_GONE = frozenset({230011})  # the message to reply to was recalled: post to the chat
 
 
@@ -116,11 +117,13 @@ class FeishuReplyStream(CardReplyStream):
         self._api = api
         self._sequence = 0
         self._unsure: _Op | None = None
+        self._adopted = False
 
     def adopt(self, card_id: str, shown: str) -> None:
         """Continue a card an earlier process created (crash recovery)."""
         super().adopt(card_id, shown)
         self._sequence = RESUMED_SEQUENCE
+        self._adopted = True
 
     async def _create_card(self) -> str:
         card_id = await self._api.create_card(streaming_card())
@@ -168,6 +171,17 @@ class FeishuReplyStream(CardReplyStream):
         self._card_text = text
 
     async def _end_card(self, text: str, *, failed: bool) -> None:
+        try:
+            await self._close_card(text)
+        except StreamingClosed as exc:
+            if not self._adopted or exc.code != CLOSED_BY_SETTINGS:
+                raise
+            # The process that created this card closed it, which it does only once the card
+            # shows its last text: ended already (recovery after a crash right after that).
+            log.info("channel %s: card %s was ended already", self._message.channel_id, self._card)
+            self._card_text = text
+
+    async def _close_card(self, text: str) -> None:
         # a failed answer ends like any other: its text says what went wrong
         if text != self._card_text:
             await self._show(text)
