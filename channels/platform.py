@@ -8,15 +8,36 @@ them on first use, so `channeld check-config` loads neither.
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from channels.config import ChannelConfigBase
 from channels.observer import Observer
 from channels.provider import ChannelProvider, InboundSink
 
 C = TypeVar("C", bound=ChannelConfigBase)
+ProviderFactory = Callable[[Any, InboundSink, Observer], ChannelProvider]
+
+
+def provider_at(path: str) -> ProviderFactory:
+    """A factory for the provider class at `module:Class`, imported when a channel first starts.
+
+    The provider pulls in its SDK and wire formats; `channeld check-config` never needs them.
+    """
+    module, _, name = path.partition(":")
+
+    def build(config: Any, sink: InboundSink, observer: Observer) -> ChannelProvider:
+        provider_class = getattr(importlib.import_module(module), name)
+        return cast(ChannelProvider, provider_class(config, sink, observer=observer))
+
+    return build
+
+
+def command_at(module: str) -> Callable[[], EmulatorCommand]:
+    """The emulator package `module`, imported only when `channeld emulate` picks it."""
+    return lambda: cast(EmulatorCommand, importlib.import_module(module))
 
 
 class EmulatorCommand(Protocol):

@@ -61,3 +61,8 @@ _test_entry_points = (
     _.access_token,  # DingTalkApi: its token cache (FeishuApi.tenant_token is the product twin)
     _.append_message,  # Store: seeds conversation history (answers store turns in reply_*)
 )
+
+_registry = (
+    _.DingTalkProvider,  # built by name: provider_at("channels.dingtalk.provider:DingTalkProvider")
+    _.FeishuProvider,  # ... and provider_at("channels.feishu.provider:FeishuProvider")
+)

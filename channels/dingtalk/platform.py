@@ -8,29 +8,12 @@ from typing import Any
 from pydantic import SecretStr
 
 from channels.dingtalk.config import DingTalkChannelConfig
-from channels.observer import Observer
-from channels.platform import Demo, Emulator, EmulatorCommand, EmulatorProcess, Platform
-from channels.provider import ChannelProvider, InboundSink
+from channels.platform import Demo, Emulator, EmulatorProcess, Platform, command_at, provider_at
 
 DEMO_CHANNEL_ID = "dingtalk-demo"
 DEMO_CLIENT_ID = "ding-demo"
 DEMO_CLIENT_SECRET = "demo-secret"  # noqa: S105  (the emulator's own, well-known demo credential)
 DEMO_TEMPLATE = "tpl.ai.schema"
-
-
-def _provider(
-    config: DingTalkChannelConfig, sink: InboundSink, observer: Observer
-) -> ChannelProvider:
-    # imported when a channel starts: the SDK stays out of `channeld check-config`
-    from channels.dingtalk.provider import DingTalkProvider  # noqa: PLC0415
-
-    return DingTalkProvider(config, sink, observer=observer)
-
-
-def _command() -> EmulatorCommand:
-    from channels.dingtalk import emulator  # noqa: PLC0415  (only `channeld emulate` needs it)
-
-    return emulator
 
 
 def _user_message(app_id: str, user: str, group: bool) -> Mapping[str, Any]:
@@ -73,10 +56,10 @@ DINGTALK = Platform(
     name="dingtalk",
     title="DingTalk",
     config=DingTalkChannelConfig,
-    provider=_provider,
+    provider=provider_at("channels.dingtalk.provider:DingTalkProvider"),
     emulator=Emulator(
         help="a local DingTalk (Stream gateway + OpenAPI)",
-        command=_command,
+        command=command_at("channels.dingtalk.emulator"),
         url="http://127.0.0.1:8788",
         app_field="client_id",
         chat_field="conversation_id",

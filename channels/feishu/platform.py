@@ -6,24 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from channels.feishu.config import FeishuChannelConfig
-from channels.observer import Observer
-from channels.platform import Emulator, EmulatorCommand, Platform
-from channels.provider import ChannelProvider, InboundSink
-
-
-def _provider(
-    config: FeishuChannelConfig, sink: InboundSink, observer: Observer
-) -> ChannelProvider:
-    # imported when a channel starts: the protobuf frames stay out of `channeld check-config`
-    from channels.feishu.provider import FeishuProvider  # noqa: PLC0415
-
-    return FeishuProvider(config, sink, observer=observer)
-
-
-def _command() -> EmulatorCommand:
-    from channels.feishu import emulator  # noqa: PLC0415  (only `channeld emulate` needs it)
-
-    return emulator
+from channels.platform import Emulator, Platform, command_at, provider_at
 
 
 def _user_message(app_id: str, user: str, group: bool) -> Mapping[str, Any]:
@@ -43,10 +26,10 @@ FEISHU = Platform(
     name="feishu",
     title="Feishu/Lark",
     config=FeishuChannelConfig,
-    provider=_provider,
+    provider=provider_at("channels.feishu.provider:FeishuProvider"),
     emulator=Emulator(
         help="a local Feishu/Lark (long-connection gateway + OpenAPI + CardKit)",
-        command=_command,
+        command=command_at("channels.feishu.emulator"),
         url="http://127.0.0.1:8789",
         app_field="app_id",
         chat_field="chat_id",
