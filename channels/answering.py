@@ -21,9 +21,9 @@ from typing import Any
 
 from agents.base import AgentRequest, Turn
 from channels.commands import HELP_TEXT, NEW_TEXT, Command
-from channels.conversations import AnswerSlots, Job
+from channels.conversations import AnswerSlots, Job, WorkerKey
 from channels.emitter import ReplyOutcome
-from channels.live import ChannelRuntime
+from channels.live import ChannelRuntime, RuntimeRetired
 from channels.model import InboundMessage
 from channels.observer import Observer
 from channels.prefetch import PrefetchedAnswer
@@ -64,9 +64,39 @@ class Answerer:
         self._slots = slots  # the daemon's cap on answers in progress, shared by every channel
         self._observer = observer
         self._clock = clock
+        # the runtime each worker's answer in progress runs on (a stopped channel's are cut short)
+        self._answering: dict[WorkerKey, ChannelRuntime] = {}
 
     async def answer(self, runtime: ChannelRuntime, job: Job) -> None:
-        """Answer `job` and settle its journal row; raises what cut it short (the row unsettled)."""
+        """Answer `job` and settle its journal row; raises what cut it short (the row unsettled).
+
+        A channel that stops before the answer showed anything hands the job on to whatever
+        replaced it (none: the row fails "channel stopped"); an answer that showed something ends
+        on the channel it began on, whose HTTP client waits for it.
+        """
+        while True:
+            self._answering[job.worker_key] = runtime
+            try:
+                with runtime.answering():
+                    await self._answer_on(runtime, job)
+                return
+            except RuntimeRetired:
+                pass
+            finally:
+                del self._answering[job.worker_key]
+            following = await runtime.current()
+            if following is None:
+                await self._store.journal_update(
+                    job.entry_id, state=JournalState.FAILED, error="channel stopped"
+                )
+                return
+            runtime = following
+
+    def answering_on(self, runtime: ChannelRuntime) -> list[WorkerKey]:
+        """The workers whose answer in progress runs on `runtime`."""
+        return [key for key, on in self._answering.items() if on is runtime]
+
+    async def _answer_on(self, runtime: ChannelRuntime, job: Job) -> None:
         message, config = job.message, runtime.config
         now = self._clock()
         user_id = await self._store.resolve_user(
@@ -109,6 +139,7 @@ class Answerer:
         # A burst across many conversations waits here for a slot, in order, rather than
         # opening an LLM stream and a card each at once.
         async with self._slots.hold():
+            _still_running(runtime)  # the channel may have stopped while this waited
             # the LLM is asked now; the card and the journal follow while it thinks (a crash
             # before they are recorded leaves the row "received": answered again)
             answer = PrefetchedAnswer(
@@ -129,6 +160,7 @@ class Answerer:
         answer: PrefetchedAnswer,
     ) -> None:
         message = job.message
+        _still_running(runtime)
         stream = await runtime.provider.open_stream(message)
         try:
             # before anything shows: after a crash, recovery finds the card and the user's turn
@@ -226,7 +258,16 @@ class Answerer:
                 return
 
     async def _reply_plain(self, runtime: ChannelRuntime, job: Job, text: str) -> None:
+        _still_running(runtime)
         await runtime.provider.send(job.message, text)
         await self._store.journal_update(
             job.entry_id, state=JournalState.REPLIED, delivered_text=text
         )
+
+
+def _still_running(runtime: ChannelRuntime) -> None:
+    """Raise RuntimeRetired when `runtime`'s channel stopped: nothing may begin on it now."""
+    # checked right before the first platform call, with no await in between: once the reply
+    # holds the provider's HTTP client, the channel may stop and the reply still ends properly
+    if runtime.retired:
+        raise RuntimeRetired(runtime.config.id)

@@ -151,6 +151,12 @@ class MessageHandler:
                 forget_answer=True,
             )
 
+    def cut_short(self, runtime: ChannelRuntime) -> int:
+        """Stop the answers still in progress on a stopped channel's `runtime` as a shutdown
+        does (each card says it stopped); returns how many."""
+        workers = (self._workers.get(key) for key in self._answerer.answering_on(runtime))
+        return sum(1 for worker in workers if worker is not None and worker.stop_current())
+
     async def _reply_command(self, job: Job, text: str) -> None:
         try:
             await job.runtime.provider.send(job.message, text)

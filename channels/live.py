@@ -4,8 +4,9 @@ handed to the handler with each message the provider receives."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from agents.base import Agent
@@ -31,6 +32,10 @@ class AgentProfile:
     history_messages: int
 
 
+class RuntimeRetired(Exception):
+    """The channel stopped before this answer showed anything: whatever replaced it answers."""
+
+
 @dataclass(eq=False)
 class ChannelRuntime:
     """What the handler needs of a live channel; it comes with every message of the channel."""
@@ -46,6 +51,33 @@ class ChannelRuntime:
     _successor: asyncio.Future[ChannelRuntime | None] | None = field(
         default=None, init=False, repr=False
     )
+    _answers: int = field(default=0, init=False, repr=False)  # in progress on this runtime
+    _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+
+    @property
+    def retired(self) -> bool:
+        """Its channel stopped: an answer that has shown nothing yet must not begin here."""
+        return self._successor is not None
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        """Count an answer in progress on this runtime for the body (see `settled`)."""
+        self._answers += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._answers -= 1
+            if self._answers == 0:
+                self._idle.set()
+
+    async def settled(self, within: float) -> bool:
+        """Whether no answer is in progress here, waiting up to `within` seconds for that."""
+        if self._answers:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await self._idle.wait()
+        return self._answers == 0
 
     def retire(self) -> None:
         """The channel's connection is closing: no new answer may begin on this runtime."""

@@ -28,6 +28,10 @@ from storage.repository import ChannelRecord, Store
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 200  # of a platform's error text in the status the API shows
+# Seconds an answer that began before its channel stopped may go on through the old HTTP client
+# (the daemon passes its graceful_timeout); then it is cut short, as at a shutdown.
+STOP_GRACE = 30.0
+CUT_SHORT_BUDGET = 10.0  # seconds cut-short answers get to end their cards and rows
 
 
 def _settings_text(config: ChannelConfigBase) -> bytes:
@@ -71,8 +75,10 @@ class ChannelManager:
         decode: Callable[[ChannelRecord], ChannelConfigBase] | None = None,
         backoff: Backoff | None = None,
         observer: Observer | None = None,
+        stop_grace: float = STOP_GRACE,
     ) -> None:
         self._store = store
+        self._stop_grace = stop_grace
         self._digest_key = digest_key
         self._decode = decode
         self._observer = observer or NullObserver()
@@ -83,6 +89,7 @@ class ChannelManager:
         self._running: dict[str, LiveChannel] = {}
         # runtimes of stopped channels, told at the end of a reconcile what replaced them
         self._retired: dict[str, ChannelRuntime] = {}
+        self._drains: set[asyncio.Task[None]] = set()  # answers of stopped channels, see _drain
         self._failed_to_build: dict[str, str] = {}
         self._last_status: dict[str, ChannelStatus] = {}
         self._lock = asyncio.Lock()
@@ -189,6 +196,27 @@ class ChannelManager:
             self._retired[channel_id] = running.runtime
             await running.stop(final_state)
             self._last_status[channel_id] = self._public(running)
+            if not await running.runtime.settled(0):
+                drain = asyncio.create_task(
+                    self._drain(running.runtime), name=f"drain-{channel_id}"
+                )
+                self._drains.add(drain)
+                drain.add_done_callback(self._drains.discard)
+
+    async def _drain(self, runtime: ChannelRuntime) -> None:
+        """Answers begun before their channel stopped end through its old HTTP client (closed
+        after the last of them), or are cut short after the grace period."""
+        if await runtime.settled(self._stop_grace):
+            return
+        count = self.handler.cut_short(runtime)
+        log.warning(
+            "channel %s: %d answer(s) still running %.0fs after it stopped; cutting them short",
+            runtime.config.id,
+            count,
+            self._stop_grace,
+        )
+        if not await runtime.settled(CUT_SHORT_BUDGET):
+            log.error("channel %s: answers cut short did not end in time", runtime.config.id)
 
     # -- admin actions --------------------------------------------------------------------------
 
@@ -257,3 +285,8 @@ class ChannelManager:
             ids = list(self._running)
             await asyncio.gather(*(self._stop(cid, ChannelState.DISABLED) for cid in ids))
             self._hand_over()
+        # every answer ended with the handler: what drained a stopped channel ends now too
+        drains = list(self._drains)
+        for drain in drains:
+            drain.cancel()
+        await asyncio.gather(*drains, return_exceptions=True)

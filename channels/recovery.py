@@ -5,12 +5,16 @@ answer (the crash came after the user may have seen it: answering again would sa
 any other card left streaming is closed with a visible note; a message younger than the
 freshness window is answered again; an older one gets a clear "please resend" instead of a
 stale answer.
+
+The rows to recover are read before any channel starts (the daemon hands them over): a message
+received after that belongs to a live worker, and recovery taking it too would answer it twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -43,13 +47,15 @@ async def recover(
     store: Store,
     handler: MessageHandler,
     runtime_of: Callable[[str], ChannelRuntime | None],
+    unfinished: Sequence[JournalEntry],
     *,
     freshness: timedelta,
     now: datetime,
 ) -> RecoveryReport:
-    """Resume every unfinished journal row of a running channel; the rest wait for next start."""
+    """Resume the `unfinished` journal rows (`store.journal_unfinished()`, read before the
+    channels started) of running channels; the rest wait for their channel's next start."""
     report = RecoveryReport()
-    for entry in await store.journal_unfinished():
+    for entry in unfinished:
         runtime = runtime_of(entry.channel_id)
         if runtime is None:
             report.skipped += 1
@@ -97,7 +103,13 @@ async def _recover_one(
     if entry.card_id and answer is not None:
         # the final text may have reached the user already: send it again (the same full text)
         stream = await runtime.provider.resume_stream(message, entry.card_id, entry.delivered_text)
-        await stream.finish(answer)
+        try:
+            await stream.finish(answer)
+        except ChannelError:
+            # best effort: never leave the card on "thinking", nor the stream unended
+            with contextlib.suppress(ChannelError):
+                await stream.fail(INTERRUPTED_NOTE, partial_text=entry.delivered_text)
+            raise
         await store.reply_ended(
             entry.id, state=JournalState.REPLIED, delivered_text=stream.delivered.text
         )

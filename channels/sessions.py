@@ -4,6 +4,10 @@ A provider holds one platform session (its `connection.py`) at a time. `start()`
 one and returns once the platform's handshake succeeded (or raises a classified error), a reader
 task runs it, `wait_closed()` returns or raises as that task ended, and `close()` ends it within
 a budget. Messages reach the daemon only through the sink: providers never touch storage or agents.
+
+The HTTP client outlives the session: every reply stream (from its opening until it ends) and every
+`send()` holds it, and `close()` closes it only once the last holder let go, so an answer streaming
+when its channel stops still ends properly (the channel manager bounds how long it may take).
 """
 
 from __future__ import annotations
@@ -12,14 +16,14 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import ClassVar, Generic, Protocol, TypeVar
 
 from channels.cards import CardReplyStream, MessageSender
 from channels.config import ChannelConfigBase
 from channels.connection import SessionSocket
 from channels.http import HttpOptions
-from channels.model import ChannelId, ChannelState, InboundMessage
+from channels.model import ChannelId, ChannelState, Delivered, InboundMessage
 from channels.observer import NullObserver, Observer
 from channels.provider import InboundSink, ReplyStream
 from channels.splitting import split_text
@@ -81,6 +85,8 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
         self._reader: asyncio.Task[None] | None = None
         self._state = ChannelState.DISCONNECTED
         self._closed = False
+        self._holds = 0  # replies open and sends under way: the HTTP client stays open for them
+        self._deliveries: set[asyncio.Future[None]] = set()  # messages on their way into the sink
 
     # -- what a platform provides ------------------------------------------------------------------
 
@@ -150,7 +156,8 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
                     self._remember(session)
 
     async def close(self) -> None:
-        """Idempotent and bounded: ends the session and closes the HTTP client."""
+        """Idempotent and bounded: ends the session at once; closes the HTTP client now, or when
+        the last reply stream or send still holding it ends."""
         self._closed = True
         try:
             async with asyncio.timeout(self.close_budget):
@@ -159,23 +166,35 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
             self._log.warning(
                 "closing the %s took longer than %.0fs", self.session_name, self.close_budget
             )
-        await self._api.close()
+        if self._holds == 0:
+            await self._api.close()
+        else:
+            self._log.info(
+                "%d replies still under way; the HTTP client closes after them", self._holds
+            )
         self._state = ChannelState.DISCONNECTED
 
     async def send(self, message: InboundMessage, text: str) -> None:
         chunks = split_text(text, self._sender.limit, measure=self._sender.measure)
-        for index, chunk in enumerate(chunks):
-            await self._sender.send(message, chunk, f"send-{index}")
+        async with self._holding():
+            for index, chunk in enumerate(chunks):
+                await self._sender.send(message, chunk, f"send-{index}")
 
     async def open_stream(self, message: InboundMessage) -> ReplyStream:
         reply = self._new_reply(message)
-        await reply.begin()
-        return reply
+        self._hold()
+        try:
+            await reply.begin()
+        except BaseException:
+            await self._release()
+            raise
+        return _HeldReply(reply, self._release)
 
     async def resume_stream(self, message: InboundMessage, card_id: str, shown: str) -> ReplyStream:
         reply = self._new_reply(message)
         reply.adopt(card_id, shown)
-        return reply
+        self._hold()
+        return _HeldReply(reply, self._release)
 
     # -- for subclasses ----------------------------------------------------------------------------
 
@@ -188,7 +207,13 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
             self._log.warning("ignored an unreadable %s: %s", what, exc)
             self._observer.message_invalid(self._config.id, self.platform)
             return
-        await self._sink(message)
+        # Its own task, which a closing session waits for instead of cancelling: cut between
+        # the journal write and the job it makes, the message would wait for the next start
+        # (unacked, the platform delivers it again, and the journal calls that a duplicate).
+        delivery: asyncio.Future[None] = asyncio.ensure_future(self._sink(message))
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
+        await asyncio.shield(delivery)
 
     def _http_options(self, timeout: float) -> HttpOptions:
         """What the platform's HTTP client takes from the provider: `timeout`, request counting."""
@@ -203,12 +228,62 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
     def _count_ack(self, seconds: float) -> None:
         self._observer.ack_latency(self._config.id, self.platform, seconds)
 
+    def _hold(self) -> None:
+        self._holds += 1
+
+    async def _release(self) -> None:
+        self._holds -= 1
+        if self._closed and self._holds == 0:
+            await self._api.close()  # the channel stopped while this was under way
+
+    @contextlib.asynccontextmanager
+    async def _holding(self) -> AsyncIterator[None]:
+        self._hold()
+        try:
+            yield
+        finally:
+            await self._release()
+
     async def _end_session(self) -> None:
         reader, session = self._reader, self._session
         self._reader, self._session = None, None
         await _cancel(reader)
         if session is not None:
             await session.close()
+        if self._deliveries:
+            await asyncio.wait(set(self._deliveries))  # journaled and queued, or refused
+
+
+class _HeldReply:
+    """A reply stream that holds its provider's HTTP client open until it has ended: its final
+    text landed, or it failed (the emitter ends every reply one way or the other)."""
+
+    def __init__(self, reply: CardReplyStream, release: Callable[[], Awaitable[None]]) -> None:
+        self._reply = reply
+        self._release: Callable[[], Awaitable[None]] | None = release
+
+    @property
+    def delivered(self) -> Delivered:
+        return self._reply.delivered
+
+    async def update(self, text_so_far: str) -> None:
+        await self._reply.update(text_so_far)
+
+    async def finish(self, final_text: str) -> None:
+        # not released when it raises: the emitter retries, or ends the reply with fail()
+        await self._reply.finish(final_text)
+        await self._end()
+
+    async def fail(self, reason: str, partial_text: str = "") -> None:
+        try:
+            await self._reply.fail(reason, partial_text)
+        finally:
+            await self._end()  # the last call anyone makes on a reply, whatever it did
+
+    async def _end(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            await release()
 
 
 async def _watch(reader: asyncio.Task[None] | None, what: str) -> None:

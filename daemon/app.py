@@ -101,6 +101,7 @@ class Daemon:
             decode=functools.partial(decode_record, box),
             backoff=self._backoff,
             observer=self.metrics,
+            stop_grace=settings.daemon.graceful_timeout,
         )
         self.channels = ChannelService(
             self.store,
@@ -119,11 +120,15 @@ class Daemon:
         )
         self._lag_monitor.start()
         await self.admin.start()
+        # what a crash left, read before any channel starts: a message received from then on is
+        # a live worker's, and recovery taking it too would answer it twice
+        unfinished = await self.store.journal_unfinished()
         await self.manager.start(channels)
         await recover(
             self.store,
             self.manager.handler,
             self.manager.runtime,
+            unfinished,
             freshness=timedelta(minutes=settings.daemon.recovery_window_minutes),
             now=datetime.now(UTC),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -267,3 +268,39 @@ async def test_the_manager_builds_providers_through_supervisors_and_hands_runtim
     finally:
         await manager.close()
     assert await journal(store) == [("replied", None)]
+
+
+@pytest.mark.parametrize("restarted", [True, False], ids=["restarted", "disabled"])
+async def test_an_answer_that_showed_nothing_when_its_channel_stopped_follows_the_channel(
+    store: Store, restarted: bool
+) -> None:
+    """Waiting for an answer slot (another conversation holds the only one) when its channel
+    stops: it begins on what replaced the channel, never on the stopped one."""
+    agent = GatedAgent()
+    old = RecordingProvider(never_used)
+    new = RecordingProvider(never_used)
+    old_runtime, new_runtime = runtime_for(old, agent), runtime_for(new, agent)
+    handler = MessageHandler(store, slots=AnswerSlots(1))
+    other_chat = replace(inbound("m1", "first"), chat_id="chat-2")
+    try:
+        await handler.accept(other_chat, old_runtime)
+        await wait_until(lambda: agent.questions == ["first"])  # holds the only slot
+        await handler.accept(inbound("m2", "second"), old_runtime)
+        # the second one begun too: it waits for the slot
+        await wait_until(lambda: len(handler._answerer.answering_on(old_runtime)) == 2)
+        await asyncio.sleep(0.05)
+        assert agent.questions == ["first"]
+        old_runtime.retire()
+        old_runtime.replaced_by(new_runtime if restarted else None)
+        agent.gate.set()
+        await wait_until(lambda: not handler.busy())
+    finally:
+        await handler.close()
+    assert old.answers() == ["answer to first"]  # began before the stop: ended where it began
+    if restarted:
+        assert new.answers() == ["answer to second"]
+        assert await journal(store) == [("replied", None), ("replied", None)]
+    else:
+        assert new.streams == []
+        assert await journal(store) == [("replied", None), ("failed", "channel stopped")]
+    assert agent.questions == (["first", "second"] if restarted else ["first"])  # asked once

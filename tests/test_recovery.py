@@ -30,7 +30,12 @@ async def test_rows_of_a_stopped_channel_wait_and_are_counted_in_the_log(
     try:
         entry_id = await store.journal_accept("stopped", "m1", None, "{}")
         report = await recover(
-            store, handler, no_runtime, freshness=timedelta(minutes=5), now=datetime.now(UTC)
+            store,
+            handler,
+            no_runtime,
+            await store.journal_unfinished(),
+            freshness=timedelta(minutes=5),
+            now=datetime.now(UTC),
         )
         assert (report.skipped, report.resumed, report.told_lost) == (1, 0, 0)
         assert "1 waiting for their channel to start" in caplog.text

@@ -59,7 +59,15 @@ class ToySender:
 
 
 class ToyReply(CardReplyStream):
+    def __init__(
+        self, sender: MessageSender, message: InboundMessage, create_error: BaseException | None
+    ) -> None:
+        super().__init__(sender, message)
+        self._create_error = create_error
+
     async def _create_card(self) -> str | None:
+        if self._create_error is not None:
+            raise self._create_error
         return "card-1"
 
     async def _show(self, text: str) -> None:
@@ -136,6 +144,7 @@ class ToyProvider(SessionProvider[ToyConfig, ToyApi, ToySession]):
         self.sessions: list[ToySession] = []
         self.remembered: list[ToySession] = []
         self.open_error: BaseException | None = None
+        self.create_error: BaseException | None = None
         self.hang_on_close = False
 
     def _new_api(self) -> ToyApi:
@@ -159,7 +168,7 @@ class ToyProvider(SessionProvider[ToyConfig, ToyApi, ToySession]):
         self.remembered.append(session)
 
     def _new_reply(self, message: InboundMessage) -> CardReplyStream:
-        return ToyReply(self._sender, message)
+        return ToyReply(self._sender, message, self.create_error)
 
     async def _on_frame(self, frame: dict[str, Any]) -> None:
         await self._deliver(lambda: self._convert(frame), "toy message")
@@ -329,3 +338,87 @@ async def test_open_stream_begins_a_card_and_resume_stream_adopts_one(toy: Toy) 
     assert opened.delivered.card_id == "card-1"
     resumed = await toy.provider.resume_stream(message, "card-9", "shown so far")
     assert (resumed.delivered.card_id, resumed.delivered.text) == ("card-9", "shown so far")
+
+
+async def test_a_reply_under_way_keeps_the_http_client_open_until_it_ends(toy: Toy) -> None:
+    await toy.provider.start()
+    message = toy.provider._convert({"id": "m1", "text": "q"})
+    first = await toy.provider.open_stream(message)
+    second = await toy.provider.resume_stream(message, "card-9", "shown")
+    await toy.provider.close()
+    assert toy.provider.sessions[0].closes == 1  # the socket at once
+    assert toy.provider.state is ChannelState.DISCONNECTED
+    assert toy.provider._api.closed == 0  # the client waits for the replies
+    await first.update("an answer")
+    await first.finish("an answer in full")
+    assert toy.provider._api.closed == 0
+    await second.fail("(stopped)", partial_text="shown")
+    assert toy.provider._api.closed == 1  # after the last one
+    await second.fail("(stopped)")  # a reply ends once: nothing closes twice
+    assert toy.provider._api.closed == 1
+    assert first.delivered.text == "an answer in full"
+
+
+async def test_a_send_under_way_keeps_the_http_client_open_until_it_returns(toy: Toy) -> None:
+    message = toy.provider._convert({"id": "m1", "text": "q"})
+    sender = toy.provider._sender
+    assert isinstance(sender, ToySender)
+    gate = asyncio.Event()
+    real_send = sender.send
+
+    async def slow_send(message: InboundMessage, text: str, purpose: str) -> None:
+        await gate.wait()
+        await real_send(message, text, purpose)
+
+    sender.send = slow_send  # type: ignore[method-assign]  # a leaf held back by the test
+    sending = asyncio.create_task(toy.provider.send(message, "hello"))
+    await asyncio.sleep(0)
+    await toy.provider.close()
+    assert toy.provider._api.closed == 0
+    gate.set()
+    await sending
+    assert sender.sent == [("send-0", "hello")]
+    assert toy.provider._api.closed == 1
+
+
+async def test_a_reply_that_never_began_holds_nothing(toy: Toy) -> None:
+    message = toy.provider._convert({"id": "m1", "text": "q"})
+    toy.provider.create_error = asyncio.CancelledError()  # e.g. a shutdown while creating it
+    with pytest.raises(asyncio.CancelledError):
+        await toy.provider.open_stream(message)
+    await toy.provider.close()
+    assert toy.provider._api.closed == 1
+
+
+async def test_a_message_on_its_way_in_when_the_session_closes_is_not_cut_off(
+    gateway: Gateway,
+) -> None:
+    """The sink journals, then queues: a close in between must not lose the message."""
+    journaled: list[str] = []
+    queued: list[str] = []
+    gate = asyncio.Event()
+
+    on_its_way = asyncio.Event()
+
+    async def sink(message: InboundMessage) -> None:
+        journaled.append(message.message_id)
+        on_its_way.set()
+        await gate.wait()  # e.g. the journal's commit
+        queued.append(message.message_id)
+
+    provider = ToyProvider(ToyConfig(id="toy-1", url=gateway.url), sink)
+    try:
+        await provider.start()
+        server = await asyncio.wait_for(gateway.accepted.get(), 5)
+        await server.send(json.dumps({"id": "m1", "text": "hi"}))
+        await asyncio.wait_for(on_its_way.wait(), 5)
+        closing = asyncio.create_task(provider.close())
+        async with asyncio.timeout(5):
+            while provider._reader is not None:  # close() has begun cancelling the reader
+                await asyncio.sleep(0.005)
+        gate.set()
+        await closing
+        assert provider.sessions[0].closes == 1
+        assert queued == ["m1"]
+    finally:
+        await provider.close()
