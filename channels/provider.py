@@ -51,7 +51,8 @@ class ChannelProvider(Protocol):
         ...
 
     async def close(self) -> None:
-        """Idempotent, bounded: leaves no socket or task behind."""
+        """Idempotent, bounded: the socket closes at once and no task is left behind; the HTTP
+        client stays open for replies already under way and closes when the last one ends."""
         ...
 
     async def send(self, message: InboundMessage, text: str) -> None:
