@@ -135,7 +135,10 @@ async def test_gateway_outage_mid_stream_loses_and_repeats_nothing(
 async def age_journal(store: Store, seconds: float) -> None:
     """Every journal row becomes `seconds` older, as if that much time had passed."""
     shift = timedelta(seconds=seconds)
-    async with AsyncSession(store.engine, expire_on_commit=False) as session:
+    # BEGIN IMMEDIATE, like the daemon's own writers: a read that later upgrades to a write fails
+    # at once (no busy wait) when the daemon wrote in between, e.g. recovery right after a start
+    writer = store.engine.execution_options(**{storage_engine.WRITE_OPTION: True})
+    async with AsyncSession(writer, expire_on_commit=False) as session:
         rows = (await session.exec(select(InboundJournal))).all()
         for row in rows:
             row.created_at -= shift
