@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -13,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.engine import WRITE_OPTION
+from storage.writers import WriteQueue
 
 Clock = Callable[[], datetime]
 
@@ -45,7 +45,8 @@ class StoreBase:
         # SQLite's busy handler, which sleeps in growing steps (up to 100 ms) between retries:
         # under load that sleep, not the write, was most of an ack's latency (docs/bench).
         # Other processes still meet busy_timeout.
-        self._write_lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        # The journal insert and the stored answer are urgent: an ack and a final text wait on them.
+        self._write_lock = WriteQueue() if engine.dialect.name == "sqlite" else None
         # (platform, tenant, platform user id) -> (user id, display name) of accounts seen lately:
         # a returning user costs no transaction (users are never deleted, ids never change)
         self._known_users: OrderedDict[tuple[str, str, str], tuple[str, str]] = OrderedDict()
@@ -64,8 +65,10 @@ class StoreBase:
             yield session
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
+    async def _write(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:
         # Leaving without commit rolls back: a body commits only what it finished.
-        queue = self._write_lock or contextlib.nullcontext()
-        async with queue, AsyncSession(self._write_engine, expire_on_commit=False) as session:
+        turn = (
+            self._write_lock.turn(urgent=urgent) if self._write_lock else contextlib.nullcontext()
+        )
+        async with turn, AsyncSession(self._write_engine, expire_on_commit=False) as session:
             yield session

@@ -33,7 +33,7 @@ class JournalRepository(StoreBase):
             created_at=now,
             updated_at=now,
         )
-        async with self._write() as session:
+        async with self._write(urgent=True) as session:
             session.add(row)
             try:
                 await session.commit()

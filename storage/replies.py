@@ -66,7 +66,7 @@ class ReplyRepository(JournalRepository, ConversationRepository):
         message again. An answer stored earlier for the same row is replaced.
         """
         at = require_aware(answer.at, "answer.at")
-        async with self._write() as session:
+        async with self._write(urgent=True) as session:
             await self._forget_answer(session, entry_id)
             await self._add_turn(
                 session,
