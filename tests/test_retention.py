@@ -14,9 +14,10 @@ from daemon.app import Daemon
 from daemon.config import ConfigurationError, load, validate
 from daemon.retention import Pruner
 from storage import JournalState, Store
+from tests.backend_support import backend, postgres
 from tests.e2e_support import wait_until
 from tests.storage_support import FakeClock, sqlite_url
-from tests.test_storage import backend, clock, postgres, store
+from tests.test_storage import clock, store
 
 __all__ = ["backend", "clock", "postgres", "store"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,10 @@ from sqlalchemy.engine import Connection
 from storage import ConversationRecord, JournalState, Store, migrate
 from storage.engine import alembic_config, make_engine
 from storage.models import metadata
+from tests.backend_support import backend, postgres
 from tests.storage_support import FakeClock, PostgresDatabase, migrate_in_processes, sqlite_url
+
+__all__ = ["backend", "postgres"]  # the shared backend fixtures (tests/backend_support.py)
 
 TABLES = {
     "alembic_version",
@@ -37,23 +40,6 @@ CHANNEL: dict[str, Any] = {
     "source": "config",
     "spec": {"client_id": "abc", "scopes": ["a", "b"]},
 }
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresDatabase]:
-    database = PostgresDatabase()
-    yield database
-    database.drop()
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-    ]
-)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture
