@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import sqlite3
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -157,3 +159,32 @@ class FakeClock:
         """Moves the clock forward and returns the new time."""
         self.now += delta
         return self.now
+
+
+class WriteLock:
+    """Another process's transaction: BEGIN IMMEDIATE on the file, held until released."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._taken = threading.Event()
+        self._release = threading.Event()
+        self._thread = threading.Thread(target=self._hold, name="sqlite-writer", daemon=True)
+
+    def _hold(self) -> None:
+        conn = sqlite3.connect(self._path, timeout=5, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self._taken.set()
+            self._release.wait(30)
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+
+    async def take(self) -> None:
+        self._thread.start()
+        assert await asyncio.to_thread(self._taken.wait, 10)
+
+    async def release(self) -> None:
+        self._release.set()
+        if self._thread.ident is not None:
+            await asyncio.to_thread(self._thread.join, 10)

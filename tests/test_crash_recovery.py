@@ -9,66 +9,35 @@ from typing import Any
 
 from channels.dingtalk.emulator import EmulatorThread
 from channels.recovery import INTERRUPTED_NOTE
-from tests.agents_support import FAKE_LLM_KEY, fake_llm_fixture
+from tests.agents_support import fake_llm_fixture
 from tests.dingtalk_support import (
     DINGTALK_CLIENT_ID,
-    DINGTALK_CLIENT_SECRET,
-    DINGTALK_TEMPLATE,
     dingtalk_emulator,
 )
 from tests.e2e_support import DaemonProcess
 from tests.feishu_support import (
     FEISHU_APP_ID,
-    FEISHU_APP_SECRET,
     FeishuEmulatorThread,
     feishu_emulator,
 )
+from tests.recovery_support import cards_of, dingtalk_channel, feishu_channel, write_config
 from tools.fake_llm import FakeLLM
 
 __all__ = ["dingtalk_emulator", "fake_llm_fixture", "feishu_emulator"]
-
-
-def write_config(tmp_path: Path, emulator: EmulatorThread, llm: FakeLLM, window: float) -> Path:
-    path = tmp_path / "channeld.toml"
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{tmp_path}"
-recovery_window_minutes = {window}
-
-[admin]
-listen = "127.0.0.1:0"
-
-[agents.default]
-type = "openai"
-base_url = "{llm.url}"
-api_key = "{FAKE_LLM_KEY}"
-model = "fake-model"
-max_retries = 0
-
-[[channels]]
-id = "dt"
-type = "dingtalk"
-client_id = "{DINGTALK_CLIENT_ID}"
-client_secret = "{DINGTALK_CLIENT_SECRET}"
-card_template_id = "{DINGTALK_TEMPLATE}"
-api_base = "{emulator.url}"
-card_update_interval = 0.05
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
-def cards_of(view: dict[str, Any] | None) -> list[dict[str, Any]]:
-    return [i for i in (view or {"items": []})["items"] if i["kind"] == "card"]
 
 
 async def crash_mid_reply(
     tmp_path: Path, emulator: EmulatorThread, llm: FakeLLM, window: float
 ) -> tuple[Any, DaemonProcess]:
     llm.script_stall_mid_stream(after_tokens=3, seconds=60)
-    first = DaemonProcess(write_config(tmp_path, emulator, llm, window))
+    first = DaemonProcess(
+        write_config(
+            tmp_path,
+            llm,
+            dingtalk_channel(emulator.url, 0.05),
+            daemon=f"recovery_window_minutes = {window}",
+        )
+    )
     await first.start()
     await first.wait_log("channel dt: connected")
     sent = await emulator.send_user_message(DINGTALK_CLIENT_ID, text="tell me a long story")
@@ -136,32 +105,7 @@ async def test_feishu_recovery_closes_the_stuck_card_and_answers_once(
     tmp_path: Path, feishu_emulator: FeishuEmulatorThread, fake_llm: FakeLLM
 ) -> None:
     fake_llm.script_stall_mid_stream(after_tokens=3, seconds=60)
-    config = tmp_path / "channeld.toml"
-    config.write_text(
-        f"""
-[daemon]
-state_dir = "{tmp_path}"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[agents.default]
-type = "openai"
-base_url = "{fake_llm.url}"
-api_key = "{FAKE_LLM_KEY}"
-model = "fake-model"
-max_retries = 0
-
-[[channels]]
-id = "fs"
-type = "feishu"
-app_id = "{FEISHU_APP_ID}"
-app_secret = "{FEISHU_APP_SECRET}"
-domain = "{feishu_emulator.url}"
-card_update_interval = 0.1
-""",
-        encoding="utf-8",
-    )
+    config = write_config(tmp_path, fake_llm, feishu_channel(feishu_emulator.url, 0.1))
     first = DaemonProcess(config)
     await first.start()
     await first.wait_log("channel fs: connected")

@@ -23,7 +23,8 @@ from tests.feishu_support import (
     fast_options,
     feishu_emulator,
 )
-from tests.test_faults import WriteLock, short_busy_timeout
+from tests.storage_support import WriteLock
+from tests.test_faults import short_busy_timeout
 from tests.test_metrics_e2e import samples, value
 from tools.fake_llm import FakeLLM
 

@@ -32,10 +32,7 @@ timer in the daemon (emitter pacing, backoff, token expiry) keeps real time.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sqlite3
-import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +49,7 @@ from storage.repository import Store
 from tests.agents_support import fake_llm_fixture
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, dingtalk_emulator
 from tests.e2e_support import Stack, fake_llm_slow, start_stack, wait_until
+from tests.storage_support import WriteLock
 from tools.fake_llm import FakeLLM
 
 __all__ = ["dingtalk_emulator", "fake_llm_fixture", "fake_llm_slow"]
@@ -284,35 +282,6 @@ async def test_429_storm_completes_every_reply_within_the_channel_budget(
 
 
 # -- (e) SQLite: another connection holds the write lock past the busy timeout -------------------
-
-
-class WriteLock:
-    """Another process's transaction: BEGIN IMMEDIATE on the file, held until released."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._taken = threading.Event()
-        self._release = threading.Event()
-        self._thread = threading.Thread(target=self._hold, name="sqlite-writer", daemon=True)
-
-    def _hold(self) -> None:
-        conn = sqlite3.connect(self._path, timeout=5, isolation_level=None)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            self._taken.set()
-            self._release.wait(30)
-            conn.execute("ROLLBACK")
-        finally:
-            conn.close()
-
-    async def take(self) -> None:
-        self._thread.start()
-        assert await asyncio.to_thread(self._taken.wait, 10)
-
-    async def release(self) -> None:
-        self._release.set()
-        if self._thread.ident is not None:
-            await asyncio.to_thread(self._thread.join, 10)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from storage import engine as storage_engine
 from storage.errors import describe, unstorable
 from tests.backend_support import backend, database_url, postgres
 from tests.hostile_support import store_inbound
-from tests.test_faults import WriteLock
+from tests.storage_support import WriteLock
 
 __all__ = ["backend", "database_url", "postgres"]
 

@@ -6,7 +6,6 @@ held back by holding SQLite's write lock from another connection, as a backup wo
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sqlite3
 from pathlib import Path
@@ -14,76 +13,25 @@ from typing import Any
 
 from channels.dingtalk.emulator import EmulatorThread
 from channels.recovery import INTERRUPTED_NOTE
-from tests.agents_support import FAKE_LLM_KEY, fake_llm_fixture
+from tests.agents_support import fake_llm_fixture
 from tests.dingtalk_support import (
     DINGTALK_CLIENT_ID,
-    DINGTALK_CLIENT_SECRET,
-    DINGTALK_TEMPLATE,
     dingtalk_emulator,
 )
 from tests.e2e_support import DaemonProcess
 from tests.feishu_support import (
     FEISHU_APP_ID,
-    FEISHU_APP_SECRET,
     FeishuEmulatorThread,
     feishu_emulator,
 )
+from tests.recovery_support import cards_of, dingtalk_channel, feishu_channel, write_config
+from tests.storage_support import WriteLock
 from tools.fake_llm import FakeLLM
 
 __all__ = ["dingtalk_emulator", "fake_llm_fixture", "feishu_emulator"]
 
 ANSWER = "Echo: this answer reached the user in full"
 FINAL_CALL_DELAY = 1.5  # seconds the platform holds the reply's last call: time to take the lock
-
-
-def write_config(tmp_path: Path, llm: FakeLLM, channel: str) -> Path:
-    """One channel; a card update interval so long that one update lands before the final."""
-    path = tmp_path / "channeld.toml"
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{tmp_path}"
-
-[admin]
-listen = "127.0.0.1:0"
-
-[agents.default]
-type = "openai"
-base_url = "{llm.url}"
-api_key = "{FAKE_LLM_KEY}"
-model = "fake-model"
-max_retries = 0
-
-[[channels]]
-{channel}
-card_update_interval = 10
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
-class WriteLock:
-    """SQLite's write lock, held from a connection of the test's own."""
-
-    def __init__(self, database: Path) -> None:
-        self._database = database
-        self._connection: sqlite3.Connection | None = None
-
-    async def take(self) -> None:
-        def take() -> sqlite3.Connection:
-            connection = sqlite3.connect(
-                self._database, timeout=10, isolation_level=None, check_same_thread=False
-            )
-            connection.execute("BEGIN IMMEDIATE")
-            return connection
-
-        self._connection = await asyncio.to_thread(take)
-
-    async def release(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            await asyncio.to_thread(connection.close)  # rolls back: nothing was written
 
 
 def journal_and_answers(database: Path) -> tuple[list[str], list[str]]:
@@ -94,10 +42,6 @@ def journal_and_answers(database: Path) -> tuple[list[str], list[str]]:
             r[0] for r in connection.execute("SELECT content FROM message WHERE role='assistant'")
         ]
     return states, turns
-
-
-def cards_of(view: dict[str, Any] | None) -> list[dict[str, Any]]:
-    return [i for i in (view or {"items": []})["items"] if i["kind"] == "card"]
 
 
 def others_of(view: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -119,13 +63,7 @@ async def test_dingtalk_a_card_that_showed_its_answer_is_not_answered_again(
     tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
 ) -> None:
     fake_llm.script_reply(ANSWER, token_interval=0.15)
-    channel = f"""id = "dt"
-type = "dingtalk"
-client_id = "{DINGTALK_CLIENT_ID}"
-client_secret = "{DINGTALK_CLIENT_SECRET}"
-card_template_id = "{DINGTALK_TEMPLATE}"
-api_base = "{dingtalk_emulator.url}"
-"""
+    channel = dingtalk_channel(dingtalk_emulator.url, 10)
     first = DaemonProcess(write_config(tmp_path, fake_llm, channel))
     await first.start()
     await first.wait_log("channel dt: connected")
@@ -169,12 +107,7 @@ async def test_feishu_a_card_that_showed_its_answer_is_not_answered_again(
     tmp_path: Path, feishu_emulator: FeishuEmulatorThread, fake_llm: FakeLLM
 ) -> None:
     fake_llm.script_reply(ANSWER, token_interval=0.15)
-    channel = f"""id = "fs"
-type = "feishu"
-app_id = "{FEISHU_APP_ID}"
-app_secret = "{FEISHU_APP_SECRET}"
-domain = "{feishu_emulator.url}"
-"""
+    channel = feishu_channel(feishu_emulator.url, 10)
     first = DaemonProcess(write_config(tmp_path, fake_llm, channel))
     await first.start()
     await first.wait_log("channel fs: connected")

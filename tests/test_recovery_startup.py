@@ -19,55 +19,18 @@ from channels.recovery import INTERRUPTED_NOTE
 from daemon.app import Daemon
 from daemon.config import load
 from storage.repository import JournalEntry, Store
-from tests.agents_support import FAKE_LLM_KEY, fake_llm_fixture
+from tests.agents_support import fake_llm_fixture
 from tests.dingtalk_support import (
     DINGTALK_CLIENT_ID,
-    DINGTALK_CLIENT_SECRET,
-    DINGTALK_TEMPLATE,
     dingtalk_emulator,
 )
 from tests.e2e_support import DaemonProcess, wait_until
+from tests.recovery_support import cards_of, dingtalk_channel, write_config
 from tools.fake_llm import FakeLLM
 
 __all__ = ["dingtalk_emulator", "fake_llm_fixture"]
 
 OLD, NEW = "tell me a long story", "a question during the restart"
-
-
-def write_config(tmp_path: Path, emulator: EmulatorThread, llm: FakeLLM) -> Path:
-    path = tmp_path / "channeld.toml"
-    path.write_text(
-        f"""
-[daemon]
-state_dir = "{tmp_path}"
-graceful_timeout = 0
-
-[admin]
-listen = "127.0.0.1:0"
-
-[agents.default]
-type = "openai"
-base_url = "{llm.url}"
-api_key = "{FAKE_LLM_KEY}"
-model = "fake-model"
-max_retries = 0
-
-[[channels]]
-id = "dt"
-type = "dingtalk"
-client_id = "{DINGTALK_CLIENT_ID}"
-client_secret = "{DINGTALK_CLIENT_SECRET}"
-card_template_id = "{DINGTALK_TEMPLATE}"
-api_base = "{emulator.url}"
-card_update_interval = 0.05
-""",
-        encoding="utf-8",
-    )
-    return path
-
-
-def cards_of(view: dict[str, Any] | None) -> list[dict[str, Any]]:
-    return [i for i in (view or {"items": []})["items"] if i["kind"] == "card"]
 
 
 def journal_states(database: Path) -> list[str]:
@@ -83,7 +46,12 @@ async def test_a_message_arriving_during_startup_is_answered_once_and_the_old_ro
 ) -> None:
     # a crash mid-reply leaves the old message's row unfinished, its card streaming
     fake_llm.script_stall_mid_stream(after_tokens=3, seconds=60)
-    config = write_config(tmp_path, dingtalk_emulator, fake_llm)
+    config = write_config(
+        tmp_path,
+        fake_llm,
+        dingtalk_channel(dingtalk_emulator.url, 0.05),
+        daemon="graceful_timeout = 0",
+    )
     first = DaemonProcess(config)
     await first.start()
     await first.wait_log("channel dt: connected")

@@ -1,0 +1,69 @@
+"""What the crash-recovery tests share: a real `channeld run`'s config, channel blocks, cards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.agents_support import FAKE_LLM_KEY
+from tests.dingtalk_support import DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET, DINGTALK_TEMPLATE
+from tests.feishu_support import FEISHU_APP_ID, FEISHU_APP_SECRET
+from tools.fake_llm import FakeLLM
+
+
+def write_config(tmp_path: Path, llm: FakeLLM, channel: str, *, daemon: str = "") -> Path:
+    """channeld.toml in `tmp_path`: state there, admin on a free port, the fake LLM, one channel.
+
+    `channel` is the `[[channels]]` block's body; `daemon` adds lines to `[daemon]`.
+    """
+    path = tmp_path / "channeld.toml"
+    path.write_text(
+        f"""
+[daemon]
+state_dir = "{tmp_path}"
+{daemon}
+
+[admin]
+listen = "127.0.0.1:0"
+
+[agents.default]
+type = "openai"
+base_url = "{llm.url}"
+api_key = "{FAKE_LLM_KEY}"
+model = "fake-model"
+max_retries = 0
+
+[[channels]]
+{channel}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def dingtalk_channel(url: str, card_update_interval: float) -> str:
+    """The `[[channels]]` body of channel `dt` on the DingTalk emulator at `url`."""
+    return f"""id = "dt"
+type = "dingtalk"
+client_id = "{DINGTALK_CLIENT_ID}"
+client_secret = "{DINGTALK_CLIENT_SECRET}"
+card_template_id = "{DINGTALK_TEMPLATE}"
+api_base = "{url}"
+card_update_interval = {card_update_interval}
+"""
+
+
+def feishu_channel(url: str, card_update_interval: float) -> str:
+    """The `[[channels]]` body of channel `fs` on the Feishu emulator at `url`."""
+    return f"""id = "fs"
+type = "feishu"
+app_id = "{FEISHU_APP_ID}"
+app_secret = "{FEISHU_APP_SECRET}"
+domain = "{url}"
+card_update_interval = {card_update_interval}
+"""
+
+
+def cards_of(view: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The cards in an emulator's chat view (none while the chat does not exist)."""
+    return [i for i in (view or {"items": []})["items"] if i["kind"] == "card"]
