@@ -98,6 +98,9 @@ class Platform(Generic[C]):
     config: type[C]  # `[[channels]]` entries; the admin page's form is its JSON schema
     provider: Callable[[C, InboundSink, Observer], ChannelProvider]
     emulator: Emulator | None = None
+    # its messages arrive as HTTP callbacks (`channels/callbacks.py`): the daemon then serves the
+    # callback listener, and shows operators the URL to give the platform
+    callbacks: bool = False
 
     def form_schema(self, ref_template: str) -> dict[str, Any]:
         """The JSON schema of its settings: the admin API documents it, the web page's form."""
