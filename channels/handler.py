@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from channels.answering import Answerer
+from channels.callbacks import Intake
 from channels.commands import (
     NOTHING_TO_STOP_TEXT,
     OVERFLOW_ERROR,
@@ -58,10 +59,8 @@ class MessageHandler:
 
     async def accept(self, message: InboundMessage, runtime: ChannelRuntime) -> None:
         """Journal the message (or recognise a redelivery); answering happens later."""
-        if self._closing:
-            raise ChannelError("shutting down")  # no ack: the platform may deliver it again
-        if message.chat_type is ChatType.GROUP and not message.bot_mentioned:
-            self._observer.message_ignored(message.channel_id, message.platform)
+        self._check_open()
+        if not self._for_the_bot(message):
             return
         try:
             entry_id = await self._store.journal_accept(
@@ -71,21 +70,80 @@ class MessageHandler:
                 inbound_to_json(message),
             )
         except Exception as exc:
-            if unstorable(exc):
-                # The database refused the values themselves (normalisation should have made
-                # that impossible): a redelivery would fail the same way, forever. Returning
-                # acks it; it is counted and logged once, by id, never by its text.
-                self._observer.frame_dropped(message.channel_id, message.platform, UNSTORABLE)
-                log.error(
-                    "channel %s: message %r cannot be stored (%s); acked and dropped",
-                    message.channel_id,
-                    message.message_id[:80],
-                    describe_storage_error(exc),
-                )
+            if self._dropped_unstorable(exc, message):
                 return
-            # Not journaled, so not acked: the platform delivers it again (e.g. SQLite locked
-            # past its busy timeout). The provider keeps its session for the next delivery.
-            raise TransientError(f"journal write failed: {describe_storage_error(exc)}") from exc
+            raise _not_journaled(exc) from exc
+        self._journaled(entry_id, message, runtime)
+
+    async def accept_batch(
+        self, messages: Sequence[InboundMessage], runtime: ChannelRuntime
+    ) -> Intake:
+        """Journal a callback's messages in one transaction, then queue them as `accept` does."""
+        self._check_open()
+        wanted = [message for message in messages if self._for_the_bot(message)]
+        ignored = len(messages) - len(wanted)
+        if not wanted:
+            return Intake(ignored=ignored)
+        rows = [(message.message_id, inbound_to_json(message)) for message in wanted]
+        try:
+            entry_ids = await self._store.journal_accept_batch(runtime.config.id, rows)
+        except Exception as exc:
+            if not unstorable(exc):
+                raise _not_journaled(exc) from exc
+            # one message the database refuses must not hold back the others: each alone
+            duplicates = 0
+            for message in wanted:
+                duplicates += await self._accept_alone(message, runtime)
+            return Intake(len(wanted) - duplicates, duplicates, ignored)
+        for entry_id, message in zip(entry_ids, wanted, strict=True):
+            self._journaled(entry_id, message, runtime)
+        duplicates = entry_ids.count(None)
+        return Intake(len(wanted) - duplicates, duplicates, ignored)
+
+    async def _accept_alone(self, message: InboundMessage, runtime: ChannelRuntime) -> int:
+        """`accept` for one message of a batch the database refused; 1 if it was a duplicate."""
+        try:
+            entry_id = await self._store.journal_accept(
+                message.channel_id, message.message_id, None, inbound_to_json(message)
+            )
+        except Exception as exc:
+            if self._dropped_unstorable(exc, message):
+                return 0
+            raise _not_journaled(exc) from exc
+        self._journaled(entry_id, message, runtime)
+        return int(entry_id is None)
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise ChannelError("shutting down")  # no ack: the platform may deliver it again
+
+    def _for_the_bot(self, message: InboundMessage) -> bool:
+        """Group messages reach the bot only when they mention it."""
+        if message.chat_type is ChatType.GROUP and not message.bot_mentioned:
+            self._observer.message_ignored(message.channel_id, message.platform)
+            return False
+        return True
+
+    def _dropped_unstorable(self, exc: Exception, message: InboundMessage) -> bool:
+        """Whether the journal write failed on a message the database can never store."""
+        if not unstorable(exc):
+            return False
+        # The database refused the values themselves (normalisation should have made that
+        # impossible): a redelivery would fail the same way, forever. Returning acks it; it is
+        # counted and logged once, by id, never by its text.
+        self._observer.frame_dropped(message.channel_id, message.platform, UNSTORABLE)
+        log.error(
+            "channel %s: message %r cannot be stored (%s); acked and dropped",
+            message.channel_id,
+            message.message_id[:80],
+            describe_storage_error(exc),
+        )
+        return True
+
+    def _journaled(
+        self, entry_id: int | None, message: InboundMessage, runtime: ChannelRuntime
+    ) -> None:
+        """Queue a journaled message on its conversation's worker; a redelivery is dropped."""
         if entry_id is None:
             self._observer.message_duplicate(message.channel_id, message.platform)
             log.info("channel %s: redelivered message ignored", message.channel_id)
@@ -222,3 +280,9 @@ class MessageHandler:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _not_journaled(exc: Exception) -> TransientError:
+    """Not journaled, so not acked: the platform delivers it again (e.g. SQLite locked past its
+    busy timeout); the provider keeps its session for the next delivery."""
+    return TransientError(f"journal write failed: {describe_storage_error(exc)}")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from agents.base import Agent
+from channels.callbacks import Callback, CallbackAnswer, CallbackProvider, Intake
 from channels.config import ChannelConfigBase
 from channels.emitter import EmitterSettings, ResponseEmitter
 from channels.model import ChannelState, InboundMessage
@@ -99,6 +100,11 @@ class ChannelRuntime:
 
 
 Accept = Callable[[InboundMessage, ChannelRuntime], Awaitable[None]]
+AcceptBatch = Callable[[Sequence[InboundMessage], ChannelRuntime], Awaitable[Intake]]
+
+
+class NotACallbackChannel(LookupError):
+    """The channel's platform does not take HTTP callbacks."""
 
 
 class LiveChannel:
@@ -113,6 +119,7 @@ class LiveChannel:
         *,
         build_provider: ProviderBuilder,
         accept: Accept,
+        accept_batch: AcceptBatch,
         observer: Observer,
         backoff: Backoff | None = None,
     ) -> None:
@@ -121,6 +128,7 @@ class LiveChannel:
         self.version = version
         self._platform = platform = config.type
         self._accept = accept
+        self._accept_batch = accept_batch
         self._observer = observer
         self.supervisor = Supervisor(
             channel_id,
@@ -152,6 +160,20 @@ class LiveChannel:
     async def _receive(self, message: InboundMessage) -> None:
         self._observer.message_received(self.channel_id, self._platform, time.time())
         await self._accept(message, self.runtime)
+
+    async def _receive_batch(self, messages: Sequence[InboundMessage]) -> Intake:
+        self.supervisor.received(len(messages))
+        now = time.time()
+        for _ in messages:
+            self._observer.message_received(self.channel_id, self._platform, now)
+        return await self._accept_batch(messages, self.runtime)
+
+    async def handle_callback(self, callback: Callback) -> CallbackAnswer:
+        """Hand an HTTP callback to the provider, which journals its messages through here."""
+        provider = self.supervisor.provider
+        if not isinstance(provider, CallbackProvider):
+            raise NotACallbackChannel(self.channel_id)
+        return await provider.handle_callback(callback, self._receive_batch)
 
     def start(self) -> None:
         """Begin connecting (the supervisor's task)."""

@@ -180,6 +180,7 @@ class ChannelManager:
                 profile,
                 build_provider=self._build_provider,
                 accept=self.handler.accept,
+                accept_batch=self.handler.accept_batch,
                 observer=self._observer,
                 backoff=self._backoff,
             )
@@ -241,6 +242,10 @@ class ChannelManager:
     def runtime(self, channel_id: str) -> ChannelRuntime | None:
         running = self._running.get(channel_id)
         return running.runtime if running else None
+
+    def live(self, channel_id: str) -> LiveChannel | None:
+        """The running channel `channel_id`, if it runs."""
+        return self._running.get(channel_id)
 
     def supervisor(self, channel_id: str) -> Supervisor | None:
         running = self._running.get(channel_id)

@@ -98,9 +98,13 @@ class Supervisor:
         )
 
     async def _receive(self, message: InboundMessage) -> None:
-        self.messages_received += 1
-        self.last_event_at = time.time()
+        self.received(1)
         await self._sink(message)
+
+    def received(self, count: int) -> None:
+        """Count messages that reached the channel (also those a callback delivered)."""
+        self.messages_received += count
+        self.last_event_at = time.time()
 
     # -- lifecycle ------------------------------------------------------------------------------
 

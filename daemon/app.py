@@ -23,13 +23,19 @@ from channels.registry import build_provider  # the provider of each channel's p
 from common.backoff import Backoff
 from daemon.admin import AdminServer
 from daemon.api import AdminApi
-from daemon.channel_service import ChannelService, decode_record, sealed_channels
+from daemon.channel_service import (
+    ChannelService,
+    decode_record,
+    sealed_channels,
+    takes_callbacks,
+)
 from daemon.config import ConfigurationError, Settings, load
 from daemon.embedded import EmbeddedEmulator
 from daemon.metrics import EventLoopLagMonitor, Metrics, metrics_handler
 from daemon.retention import Pruner
 from daemon.sdnotify import Notifier, WatchdogPinger, watchdog_interval
 from daemon.secrets import SecretBox, load_key
+from daemon.webhooks import CallbackListener
 from storage.engine import private_directory
 from storage.repository import Store
 
@@ -49,6 +55,7 @@ class Daemon:
         self.admin: AdminServer | None = None
         self.emulator: EmbeddedEmulator | None = None
         self.channels: ChannelService | None = None
+        self.webhooks: CallbackListener | None = None
         self.notifier = Notifier()
         self._ready_task: asyncio.Task[None] | None = None
         self._watchdog = WatchdogPinger(self.notifier, watchdog_interval())
@@ -103,12 +110,14 @@ class Daemon:
             observer=self.metrics,
             stop_grace=settings.daemon.graceful_timeout,
         )
+        self.webhooks = CallbackListener(settings.webhooks, self.manager.live, self.metrics)
         self.channels = ChannelService(
             self.store,
             self.manager,
             box,
             set(settings.agents),
             on_deleted=self.metrics.remove_channel,
+            callbacks=self.webhooks,
         )
         agents_view = [{"name": n, "type": c.type} for n, c in settings.agents.items()]
         self.admin = AdminServer(
@@ -124,6 +133,7 @@ class Daemon:
         # a live worker's, and recovery taking it too would answer it twice
         unfinished = await self.store.journal_unfinished()
         await self.manager.start(channels)
+        await self._serve_callbacks()
         await recover(
             self.store,
             self.manager.handler,
@@ -155,6 +165,13 @@ class Daemon:
                 self.emulator.chat_hint(),
             )
 
+    async def _serve_callbacks(self) -> None:
+        """Open the callback listener once a channel of a webhook platform exists."""
+        if self.store is None or self.webhooks is None or self.webhooks.running:
+            return
+        if any(takes_callbacks(record.type) for record in await self.store.list_channels()):
+            await self.webhooks.start()
+
     def _channels(self, settings: Settings) -> list[ChannelConfigBase]:
         """The file's channels, plus the emulator's demo channel when none on its platform is."""
         channels: list[ChannelConfigBase] = list(settings.channels)
@@ -171,6 +188,7 @@ class Daemon:
             log.warning("agent changes take effect at the next restart, not on reload")
         self.settings = self.settings.model_copy(update={"channels": settings.channels})
         await self.manager.provision(self._channels(settings))
+        await self._serve_callbacks()
         await self.manager.reconcile()
         log.info("configuration reloaded: %s", self.channel_summary())
         self.notifier.status(self.channel_summary())
@@ -197,6 +215,8 @@ class Daemon:
         """Reverse order of start; each step bounded by its own budget."""
         if self.admin is not None:
             await self.admin.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()  # no more callbacks: the platforms keep what they have
         await self._lag_monitor.stop()
         if self._pruner is not None:
             await self._pruner.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import SecretStr, ValidationError
 
@@ -62,6 +62,23 @@ def parse_settings(data: Mapping[str, Any]) -> ChannelConfigBase:
         raise _validation_error(exc) from None
 
 
+class CallbackEndpoint(Protocol):
+    """The callback listener, as far as channels of webhook platforms need it."""
+
+    def hook_url(self, channel_id: str) -> str:
+        """The URL to give the platform for the channel."""
+        ...
+
+    async def start(self) -> None:
+        """Serve, if not yet serving."""
+        ...
+
+
+def takes_callbacks(channel_type: str) -> bool:
+    """Whether channels of `channel_type` receive their messages as HTTP callbacks."""
+    return any(p.callbacks for p in registry.platforms() if p.name == channel_type)
+
+
 class ChannelService:
     """What the admin API does to channels; the manager reconciles after each change."""
 
@@ -73,8 +90,10 @@ class ChannelService:
         agents: set[str],
         *,
         on_deleted: Callable[[str], None] | None = None,
+        callbacks: CallbackEndpoint | None = None,
     ) -> None:
         self._on_deleted = on_deleted
+        self._callbacks = callbacks
         self._store = store
         self._manager = manager
         self._box = box
@@ -111,7 +130,7 @@ class ChannelService:
         status = self._manager.status(record.id)
         now = time.time()
         connected = status.connected_at if status.state.value == "connected" else None
-        return {
+        view: dict[str, Any] = {
             "id": record.id,
             "type": record.type,
             "agent": record.agent,
@@ -130,6 +149,10 @@ class ChannelService:
                 "next_attempt_at": _iso(status.next_attempt_at),
             },
         }
+        if self._callbacks is not None and takes_callbacks(record.type):
+            # where the platform must send its callbacks (a key the URL needs is not shown)
+            view["webhook_url"] = self._callbacks.hook_url(record.id)
+        return view
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -178,6 +201,8 @@ class ChannelService:
             source="api",
             spec=self._seal(config),
         )
+        if self._callbacks is not None and takes_callbacks(config.type):
+            await self._callbacks.start()  # the first webhook channel: the listener opens now
         await self._manager.reconcile()
         return await self.get(config.id)
 

@@ -30,6 +30,7 @@ from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
 from agents.registry import fallback_order
 from channels import registry
 from channels.config import ChannelConfigBase
+from common.endpoint import http_base_url
 from common.errors import ConfigError as ChannelConfigError
 from daemon.hosts import parse_host
 
@@ -117,6 +118,14 @@ class DaemonSection(BaseModel):
         return self.database_url or f"sqlite+aiosqlite:///{self.state_dir / 'channeld.db'}"
 
 
+def host_port(value: str) -> str:
+    """`value` if it is HOST:PORT; ValueError otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError("listen must be HOST:PORT")
+    return value
+
+
 class AdminSection(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -129,10 +138,7 @@ class AdminSection(BaseModel):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError("listen must be HOST:PORT")
-        return value
+        return host_port(value)
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -198,6 +204,43 @@ class EmulatorSection(BaseModel):
         return loopback_listen(value)
 
 
+class WebhooksSection(BaseModel):
+    """The callback listener: webhook platforms' servers POST to `/hooks/{channel_id}` here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    listen: str = "127.0.0.1:8789"
+    # how the platforms reach the listener (a reverse proxy's URL): shown to operators as the
+    # URL to paste into a platform's console; empty: the listen address
+    public_url: str = ""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        return host_port(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        return http_base_url(value) if value else value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    def hook_url(self, channel_id: str, port: int | None = None) -> str:
+        """The URL a platform must call for `channel_id` (`port`: the one actually bound)."""
+        if self.public_url:
+            return f"{self.public_url}/hooks/{channel_id}"
+        host = self.listen.rpartition(":")[0]
+        return f"http://{host}:{port or self.port}/hooks/{channel_id}"
+
+
 class Settings(BaseModel):
     """The whole validated configuration."""
 
@@ -206,6 +249,7 @@ class Settings(BaseModel):
     daemon: DaemonSection = DaemonSection()
     admin: AdminSection = AdminSection()
     emulator: EmulatorSection = EmulatorSection()
+    webhooks: WebhooksSection = WebhooksSection()
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     channels: list[ChannelConfig] = Field(default_factory=list)
 

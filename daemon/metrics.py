@@ -25,6 +25,9 @@ from channels.observer import DROP_REASONS, UNREADABLE
 CHANNEL_STATES = tuple(state.value for state in ChannelState)
 REPLY_OUTCOMES = ("replied", "failed", "cancelled")
 RETENTION_TABLES = ("journal", "conversation")
+# What became of an HTTP callback: its messages journaled (ok), all of them seen before
+# (duplicate), nothing in it for the bot (ignored), or refused before anything was journaled
+CALLBACK_OUTCOMES = ("ok", "duplicate", "ignored", "rejected")
 
 # Acks must leave within a few milliseconds of the frame or the platform redelivers, so the
 # interesting range is sub-millisecond to tens of milliseconds.
@@ -161,6 +164,20 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self._callbacks = Counter(
+            "channeld_callbacks",
+            "HTTP callbacks by outcome (ok, duplicate, ignored, rejected) and, for a rejection,"
+            " its reason; a callback for no known channel is counted with empty labels.",
+            [*CHANNEL, "outcome", "reason"],
+            registry=r,
+        )
+        self._callback_seconds = Histogram(
+            "channeld_callback_seconds",
+            "From a callback's arrival to its answer, the journal write included.",
+            CHANNEL,
+            buckets=ACK_BUCKETS,
+            registry=r,
+        )
         # Label sets created per channel, so that forgetting a channel removes every one of them.
         self._series: dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
 
@@ -254,6 +271,16 @@ class Metrics:
         """One platform API call; `endpoint` is a fixed name, never a URL with ids in it."""
         self._touch(channel, platform)
         self._child(self._platform_requests, channel, platform, endpoint, str(status)).inc()
+
+    def callback(self, channel: str, platform: str, outcome: str, reason: str = "") -> None:
+        """One HTTP callback answered; `outcome` is a CALLBACK_OUTCOMES, `reason` a fixed name."""
+        if outcome not in CALLBACK_OUTCOMES:
+            raise ValueError(f"unknown callback outcome {outcome!r}")
+        self._child(self._callbacks, channel, platform, outcome, reason).inc()
+
+    def callback_latency(self, channel: str, platform: str, seconds: float) -> None:
+        """Time from a callback's arrival to its answer."""
+        self._child(self._callback_seconds, channel, platform).observe(seconds)
 
     def llm_request(self, agent: str, seconds: float) -> None:
         """One whole answer from an agent."""

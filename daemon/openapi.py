@@ -128,6 +128,11 @@ def _schemas(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
                 "version": {"type": "integer"},
                 "settings": {"type": "object", "description": "secrets are always ***"},
                 "status": _ref("ChannelStatus"),
+                "webhook_url": {
+                    "type": "string",
+                    "description": "channels of webhook platforms only: the URL the platform "
+                    "must call (from [webhooks] public_url, else the listen address)",
+                },
             },
         },
         "Conversation": {

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import delete, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -44,6 +46,39 @@ class JournalRepository(StoreBase):
         if row.id is None:
             raise RuntimeError("journal insert returned no id")
         return row.id
+
+    async def journal_accept_batch(
+        self, channel_id: str, messages: Sequence[tuple[str, str]]
+    ) -> list[int | None]:
+        """Records (platform message id, payload) pairs as RECEIVED in one transaction; the id
+        of each row, or None for a redelivery (also of an earlier message of the same batch)."""
+        if not messages:
+            return []
+        now = self._now()
+        # ON CONFLICT DO NOTHING on both dialects: a collision skips that row alone, not the
+        # batch; RETURNING then yields no id for it
+        dialect = postgresql if self._engine.dialect.name == "postgresql" else sqlite
+        table = sa.inspect(InboundJournal).local_table
+        ids: list[int | None] = []
+        async with self._write(urgent=True) as session:
+            for platform_message_id, payload in messages:
+                statement = (
+                    dialect.insert(table)
+                    .values(
+                        channel_id=channel_id,
+                        platform_message_id=platform_message_id,
+                        frame_id=None,
+                        state=JournalState.RECEIVED.value,
+                        payload=payload,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(table.c.id)
+                )
+                ids.append((await session.exec(statement)).scalar_one_or_none())
+            await session.commit()
+        return ids
 
     async def journal_update(
         self,

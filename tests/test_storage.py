@@ -189,6 +189,37 @@ async def test_journal_rejects_a_redelivered_message_id(store: Store) -> None:
     assert [e.id for e in await store.journal_unfinished("ding")] == [first]
 
 
+async def test_journal_batch_is_one_transaction_that_skips_only_redeliveries(
+    store: Store, clock: FakeClock
+) -> None:
+    earlier = await store.journal_accept("hook", "m1", None, "{}")
+    assert earlier is not None
+    commits = 0
+
+    def count(_: Connection) -> None:
+        nonlocal commits
+        commits += 1
+
+    event.listen(store.engine.sync_engine, "commit", count)
+    try:
+        ids = await store.journal_accept_batch(
+            "hook", [("m1", "{}"), ("m2", '{"n": 2}'), ("m2", "{}"), ("m3", "{}")]
+        )
+    finally:
+        event.remove(store.engine.sync_engine, "commit", count)
+    assert commits == 1
+    assert ids[0] is None and ids[2] is None  # seen before, and earlier in the same batch
+    assert ids[1] is not None and ids[3] is not None
+    entries = await store.journal_unfinished("hook")
+    assert [(e.platform_message_id, e.payload) for e in entries] == [
+        ("m1", "{}"),
+        ("m2", '{"n": 2}'),
+        ("m3", "{}"),
+    ]
+    assert all(e.created_at == clock.now and e.state is JournalState.RECEIVED for e in entries)
+    assert await store.journal_accept_batch("hook", []) == []
+
+
 async def test_journal_rejects_a_redelivered_frame_id(store: Store) -> None:
     assert await store.journal_accept("ding", "msg-1", "frame-1", "{}") is not None
     assert await store.journal_accept("ding", "msg-2", "frame-1", "{}") is None

@@ -294,6 +294,12 @@ class ChannelRow {
     this.stateLabel.textContent = STATE_LABELS[status.state] ?? status.state;
     this.retry.textContent = retryText(status);
     this.type.textContent = channel.type;
+    if (channel.webhook_url) {
+      // webhook platforms call us: the operator pastes this URL into the platform's settings
+      const url = el("code", { class: "webhook-url" }, channel.webhook_url);
+      url.title = "Callback URL to give the platform";
+      this.type.append(el("div", { class: "sub" }, url));
+    }
     this.agent.textContent = channel.agent;
     this.source.textContent = this.source.dataset.source = channel.source;
     this.source.title =

@@ -1,0 +1,147 @@
+"""The callback listener: webhook platforms' servers POST their users' messages here.
+
+Who may reach it: the platforms' servers, usually through a reverse proxy, so it may listen
+beyond loopback; each callback is then proven by the platform's own check (a signature and time
+window, or a secret key in the URL), which the channel's provider makes. Browsers have no business
+here: a request carrying `Origin` or `Sec-Fetch-Site` is refused, so no web page can post forged
+messages to a listener on the operator's machine.
+
+Every refusal is decided before anything is journaled, in this order: a browser's request (403),
+an unknown, disabled or non-webhook channel (404), a channel not connected yet (503, the
+platform retries), a body over `max_body_bytes` (413, read no further), not JSON (400), then the
+provider's checks (401 for a failed signature, time or key; 400 for a shape the platform never
+sends). A callback is answered only once its messages are journaled; when the journal write
+fails the answer is 503 and the platform sends it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from channels.callbacks import Callback, CallbackAnswer, CallbackMalformed, CallbackRejected
+from channels.live import LiveChannel, NotACallbackChannel
+from channels.model import ChannelState
+from common.errors import ChannelError
+from daemon.config import WebhooksSection
+from daemon.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+HOOK_PATH = "/hooks/{channel_id}"
+
+# The running channel of an id, or None (unknown, disabled, deleted)
+FindChannel = Callable[[str], LiveChannel | None]
+
+
+class _Refused(Exception):
+    """A callback refused before anything was journaled."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason  # the metric label
+
+
+class CallbackListener:
+    """One aiohttp server for every webhook channel; started only when one exists."""
+
+    def __init__(self, settings: WebhooksSection, channels: FindChannel, metrics: Metrics) -> None:
+        self._settings = settings
+        self._channels = channels
+        self._metrics = metrics
+        # aiohttp stops reading a body past this and answers 413 itself
+        self._app = web.Application(client_max_size=settings.max_body_bytes)
+        self._app.router.add_post(HOOK_PATH, self._hook)
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    def hook_url(self, channel_id: str) -> str:
+        """The URL to give the platform for `channel_id`."""
+        return self._settings.hook_url(channel_id, self.port)
+
+    async def start(self) -> None:
+        """Bind and serve; idempotent."""
+        if self._runner is not None:
+            return
+        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self._settings.host, self._settings.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        log.info("callback listener on %s", self._settings.hook_url("{channel_id}", self.port))
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _hook(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        channel_id = request.match_info["channel_id"]
+        live = self._channels(channel_id)
+        # an id nobody configured is counted without labels: callers must not mint series
+        labels = (channel_id, live.runtime.config.type) if live is not None else ("", "")
+        try:
+            answer = await self._answer(request, live)
+        except _Refused as refused:
+            log.info("callback for %r refused (%s): %s", channel_id[:64], refused.reason, refused)
+            self._metrics.callback(*labels, "rejected", refused.reason)
+            return web.json_response({"error": refused.reason}, status=refused.status)
+        self._metrics.callback(*labels, _outcome(answer))
+        self._metrics.callback_latency(*labels, time.perf_counter() - started)
+        if answer.body is None:
+            return web.Response(status=answer.status)
+        return web.json_response(answer.body, status=answer.status)
+
+    async def _answer(self, request: web.Request, live: LiveChannel | None) -> CallbackAnswer:
+        if "Origin" in request.headers or "Sec-Fetch-Site" in request.headers:
+            raise _Refused(403, "browser", "a browser's request; callbacks come from servers")
+        if live is None:
+            raise _Refused(404, "unknown_channel", "no running channel with this id")
+        if live.supervisor.state is not ChannelState.CONNECTED:
+            raise _Refused(503, "not_connected", "the channel is not connected yet")
+        limit = self._settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise _Refused(413, "too_large", f"body over {limit} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise _Refused(413, "too_large", f"body over {limit} bytes") from None
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            raise _Refused(400, "not_json", "the body is not JSON") from None
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        callback = Callback(request.rel_url.raw_query_string, headers, body, payload)
+        try:
+            return await live.handle_callback(callback)
+        except NotACallbackChannel:
+            raise _Refused(404, "unknown_channel", "this channel takes no callbacks") from None
+        except CallbackRejected as exc:
+            raise _Refused(401, exc.reason, str(exc)) from exc
+        except CallbackMalformed as exc:
+            raise _Refused(400, "malformed", str(exc)) from exc
+        except ChannelError as exc:
+            # not journaled (a busy database, a shutdown): unacknowledged, the platform retries
+            raise _Refused(503, "not_journaled", str(exc)) from exc
+
+
+def _outcome(answer: CallbackAnswer) -> str:
+    intake = answer.intake
+    if intake.journaled:
+        return "ok"
+    return "duplicate" if intake.duplicates else "ignored"
