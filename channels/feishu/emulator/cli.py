@@ -9,7 +9,7 @@ from channels.emulator import cli
 from channels.feishu.emulator.server import DEFAULT_APP_ID, DEFAULT_APPS, FeishuEmulator
 from channels.feishu.emulator.state import FeishuApp
 
-DEFAULT_LISTEN = "127.0.0.1:8789"
+DEFAULT_LISTEN = "127.0.0.1:8790"
 OPTIONS: list[cli.Option] = [
     ("--ping-interval", 120.0, "PingInterval handed to clients"),
     ("--reconnect-interval", 120.0, "ReconnectInterval for clients"),
