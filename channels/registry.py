@@ -18,6 +18,7 @@ from channels.feishu.platform import FEISHU
 from channels.observer import Observer
 from channels.platform import Demo, Emulator, Platform
 from channels.provider import ChannelProvider, InboundSink
+from channels.wukongim.platform import WUKONGIM
 from common.errors import ConfigError
 
 # A new platform is its folder plus one line here. The first platform with a demo is the one
@@ -25,6 +26,7 @@ from common.errors import ConfigError
 _platforms: dict[str, Platform[Any]] = {
     DINGTALK.name: DINGTALK,
     FEISHU.name: FEISHU,
+    WUKONGIM.name: WUKONGIM,
 }
 
 
