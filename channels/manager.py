@@ -124,8 +124,11 @@ class ChannelManager:
             )
             self._configs[config.id] = config
 
-    async def start(self, channels: Sequence[ChannelConfigBase]) -> None:
-        await self.provision(channels)
+    async def start(self, channels: Sequence[ChannelConfigBase] | None = None) -> None:
+        """Start every enabled channel, once `channels` (the config file's) are provisioned
+        (None: they already are)."""
+        if channels is not None:
+            await self.provision(channels)
         await self.reconcile()
         self.started = True
 

@@ -132,8 +132,9 @@ class Daemon:
         # what a crash left, read before any channel starts: a message received from then on is
         # a live worker's, and recovery taking it too would answer it twice
         unfinished = await self.store.journal_unfinished()
-        await self.manager.start(channels)
-        await self._serve_callbacks()
+        await self.manager.provision(channels)
+        await self._serve_callbacks()  # the route is live before a webhook channel connects
+        await self.manager.start()
         await recover(
             self.store,
             self.manager.handler,
