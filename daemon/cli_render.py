@@ -126,6 +126,8 @@ def channel_view(channel: Mapping[str, Any], *, colour: bool) -> str:
         ("messages received", _scalar(status.get("messages_received"))),
         ("next attempt at", _scalar(status.get("next_attempt_at"))),
     ]
+    if "webhook_url" in channel:
+        pairs.insert(2, ("webhook url", _scalar(channel["webhook_url"])))
     # agent and enabled are already at the top
     settings = {k: v for k, v in (channel.get("settings") or {}).items() if k not in dict(pairs)}
     size = max(len(key) for key in [*(k for k, _ in pairs), *(f"  {k}" for k in settings)])

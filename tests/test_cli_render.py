@@ -92,3 +92,11 @@ def test_show_view_keeps_errors_and_empty_settings_readable() -> None:
     assert lines[error + 1].index("invalid") == lines[error].index("Unauthorized")
     settings = lines[lines.index("settings:") + 1 :]
     assert [line.split() for line in settings] == [["client_secret", "***"], ["robot_code", '""']]
+
+
+def test_show_view_names_the_webhook_url_of_a_webhook_channel() -> None:
+    url = "https://bot.example.com/hooks/wk-main"
+    view = channel_view({**channel("wk-main", "connected"), "webhook_url": url}, colour=False)
+    lines = view.splitlines()
+    assert lines[2].split() == ["webhook", "url", url]
+    assert "webhook" not in channel_view(channel("dt", "connected"), colour=False)
