@@ -27,14 +27,15 @@ from common.errors import (
 from common.retry_after import retry_after
 
 TEXT = 1  # the payload `type` of a text message
-EVENT_API_SINCE = (2, 2)  # /message/event appeared in v2.2 (§4)
-_VERSION = re.compile(r"v?(\d+)\.(\d+)")
+EVENT_API_SINCE = (2, 2, 4)  # /message/event and `is_stream` appeared in v2.2.4 (§4.1)
+_VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
-def parse_version(version: str) -> tuple[int, int] | None:
-    """(major, minor) of a `/varz` version such as `v2.2.5-20260422`; None when unreadable."""
+def parse_version(version: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of a `/varz` version such as `v2.2.5-20260422`; None when
+    unreadable (a build that set none)."""
     match = _VERSION.match(version.strip())
-    return (int(match[1]), int(match[2])) if match else None
+    return (int(match[1]), int(match[2]), int(match[3] or 0)) if match else None
 
 
 def text_payload(text: str) -> str:

@@ -71,7 +71,7 @@ class WuKongIMProvider(
         elif self._event_api:
             streams = "message event stream"
         else:
-            streams = "off (the server predates v2.2's message event stream)"
+            streams = "off (the message event stream came with v2.2.4)"
         self._log.info("WuKongIM %s; answers: %s", version or "of unknown version", streams)
 
     # -- CallbackProvider --------------------------------------------------------------------------
