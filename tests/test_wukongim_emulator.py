@@ -20,6 +20,7 @@ import pytest
 
 from channels.wukongim.emulator import WuKongIMEmulatorThread, add_arguments, main, serve
 from channels.wukongim.emulator.state import fake_channel_id
+from channels.wukongim.emulator.streams import EventRequest, EventStore
 from tests.wukongim_support import BOT, WebhookReceiver, attempts, b64_text, decoded, started
 
 OLD_VERSION = "v2.1.5-20250424"
@@ -402,23 +403,32 @@ def _query(params: dict[str, str]) -> str:
     return "&".join(f"{k}={v}" for k, v in params.items())
 
 
-async def test_a_stream_error_fails_the_card(emulator: WuKongIMEmulatorThread, api: Api) -> None:
+@pytest.mark.parametrize(
+    ("ending", "shown"),
+    [
+        (("stream.error", {"error": "model down"}), ("error", "failed", "model down", "half")),
+        (("stream.cancel", {}), ("cancelled", "cancelled", "", "half")),
+        # clients show a close's snapshot in place of the deltas
+        (("stream.close", {"snapshot": {"kind": "text", "text": "all"}}),
+         ("closed", "finished", "", "all")),
+    ],
+)  # fmt: skip
+async def test_how_a_stream_ends_shows_on_the_card(
+    emulator: WuKongIMEmulatorThread,
+    api: Api,
+    ending: tuple[str, dict[str, Any]],
+    shown: tuple[str, str, str, str],
+) -> None:
     asked = await emulator.send_user_message(BOT, from_uid="u1", text="q")
     await api.send("u1", "", client_msg_no="cmn-3", is_stream=1)
     await api.delta("cmn-3", "d1", "half")
-    status, answer = await api.event(
-        "cmn-3", "stream.error", event_id="x1", payload={"error": "model down"}
-    )
-    assert (status, answer["data"]["stream_status"]) == (200, "error")
+    status, answer = await api.event("cmn-3", ending[0], event_id="x1", payload=ending[1])
+    assert (status, answer["data"]["stream_status"]) == (200, shown[0])
     view = await emulator.chat_view(asked.chat_id)
     assert view is not None
-    card = view["items"][-1]
-    assert (card["status"], card["done"], card["error"], card["text"]) == (
-        "failed",
-        True,
-        "model down",
-        "half",
-    )
+    item = view["items"][-1]
+    assert item["done"] is True
+    assert (item["status"], item["error"], item["text"]) == shown[1:]
 
 
 async def test_a_delta_after_the_end_is_refused_only_while_another_lane_is_open(
@@ -528,6 +538,24 @@ async def test_events_need_their_fields_but_not_an_anchor(
     (record,) = await emulator.events("never-anchored")
     assert record.anchored is False
     assert await emulator.cards() == []
+
+
+def test_a_cache_session_expires_after_ten_idle_minutes() -> None:
+    now = [1000.0]
+    store = EventStore(clock=lambda: now[0])
+    store.register_stream("c1", fake_channel_id(BOT, "u1"), 1, BOT, 1)
+
+    def delta(event_id: str) -> dict[str, Any]:
+        payload = b'{"kind":"text","delta":"x"}'
+        request = EventRequest("u1", 1, "", 0, "c1", event_id, "stream.delta", payload=payload)
+        answer, _ = store.append(request)
+        return answer
+
+    assert delta("d1")["from_uid"] == BOT  # filled in from the anchor
+    now[0] += 599
+    assert delta("d2")["from_uid"] == BOT
+    now[0] += 601
+    assert delta("d3")["from_uid"] == "____system"  # the anchor's session is gone
 
 
 # -- history --------------------------------------------------------------------------------------

@@ -245,6 +245,7 @@ class Api:
 
     async def _event(self, request: web.Request) -> web.Response:
         body = await fields(request, "eventAppendReq")
+        body.mapping("headers")  # stored by the server, never read back: only its type matters
         event = EventRequest(
             channel_id=body.text("channel_id"),
             channel_type=body.number("channel_type", UINT8, "uint8"),
@@ -257,7 +258,6 @@ class Api:
             visibility=body.text("visibility"),
             occurred_at=body.number("occurred_at", INT64, "int64"),
             payload=body.raw("payload"),
-            headers=body.mapping("headers"),
         )
         try:
             return ok(self._messaging.event(event))

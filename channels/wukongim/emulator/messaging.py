@@ -108,12 +108,7 @@ class Messaging:
         self._show(message)
         if stream:
             self._events.register_stream(
-                message.client_msg_no,
-                chat_id,
-                channel_type,
-                from_uid,
-                original_channel_id=channel_id,
-                message_id=message.message_id,
+                message.client_msg_no, chat_id, channel_type, from_uid, message.message_id
             )
         return message
 

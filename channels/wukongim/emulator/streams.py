@@ -59,7 +59,6 @@ class EventRequest:
     visibility: str = ""
     occurred_at: int = 0
     payload: bytes = b""  # the raw JSON, b"" when absent
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,7 +77,6 @@ class _Session:
     channel_id: str  # stored (fake) channel id
     channel_type: int
     from_uid: str
-    original_channel_id: str
     message_id: int
     touched: float
     keys: dict[str, CacheKey] = field(default_factory=dict)
@@ -148,13 +146,13 @@ class EventStore:
         self._seqs: dict[tuple[str, int, str], int] = {}
 
     def register_stream(
-        self, client_msg_no: str, channel_id: str, channel_type: int, from_uid: str, **meta: Any
+        self, client_msg_no: str, channel_id: str, channel_type: int, from_uid: str, message_id: int
     ) -> None:
         """An anchor was sent (RegisterStreamMessage): a session without keys, unless one exists."""
         self._expire()
         self._sessions.setdefault(
             client_msg_no.strip(),
-            _Session(channel_id, channel_type, from_uid, touched=self._clock(), **meta),
+            _Session(channel_id, channel_type, from_uid, message_id, touched=self._clock()),
         )
 
     def append(self, req: EventRequest) -> tuple[dict[str, Any], Pushed]:
@@ -244,7 +242,6 @@ class EventStore:
                 channel,
                 req.channel_type,
                 req.from_uid,
-                original_channel_id=req.channel_id,
                 message_id=req.message_id,
                 touched=self._clock(),
             )
