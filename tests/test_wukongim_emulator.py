@@ -136,7 +136,13 @@ async def test_a_manager_token_guards_every_route_with_an_empty_401(
 
 
 @pytest.mark.parametrize(
-    ("version", "has_events"), [("v2.2.5-20260422", True), (OLD_VERSION, False)]
+    ("version", "has_events"),
+    [
+        ("v2.2.5-20260422", True),
+        ("v2.2.4-20260313", True),
+        ("v2.2.3-20260128", False),  # v2.2.0 to v2.2.3 streamed with /stream/open
+        (OLD_VERSION, False),
+    ],
 )
 async def test_varz_names_the_version_and_older_servers_have_no_event_api(
     http: aiohttp.ClientSession, receiver: WebhookReceiver, version: str, has_events: bool
@@ -162,7 +168,7 @@ async def test_varz_names_the_version_and_older_servers_have_no_event_api(
             assert event == (404, "404 page not found")
             assert sync == (404, "404 page not found")
         (post,) = await receiver.wait_for(1)
-        # v2.1 read no is_stream: the anchor is stored as a plain message
+        # before v2.2.4 there is no is_stream: the anchor is stored as a plain message
         assert post.body[0]["setting"] == (2 if has_events else 0)
         assert post.body[0]["message_idstr"] == str(sent["message_id"])
 

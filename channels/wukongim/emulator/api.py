@@ -5,7 +5,9 @@
   an empty body, before routing (an unknown path is 401 too, not 404).
 * Errors are HTTP 400 `{"msg","status":400}`; unknown routes and methods 404
   `404 page not found` (gin does not answer 405).
-* `/message/event` and `/message/eventsync` exist from v2.2 on; an older `version` answers 404.
+* `/message/event`, `/message/eventsync` and `is_stream` exist from v2.2.4 on; with an older
+  `version` the routes answer 404 and an anchor is a plain message (v2.2.0 to v2.2.3 streamed
+  with `/stream/open`, which the emulator does not model).
 * Request fields follow Go's JSON decoding: `[]byte` fields are standard base64 strings, numbers
   must be integers of their field's width, a missing field is its zero value.
 """
@@ -37,14 +39,17 @@ from channels.wukongim.emulator.state import (
 )
 from channels.wukongim.emulator.streams import EventError, EventRequest, EventStore
 
-EVENT_API_SINCE = (2, 2)
+EVENT_API_SINCE = (2, 2, 4)
 UINT8, UINT32, INT64 = (0, 255), (0, 2**32 - 1), (-(2**63), 2**63 - 1)
 
 
 def event_api(version: str) -> bool:
-    """The server has the v2.2 message event stream (`v2.2.5-20260422` yes, `v2.1.5-...` no)."""
-    found = re.match(r"v?(\d+)\.(\d+)", version)
-    return found is not None and (int(found[1]), int(found[2])) >= EVENT_API_SINCE
+    """The server has the message event stream (`v2.2.4-20260313` on); a build without a
+    version (the server's is set at build time) is taken for the current code."""
+    found = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version)
+    if found is None:
+        return True
+    return (int(found[1]), int(found[2]), int(found[3])) >= EVENT_API_SINCE
 
 
 def ok(data: Any = None) -> web.Response:
@@ -234,7 +239,7 @@ class Api:
             channel_type,
             payload,
             client_msg_no=client_msg_no if client_msg_no.strip() else "",
-            # v2.1 read no is_stream field: every message was a plain one
+            # before v2.2.4 there was no is_stream field: every message was a plain one
             stream=is_stream == 1 and event_api(self.version),
             persist=no_persist != 1,
             red_dot=header.number("red_dot"),
