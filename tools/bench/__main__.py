@@ -34,6 +34,7 @@ from tools.bench.procs import (
 )
 from tools.bench.report import render_markdown
 from tools.bench.scale import run_scale
+from tools.bench.webhooks import run_webhooks
 
 COALESCE_APP = "co-0000"
 
@@ -171,6 +172,10 @@ async def run(
             )
             emu = EmulatorClient(session, url)
             results["scale"] = await run_scale(procs, emu, settings, llm.url, workdir)
+        if "webhooks" in only:
+            results["webhooks"] = await run_webhooks(
+                session, procs, settings, llm_url=llm.url, traces_file=traces, workdir=workdir
+            )
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     return results
 
@@ -182,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument(
         "--only",
-        default="load,coalescing,scale",
-        help="comma-separated scenarios (load, coalescing, scale)",
+        default="load,coalescing,scale,webhooks",
+        help="comma-separated scenarios (load, coalescing, scale, webhooks)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     parser.add_argument(

@@ -9,6 +9,9 @@ from pathlib import Path
 TEMPLATE = "tpl.bench.schema"
 SECRET = "bench-secret"  # noqa: S105 - the emulator's throwaway credential for benchmark apps
 MODEL = "fake-model"
+WUKONGIM_BOT = "aibot"
+WUKONGIM_TOKEN = "bench-manager-token"  # noqa: S105 - the WuKongIM emulator's throwaway token
+WEBHOOK_KEY = "bench-webhook-key-0123456789"  # the hook URL's secret, as the README recommends
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +40,16 @@ class BenchSettings:
     stream_words: int = 120
     card_update_interval: float = 0.3
     card_updates_per_second: float = 20.0
+    # scenario e: callbacks POSTed to the callback listener (issue 12: p99 < 50 ms at 50/s)
+    callback_rate: float = 50.0
+    callback_seconds: float = 10.0  # one message per callback
+    callback_batch: int = 10  # messages per callback in the batch burst (burst_seconds long)
+    callback_drain_seconds: float = 120.0  # for channeld's answers before the next phase
+    # WuKongIM end to end: msgNotifyEventPushInterval (the server's default is 0.5 s), and the
+    # one channel's update budget, as high as the config allows: the DingTalk load spreads over
+    # many apps, 20 updates/s each, while a WuKongIM server pushes to one webhook (one channel)
+    push_interval: float = 0.05
+    wukongim_updates_per_second: float = 200.0
     quick: bool = False
 
     @classmethod
@@ -55,6 +68,8 @@ class BenchSettings:
             connect_timeout=60.0,
             streams=10,
             stream_words=60,
+            callback_seconds=5.0,
+            callback_drain_seconds=60.0,
             quick=True,
         )
 
@@ -80,19 +95,9 @@ def _toml(value: str | float | bool) -> str:
     return repr(value)
 
 
-def daemon_config(
-    *,
-    state_dir: Path,
-    admin_listen: str,
-    api_base: str,
-    llm_url: str,
-    client_ids: list[str],
-    card_update_interval: float = 0.3,
-    card_updates_per_second: float = 20.0,
-    log_level: str = "WARNING",
-) -> str:
-    """A channeld TOML file: one DingTalk channel per client id, all answering through the LLM."""
-    lines = [
+def _common(*, state_dir: Path, admin_listen: str, llm_url: str, log_level: str) -> list[str]:
+    """The daemon, admin, emulator and agent sections every benchmark daemon shares."""
+    return [
         "[daemon]",
         f"state_dir = {_toml(str(state_dir))}",
         f"log_level = {_toml(log_level)}",
@@ -111,6 +116,23 @@ def daemon_config(
         f"model = {_toml(MODEL)}",
         "",
     ]
+
+
+def daemon_config(
+    *,
+    state_dir: Path,
+    admin_listen: str,
+    api_base: str,
+    llm_url: str,
+    client_ids: list[str],
+    card_update_interval: float = 0.3,
+    card_updates_per_second: float = 20.0,
+    log_level: str = "WARNING",
+) -> str:
+    """A channeld TOML file: one DingTalk channel per client id, all answering through the LLM."""
+    lines = _common(
+        state_dir=state_dir, admin_listen=admin_listen, llm_url=llm_url, log_level=log_level
+    )
     for client_id in client_ids:
         lines += [
             "[[channels]]",
@@ -125,4 +147,40 @@ def daemon_config(
             f"card_updates_per_second = {_toml(card_updates_per_second)}",
             "",
         ]
+    return "\n".join(lines)
+
+
+def wukongim_config(
+    *,
+    state_dir: Path,
+    admin_listen: str,
+    webhooks_listen: str,
+    api_base: str,
+    llm_url: str,
+    channel_id: str,
+    card_updates_per_second: float,
+    card_update_interval: float = 0.3,
+    log_level: str = "WARNING",
+) -> str:
+    """A channeld TOML file: one WuKongIM channel (bot WUKONGIM_BOT) on the callback listener."""
+    lines = _common(
+        state_dir=state_dir, admin_listen=admin_listen, llm_url=llm_url, log_level=log_level
+    )
+    lines += [
+        "[webhooks]",
+        f"listen = {_toml(webhooks_listen)}",
+        "",
+        "[[channels]]",
+        f"id = {_toml(channel_id)}",
+        'type = "wukongim"',
+        'agent = "bench"',
+        f"api_base = {_toml(api_base)}",
+        f"token = {_toml(WUKONGIM_TOKEN)}",
+        f"bot_uid = {_toml(WUKONGIM_BOT)}",
+        'stream = "event"',
+        f"webhook_key = {_toml(WEBHOOK_KEY)}",
+        f"card_update_interval = {_toml(card_update_interval)}",
+        f"card_updates_per_second = {_toml(card_updates_per_second)}",
+        "",
+    ]
     return "\n".join(lines)

@@ -95,9 +95,11 @@ def _finished(calls: list[dict[str, Any]], target: Target, tags: set[str]) -> se
     return done
 
 
-async def _lag_window(
+async def lag_window(
     session: aiohttp.ClientSession, target: Target, start: float, end: float, before: str
 ) -> dict[str, float | None]:
+    """Event-loop lag between two moments: the baseline's probe file, or channeld's histogram
+    since the scrape `before`."""
     if target.lag_file is not None:
         samples = [
             float(r["lag"]) for r in read_jsonl(target.lag_file) if start <= float(r["at"]) <= end
@@ -118,16 +120,12 @@ async def _lag_window(
     }
 
 
-async def _ack_inside(
-    session: aiohttp.ClientSession, target: Target, before: str
-) -> dict[str, float | None] | None:
-    """channeld's own view: frame received to ack sent (`channeld_ack_latency_seconds`)."""
-    if not target.admin_url:
-        return None
-    after = await scrape(session, target.admin_url)
-    buckets = stats.bucket_delta(
-        parse_buckets(before, ACK_FAMILY), parse_buckets(after, ACK_FAMILY)
-    )
+async def histogram_since(
+    session: aiohttp.ClientSession, admin_url: str, before: str, family: str
+) -> dict[str, float | None]:
+    """p50 and p99 of a daemon histogram over what it observed since the scrape `before`."""
+    after = await scrape(session, admin_url)
+    buckets = stats.bucket_delta(parse_buckets(before, family), parse_buckets(after, family))
     finite = [b for b in buckets if not math.isinf(b)]
     top = buckets[max(finite)] if finite else 0.0
     return {
@@ -135,7 +133,17 @@ async def _ack_inside(
         "p99": stats.histogram_quantile(0.99, buckets),
         # beyond the histogram's largest bound: the quantile is only a lower limit
         "p99_capped": top < 0.99 * buckets.get(math.inf, 0.0),
+        "count": buckets.get(math.inf, 0.0),
     }
+
+
+async def _ack_inside(
+    session: aiohttp.ClientSession, target: Target, before: str
+) -> dict[str, float | None] | None:
+    """channeld's own view: frame received to ack sent (`channeld_ack_latency_seconds`)."""
+    if not target.admin_url:
+        return None
+    return await histogram_since(session, target.admin_url, before, ACK_FAMILY)
 
 
 async def run_step(
@@ -172,7 +180,7 @@ async def run_step(
             break
         await asyncio.sleep(0.25)
     ended = loop.time()
-    lag = await _lag_window(session, target, started, ended, before)
+    lag = await lag_window(session, target, started, ended, before)
     ack_inside = await _ack_inside(session, target, before)
     cpu = target.proc.cpu() - cpu_before
     others_cpu = {p.name: p.cpu() - others_before[p.name] for p in others}

@@ -5,36 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tools.bench.cells import MB, get, ms, num, step_at, table, times
+from tools.bench.report_webhooks import METHOD as WEBHOOKS_METHOD
+from tools.bench.report_webhooks import callback_goal, webhooks_section
 from tools.bench.stats import ratio
-
-MB = 1024 * 1024
-
-
-def ms(seconds: float | None) -> str:
-    """Seconds as milliseconds for a table cell."""
-    return "–" if seconds is None else f"{seconds * 1000:.1f} ms"
-
-
-def num(value: float | None, digits: int = 1, unit: str = "") -> str:
-    """A number for a table cell."""
-    return "–" if value is None else f"{value:.{digits}f}{unit}"
-
-
-def times(value: float | None) -> str:
-    """A ratio for a table cell."""
-    return "–" if value is None else f"{value:.2f}×"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """A markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
-
-
-def step_at(steps: Sequence[Mapping[str, Any]], rate: float) -> Mapping[str, Any] | None:
-    """The step run at `rate`, if any."""
-    return next((s for s in steps if float(s["rate"]) == rate), None)
 
 
 def comparison_rate(load: Mapping[str, Any]) -> float | None:
@@ -45,15 +19,6 @@ def comparison_rate(load: Mapping[str, Any]) -> float | None:
     rates = [{float(s["rate"]) for s in steps} for steps in load["steps"].values()]
     common = set.intersection(*rates) if rates else set()
     return min(common) if common else None
-
-
-def _get(step: Mapping[str, Any] | None, *path: str) -> float | None:
-    node: Any = step
-    for key in path:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return None if node is None else float(node)
 
 
 # (label, path into a step, formatter)
@@ -83,10 +48,10 @@ def _cell(value: float | None, kind: str) -> str:
 def _comparison(ours: Mapping[str, Any] | None, base: Mapping[str, Any] | None) -> list[list[str]]:
     rows = []
     for label, path, kind in FIGURES:
-        a, b = _get(ours, *path), _get(base, *path)
+        a, b = get(ours, *path), get(base, *path)
         cells = [_cell(a, kind), _cell(b, kind)]
         for i, step in enumerate((ours, base)):
-            if path[-1] == "p99" and _get(step, path[0], "p99_capped"):
+            if path[-1] == "p99" and get(step, path[0], "p99_capped"):
                 cells[i] = "≥ " + cells[i]  # beyond the histogram's largest bound
         rows.append([label, *cells, times(ratio(a, b))])
     return rows
@@ -94,7 +59,7 @@ def _comparison(ours: Mapping[str, Any] | None, base: Mapping[str, Any] | None) 
 
 def _busy(step: Mapping[str, Any]) -> str:
     """CPU use of the target, the emulator and the LLM during a step, in % of one core."""
-    seconds = _get(step, "seconds")
+    seconds = get(step, "seconds")
     if not seconds:
         return "–"
     others = step.get("other_cpu_seconds", {})
@@ -142,14 +107,14 @@ def load_section(load: Mapping[str, Any], reference: float) -> list[str]:
             detail.append(
                 [
                     label,
-                    num(_get(step, "rate"), 0),
+                    num(get(step, "rate"), 0),
                     f"{step['answered']}/{step['sent']}",
-                    num(_get(step, "throughput"), 1),
-                    ms(_get(step, "ack", "p99")),
-                    ms(_get(step, "first_text", "p50")),
-                    ms(_get(step, "reply", "p50")),
-                    ms(_get(step, "loop_lag", "p99")),
-                    num(_get(step, "cpu_per_1000"), 1),
+                    num(get(step, "throughput"), 1),
+                    ms(get(step, "ack", "p99")),
+                    ms(get(step, "first_text", "p50")),
+                    ms(get(step, "reply", "p50")),
+                    ms(get(step, "loop_lag", "p99")),
+                    num(get(step, "cpu_per_1000"), 1),
                     _busy(step),
                 ]
             )
@@ -220,7 +185,7 @@ def goals(results: Mapping[str, Any]) -> list[list[str]]:
     def verdict(ok: bool | None) -> str:
         return "–" if ok is None else ("met" if ok else "not met")
 
-    ack = _get(burst, "ack", "p99")
+    ack = get(burst, "ack", "p99")
     rows.append(
         [
             f"ack p99 < 10 ms at {reference:g} msg/s (burst)",
@@ -228,7 +193,7 @@ def goals(results: Mapping[str, Any]) -> list[list[str]]:
             verdict(None if ack is None else ack < 0.01),
         ]
     )
-    first = _get(steady, "first_text", "p50")
+    first = get(steady, "first_text", "p50")
     over = None if first is None else first - float(settings["first_token_delay"])
     rows.append(
         [
@@ -250,8 +215,8 @@ def goals(results: Mapping[str, Any]) -> list[list[str]]:
         rows.append(
             [f"{big['channels']} channels < 250 MB RSS", num(rss, 1, " MB"), verdict(rss < 250)]
         )
-    lag = _get(burst, "loop_lag", "p99")
-    steady_lag = _get(steady, "loop_lag", "p99")
+    lag = get(burst, "loop_lag", "p99")
+    steady_lag = get(steady, "loop_lag", "p99")
     rows.append(
         [
             f"loop lag p99 < 20 ms at load ({reference:g} msg/s burst)",
@@ -259,6 +224,8 @@ def goals(results: Mapping[str, Any]) -> list[list[str]]:
             verdict(None if lag is None else lag < 0.02),
         ]
     )
+    if "webhooks" in results:
+        rows.append(callback_goal(results["webhooks"]))
     return rows
 
 
@@ -331,6 +298,10 @@ def render_markdown(results: Mapping[str, Any], images: Sequence[str] = ()) -> s
         lines += scale_section(results["scale"])
     if "coalescing" in results:
         lines += coalescing_section(results["coalescing"])
+    if "webhooks" in results:
+        lines += webhooks_section(results)
     lines += [f"![{name}]({name})" for name in images]
     lines += ["", METHOD]
+    if "webhooks" in results:
+        lines.append(WEBHOOKS_METHOD)
     return "\n".join(lines).rstrip() + "\n"
