@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import io
 import itertools
 import json
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from channels.wukongim.emulator import WuKongIMEmulatorThread, add_arguments, main, serve
+from channels.wukongim.emulator import WuKongIMEmulatorThread, add_arguments, main
 from channels.wukongim.emulator.state import fake_channel_id
 from channels.wukongim.emulator.streams import EventRequest, EventStore
 from tests.wukongim_support import BOT, WebhookReceiver, attempts, b64_text, decoded, started
@@ -658,39 +658,53 @@ async def test_injected_faults_answer_like_the_server_or_a_proxy(
 # -- channeld emulate wukongim --------------------------------------------------------------------
 
 
-class _Screen(io.StringIO):
-    """stdout for `serve`, telling a waiter when the control plane line is out."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ready = asyncio.Event()
-
-    def write(self, text: str) -> int:
-        if "control plane" in text:
-            self.ready.set()
-        return super().write(text)
-
-
-async def test_serve_prints_how_to_connect_and_serves(
+async def test_channeld_emulate_wukongim_serves_and_pushes(
     http: aiohttp.ClientSession, receiver: WebhookReceiver
 ) -> None:
-    screen = _Screen()
-    task = asyncio.create_task(
-        serve("127.0.0.1:0", ["aibot", "helper"], out=screen, webhook=receiver.url(), token="t")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "daemon",
+        "emulate",
+        "wukongim",
+        "--listen",
+        "127.0.0.1:0",
+        "--bot",
+        "aibot",
+        "--bot",
+        "helper",
+        "--token",
+        "t",
+        "--webhook",
+        receiver.url(),
+        "--push-interval",
+        "0.05",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        await asyncio.wait_for(screen.ready.wait(), 10)
-        printed = screen.getvalue()
+        assert proc.stdout is not None
+        printed = ""
+        async with asyncio.timeout(20):
+            while "control plane" not in printed:
+                line = await proc.stdout.readline()
+                assert line, printed
+                printed += line.decode()
         url = printed.split("listening on ")[1].split()[0]
         assert "bots: aibot, helper" in printed
         assert f'api_base = "{url}"' in printed
         assert "manager token: required" in printed
         status, varz = await Api(http, url, "t").call("GET", "/varz")
         assert status == 200 and json.loads(varz)["server_name"] == "WuKongIM"
+        status, sent = await Api(http, url).post(
+            "/_emulator/messages", {"bot_uid": "helper", "from_uid": "u1", "text": "hi"}
+        )
+        assert status == 200
+        (post,) = await receiver.wait_for(1)
+        assert ids(post) == [sent["message_id"]] and post.body[0]["channel_id"] == "helper"
     finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        proc.terminate()
+        await proc.wait()
 
 
 async def test_main_parses_its_options_and_reports_a_busy_port() -> None:

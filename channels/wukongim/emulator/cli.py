@@ -19,7 +19,7 @@ DEFAULT_LISTEN = "127.0.0.1:5001"  # the real server's HTTP API port
 OPTIONS: list[cli.Option] = [
     ("--webhook", DEFAULT_WEBHOOK, "webhook.httpAddr: where messages are pushed ('' for nowhere)"),
     ("--token", "", "managerToken: API calls must send it in the `token` header ('' for none)"),
-    ("--version", DEFAULT_VERSION, "the version /varz reports; before v2.2 there is no event API"),
+    ("--version", DEFAULT_VERSION, "the version /varz reports (before v2.2.4: no event API)"),
     ("--push-interval", 0.5, "webhook.msgNotifyEventPushInterval in seconds"),
     ("--count-per-push", 100, "webhook.msgNotifyEventCountPerPush: a batch this full goes at once"),
     ("--retry-max", 5, "webhook.msgNotifyEventRetryMaxCount: pushes of a message before it drops"),
