@@ -8,11 +8,13 @@ skipped, never queued. The emitter knows no platform: fallbacks (card to message
 the ReplyStream, which keeps taking the same calls.
 
 The final text is retried until it lands or a deadline passes; then, and when the agent fails or
-answers nothing, the reply ends through `fail()` with the partial text. `on_progress(shown)` runs
-after an update that changed what the user sees (the stream's delivered text), so the owner can
-record it; what the user saw in the end is the result's `delivered`. `on_final(text)` runs once,
-before the complete answer is first sent, so the owner can record it ahead of the call (after a
-crash between the call and the outcome's record, recovery then ends the card with it rather than
+answers nothing, the reply ends through `fail()` with the partial text. `on_progress(shown)` is
+handed what the user sees after an update that changed it (the stream's delivered text), so the
+owner can record it; it runs beside the delivery (a slow record delays neither the next update
+nor the final text), one call at a time, latest wins, and has ended when `emit` returns. What
+the user saw in the end is the result's `delivered`. `on_final(text)` runs once, before the
+complete answer is first sent, so the owner can record it ahead of the call (after a crash
+between the call and the outcome's record, recovery then ends the card with it rather than
 answering again). Cancellation (a /stop, a shutdown) ends the reply with `fail("(stopped)")`,
 then propagates.
 """
@@ -78,6 +80,69 @@ class EmitResult:
     delivered: str = ""  # what the stream says reached the user when the reply ended
 
 
+class _ProgressRecorder:
+    """Hands what the user sees to `on_progress` beside the delivery, never in its way.
+
+    The owner's record may queue behind other writes (a burst's SQLite writer); the next update
+    and the final text do not wait for it. One call at a time; a text that arrives meanwhile
+    replaces any other still waiting (latest wins).
+    """
+
+    def __init__(self, hook: Progress | None) -> None:
+        self._hook = hook
+        self._reported = ""  # the last text handed over or waiting to be
+        self._waiting: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def report(self, shown: str) -> None:
+        """Record `shown` unless it was the last; raises what an earlier call raised."""
+        self.check()
+        if self._hook is None or shown == self._reported:
+            return
+        self._reported = shown
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(self._hook, shown), name="progress")
+        else:
+            self._waiting = shown
+
+    def check(self) -> None:
+        """Raise what the hook raised: a bug in the owner, which must not pass unseen."""
+        task = self._task
+        if task is not None and task.done() and not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                raise error
+
+    async def drain(self) -> None:
+        """Let the call under way end; a text still waiting is dropped (the result carries it)."""
+        self._waiting = None
+        if self._task is None:
+            return
+        try:
+            await self._task
+        except Exception:
+            # the reply has ended already: nothing left to fail, but the owner's bug is told
+            log.exception("recording the reply's progress failed")
+
+    async def stop(self) -> None:
+        """Cancel the call under way (the reply is being cut short) and wait for it to end."""
+        self._waiting = None
+        task = self._task
+        if task is None:
+            return
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the reply is being cut short for another reason already
+
+    async def _run(self, hook: Progress, text: str) -> None:
+        while True:
+            await hook(text)
+            if self._waiting is None:
+                return
+            text, self._waiting = self._waiting, None
+
+
 class _Reply:
     """State of one reply's delivery; the text comes from the answer's reading task."""
 
@@ -86,13 +151,12 @@ class _Reply:
     ) -> None:
         self.answer = answer
         self.stream = stream
-        self.on_progress = on_progress
+        self.progress = _ProgressRecorder(on_progress)
         self.updates_enabled = True
         self.token_held = False  # a token taken for an update that the end made unnecessary
         self.last_call_at: float | None = None
         self.updates_sent = 0
         self.first_update_at: float | None = None
-        self.reported = ""  # what on_progress was last given
 
     @property
     def text(self) -> str:
@@ -133,29 +197,39 @@ class ResponseEmitter:
         """
         reply = _Reply(answer, stream, on_progress)
         try:
-            await self._drive_updates(reply)
-            try:
-                await answer.result()
-            except ChannelError as exc:
-                return await self._fail(reply, self._settings.failure_text, _describe(exc))
-            except Exception as exc:
-                log.exception("the agent failed with an unclassified error")
-                return await self._fail(reply, self._settings.failure_text, _describe(exc))
-            if not reply.text.strip():
-                return await self._fail(reply, self._settings.empty_text, "empty answer")
-            if on_final is not None:
-                await on_final(reply.text)
-            return await self._finish(reply)
+            result = await self._deliver(reply, on_final)
         except asyncio.CancelledError:
             # Re-raised so that the owner (a /stop, a shutdown, a timeout) sees its cancellation.
             await answer.aclose(self._settings.cleanup_timeout)
+            await reply.progress.stop()
             await self._fail_quietly(reply, self._settings.stopped_text)
             raise
         except Exception:
-            # A bug below (on_progress, the stream) must not leave the card "thinking" forever.
+            # A bug below (the hooks, the stream) must not leave the card "thinking" forever.
             await answer.aclose(self._settings.cleanup_timeout)
+            await reply.progress.stop()
             await self._fail_quietly(reply, self._settings.failure_text)
             raise
+        # the owner records the outcome next: no progress record may land after it
+        await reply.progress.drain()
+        return result
+
+    async def _deliver(self, reply: _Reply, on_final: Progress | None) -> EmitResult:
+        await self._drive_updates(reply)
+        try:
+            await reply.answer.result()
+        except ChannelError as exc:
+            return await self._fail(reply, self._settings.failure_text, _describe(exc))
+        except Exception as exc:
+            log.exception("the agent failed with an unclassified error")
+            return await self._fail(reply, self._settings.failure_text, _describe(exc))
+        if not reply.text.strip():
+            return await self._fail(reply, self._settings.empty_text, "empty answer")
+        reply.progress.check()
+        if on_final is not None:
+            # the pause after the last call is counted from that call: it passes meanwhile
+            await on_final(reply.text)
+        return await self._finish(reply)
 
     async def abandon(self, answer: PrefetchedAnswer, stream: ReplyStream) -> None:
         """End a reply that will not be delivered (it could not be recorded): stop reading the
@@ -202,10 +276,7 @@ class ResponseEmitter:
             return
         reply.updates_sent += 1
         self._landed(reply)
-        shown = reply.stream.delivered.text
-        if reply.on_progress is not None and shown != reply.reported:
-            reply.reported = shown
-            await reply.on_progress(shown)
+        reply.progress.report(reply.stream.delivered.text)
 
     async def _finish(self, reply: _Reply) -> EmitResult:
         """Deliver the final text, retrying with backoff until it lands or the deadline passes."""

@@ -458,3 +458,119 @@ async def test_the_complete_answer_is_handed_over_once_before_its_final_text_is_
     )
     assert result.outcome is ReplyOutcome.FAILED
     assert handed == []  # an answer cut short is never final
+
+
+class SlowProgress(ProgressLog):
+    """A progress hook that takes `delay` (a write queued behind others) and records its calls."""
+
+    def __init__(self, clock: VirtualClock, delay: float, *, error: Exception | None = None):
+        super().__init__()
+        self.clock = clock
+        self.delay = delay
+        self.error = error
+        self.calls: list[tuple[float, float]] = []  # (started, ended)
+        self.running = 0
+
+    async def __call__(self, text: str) -> None:
+        started = self.clock()
+        self.running += 1
+        assert self.running == 1, "two progress calls at once"
+        try:
+            await self.clock.sleep(self.delay)
+        finally:
+            self.running -= 1
+        self.calls.append((started, self.clock()))
+        if self.error is not None:
+            raise self.error
+        await super().__call__(text)
+
+
+async def test_a_slow_progress_record_delays_neither_the_updates_nor_the_final_text(
+    clock: VirtualClock,
+) -> None:
+    agent = FakeAgent(clock, words(100), gap=0.01)  # done after 1 s
+    stream = RecordingStream(clock, latency=0.01)
+    progress = SlowProgress(clock, delay=0.45)  # each record waits longer than an update's pause
+    emitter = make_emitter(clock, min_interval=0.2, final_min_interval=0.1)
+
+    result = await emitter.emit(PrefetchedAnswer(agent.stream()), stream, on_progress=progress)
+
+    returned = clock()
+    assert result.outcome is ReplyOutcome.REPLIED
+    updates = stream.of("update")
+    assert len(updates) >= 4  # one every 0.2 s, not one per record
+    assert_paced(updates, 0.2)
+    assert all(b.started - a.started < 0.2 + 0.05 for a, b in itertools.pairwise(updates))
+    [finish] = stream.of("finish")
+    assert finish.started <= max(agent.pulled_at) + 0.1 + EPS  # no wait for a record
+    # latest wins: a record at a time, updates that came and went meanwhile never recorded
+    texts = [call.text for call in updates]
+    assert 2 <= len(progress.texts) < len(texts)
+    assert progress.texts == sorted(progress.texts, key=texts.index)
+    assert progress.texts[-1] == texts[-1] or progress.texts[-1] == texts[-2]
+    # every record has ended when emit returns: the owner's outcome write comes after them
+    assert progress.calls[-1][1] <= returned
+
+
+async def test_a_record_under_way_is_cancelled_with_the_reply(clock: VirtualClock) -> None:
+    driver = next(t for t in asyncio.all_tasks() if t.get_name() == "virtual-clock")
+    emitter = make_emitter(clock)
+    agent = FakeAgent(clock, words(500), gap=0.01)
+    stream = RecordingStream(clock)
+    progress = SlowProgress(clock, delay=100.0)
+    reply = asyncio.create_task(
+        emitter.emit(PrefetchedAnswer(agent.stream()), stream, on_progress=progress)
+    )
+
+    await clock.sleep(1.0)
+    assert progress.running == 1
+    reply.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reply
+
+    assert progress.running == 0
+    assert progress.calls == [] and progress.texts == []
+    assert [call.reason for call in stream.of("fail")] == ["(stopped)"]
+    assert other_tasks(driver) == set()
+
+
+async def test_a_record_that_fails_after_the_final_text_landed_is_logged_not_undone(
+    clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = FakeAgent(clock, words(30), gap=0.01)  # done at 0.3 s, while the first record runs
+    stream = RecordingStream(clock, latency=0.01)
+    progress = SlowProgress(clock, delay=1.0, error=ChannelError("journal unavailable"))
+    emitter = make_emitter(clock, min_interval=0.2)
+
+    result = await emitter.emit(PrefetchedAnswer(agent.stream()), stream, on_progress=progress)
+
+    assert result.outcome is ReplyOutcome.REPLIED
+    assert stream.of("finish")[0].landed
+    assert not stream.of("fail")  # the user keeps the answer
+    assert len(progress.calls) == 1
+    assert "recording the reply's progress failed" in caplog.text
+
+
+@pytest.mark.parametrize(("store", "expected"), [(0.05, 0.1), (0.3, 0.3)])
+async def test_the_final_call_follows_the_stored_answer_and_the_short_pause_whichever_is_later(
+    clock: VirtualClock, store: float, expected: float
+) -> None:
+    # the answer ends 0.02 s after an update went out; storing it takes `store` seconds: the
+    # final call never starts before it is stored, and the 0.1 s pause after the update passes
+    # meanwhile (the final call waits for the longer of the two, not for both)
+    agent = FakeAgent(clock, ["a ", "b "], gap=0.01)
+    stream = RecordingStream(clock, latency=0.001)
+    emitter = make_emitter(clock, min_interval=0.5, final_min_interval=0.1)
+    stored: list[float] = []
+
+    async def on_final(text: str) -> None:
+        assert not stream.of("finish")
+        await clock.sleep(store)
+        stored.append(clock())
+
+    await emitter.emit(PrefetchedAnswer(agent.stream()), stream, on_final=on_final)
+
+    update, finish = stream.calls
+    assert (update.kind, finish.kind) == ("update", "finish")
+    assert finish.started >= stored[0]
+    assert finish.started - update.started == pytest.approx(expected, abs=0.02)
