@@ -66,3 +66,4 @@ _registry = (
     _.DingTalkProvider,  # built by name: provider_at("channels.dingtalk.provider:DingTalkProvider")
     _.FeishuProvider,  # ... and provider_at("channels.feishu.provider:FeishuProvider")
 )
+_.repeated  # WuKongIM emulator: EventRecord.repeated, read by the control plane and tests
