@@ -65,5 +65,6 @@ _test_entry_points = (
 _registry = (
     _.DingTalkProvider,  # built by name: provider_at("channels.dingtalk.provider:DingTalkProvider")
     _.FeishuProvider,  # ... and provider_at("channels.feishu.provider:FeishuProvider")
+    _.WuKongIMProvider,  # ... and provider_at("channels.wukongim.provider:WuKongIMProvider")
 )
 _.repeated  # WuKongIM emulator: EventRecord.repeated, read by the control plane and tests
