@@ -11,10 +11,13 @@ from tests.feishu_support import FEISHU_APP_ID, FEISHU_APP_SECRET
 from tools.fake_llm import FakeLLM
 
 
-def write_config(tmp_path: Path, llm: FakeLLM, channel: str, *, daemon: str = "") -> Path:
+def write_config(
+    tmp_path: Path, llm: FakeLLM, channel: str, *, daemon: str = "", sections: str = ""
+) -> Path:
     """channeld.toml in `tmp_path`: state there, admin on a free port, the fake LLM, one channel.
 
-    `channel` is the `[[channels]]` block's body; `daemon` adds lines to `[daemon]`.
+    `channel` is the `[[channels]]` block's body; `daemon` adds lines to `[daemon]`; `sections`
+    adds whole sections (e.g. `[webhooks]`).
     """
     path = tmp_path / "channeld.toml"
     path.write_text(
@@ -25,6 +28,7 @@ state_dir = "{tmp_path}"
 
 [admin]
 listen = "127.0.0.1:0"
+{sections}
 
 [agents.default]
 type = "openai"

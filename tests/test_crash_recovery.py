@@ -9,6 +9,7 @@ from typing import Any
 
 from channels.dingtalk.emulator import EmulatorThread
 from channels.recovery import INTERRUPTED_NOTE
+from channels.wukongim.emulator import WuKongIMEmulatorThread
 from tests.agents_support import fake_llm_fixture
 from tests.dingtalk_support import (
     DINGTALK_CLIENT_ID,
@@ -21,7 +22,12 @@ from tests.feishu_support import (
     feishu_emulator,
 )
 from tests.recovery_support import cards_of, dingtalk_channel, feishu_channel, write_config
+from tests.wukongim_support import BOT as WK_BOT
+from tests.wukongim_support import FAST as WK_FAST
+from tools.bench.procs import free_port
 from tools.fake_llm import FakeLLM
+
+WK_KEY = "wk-webhook-key-0123456789"
 
 __all__ = ["dingtalk_emulator", "fake_llm_fixture", "feishu_emulator"]
 
@@ -136,3 +142,58 @@ async def test_feishu_recovery_closes_the_stuck_card_and_answers_once(
         assert not [c for c in await feishu_emulator.calls() if c.code == 300317]
     finally:
         assert await second.end(signal.SIGTERM) == 0
+
+
+async def test_wukongim_recovery_closes_the_open_stream_once_and_answers_once(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    fake_llm.script_stall_mid_stream(after_tokens=3, seconds=60)
+    port = free_port()  # the emulator must know the webhook URL across both processes
+    channel = f"""id = "wk"
+type = "wukongim"
+bot_uid = "{WK_BOT}"
+webhook_key = "{WK_KEY}"
+card_update_interval = 0.05
+"""
+    async with WuKongIMEmulatorThread(
+        webhook=f"http://127.0.0.1:{port}/hooks/wk?key={WK_KEY}", **WK_FAST
+    ) as emulator:
+        config = write_config(
+            tmp_path,
+            fake_llm,
+            channel + f'api_base = "{emulator.url}"\n',
+            sections=f'[webhooks]\nlisten = "127.0.0.1:{port}"\n',
+        )
+        first = DaemonProcess(config)
+        await first.start()
+        await first.wait_log("channel wk: connected")
+        sent = await emulator.send_user_message(WK_BOT, from_uid="u1", text="tell me a long story")
+
+        def streams(e: Any) -> list[dict[str, Any]]:
+            view = e.chat_view(sent.chat_id) or {"items": []}
+            return [i for i in view["items"] if i["kind"] == "card"]
+
+        await emulator.wait_for(lambda e: any(c["text"] for c in streams(e)), 15)
+        await asyncio.sleep(0.3)  # let the journal record what the stream shows
+        assert await first.end(signal.SIGKILL) == -signal.SIGKILL
+        second = DaemonProcess(config)
+        await second.start()
+        try:
+
+            def both_done(e: Any) -> list[dict[str, Any]] | None:
+                found = streams(e)
+                return found if len(found) == 2 and all(c["done"] for c in found) else None
+
+            done = await emulator.wait_for(both_done, 20)
+            assert done is not None
+            stuck, fresh = done
+            assert stuck["text"].startswith("Echo:") and INTERRUPTED_NOTE in stuck["text"]
+            assert fresh["text"] == "Echo: tell me a long story"
+            events = await emulator.events(stuck["client_msg_no"])
+            ends = [e.event_type for e in events if e.event_type != "stream.delta"]
+            assert ends == ["stream.close", "stream.finish"]  # closed once
+            view = await emulator.chat_view(sent.chat_id)
+            assert view is not None
+            assert [i for i in view["items"] if i["kind"] == "message"] == []
+        finally:
+            assert await second.end(signal.SIGTERM) == 0
