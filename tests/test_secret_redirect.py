@@ -285,4 +285,8 @@ def test_the_endpoint_settings_are_marked_in_the_openapi_document() -> None:
         for prop, spec in schema.get("properties", {}).items()
         if spec.get("x-sends-secrets")
     }
-    assert marked == {("DingTalkChannelConfig", "api_base"), ("FeishuChannelConfig", "domain")}
+    assert marked == {
+        ("DingTalkChannelConfig", "api_base"),
+        ("FeishuChannelConfig", "domain"),
+        ("WuKongIMChannelConfig", "api_base"),
+    }
