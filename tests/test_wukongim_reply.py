@@ -402,3 +402,15 @@ async def test_the_channel_start_checks_the_token_and_the_server(
         await provider.close()
     assert provider.state is ChannelState.DISCONNECTED
     assert "wrong-token" not in str(caught.value) and TOKEN not in str(caught.value)
+
+
+async def test_a_failed_answer_whose_note_cannot_stream_still_closes_the_stream(
+    emulator: WuKongIMEmulatorThread, provider: WuKongIMProvider
+) -> None:
+    stream = await provider.open_stream(dm())
+    await stream.update("Partial")
+    await emulator.add_fault("/message/event", 503, msg="busy")
+    await stream.fail("(The answer failed.)", partial_text="Partial")
+    card, note = await bot_items(emulator)
+    assert (card["text"], card["status"]) == ("Partial", "finished")
+    assert note["text"] == f"{CONTINUED}\n\n(The answer failed.)"

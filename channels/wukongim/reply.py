@@ -131,7 +131,14 @@ class WuKongIMReplyStream(CardReplyStream):
             )
             self._card_text = text
             return
-        await self._append(text)
+        try:
+            await self._append(text)
+        except ChannelError as exc:
+            if not failed:
+                raise  # retried, or the rest follows as messages
+            # nothing retries a failed answer's end: its note follows as a message, and the
+            # stream is still closed rather than left typing
+            log.info("channel %s: note not streamed: %s", self._message.channel_id, exc)
         await self._close(failed=failed)
 
     async def _settle_stopped_card(self) -> None:
