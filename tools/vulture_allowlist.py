@@ -67,4 +67,7 @@ _registry = (
     _.FeishuProvider,  # ... and provider_at("channels.feishu.provider:FeishuProvider")
     _.WuKongIMProvider,  # ... and provider_at("channels.wukongim.provider:WuKongIMProvider")
 )
-_.repeated  # WuKongIM emulator: EventRecord.repeated, read by the control plane and tests
+
+_emulator_records = (
+    _.repeated,  # WuKongIM emulator: EventRecord.repeated, read by the control plane and tests
+)
