@@ -5,6 +5,7 @@ The benchmarks themselves run with `make bench`, never in the test suite.
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from pathlib import Path
@@ -12,20 +13,40 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.emulator import EmulatorThread
+from channels.model import ChannelId, ChatType
+from channels.wukongim.api import text_payload
+from channels.wukongim.config import WuKongIMChannelConfig
+from channels.wukongim.convert import to_batch
 from daemon.config import Settings
 from tests import dingtalk_support
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, RawStreamClient
+from tools.bench import ack_server, callbacks, measure, stats, wukongim
 from tools.bench import config as cfg
-from tools.bench import measure, stats
 from tools.bench.coalesce import analyse
 from tools.bench.llm import TracingLLM
 from tools.bench.probe import EmulatorClient
 from tools.bench.report import render_markdown
+from tools.bench.webhooks import receipts
 
 dingtalk_emulator = dingtalk_support.dingtalk_emulator  # the shared fixture, by name
+
+RESULTS_HEAD: dict[str, Any] = {  # what every results dictionary starts with
+    "started": "2026-01-01T00:00:00+00:00",
+    "quick": True,
+    "machine": {
+        "nproc": 2,
+        "cpu_model": "Test CPU",
+        "architecture": "x86_64",
+        "memory_gb": 8,
+        "kernel": "6.0",
+        "python": "3.11.7",
+    },
+    "clock": {"implementation": "clock_gettime(CLOCK_MONOTONIC)", "shared": True},
+}
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -179,17 +200,7 @@ def test_coalescing_analysis_and_report_render_from_synthetic_results() -> None:
     }
     base = {**step, "ack": {"p50": 0.8, "p99": 0.9}, "api_calls_per_reply": 1.0}
     results = {
-        "started": "2026-01-01T00:00:00+00:00",
-        "quick": True,
-        "machine": {
-            "nproc": 2,
-            "cpu_model": "Test CPU",
-            "architecture": "x86_64",
-            "memory_gb": 8,
-            "kernel": "6.0",
-            "python": "3.11.7",
-        },
-        "clock": {"implementation": "clock_gettime(CLOCK_MONOTONIC)", "shared": True},
+        **RESULTS_HEAD,
         "settings": {"reference_rate": 200.0, "first_token_delay": 0.3, "token_interval": 0.02}
         | {"words": 24},
         "load": {
@@ -259,3 +270,155 @@ async def test_sent_frames_and_acks_give_the_ack_latency(dingtalk_emulator: Emul
     (ack,) = [a for a in acks if a["message_id"] == sent["frame_message_id"]]
     assert frame["client_id"] == DINGTALK_CLIENT_ID and frame["delivered"]
     assert 0 <= ack["at"] - frame["at"] < 5
+
+
+def test_callback_bodies_are_messages_the_wukongim_provider_answers() -> None:
+    items = json.loads(
+        callbacks.notify_body(step=71, index=3, batch=10, rate=50.0, bot_uid="aibot", words=24)
+    )
+    batch = to_batch(ChannelId("wk"), items, "aibot")
+    assert len(batch.messages) == 10 and batch.ignored == batch.malformed == 0
+    first = batch.messages[0]
+    assert first.chat_type is ChatType.DIRECT and int(first.message_id) > 2**53
+    assert first.text.startswith(measure.tag(71, 30) + " ") and len(first.text.split()) == 24
+    assert len({m.sender.platform_id for m in batch.messages}) == 10
+
+
+def test_generated_wukongim_config_is_valid() -> None:
+    text = cfg.wukongim_config(
+        state_dir=Path("/tmp/bench-state"),
+        admin_listen="127.0.0.1:9999",
+        webhooks_listen="127.0.0.1:9998",
+        api_base="http://127.0.0.1:1234",
+        llm_url="http://127.0.0.1:5678/v1",
+        channel_id="wk-bench",
+        card_updates_per_second=200.0,
+    )
+    settings = Settings.model_validate(tomllib.loads(text))
+    settings.check_references()
+    (channel,) = settings.channels
+    assert isinstance(channel, WuKongIMChannelConfig) and channel.bot_uid == cfg.WUKONGIM_BOT
+    assert channel.card_updates_per_second == 200.0 and settings.webhooks.port == 9998
+
+
+def test_wukongim_answers_are_timed_from_their_anchor_deltas_and_end() -> None:
+    t, other = measure.tag(75, 0), measure.tag(75, 1)
+    no = {"client_msg_no": "s1"}
+
+    def event(at: float, kind: str, delta: str = "", status: int = 200) -> dict[str, Any]:
+        body = {**no, "event_type": kind, "payload": {"kind": "text", "delta": delta}}
+        return {"at": at, "path": wukongim.EVENT_PATH, "body": body, "status": status}
+
+    plain = {"payload": text_payload(f"Echo: {other} w1"), "client_msg_no": "p1"}
+    calls = [
+        {"at": 10.01, "path": wukongim.SEND_PATH, "body": {**no, "is_stream": 1}, "status": 200},
+        event(10.2, wukongim.DELTA, "x", status=400),  # refused: shows nothing
+        event(10.31, wukongim.DELTA, "Echo:"),
+        event(10.6, wukongim.DELTA, f" {t} w1"),
+        event(10.7, "stream.close"),
+        event(10.71, "stream.finish"),
+        {"at": 10.9, "path": wukongim.SEND_PATH, "body": plain, "status": 200},
+        {"at": 10.95, "path": "/_emulator/messages", "body": {}, "status": 200},
+    ]
+    pushes = [
+        {"at": 9.0, "status": 500, "message_ids": ["m1"]},
+        {"at": 10.0, "status": 200, "message_ids": ["m1", "m2"]},
+        {"at": 11.0, "status": 200, "message_ids": ["m1"]},
+    ]
+    assert receipts(pushes) == {"m1": 10.0, "m2": 10.0}
+    traces = {t: {"started": 10.02, "token_times": [10.3, 10.59]}}
+    streamed, sent_plain = wukongim.collect_replies(
+        {t: "m1", other: "m2"}, receipts(pushes), calls, traces
+    )
+    assert streamed.latency("shown_at") == pytest.approx(0.01)
+    assert streamed.latency("llm_request_at") == pytest.approx(0.02)
+    assert streamed.latency("first_text_at") == pytest.approx(0.31)
+    assert streamed.latency("final_at") == pytest.approx(0.7)
+    assert streamed.calls == 6
+    assert (
+        sent_plain.latency("first_text_at") == sent_plain.latency("final_at") == pytest.approx(0.9)
+    )
+    assert wukongim.finished_tags(calls) == {t, other}
+    assert wukongim.finished_tags(calls[:4]) == set()
+    assert wukongim.api_calls(calls) == {wukongim.SEND_PATH: 2, wukongim.EVENT_PATH: 5}
+
+
+async def test_bare_handler_journals_each_message_once_and_answers_200(tmp_path: Path) -> None:
+    conn = ack_server.open_journal(tmp_path / "journal.sqlite3")
+    runner = web.AppRunner(ack_server.make_app(conn))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hooks/wk?key=k&event=msg.notify"
+
+    def body(index: int) -> bytes:
+        return callbacks.notify_body(step=1, index=index, batch=2, rate=1, bot_uid="b", words=3)
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            shots = await callbacks.post_open_loop(session, url, rate=200, seconds=0.02, body=body)
+            again = await callbacks.post_open_loop(session, url, rate=200, seconds=0.01, body=body)
+            async with session.post(url, data=b"{") as resp:
+                assert resp.status == 400
+    finally:
+        await runner.cleanup()
+    summary = callbacks.summarize_shots(shots, batch=2)
+    assert summary["callbacks"] == 4 and summary["messages"] == 8 and summary["not_ok"] == 0
+    assert all(s.status == 200 for s in again) and summary["latency"]["max"] > 0
+    rows = conn.execute("SELECT count(*) FROM journal").fetchone()
+    assert rows == (8,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn.close()
+
+
+def _phase(p99: float, *, batch: int, inside: float | None = None) -> dict[str, Any]:
+    latency = {"p50": p99 / 2, "p99": p99, "max": p99 * 1.1}
+    phase: dict[str, Any] = {"callbacks": 250, "messages": 250 * batch, "batch": batch}
+    phase |= {"not_ok": 0, "rate": 50.0}
+    phase |= {"seconds": 5.0, "elapsed": 5.0, "cpu_seconds": 2.5, "latency": latency}
+    if inside is not None:
+        phase |= {"inside": {"p99": inside}, "answered": 250 * batch}
+    return phase
+
+
+def test_webhooks_section_renders_the_listener_and_wukongim_beside_dingtalk() -> None:
+    dingtalk = {"rate": 10.0, "answered": 30, "sent": 30, "first_text": {"p50": 0.33}}
+    wk = {**dingtalk, "first_text": {"p50": 0.31}, "push_delay": {"p50": 0.025}}
+    results = {
+        **RESULTS_HEAD,
+        "settings": {"reference_rate": 60.0, "first_token_delay": 0.3, "token_interval": 0.02}
+        | {"words": 24},
+        "load": {
+            "steps": {"channeld": [dingtalk], "baseline": []},
+            "sustained": {"channeld": 10.0, "baseline": None},
+            "burst": {"channeld": {**dingtalk, "rate": 60.0}},
+        },
+        "webhooks": {
+            "callbacks": {
+                "single": {
+                    "channeld": _phase(0.03, batch=1, inside=0.028),
+                    "baseline": _phase(0.003, batch=1),
+                },
+                "batch": {
+                    "channeld": _phase(0.06, batch=10, inside=0.05),
+                    "baseline": _phase(0.004, batch=10),
+                },
+            },
+            "push_interval": 0.05,
+            "updates_per_second": 200.0,
+            "end_to_end": {"steady": wk, "burst": {**wk, "rate": 60.0}},
+        },
+    }
+    text = render_markdown(results)
+    goal = "| callback answer p99 < 50 ms at 50 callbacks/s | 30.0 ms (1 message each), 60.0 ms"
+    assert goal + " (10 each) | not met |" in text
+    assert "| answer latency p99 | 30.0 ms | 3.0 ms | 10.00× |" in text
+    assert "| of which inside channeld p99 (histogram) | 28.0 ms | – |  |" in text
+    assert (
+        "| listener process CPU while the load lasted (% of one core) | 50 | 50 | 1.00× |" in text
+    )
+    assert "| the messages answered (by the LLM, through the emulator) | 2500/2500" in text
+    header = "| figure | WuKongIM 10 msg/s | DingTalk 10 msg/s | WuKongIM burst 60 msg/s |"
+    assert header + " DingTalk burst 60 msg/s |" in text
+    row = "| receipt → first visible text p50 | 310.0 ms | 330.0 ms | 310.0 ms | 330.0 ms |"
+    assert row in text
+    assert "| user's message → webhook push p50 | 25.0 ms | – | 25.0 ms | – |" in text

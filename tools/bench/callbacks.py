@@ -15,7 +15,7 @@ import aiohttp
 from tools.bench import measure, stats
 from tools.bench.load import histogram_since
 from tools.bench.probe import scrape
-from tools.bench.procs import Proc
+from tools.bench.procs import OutsideLoad, Proc
 
 PERSON = 1  # WuKongIM's channel type of a direct chat
 ID_BASE = 1 << 61  # message ids above 2**53, as the server's snowflake ids are
@@ -146,9 +146,11 @@ async def run_phase(
     batch: int,
     bot_uid: str,
     words: int,
+    outside: OutsideLoad,
 ) -> dict[str, Any]:
     """One open-loop load against one listener; CPU is the listener's while the load lasted."""
     before = await scrape(session, listener.admin_url) if listener.admin_url else ""
+    outside.start()
     cpu_before = listener.proc.cpu()
     began = time.monotonic()
 
@@ -165,6 +167,7 @@ async def run_phase(
     result["rate"] = rate
     result["seconds"] = seconds
     result["elapsed"] = elapsed
+    result["outside_cpu_percent"] = outside.percent()
     result["cpu_seconds"] = cpu
     if listener.admin_url:
         result["inside"] = await histogram_since(

@@ -43,6 +43,12 @@ def rss_bytes(pid: int) -> int:
     raise LookupError(f"no VmRSS for pid {pid}")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy since boot, all cores, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS  # all but idle and iowait
+
+
 def monotonic_is_shared() -> dict[str, object]:
     """Checks that time.monotonic() in a child process lies between two readings in this one.
 
@@ -160,3 +166,36 @@ class Processes:
         for proc in reversed(self.procs):
             with contextlib.suppress(ProcessLookupError):
                 await proc.stop()
+
+
+class OutsideLoad:
+    """CPU the machine spends on anything but the benchmark (this harness and its children)
+    over a window: other people's work on a shared machine, which skews a run's figures."""
+
+    def __init__(self, procs: Processes) -> None:
+        self._procs = procs
+        self._machine = 0.0
+        self._ours: dict[int, float] = {}
+        self._started = 0.0
+
+    def _read(self) -> dict[int, float]:
+        ours = {os.getpid(): time.process_time()}
+        for proc in self._procs.procs:
+            with contextlib.suppress(OSError):
+                ours[proc.pid] = proc.cpu()
+        return ours
+
+    def start(self) -> None:
+        """Opens the window."""
+        self._started = time.monotonic()
+        self._machine = machine_busy_seconds()
+        self._ours = self._read()
+
+    def percent(self) -> float:
+        """Outside CPU since `start()`, in % of one core."""
+        machine = machine_busy_seconds() - self._machine
+        now = self._read()
+        ours = sum(now[pid] - before for pid, before in self._ours.items() if pid in now)
+        ours += sum(cpu for pid, cpu in now.items() if pid not in self._ours)
+        elapsed = time.monotonic() - self._started
+        return max(0.0, 100 * (machine - ours) / elapsed) if elapsed > 0 else 0.0

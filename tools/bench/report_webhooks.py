@@ -57,6 +57,12 @@ def _latency_rows(ours: Mapping[str, Any], base: Mapping[str, Any]) -> list[list
             "",
         ],
         [
+            "CPU of other processes on the machine meanwhile (% of one core)",
+            num(get(ours, "outside_cpu_percent"), 0),
+            num(get(base, "outside_cpu_percent"), 0),
+            "",
+        ],
+        [
             "harness: callbacks sent late, max",
             ms(get(ours, "send_lateness", "max")),
             ms(get(base, "send_lateness", "max")),
@@ -102,6 +108,7 @@ E2E_FIGURES: list[tuple[str, tuple[str, ...], str]] = [
     ("platform API calls per reply", ("api_calls_per_reply",), "n"),
     ("CPU seconds per 1000 replies", ("cpu_per_1000",), "n"),
     ("event-loop lag p99 (histogram)", ("loop_lag", "p99"), "ms"),
+    ("CPU of other processes on the machine (% of one core)", ("outside_cpu_percent",), "%"),
 ]
 
 
@@ -116,7 +123,7 @@ def _e2e_rows(columns: list[Mapping[str, Any] | None]) -> list[list[str]]:
         cells = []
         for column in columns:
             value = get(column, *path)
-            cells.append(ms(value) if kind == "ms" else num(value, 2))
+            cells.append(ms(value) if kind == "ms" else num(value, 0 if kind == "%" else 2))
         rows.append([label, *cells])
     return rows
 

@@ -23,7 +23,7 @@ from tools.bench.callbacks import CALLBACK_FAMILY, Listener, run_phase
 from tools.bench.config import BenchSettings
 from tools.bench.load import USER_PERIOD, Target, histogram_since, lag_window, summarize
 from tools.bench.probe import EmulatorClient, read_jsonl, scrape
-from tools.bench.procs import Proc, Processes, channeld, free_port, python_module
+from tools.bench.procs import OutsideLoad, Proc, Processes, channeld, free_port, python_module
 
 CHANNEL = "wk-bench"
 WARMUP_STEP = 70  # tags bm70n...: not measured
@@ -76,6 +76,7 @@ async def _callbacks(
     emu: WuKongIMClient,
     listeners: list[Listener],
     settings: BenchSettings,
+    outside: OutsideLoad,
 ) -> dict[str, Any]:
     """Warm-up, then one message per callback, then a burst of batches; the baseline first each
     time, so that channeld's answers to one phase are over before the next load starts."""
@@ -106,6 +107,7 @@ async def _callbacks(
                 batch=batch,
                 bot_uid=cfg.WUKONGIM_BOT,
                 words=settings.words,
+                outside=outside,
             )
             if listener.admin_url:
                 tags = {measure.tag(step, m) for m in range(result["messages"])}
@@ -167,6 +169,7 @@ async def _end_to_end(
     seconds: float,
     drain: float,
     traces_file: Path,
+    outside: OutsideLoad,
 ) -> dict[str, Any]:
     """Users write through the emulator at `rate`; the answers are timed from the emulator's
     records and the LLM's trace, as the DingTalk load times its cards."""
@@ -175,6 +178,7 @@ async def _end_to_end(
     first_call = len(emu.calls)
     before = await scrape(session, daemon.admin_url)
     cpu_before = daemon.proc.cpu()
+    outside.start()
     started = time.monotonic()
     sent, posted = await _offer(emu, step=step, rate=rate, seconds=seconds, words=settings.words)
     await _drain(emu, first_call, set(sent), drain)
@@ -202,6 +206,7 @@ async def _end_to_end(
         api_calls=api,
         api_calls_per_reply=sum(api.values()) / answered if answered else None,
         callback_inside=inside,
+        outside_cpu_percent=outside.percent(),
         push_delay=stats.summary(
             [pushed[m] - posted[t] for t, m in sent.items() if m in pushed and t in posted]
         ),
@@ -261,6 +266,7 @@ async def run_webhooks(
         python_module("tools.bench.ack_server", "--db", str(workdir / "ack-server.sqlite3")),
     )
     await _wait_ready(session, hook + EVENT_QUERY, daemon)
+    outside = OutsideLoad(procs)
     emu = WuKongIMClient(session, emulator.url)
     admin_url = f"http://{admin}"
     query = f"/hooks/{CHANNEL}?key={cfg.WEBHOOK_KEY}{EVENT_QUERY}"
@@ -269,7 +275,7 @@ async def run_webhooks(
         Listener("channeld", f"http://{hooks}{query}", daemon, admin_url=admin_url),
     ]
     results: dict[str, Any] = {
-        "callbacks": await _callbacks(session, emu, listeners, settings),
+        "callbacks": await _callbacks(session, emu, listeners, settings, outside),
         "push_interval": settings.push_interval,
         "updates_per_second": settings.wukongim_updates_per_second,
     }
@@ -297,6 +303,7 @@ async def run_webhooks(
             seconds=seconds,
             drain=drain,
             traces_file=traces_file,
+            outside=outside,
         )
     await daemon.stop()
     await emulator.stop()
