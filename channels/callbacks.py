@@ -56,7 +56,9 @@ class CallbackAnswer:
     status: int = 200
     body: Mapping[str, Any] | None = None  # sent as JSON; None: an empty body
     intake: Intake = Intake()
-    ignored_events: int = 0  # events acknowledged and dropped (the bot's echo, other event types)
+    # messages and events acknowledged as not for the bot (its echo, system messages, other
+    # event types): counted in channeld_messages_ignored; unreadable ones are the provider's
+    ignored_events: int = 0
 
 
 class CallbackRejected(Exception):

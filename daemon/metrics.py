@@ -96,7 +96,8 @@ class Metrics:
         )
         self._ignored = Counter(
             "channeld_messages_ignored",
-            "Group messages not addressed to the bot.",
+            "Messages not for the bot: group messages without a mention; on webhook platforms"
+            " also the bot's own messages echoed back, system messages, other chats and events.",
             CHANNEL,
             registry=r,
         )
@@ -231,10 +232,10 @@ class Metrics:
         self._touch(channel, platform)
         self._child(self._duplicates, channel, platform).inc()
 
-    def message_ignored(self, channel: str, platform: str) -> None:
-        """A group message did not address the bot."""
+    def message_ignored(self, channel: str, platform: str, count: int = 1) -> None:
+        """Messages (a group message without a mention, a webhook's echo) were not for the bot."""
         self._touch(channel, platform)
-        self._child(self._ignored, channel, platform).inc()
+        self._child(self._ignored, channel, platform).inc(count)
 
     def message_invalid(self, channel: str, platform: str) -> None:
         """A payload could not be parsed."""

@@ -102,6 +102,8 @@ class CallbackListener:
             self._metrics.callback(*labels, "rejected", refused.reason)
             return web.json_response({"error": refused.reason}, status=refused.status)
         self._metrics.callback(*labels, _outcome(answer))
+        if answer.ignored_events:
+            self._metrics.message_ignored(*labels, answer.ignored_events)
         self._metrics.callback_latency(*labels, time.perf_counter() - started)
         if answer.body is None:
             return web.Response(status=answer.status)

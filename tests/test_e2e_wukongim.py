@@ -186,6 +186,7 @@ async def test_the_bots_own_echo_causes_no_llm_call(
     pushes = await wk_stack.emulator.pushes()
     echoed = [m for p in pushes for m in p.body if m.get("from_uid") == BOT]
     assert echoed and all(p.status == 200 for p in pushes)
+    assert wk_stack.metric("channeld_messages_ignored_total") >= len(echoed)
     await wk_stack.idle()
     assert len(fake_llm_slow.requests) == 1
 
@@ -200,7 +201,6 @@ async def test_a_group_message_is_answered_only_when_it_mentions_the_bot(
     assert [i["text"] for i in items] == ["Echo: bot, a question"]
     await wk_stack.idle()
     assert len(fake_llm_slow.requests) == 1
-    assert wk_stack.metric("channeld_messages_ignored_total") == 1
 
 
 async def test_an_event_api_that_refuses_gives_one_plain_answer(

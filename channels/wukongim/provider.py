@@ -97,7 +97,7 @@ class WuKongIMProvider(
             for _ in range(batch.malformed):
                 self._observer.message_invalid(self._config.id, self.platform)
         intake = await self._journal(deliver, batch.messages) if batch.messages else Intake()
-        return CallbackAnswer(intake=intake, ignored_events=batch.ignored + batch.malformed)
+        return CallbackAnswer(intake=intake, ignored_events=batch.ignored)
 
     def _check_key(self, given: str) -> None:
         expected = self._config.webhook_key
