@@ -3,6 +3,7 @@ from the OpenAPI document the registry feeds, with no change to the page or to `
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,12 @@ import pytest
 
 from daemon.app import Daemon
 from daemon.config import validate
+from tests.callback_support import HOOK, HookPlatform, hook_platform
 from tests.e2e_support import FAST_BACKOFF
 from tests.registry_support import DUMMY, Dummy, DummyChannelConfig, dummy
 from tests.web_support import Page, browser, expect
 
-__all__ = ["browser", "dummy"]
+__all__ = ["browser", "dummy", "hook_platform"]
 
 TOKEN = "registry-web-token"
 
@@ -27,6 +29,7 @@ async def page(tmp_path: Path, browser: Any, dummy: Dummy) -> AsyncIterator[Page
         {
             "daemon": {"state_dir": str(tmp_path)},
             "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+            "webhooks": {"listen": "127.0.0.1:0"},
             "agents": {"default": {"type": "echo"}},
         }
     )
@@ -69,3 +72,22 @@ async def test_the_form_of_a_registered_platform(page: Page, dummy: Dummy) -> No
     (built,) = dummy.built
     assert isinstance(built, DummyChannelConfig)
     assert built.token.get_secret_value() == "typed-in-the-page"
+
+
+async def test_a_webhook_channel_shows_the_url_to_give_its_platform(
+    page: Page, hook_platform: HookPlatform
+) -> None:
+    await page.get_by_role("button", name="New channel").click()
+    dialog = page.locator("#channel-dialog")
+    form = dialog.locator("form")
+    await form.locator('[name="type"]').select_option(HOOK)
+    await form.locator('[name="id"]').fill("hk-web")
+    await form.locator('[name="secret"]').fill("typed-in-the-page")
+    await dialog.get_by_role("button", name="Create").click()
+    await expect(dialog).to_be_hidden()
+    row = page.locator('tr[data-channel-id="hk-web"]')
+    await expect(row.locator(".dot")).to_have_attribute("data-state", "connected")
+    # the listener opened with the first webhook channel, on the port it was given
+    await expect(row.locator("code.webhook-url")).to_have_text(
+        re.compile(r"^http://127\.0\.0\.1:[1-9][0-9]*/hooks/hk-web$")
+    )
