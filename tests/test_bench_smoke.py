@@ -339,7 +339,7 @@ def test_wukongim_answers_are_timed_from_their_anchor_deltas_and_end() -> None:
         sent_plain.latency("first_text_at") == sent_plain.latency("final_at") == pytest.approx(0.9)
     )
     assert wukongim.finished_tags(calls) == {t, other}
-    assert wukongim.finished_tags(calls[:4]) == set()
+    assert wukongim.finished_tags(calls[:5]) == set()  # closed, not yet finished
     assert wukongim.api_calls(calls) == {wukongim.SEND_PATH: 2, wukongim.EVENT_PATH: 5}
 
 

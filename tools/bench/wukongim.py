@@ -20,6 +20,7 @@ from tools.bench import measure
 SEND_PATH = "/message/send"
 EVENT_PATH = "/message/event"
 DELTA = "stream.delta"
+FINISH = "stream.finish"
 TERMINAL = frozenset({"stream.close", "stream.finish", "stream.error", "stream.cancel"})
 CONTROL_PREFIX = "/_emulator/"
 
@@ -115,10 +116,11 @@ def collect_replies(
 
 
 def finished_tags(calls: Iterable[Mapping[str, Any]]) -> set[str]:
-    """Tags whose answer ended: a stream's terminal event, or a plain message carrying it."""
+    """Tags whose answer made its last call: a stream's `stream.finish` (after `stream.close`),
+    or a plain message carrying the tag."""
     done = set()
     for entries in streams(calls).values():
-        if any(c["body"].get("event_type") in TERMINAL and c.get("status") == 200 for c in entries):
+        if any(c["body"].get("event_type") == FINISH and c.get("status") == 200 for c in entries):
             found = measure.TAG.search(stream_text(entries))
             if found:
                 done.add(found.group(0))
