@@ -189,8 +189,9 @@ METHOD = """\
   listener process' while the load lasted.
 - WuKongIM end to end: users write through the emulator's control plane (POST
   /_emulator/messages), its webhook pusher batches them to the daemon. Receipt is the time the
-  emulator recorded for the webhook push that delivered the message (`/_emulator/acks`); the
-  user's message → push figure runs from the harness posting it to that time, the push
+  emulator recorded for the webhook push that delivered the message (`/_emulator/acks`, taken
+  once the daemon's 200 arrived: receipt figures leave out the callback's own answer time, the
+  histogram row above); the user's message → push figure runs from the harness posting it to that time, the push
   interval included (at a steady rate whose period is a multiple of the push interval, each
   message meets the ticker at the same phase: that figure is then one draw from 0 to one
   interval). The anchor, the first `stream.delta` with text and the first event that
