@@ -1,0 +1,146 @@
+"""The ZIM provider: signed callbacks in, the signed server API and edited messages out."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from channels.callbacks import (
+    BatchSink,
+    Callback,
+    CallbackAnswer,
+    CallbackMalformed,
+    CallbackRejected,
+    CallbackSession,
+    Intake,
+)
+from channels.cards import CardReplyStream, MessageSender
+from channels.model import InboundMessage
+from channels.observer import Observer
+from channels.provider import InboundSink
+from channels.sessions import SessionProvider
+from channels.zim.api import ZimApi
+from channels.zim.config import ZimChannelConfig
+from channels.zim.convert import BEFORE_SEND, PLATFORM, callback_signature, to_inbound
+from channels.zim.reply import ZimMessageSender, ZimReplyStream
+from common.errors import PermanentError
+
+# ZEGO documents no replay window; its retries end 62 s after the first attempt (2+4+8+16+32 s)
+# and its API accepts timestamps ten minutes either way, which a callback gets too.
+CALLBACK_WINDOW = 600.0
+
+
+def _field(payload: dict[str, Any], name: str) -> str:
+    """A signed field as the signature covers it: its decimal digits when it is a number."""
+    value = payload.get(name)
+    if isinstance(value, bool):
+        return ""
+    return str(value) if isinstance(value, str | int) else ""
+
+
+class ZimProvider(SessionProvider[ZimChannelConfig, ZimApi, CallbackSession]):
+    """One robot of one ZIM app; its messages arrive at the callback listener."""
+
+    platform = PLATFORM
+    session_name = "callback session"
+
+    def __init__(
+        self,
+        config: ZimChannelConfig,
+        sink: InboundSink,
+        *,
+        observer: Observer | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(config, sink, observer=observer)
+        self._wall_clock = wall_clock
+
+    def _new_api(self) -> ZimApi:
+        return ZimApi(
+            app_id=self._config.app_id,
+            server_secret=self._config.server_secret.get_secret_value(),
+            api_base=self._config.api_base,
+            robot_id=self._config.robot_id,
+            requests_per_second=self._config.api_requests_per_second,
+            **self._http_options(self._config.request_timeout),
+        )
+
+    def _new_sender(self, api: ZimApi) -> MessageSender:
+        return ZimMessageSender(api, self._config.max_message_bytes)
+
+    async def _new_session(self) -> CallbackSession:
+        return CallbackSession(self._register_robot, self._log)
+
+    def _new_reply(self, message: InboundMessage) -> CardReplyStream:
+        streaming = self._config.stream == "edit"
+        return ZimReplyStream(self._api, self._sender, message, streaming=streaming)
+
+    async def _register_robot(self) -> None:
+        """`RobotRegister`: proves app_id and server_secret; a robot that exists is fine."""
+        created = await self._api.register_robot(self._config.robot_name, self._config.robot_avatar)
+        self._log.info(
+            "ZIM robot %s %s; answers: %s",
+            self._config.robot_id,
+            "registered" if created else "registered already",
+            "edited as they grow" if self._config.stream == "edit" else "messages (stream = off)",
+        )
+
+    # -- CallbackProvider --------------------------------------------------------------------------
+
+    async def handle_callback(self, callback: Callback, deliver: BatchSink) -> CallbackAnswer:
+        """Check the signature and the time, journal a user's message to the robot, answer 200."""
+        payload = callback.payload
+        if not isinstance(payload, dict):
+            raise CallbackMalformed("a ZIM callback is a JSON object")
+        self._check_signature(payload)
+        if self._session is not None:
+            self._session.touch()
+        if payload.get("event") == BEFORE_SEND:
+            # the pre-send hook, if ZEGO was given this URL for it: let the message through
+            return CallbackAnswer(body={"result": 0}, ignored_events=1)
+        try:
+            message = to_inbound(self.channel_id, payload, self._config.robot_id)
+        except PermanentError as exc:
+            # acknowledged anyway: ZIM would only send it again
+            self._log.warning("ignored an unreadable callback: %s", exc)
+            self._observer.message_invalid(self._config.id, self.platform)
+            return CallbackAnswer()
+        if message is None:
+            return CallbackAnswer(ignored_events=1)  # 2xx, or ZIM retries it
+        return CallbackAnswer(intake=await self._journal(deliver, [message]))
+
+    def _check_signature(self, payload: dict[str, Any]) -> None:
+        timestamp, nonce = _field(payload, "timestamp"), _field(payload, "nonce")
+        given = payload.get("signature")
+        if not timestamp or not nonce or not isinstance(given, str):
+            raise CallbackRejected("signature", "no signature, timestamp or nonce")
+        secret = self._config.server_secret.get_secret_value()
+        expected = callback_signature(secret, timestamp, nonce)
+        if not hmac.compare_digest(given.lower().encode(), expected.encode()):
+            raise CallbackRejected("signature", "the callback's signature is wrong")
+        try:
+            skew = abs(self._wall_clock() - int(timestamp))
+        except ValueError:
+            raise CallbackRejected("timestamp", "the timestamp is not a number") from None
+        if skew > CALLBACK_WINDOW:
+            raise CallbackRejected(
+                "timestamp", f"the timestamp is {skew:.0f}s away (at most {CALLBACK_WINDOW:.0f}s)"
+            )
+
+    async def _journal(self, deliver: BatchSink, messages: Sequence[InboundMessage]) -> Intake:
+        """`deliver(messages)` in a task of its own, which a closing session waits for and a
+        cancelled request does not cut short (journaled but never queued, a message would wait
+        for the next start: its redelivery counts as a duplicate)."""
+        intakes: list[Intake] = []
+
+        async def journal() -> None:
+            intakes.append(await deliver(messages))
+
+        delivery: asyncio.Future[None] = asyncio.ensure_future(journal())
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
+        await asyncio.shield(delivery)
+        return intakes[0]
