@@ -3,7 +3,8 @@
 Every call but the token's carries the app token (`Authorization: Bearer`), which comes from
 `client_credentials` and is kept until shortly before `expires_in` (default 60 days): Easemob bans
 accounts that ask for tokens too often, so a token is asked for at start, when it is about to
-expire, and once when a call is refused with 401, never otherwise (docs/platforms/easemob.md §3).
+expire, and once when a call is refused with 401, never otherwise
+(docs/platforms/easemob.md §3.2).
 Every failure becomes one of `common.errors`; texts never carry a credential.
 """
 

@@ -9,7 +9,8 @@ from pydantic import Field, field_validator
 from channels.config import SENDS_SECRETS, ChannelConfigBase, NonEmptySecret, http_base_url
 
 DEFAULT_API_BASE = "https://a1.easemob.com"
-MAX_BODY_BYTES = 5000  # a REST message's body and ext together hold at most 5 KB (§2.5)
+# a REST message's body and ext together hold at most 5 KB (docs/platforms/easemob.md §2.3)
+MAX_BODY_BYTES = 5000
 # org and app names as the console shows them in the app key `org#app`
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 

@@ -36,9 +36,10 @@ DELIVER: Mapping[str, Any] = {"valid": True}
 
 def security(call_id: str, secret: str, timestamp: str) -> str:
     """A callback's `security`: md5 of callId, the rule's secret and the timestamp, in hex."""
-    return hashlib.md5(  # noqa: S324 - Easemob's signature scheme, not our choice
-        (call_id + secret + timestamp).encode()
-    ).hexdigest()
+    # surrogatepass: a forged callId may hold lone surrogates (JSON escapes); it must fail the
+    # comparison, not the request
+    signed = (call_id + secret + timestamp).encode("utf-8", "surrogatepass")
+    return hashlib.md5(signed).hexdigest()  # noqa: S324 - Easemob's scheme, not our choice
 
 
 @dataclass(frozen=True, slots=True)
