@@ -19,6 +19,7 @@ from channels.observer import Observer
 from channels.platform import Demo, Emulator, Platform
 from channels.provider import ChannelProvider, InboundSink
 from channels.wukongim.platform import WUKONGIM
+from channels.zim.platform import ZIM
 from common.errors import ConfigError
 
 # A new platform is its folder plus one line here. The first platform with a demo is the one
@@ -27,6 +28,7 @@ _platforms: dict[str, Platform[Any]] = {
     DINGTALK.name: DINGTALK,
     FEISHU.name: FEISHU,
     WUKONGIM.name: WUKONGIM,
+    ZIM.name: ZIM,
 }
 
 

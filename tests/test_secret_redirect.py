@@ -289,4 +289,5 @@ def test_the_endpoint_settings_are_marked_in_the_openapi_document() -> None:
         ("DingTalkChannelConfig", "api_base"),
         ("FeishuChannelConfig", "domain"),
         ("WuKongIMChannelConfig", "api_base"),
+        ("ZimChannelConfig", "api_base"),
     }

@@ -66,6 +66,7 @@ _registry = (
     _.DingTalkProvider,  # built by name: provider_at("channels.dingtalk.provider:DingTalkProvider")
     _.FeishuProvider,  # ... and provider_at("channels.feishu.provider:FeishuProvider")
     _.WuKongIMProvider,  # ... and provider_at("channels.wukongim.provider:WuKongIMProvider")
+    _.ZimProvider,  # ... and provider_at("channels.zim.provider:ZimProvider")
 )
 
 _emulator_records = (

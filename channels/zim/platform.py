@@ -1,0 +1,31 @@
+"""ZIM's registry entry: robots of a ZEGO ZIM app, reached by signed callbacks, and its emulator."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from channels.platform import Emulator, Platform, command_at, provider_at
+from channels.zim.config import ZimChannelConfig
+
+
+def _user_message(app_id: str, user: str, group: bool) -> Mapping[str, Any]:
+    # a robot is only written to one to one: ZIM sends no robot callback for groups
+    return {"robot_id": app_id, "from_user_id": user}
+
+
+ZIM = Platform(
+    name="zim",
+    title="ZEGO ZIM",
+    config=ZimChannelConfig,
+    provider=provider_at("channels.zim.provider:ZimProvider"),
+    emulator=Emulator(
+        help="a local ZEGO ZIM app (signed server API, robots, signed callbacks with retries)",
+        command=command_at("channels.zim.emulator"),
+        url="http://127.0.0.1:8791",
+        app_field="robot_id",
+        chat_field="chat_id",
+        user_message=_user_message,
+    ),
+    callbacks=True,
+)
