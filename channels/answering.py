@@ -3,10 +3,11 @@
 The per-reply path, each step once: the user (remembered after the first sight), the conversation
 and its history (one read), the LLM (asked as soon as a slot is free, read by one task), the reply
 stream, then one write that moves the row to `replying` with its card and stores the user's turn,
-one write per update that changed what the user sees, one write that stores the complete answer's
-turn before its final text is sent (so a crash right after the user got it is not answered
-again), and one write that records the outcome. With the journal write before the ack, an answer
-costs five store transactions plus one per such update: six for a short one
+at most one write per update that changed what the user sees (recorded beside the delivery,
+latest wins), one write that stores the complete answer's turn before its final text is sent (so
+a crash right after the user got it is not answered again; one statement, as the final text
+waits for it), and one write that records the outcome. With the journal write before the ack,
+an answer costs five store transactions plus one per such update: six for a short one
 (tests/test_store_round_trips.py).
 """
 

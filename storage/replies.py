@@ -1,19 +1,25 @@
 """The writes of one reply that touch the journal and the conversation together, each one
-transaction: the row and the turn never disagree, and an answer costs fewer round trips."""
+transaction: the row and the turn never disagree, and an answer costs fewer round trips.
+
+The final text waits for `reply_finishing`, so it is one statement: on SQLite through aiosqlite
+every statement is three hops between the event loop and the driver's thread, each costing a loop
+turn (and the GIL) when the daemon is busy. What can wait happens in `reply_begun` or
+`reply_ended`, which nothing visible waits for.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.base import require_aware
 from storage.conversations import ConversationRepository
 from storage.journal import JournalRepository
-from storage.models import Message
+from storage.models import Conversation, InboundJournal, Message
 from storage.records import JournalState
 
 
@@ -38,7 +44,8 @@ class ReplyRepository(JournalRepository, ConversationRepository):
         now: datetime,
     ) -> None:
         """The row moves to REPLYING with its conversation and card, and the user's turn is
-        stored with it (`question` None: a resumed message's turn is stored already)."""
+        stored with it. `question` None: a resumed message, whose turn is stored already; an
+        answer an earlier run stored for it goes (this run stores its own)."""
         now = require_aware(now, "now")
         values = {
             "state": JournalState.REPLYING.value,
@@ -47,7 +54,9 @@ class ReplyRepository(JournalRepository, ConversationRepository):
         }
         async with self._write() as session:
             await self._set_journal(session, entry_id, values)
-            if question is not None:
+            if question is None:
+                await self._forget_answer(session, entry_id)
+            else:
                 await self._add_turn(
                     session,
                     conversation_id,
@@ -63,19 +72,18 @@ class ReplyRepository(JournalRepository, ConversationRepository):
 
         A crash between the final text reaching the user and `reply_ended` leaves the row
         `replying` with its answer here: recovery ends the card with it instead of answering the
-        message again. An answer stored earlier for the same row is replaced.
+        message again. One insert: the conversation's activity time moves in `reply_ended`, and
+        an answer stored by an earlier run went in `reply_begun`.
         """
-        at = require_aware(answer.at, "answer.at")
+        turn = {
+            "conversation_id": answer.conversation_id,
+            "role": "assistant",
+            "content": answer.text,
+            "journal_id": entry_id,
+            "created_at": require_aware(answer.at, "answer.at"),
+        }
         async with self._write(urgent=True) as session:
-            await self._forget_answer(session, entry_id)
-            await self._add_turn(
-                session,
-                answer.conversation_id,
-                role="assistant",
-                content=answer.text,
-                journal_id=entry_id,
-                now=at,
-            )
+            await session.exec(insert(Message).values(turn))
             await session.commit()
 
     async def finishing_answer(self, entry_id: int) -> str | None:
@@ -98,12 +106,10 @@ class ReplyRepository(JournalRepository, ConversationRepository):
     ) -> None:
         """The row records the outcome and what the user saw; `answer`, if any, is stored as the
         conversation's next turn in the same transaction; `forget_answer` removes the one
-        `reply_finishing` stored (the final text never reached the user)."""
-        values = {
-            "state": JournalState(state).value,
-            "delivered_text": delivered_text,
-            "error": error,
-        }
+        `reply_finishing` stored (the final text never reached the user). A reply that reached
+        the user is its conversation's latest activity."""
+        state = JournalState(state)
+        values = {"state": state.value, "delivered_text": delivered_text, "error": error}
         async with self._write() as session:
             await self._set_journal(session, entry_id, values)
             if forget_answer:
@@ -118,7 +124,18 @@ class ReplyRepository(JournalRepository, ConversationRepository):
                     journal_id=None,
                     now=at,
                 )
+            elif state is JournalState.REPLIED:
+                await self._touch_conversation_of(session, entry_id)
             await session.commit()
+
+    async def _touch_conversation_of(self, session: AsyncSession, entry_id: int) -> None:
+        """The row's conversation (if it still has one) was active now."""
+        of_row = select(InboundJournal.conversation_id).where(InboundJournal.id == entry_id)
+        await session.exec(
+            update(Conversation)
+            .where(col(Conversation.id) == of_row.scalar_subquery())
+            .values(last_activity_at=self._now())
+        )
 
     @staticmethod
     async def _forget_answer(session: AsyncSession, entry_id: int) -> None:

@@ -1,6 +1,6 @@
-"""The complete answer stored ahead of its final text, on SQLite and PostgreSQL: one transaction,
+"""The complete answer stored ahead of its final text, on SQLite and PostgreSQL: one statement,
 linked to its journal row so recovery finds it, kept once the reply ends well, gone when it
-fails."""
+fails or when its message is answered anew."""
 
 from __future__ import annotations
 
@@ -54,27 +54,53 @@ async def turns(store: Store, conversation_id: str) -> list[tuple[str, str, int 
     ]
 
 
-async def test_the_answer_is_stored_with_its_row_in_one_transaction_and_kept_once(
+async def test_the_answer_is_stored_with_its_row_in_one_statement_and_kept_once(
     store: Store, clock: FakeClock
 ) -> None:
     entry_id, conversation_id = await replying(store, clock, "m1")
     assert await store.finishing_answer(entry_id) is None
     begun: list[object] = []
+    statements: list[str] = []
     event.listen(store.engine.sync_engine, "begin", begun.append)
-    await store.reply_finishing(entry_id, AnswerTurn(conversation_id, "a draft", clock.now))
-    answered_at = clock.advance(timedelta(seconds=2))
-    # stored again (a resumed message answered anew): the newer answer replaces the older
-    await store.reply_finishing(entry_id, AnswerTurn(conversation_id, "hello", answered_at))
-    assert len(begun) == 2
+    event.listen(
+        store.engine.sync_engine,
+        "before_cursor_execute",
+        lambda _conn, _cursor, statement, *_: statements.append(statement.split()[0]),
+    )
+    await store.reply_finishing(entry_id, AnswerTurn(conversation_id, "hello", clock.now))
+    # the final text waits for this write: one transaction, one statement besides its BEGIN
+    assert len(begun) == 1
+    assert [s for s in statements if s != "BEGIN"] == ["INSERT"]
     assert await store.finishing_answer(entry_id) == "hello"
     entry = await store.journal_get(entry_id)
     assert entry is not None and entry.state is JournalState.REPLYING  # not answered yet
-    active = await store.get_conversation(conversation_id)
-    assert active is not None and active.last_activity_at == answered_at
+    before = clock.now
 
+    # the outcome's write moves the conversation's activity time, off the final text's path
+    replied_at = clock.advance(timedelta(seconds=2))
     await store.reply_ended(entry_id, state=JournalState.REPLIED, delivered_text="hello")
     entry = await store.journal_get(entry_id)
     assert entry is not None and entry.state is JournalState.REPLIED
+    active = await store.get_conversation(conversation_id)
+    assert active is not None and active.last_activity_at == replied_at != before
+    assert await turns(store, conversation_id) == [
+        ("user", "hi", entry_id),
+        ("assistant", "hello", entry_id),
+    ]
+
+
+async def test_a_resumed_message_answered_anew_replaces_the_answer_an_earlier_run_stored(
+    store: Store, clock: FakeClock
+) -> None:
+    entry_id, conversation_id = await replying(store, clock, "m1")
+    await store.reply_finishing(entry_id, AnswerTurn(conversation_id, "a draft", clock.now))
+    # the restart's recovery answers it again: its turn is stored already (question None)
+    await store.reply_begun(
+        entry_id, conversation_id, card_id="card-2", question=None, now=clock.now
+    )
+    assert await store.finishing_answer(entry_id) is None
+    await store.reply_finishing(entry_id, AnswerTurn(conversation_id, "hello", clock.now))
+    assert await store.finishing_answer(entry_id) == "hello"
     assert await turns(store, conversation_id) == [
         ("user", "hi", entry_id),
         ("assistant", "hello", entry_id),
