@@ -11,6 +11,7 @@ import hashlib
 import io
 import itertools
 import socket
+import sys
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -512,3 +513,46 @@ async def test_main_parses_its_options_and_reports_a_busy_port() -> None:
         assert (args.robot, args.url_encode, args.qps) == (["@RBT#a"], True, 5)
         assert await main(args) == 1
     assert await main(parser.parse_args(["--callback-mode", "nope"])) == 2
+
+
+async def test_channeld_emulate_zim_serves_and_calls_back(
+    http: aiohttp.ClientSession, receiver: CallbackReceiver
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "daemon",
+        "emulate",
+        "zim",
+        "--listen",
+        "127.0.0.1:0",
+        "--robot",
+        "@RBT#helper",
+        "--registered",
+        "--callback",
+        receiver.url(),
+        "--url-encode",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        printed = ""
+        async with asyncio.timeout(20):
+            while "control plane" not in printed:
+                line = await proc.stdout.readline()
+                assert line, printed
+                printed += line.decode()
+        url = printed.split("listening on ")[1].split()[0]
+        assert "robots: @RBT#helper" in printed and f'api_base = "{url}"' in printed
+        answer = await ZimApi(http, url, robot="@RBT#helper").send("hi there")
+        assert answer["Code"] == 0
+        message = {"robot_id": "@RBT#helper", "from_user_id": "u1", "text": "a b"}
+        async with http.post(url + "/_emulator/messages", json=message) as resp:
+            assert (await resp.json())["delivered"] is True
+        posts = await receiver.wait_for(2)
+        bodies = {p.body.get("source", 0): p.body["msg_body"] for p in posts}
+        assert bodies == {1: "hi there", 0: "a+b"}  # only users' messages are URL-encoded
+    finally:
+        proc.terminate()
+        await proc.wait()

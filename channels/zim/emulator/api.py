@@ -192,9 +192,12 @@ class Api:
             )
         held = window.admit()
         if held is not None:
-            self._state.refusals.append(Refusal(self._state.clock(), action, held))
+            refusal = Refusal(self._state.clock(), action, held)
+            self._state.refusals.append(refusal)
             self._state.changed()
-            raise ApiError(s.RATE_LIMITED, "requests per second over the limit")
+            raise ApiError(
+                s.RATE_LIMITED, f"over the rate limit: {refusal.in_window} within the last second"
+            )
 
     # -- actions ---------------------------------------------------------------------------------
 
