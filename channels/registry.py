@@ -14,6 +14,7 @@ from pydantic import Field, TypeAdapter
 
 from channels.config import ChannelConfigBase
 from channels.dingtalk.platform import DINGTALK
+from channels.easemob.platform import EASEMOB
 from channels.feishu.platform import FEISHU
 from channels.observer import Observer
 from channels.platform import Demo, Emulator, Platform
@@ -29,6 +30,7 @@ _platforms: dict[str, Platform[Any]] = {
     FEISHU.name: FEISHU,
     WUKONGIM.name: WUKONGIM,
     ZIM.name: ZIM,
+    EASEMOB.name: EASEMOB,
 }
 
 

@@ -93,7 +93,7 @@ def test_an_unknown_type_is_refused_with_every_known_one(tmp_path: Path, dummy: 
     message = str(caught.value)
     assert "channels.0 (channel 'dm-1')" in message
     assert "'telegraph'" in message
-    assert "'dingtalk', 'feishu', 'wukongim', 'zim', 'dummy'" in message
+    assert "'dingtalk', 'feishu', 'wukongim', 'zim', 'easemob', 'dummy'" in message
 
 
 def test_check_config_accepts_the_platform_and_exits_11_on_its_errors(
@@ -129,7 +129,8 @@ def test_unregistering_restores_the_schema_the_document_and_the_help(
         registry.unregister(DUMMY)
     assert (registry.names(), openapi_document(), emulate_help(capsys)) == before
     with pytest.raises(
-        ConfigurationError, match=r"expected tags: 'dingtalk', 'feishu', 'wukongim', 'zim'$"
+        ConfigurationError,
+        match=r"expected tags: 'dingtalk', 'feishu', 'wukongim', 'zim', 'easemob'$",
     ):
         load(write(tmp_path, DUMMY_FILE), {"DUMMY_TOKEN": "x"})
 
@@ -213,7 +214,9 @@ async def test_the_daemon_serves_builds_and_validates_the_platform(
         daemon, "POST", "/channels", {**dummy_channel("dm-x"), "type": "telegraph"}
     )
     assert status == 422
-    assert "'dingtalk', 'feishu', 'wukongim', 'zim', 'dummy'" in refused["error"]["message"]
+    assert (
+        "'dingtalk', 'feishu', 'wukongim', 'zim', 'easemob', 'dummy'" in refused["error"]["message"]
+    )
 
 
 def test_the_provider_factory_is_chosen_by_type(dummy: Dummy) -> None:

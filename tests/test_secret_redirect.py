@@ -290,4 +290,5 @@ def test_the_endpoint_settings_are_marked_in_the_openapi_document() -> None:
         ("FeishuChannelConfig", "domain"),
         ("WuKongIMChannelConfig", "api_base"),
         ("ZimChannelConfig", "api_base"),
+        ("EasemobChannelConfig", "api_base"),
     }

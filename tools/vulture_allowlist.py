@@ -67,6 +67,7 @@ _registry = (
     _.FeishuProvider,  # ... and provider_at("channels.feishu.provider:FeishuProvider")
     _.WuKongIMProvider,  # ... and provider_at("channels.wukongim.provider:WuKongIMProvider")
     _.ZimProvider,  # ... and provider_at("channels.zim.provider:ZimProvider")
+    _.EasemobProvider,  # ... and provider_at("channels.easemob.provider:EasemobProvider")
 )
 
 _emulator_records = (

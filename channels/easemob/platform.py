@@ -1,14 +1,32 @@
-"""Easemob's registry entry: bot users of an Easemob app, reached by callback."""
+"""Easemob's registry entry: bot users of an Easemob app, reached by callback, and its emulator."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from channels.easemob.config import EasemobChannelConfig
-from channels.platform import Platform, provider_at
+from channels.platform import Emulator, Platform, command_at, provider_at
+
+
+def _user_message(app_id: str, user: str, group: bool) -> Mapping[str, Any]:
+    # the bot answers one-to-one messages only: a group message would never be answered
+    return {"bot_user": app_id, "from_user": user}
+
 
 EASEMOB = Platform(
     name="easemob",
     title="Easemob",
     config=EasemobChannelConfig,
     provider=provider_at("channels.easemob.provider:EasemobProvider"),
+    emulator=Emulator(
+        help="a local Easemob app (REST API with app tokens, rewrites, signed pre-send and "
+        "post-send callbacks)",
+        command=command_at("channels.easemob.emulator"),
+        url="http://127.0.0.1:8792",
+        app_field="bot_user",
+        chat_field="chat_id",
+        user_message=_user_message,
+    ),
     callbacks=True,
 )
