@@ -9,6 +9,9 @@ refused, rewriting stops and the rest of the answer follows as messages, once.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from channels.cards import MessageSender
 from channels.easemob.api import EasemobApi
 from channels.edits import EditedReplyStream
@@ -56,8 +59,9 @@ class EasemobReplyStream(EditedReplyStream):
         message: InboundMessage,
         *,
         streaming: bool,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(sender, message, streaming=streaming)
+        super().__init__(sender, message, streaming=streaming, clock=clock)
         self._api = api
 
     async def _post(self, text: str) -> str:
