@@ -182,7 +182,11 @@ class Answerer:
             # what reached the user survives a crash, so recovery never repeats or loses it;
             # best effort: a busy database must not cut the answer short (the next one catches up)
             try:
-                await self._store.journal_update(job.entry_id, delivered_text=shown)
+                # a platform that posts its message at the first text (channels/edits.py) has
+                # its card id only now: recovery then ends that message rather than a new one
+                await self._store.journal_update(
+                    job.entry_id, delivered_text=shown, card_id=stream.delivered.card_id
+                )
             except Exception as exc:  # noqa: BLE001 - any storage failure; logged, reply goes on
                 log.warning("channel %s: progress not recorded: %s", message.channel_id, exc)
 
