@@ -7,8 +7,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from channels.dingtalk.emulator import EmulatorThread
 from channels.recovery import INTERRUPTED_NOTE
 from channels.wukongim.emulator import WuKongIMEmulatorThread
@@ -327,12 +325,6 @@ async def test_easemob_recovery_answers_a_message_cut_off_mid_answer_once(
             assert await second.end(signal.SIGTERM) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="channels/answering.py records a reply's card id only before anything shows; a"
-    " message posted at the first text (channels/edits.py) needs it recorded with the progress",
-)
 async def test_easemob_recovery_ends_the_rewritten_message_once_and_answers_once(
     tmp_path: Path, fake_llm: FakeLLM
 ) -> None:
