@@ -16,9 +16,10 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import ClassVar, Generic, Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from channels.callbacks import BatchSink, Intake
 from channels.cards import CardReplyStream, MessageSender
 from channels.config import ChannelConfigBase
 from channels.connection import SessionSocket
@@ -86,7 +87,8 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
         self._state = ChannelState.DISCONNECTED
         self._closed = False
         self._holds = 0  # replies open and sends under way: the HTTP client stays open for them
-        self._deliveries: set[asyncio.Future[None]] = set()  # messages on their way into the sink
+        # messages on their way into the sink (or a callback's `deliver`)
+        self._deliveries: set[asyncio.Future[Any]] = set()
 
     # -- what a platform provides ------------------------------------------------------------------
 
@@ -214,6 +216,17 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
         self._deliveries.add(delivery)
         delivery.add_done_callback(self._deliveries.discard)
         await asyncio.shield(delivery)
+
+    async def _deliver_batch(
+        self, deliver: BatchSink, messages: Sequence[InboundMessage]
+    ) -> Intake:
+        """A webhook callback's `deliver(messages)`, in a task of its own that a closing session
+        waits for and a cancelled request does not cut short (journaled but never queued, the
+        messages would wait for the next start: their redelivery counts as a duplicate)."""
+        delivery: asyncio.Future[Intake] = asyncio.ensure_future(deliver(messages))
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
+        return await asyncio.shield(delivery)
 
     def _http_options(self, timeout: float) -> HttpOptions:
         """What the platform's HTTP client takes from the provider: `timeout`, request counting."""

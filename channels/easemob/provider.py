@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from channels.callbacks import (
     BatchSink,
@@ -14,7 +13,6 @@ from channels.callbacks import (
     CallbackMalformed,
     CallbackRejected,
     CallbackSession,
-    Intake,
 )
 from channels.cards import CardReplyStream, MessageSender
 from channels.easemob.api import EasemobApi
@@ -119,7 +117,7 @@ class EasemobProvider(
         answer = verdict(message) if signed.pre_send else None
         if message is None:
             return CallbackAnswer(body=answer, ignored_events=1)
-        intake = await self._journal(deliver, [message])
+        intake = await self._deliver_batch(deliver, [message])
         return CallbackAnswer(body=answer, intake=intake)
 
     def _check(self, signed: Envelope) -> None:
@@ -133,17 +131,3 @@ class EasemobProvider(
             raise CallbackRejected(
                 "timestamp", f"the callback's timestamp is {skew / 1000:+.0f}s from our clock"
             )
-
-    async def _journal(self, deliver: BatchSink, messages: Sequence[InboundMessage]) -> Intake:
-        """`deliver(messages)` in a task of its own, which a closing session waits for and a
-        cancelled request does not cut short."""
-        intakes: list[Intake] = []
-
-        async def journal() -> None:
-            intakes.append(await deliver(messages))
-
-        delivery: asyncio.Future[None] = asyncio.ensure_future(journal())
-        self._deliveries.add(delivery)
-        delivery.add_done_callback(self._deliveries.discard)
-        await asyncio.shield(delivery)
-        return intakes[0]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-from collections.abc import Sequence
 
 from channels.callbacks import (
     BatchSink,
@@ -96,7 +94,7 @@ class WuKongIMProvider(
             self._log.warning("ignored %d unreadable messages of a callback", batch.malformed)
             for _ in range(batch.malformed):
                 self._observer.message_invalid(self._config.id, self.platform)
-        intake = await self._journal(deliver, batch.messages) if batch.messages else Intake()
+        intake = await self._deliver_batch(deliver, batch.messages) if batch.messages else Intake()
         return CallbackAnswer(intake=intake, ignored_events=batch.ignored)
 
     def _check_key(self, given: str) -> None:
@@ -105,18 +103,3 @@ class WuKongIMProvider(
             return
         if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
             raise CallbackRejected("key", "the callback's key parameter is missing or wrong")
-
-    async def _journal(self, deliver: BatchSink, messages: Sequence[InboundMessage]) -> Intake:
-        """`deliver(messages)` in a task of its own, which a closing session waits for and a
-        cancelled request does not cut short (journaled but never queued, a message would wait
-        for the next start: its redelivery counts as a duplicate)."""
-        intakes: list[Intake] = []
-
-        async def journal() -> None:
-            intakes.append(await deliver(messages))
-
-        delivery: asyncio.Future[None] = asyncio.ensure_future(journal())
-        self._deliveries.add(delivery)
-        delivery.add_done_callback(self._deliveries.discard)
-        await asyncio.shield(delivery)
-        return intakes[0]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from channels.callbacks import (
@@ -15,7 +14,6 @@ from channels.callbacks import (
     CallbackMalformed,
     CallbackRejected,
     CallbackSession,
-    Intake,
 )
 from channels.cards import CardReplyStream, MessageSender
 from channels.model import InboundMessage
@@ -110,7 +108,7 @@ class ZimProvider(SessionProvider[ZimChannelConfig, ZimApi, CallbackSession]):
             return CallbackAnswer()
         if message is None:
             return CallbackAnswer(ignored_events=1)  # 2xx, or ZIM retries it
-        return CallbackAnswer(intake=await self._journal(deliver, [message]))
+        return CallbackAnswer(intake=await self._deliver_batch(deliver, [message]))
 
     def _check_signature(self, payload: dict[str, Any]) -> None:
         timestamp, nonce = _field(payload, "timestamp"), _field(payload, "nonce")
@@ -129,18 +127,3 @@ class ZimProvider(SessionProvider[ZimChannelConfig, ZimApi, CallbackSession]):
             raise CallbackRejected(
                 "timestamp", f"the timestamp is {skew:.0f}s away (at most {CALLBACK_WINDOW:.0f}s)"
             )
-
-    async def _journal(self, deliver: BatchSink, messages: Sequence[InboundMessage]) -> Intake:
-        """`deliver(messages)` in a task of its own, which a closing session waits for and a
-        cancelled request does not cut short (journaled but never queued, a message would wait
-        for the next start: its redelivery counts as a duplicate)."""
-        intakes: list[Intake] = []
-
-        async def journal() -> None:
-            intakes.append(await deliver(messages))
-
-        delivery: asyncio.Future[None] = asyncio.ensure_future(journal())
-        self._deliveries.add(delivery)
-        delivery.add_done_callback(self._deliveries.discard)
-        await asyncio.shield(delivery)
-        return intakes[0]
