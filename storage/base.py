@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -15,10 +18,36 @@ from storage.engine import WRITE_OPTION
 from storage.writers import WriteQueue
 
 Clock = Callable[[], datetime]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # A read-then-insert that loses a race on PostgreSQL hits a unique constraint; re-running the
 # transaction then finds the winner's row. Three rounds cover any realistic pile-up.
 CONFLICT_ATTEMPTS = 3
+
+
+def completes(method: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """A write that runs to its end (commit or rollback) even when its caller is cancelled.
+
+    Cancelled mid-statement, a transaction leaves SQLAlchemy's aiosqlite connection to be thrown
+    away uncleanly ("Exception during reset"), and until the collector closes it, it may hold
+    SQLite's write lock: every other writer then waits out busy_timeout and fails (a shutdown that
+    cut an answer short used to end that way). The caller's cancellation is raised once the write
+    ended; a write takes milliseconds, bounded by busy_timeout.
+    """
+
+    @functools.wraps(method)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        write = asyncio.ensure_future(method(*args, **kwargs))
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            await asyncio.wait({write})
+            if not write.cancelled():
+                write.exception()  # retrieved: the caller's cancellation is what it sees
+            raise
+
+    return run
 
 
 def utc_now() -> datetime:

@@ -9,7 +9,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from storage.base import CONFLICT_ATTEMPTS, StoreBase
+from storage.base import CONFLICT_ATTEMPTS, StoreBase, completes
 from storage.models import Channel
 from storage.records import ChannelRecord
 
@@ -38,6 +38,7 @@ class ChannelRepository(StoreBase):
             row = await session.get(Channel, channel_id)
             return None if row is None else ChannelRecord.from_row(row)
 
+    @completes
     async def upsert_channel(
         self,
         channel_id: str,
@@ -91,6 +92,7 @@ class ChannelRepository(StoreBase):
                 return ChannelRecord.from_row(row)
         raise AssertionError("unreachable")
 
+    @completes
     async def set_channel_enabled(self, channel_id: str, enabled: bool) -> ChannelRecord | None:
         """Enables or disables a channel (a change bumps the version); None if it is unknown."""
         async with self._write() as session:
@@ -104,6 +106,7 @@ class ChannelRepository(StoreBase):
                 await session.commit()
             return ChannelRecord.from_row(row)
 
+    @completes
     async def delete_channel(self, channel_id: str) -> bool:
         """Deletes a channel's desired state; False if it did not exist."""
         async with self._write() as session:

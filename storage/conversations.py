@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.base import CONFLICT_ATTEMPTS, StoreBase, require_aware
+from storage.base import CONFLICT_ATTEMPTS, StoreBase, completes, require_aware
 from storage.models import Conversation, Message, PlatformIdentity, UserAccount
 from storage.records import ConversationRecord, MessageRecord
 
@@ -48,6 +48,7 @@ class ConversationRepository(StoreBase):
             self._known_users.popitem(last=False)
         return user_id
 
+    @completes
     async def _resolve_user(
         self, platform: str, tenant: str, platform_user_id: str, display_name: str
     ) -> str:
@@ -148,6 +149,7 @@ class ConversationRepository(StoreBase):
         # one a concurrent caller opened in between may have turns already; ours has none
         return record, [] if created else await self.recent_messages(record.id, limit)
 
+    @completes
     async def _current(
         self, channel_id: str, key: str, user_id: str, *, idle_reset: timedelta, now: datetime
     ) -> tuple[ConversationRecord, bool]:
@@ -167,6 +169,7 @@ class ConversationRepository(StoreBase):
                     return ConversationRecord.from_row(created), True
         raise AssertionError("unreachable")
 
+    @completes
     async def start_new_conversation(
         self, channel_id: str, key: str, user_id: str, *, now: datetime
     ) -> ConversationRecord:
@@ -194,6 +197,7 @@ class ConversationRepository(StoreBase):
             row = await session.get(Conversation, conversation_id)
             return None if row is None else ConversationRecord.from_row(row)
 
+    @completes
     async def append_message(
         self,
         conversation_id: str,
@@ -273,6 +277,7 @@ class ConversationRepository(StoreBase):
         async with self._read() as session:
             return [ConversationRecord.from_row(row) for row in await session.exec(statement)]
 
+    @completes
     async def conversations_prune(self, older_than: datetime, *, limit: int | None = None) -> int:
         """Deletes conversations (messages too) last active before older_than; how many."""
         idle = col(Conversation.last_activity_at) < require_aware(older_than, "older_than")

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.base import StoreBase, require_aware
+from storage.base import StoreBase, completes, require_aware
 from storage.models import InboundJournal
 from storage.records import FINISHED_STATES, UNFINISHED_STATES, JournalEntry, JournalState
 
@@ -21,6 +21,7 @@ from storage.records import FINISHED_STATES, UNFINISHED_STATES, JournalEntry, Jo
 class JournalRepository(StoreBase):
     """Journal operations of the Store."""
 
+    @completes
     async def journal_accept(
         self, channel_id: str, platform_message_id: str, frame_id: str | None, payload: str
     ) -> int | None:
@@ -47,6 +48,7 @@ class JournalRepository(StoreBase):
             raise RuntimeError("journal insert returned no id")
         return row.id
 
+    @completes
     async def journal_accept_batch(
         self, channel_id: str, messages: Sequence[tuple[str, str]]
     ) -> list[int | None]:
@@ -80,6 +82,7 @@ class JournalRepository(StoreBase):
             await session.commit()
         return ids
 
+    @completes
     async def journal_update(
         self,
         entry_id: int,
@@ -132,6 +135,7 @@ class JournalRepository(StoreBase):
             rows = await session.exec(statement.order_by(col(InboundJournal.id)))
             return [JournalEntry.from_row(row) for row in rows]
 
+    @completes
     async def journal_prune(self, older_than: datetime, *, limit: int | None = None) -> int:
         """Deletes finished entries last updated before older_than (at most `limit`); how many."""
         # Pruned ids no longer dedupe: keep older_than well past the platforms' redelivery window.

@@ -16,7 +16,7 @@ from sqlalchemy import delete, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from storage.base import require_aware
+from storage.base import completes, require_aware
 from storage.conversations import ConversationRepository
 from storage.journal import JournalRepository
 from storage.models import Conversation, InboundJournal, Message
@@ -34,6 +34,7 @@ class AnswerTurn(NamedTuple):
 class ReplyRepository(JournalRepository, ConversationRepository):
     """Reply operations of the Store."""
 
+    @completes
     async def reply_begun(
         self,
         entry_id: int,
@@ -67,6 +68,7 @@ class ReplyRepository(JournalRepository, ConversationRepository):
                 )
             await session.commit()
 
+    @completes
     async def reply_finishing(self, entry_id: int, answer: AnswerTurn) -> None:
         """The complete answer is stored, linked to its row, before its final text is sent.
 
@@ -94,6 +96,7 @@ class ReplyRepository(JournalRepository, ConversationRepository):
         async with self._read() as session:
             return (await session.exec(statement.order_by(col(Message.id).desc()))).first()
 
+    @completes
     async def reply_ended(
         self,
         entry_id: int,
