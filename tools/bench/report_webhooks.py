@@ -191,10 +191,10 @@ METHOD = """\
   /_emulator/messages), its webhook pusher batches them to the daemon. Receipt is the time the
   emulator recorded for the webhook push that delivered the message (`/_emulator/acks`, taken
   once the daemon's 200 arrived: receipt figures leave out the callback's own answer time, the
-  histogram row above); the user's message → push figure runs from the harness posting it to that time, the push
-  interval included (at a steady rate whose period is a multiple of the push interval, each
-  message meets the ticker at the same phase: that figure is then one draw from 0 to one
-  interval). The anchor, the first `stream.delta` with text and the first event that
+  histogram row above); the user's message → push figure runs from the harness posting it to
+  that time, the push interval included (at a steady rate whose period is a multiple of the
+  push interval, each message meets the ticker at the same phase: that figure is then one draw
+  from 0 to one interval). The anchor, the first `stream.delta` with text and the first event that
   ends the stream (`stream.close` or `stream.finish`) are their arrival at the emulator. API
   calls per reply count every call the emulator recorded in the step, `/varz` included.
 """
