@@ -72,4 +72,10 @@ _registry = (
 
 _emulator_records = (
     _.repeated,  # WuKongIM emulator: EventRecord.repeated, read by the control plane and tests
+    # Easemob emulator observations, read by tests and in the control plane's JSON
+    _.by_default,  # PreSendCall: the console's default policy decided, not our answer
+    _.presend_in_time,  # UserMessage: the pre-send verdict came within the wait time
+    _.presend_after,  # UserMessage: how long the pre-send verdict took
+    _.postsend_ok,  # UserMessage: the post-send callback was answered 200
+    _.granted,  # TokenRequest: the token endpoint granted this request
 )
