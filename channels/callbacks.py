@@ -16,6 +16,7 @@ until the channel stops.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -24,6 +25,17 @@ from typing import Any, Protocol, runtime_checkable
 
 from channels.connection import SessionSocket
 from channels.model import InboundMessage
+
+
+def signed_bytes(text: str) -> bytes:
+    """`text` as the bytes a signature covers. Lone surrogates (JSON escapes a forger may send)
+    pass through, so such a callback fails its check instead of failing the request."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def proof_matches(given: str, expected: str) -> bool:
+    """Constant-time comparison of what a callback carries (signature, key) with ours."""
+    return hmac.compare_digest(signed_bytes(given), signed_bytes(expected))
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Callable
 
@@ -13,6 +12,7 @@ from channels.callbacks import (
     CallbackMalformed,
     CallbackRejected,
     CallbackSession,
+    proof_matches,
 )
 from channels.cards import CardReplyStream, MessageSender
 from channels.easemob.api import EasemobApi
@@ -123,8 +123,7 @@ class EasemobProvider(
     def _check(self, signed: Envelope) -> None:
         secret = self._config.callback_secret.get_secret_value()
         expected = security(signed.call_id, secret, signed.timestamp)
-        given = signed.security.lower().encode("utf-8", "surrogatepass")
-        if not hmac.compare_digest(given, expected.encode()):
+        if not proof_matches(signed.security.lower(), expected):
             raise CallbackRejected("signature", "the callback's security does not match")
         skew = signed.milliseconds - self._wall_clock() * 1000
         if abs(skew) > WINDOW_MS:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
-
 from channels.callbacks import (
     BatchSink,
     Callback,
@@ -12,6 +10,7 @@ from channels.callbacks import (
     CallbackRejected,
     CallbackSession,
     Intake,
+    proof_matches,
 )
 from channels.cards import CardReplyStream, MessageSender
 from channels.model import InboundMessage
@@ -101,5 +100,5 @@ class WuKongIMProvider(
         expected = self._config.webhook_key
         if expected is None:
             return
-        if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        if not proof_matches(given, expected.get_secret_value()):
             raise CallbackRejected("key", "the callback's key parameter is missing or wrong")

@@ -15,6 +15,7 @@ import re
 from typing import Any
 from urllib.parse import unquote_plus
 
+from channels.callbacks import signed_bytes
 from channels.convert import squeeze_spaces, timestamp_ms, with_notes
 from channels.model import Attachment, ChannelId, ChatType, InboundMessage, Sender
 from common.errors import PermanentError
@@ -42,7 +43,7 @@ _URL_ENCODED = re.compile(r"[A-Za-z0-9_.~!*'()+%-]*%[0-9A-Fa-f]{2}[A-Za-z0-9_.~!
 def callback_signature(secret: str, timestamp: str, nonce: str) -> str:
     """A callback's `signature`: sha1 of the secret, timestamp and nonce, sorted and joined."""
     joined = "".join(sorted([secret, timestamp, nonce]))
-    return hashlib.sha1(joined.encode()).hexdigest()  # noqa: S324 - ZIM's scheme
+    return hashlib.sha1(signed_bytes(joined)).hexdigest()  # noqa: S324 - ZIM's scheme
 
 
 def url_decoded(body: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +13,7 @@ from channels.callbacks import (
     CallbackMalformed,
     CallbackRejected,
     CallbackSession,
+    proof_matches,
 )
 from channels.cards import CardReplyStream, MessageSender
 from channels.model import InboundMessage
@@ -117,7 +117,7 @@ class ZimProvider(SessionProvider[ZimChannelConfig, ZimApi, CallbackSession]):
             raise CallbackRejected("signature", "no signature, timestamp or nonce")
         secret = self._config.server_secret.get_secret_value()
         expected = callback_signature(secret, timestamp, nonce)
-        if not hmac.compare_digest(given.lower().encode(), expected.encode()):
+        if not proof_matches(given.lower(), expected):
             raise CallbackRejected("signature", "the callback's signature is wrong")
         try:
             skew = abs(self._wall_clock() - int(timestamp))
