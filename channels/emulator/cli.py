@@ -1,5 +1,6 @@
-"""What every `channeld emulate PLATFORM` command shares: `--listen` and `--app` options, serving
-until interrupted, and the exit code when the port cannot be bound."""
+"""What every `channeld emulate PLATFORM` command shares: `--listen`, the repeatable option naming
+the apps (or bots, or robots), serving until interrupted, and the exit code when the port cannot
+be bound."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ class Command(Generic[E]):
         app_metavar: str,
         app_help: str,
         options: Iterable[Option] = (),
+        app_flag: str = "--app",
+        split_app: bool = True,
     ) -> None:
         self._make = make
         self.default_listen = default_listen
@@ -47,16 +50,20 @@ class Command(Generic[E]):
         self._app_metavar = app_metavar
         self._app_help = app_help
         self._options = tuple(options)
+        self._app_flag = app_flag
+        self._app_dest = app_flag.removeprefix("--").replace("-", "_")
+        # split: `ID:SECRET[:EXTRA]` goes to `app` in parts; else the whole value is one id
+        self._split_app = split_app
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """`--listen HOST:PORT`, the repeatable `--app ID:SECRET[:EXTRA]` and the options."""
+        """`--listen HOST:PORT`, the repeatable app option and the platform's options."""
         parser.add_argument(
             "--listen", default=self.default_listen, help="HOST:PORT (port 0: any free port)"
         )
         parser.add_argument(
-            "--app",
+            self._app_flag,
             action="append",
-            type=self._parse_app,
+            type=self._parse_app if self._split_app else self._app,
             metavar=self._app_metavar,
             help=self._app_help,
         )
@@ -71,6 +78,11 @@ class Command(Generic[E]):
         if len(parts) not in (2, 3) or not all(parts[:2]):
             raise argparse.ArgumentTypeError(f"expected {self._app_metavar}")
         return self._app(*parts)
+
+    def apps(self, args: argparse.Namespace) -> Iterable[Any] | None:
+        """The apps `args` name; None: the defaults."""
+        apps: Iterable[Any] | None = getattr(args, self._app_dest)
+        return apps
 
     async def serve(
         self,
@@ -95,7 +107,7 @@ class Command(Generic[E]):
     async def run(self, args: argparse.Namespace, **options: Any) -> int:
         """Serves as `args` say; 1 when the address cannot be bound, else 0."""
         try:
-            await self.serve(args.listen, args.app, **options)
+            await self.serve(args.listen, self.apps(args), **options)
         except OSError as exc:
             print(f"cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
             return 1

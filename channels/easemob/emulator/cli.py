@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any
 
 from channels.easemob.emulator.server import (
     DEFAULT_APP,
@@ -37,44 +35,17 @@ OPTIONS: list[cli.Option] = [
 ]
 
 
-class _Command(cli.Command[EasemobEmulator]):
-    """The shared command with Easemob's `--bot-user NAME` in place of `--app ID:SECRET` (here
-    `--app` is the Easemob app name)."""
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--listen", default=self.default_listen, help="HOST:PORT (port 0: any free port)"
-        )
-        parser.add_argument(
-            "--bot-user",
-            action="append",
-            type=Bot,
-            metavar="NAME",
-            help="a bot user the emulator knows (repeatable; default aibot)",
-        )
-        for flag, default, help_text in OPTIONS:
-            if default is False:
-                parser.add_argument(flag, action="store_true", help=help_text)
-            else:
-                parser.add_argument(flag, type=type(default), default=default, help=help_text)
-
-    async def run(self, args: argparse.Namespace, **options: Any) -> int:
-        """Serves as `args` say; 1 when the address cannot be bound, else 0."""
-        try:
-            await self.serve(args.listen, args.bot_user, **options)
-        except OSError as exc:
-            print(f"cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        return 0
-
-
-COMMAND = _Command(
+# `--app` is the Easemob app name here: the bot users are named by `--bot-user`
+COMMAND = cli.Command(
     EasemobEmulator,
     default_listen=DEFAULT_LISTEN,
     default_apps=DEFAULT_BOTS,
     app=Bot,
     app_metavar="NAME",
-    app_help="a bot user",
+    app_help="a bot user the emulator knows (repeatable; default aibot)",
+    options=OPTIONS,
+    app_flag="--bot-user",
+    split_app=False,
 )
 serve = COMMAND.serve
 add_arguments = COMMAND.add_arguments

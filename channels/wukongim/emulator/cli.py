@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import Any
 
 from channels.emulator import cli
 from channels.wukongim.emulator.server import (
@@ -27,40 +25,16 @@ OPTIONS: list[cli.Option] = [
 ]
 
 
-class _Command(cli.Command[WuKongIMEmulator]):
-    """The shared command with WuKongIM's `--bot UID` in place of `--app ID:SECRET`."""
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--listen", default=self.default_listen, help="HOST:PORT (port 0: any free port)"
-        )
-        parser.add_argument(
-            "--bot",
-            action="append",
-            type=Bot,
-            metavar="UID",
-            help="a bot uid the emulator knows (repeatable; default aibot)",
-        )
-        for flag, default, help_text in OPTIONS:
-            parser.add_argument(flag, type=type(default), default=default, help=help_text)
-
-    async def run(self, args: argparse.Namespace, **options: Any) -> int:
-        """Serves as `args` say; 1 when the address cannot be bound, else 0."""
-        try:
-            await self.serve(args.listen, args.bot, **options)
-        except OSError as exc:
-            print(f"cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        return 0
-
-
-COMMAND = _Command(
+COMMAND = cli.Command(
     WuKongIMEmulator,
     default_listen=DEFAULT_LISTEN,
     default_apps=DEFAULT_BOTS,
     app=Bot,
     app_metavar="UID",
-    app_help="a bot uid",
+    app_help="a bot uid the emulator knows (repeatable; default aibot)",
+    options=OPTIONS,
+    app_flag="--bot",
+    split_app=False,
 )
 serve = COMMAND.serve
 add_arguments = COMMAND.add_arguments

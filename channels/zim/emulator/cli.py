@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from channels.emulator import cli
 from channels.zim.emulator.server import (
@@ -35,43 +34,24 @@ OPTIONS: list[cli.Option] = [
 
 
 class _Command(cli.Command[ZimEmulator]):
-    """The shared command with ZIM's `--robot ID` in place of `--app ID:SECRET`."""
+    """The shared command; `--registered` says whether the robots exist from the start."""
 
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--listen", default=self.default_listen, help="HOST:PORT (port 0: any free port)"
-        )
-        parser.add_argument(
-            "--robot",
-            action="append",
-            metavar="ID",
-            help="a robot id users write to, starting @RBT# (repeatable; default @RBT#assistant)",
-        )
-        for flag, default, help_text in OPTIONS:
-            if default is False:
-                parser.add_argument(flag, action="store_true", help=help_text)
-            else:
-                parser.add_argument(flag, type=type(default), default=default, help=help_text)
-
-    async def run(self, args: argparse.Namespace, **options: Any) -> int:
-        """Serves as `args` say; 1 when the address cannot be bound, else 0."""
+    def apps(self, args: argparse.Namespace) -> list[Robot]:
+        """The robots `args` name (else the default one), registered as `--registered` says."""
         ids = [str(r) for r in args.robot or DEFAULT_ROBOTS]
-        robots = [Robot(robot_id, args.registered) for robot_id in ids]
-        try:
-            await self.serve(args.listen, robots, **options)
-        except OSError as exc:
-            print(f"cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        return 0
+        return [Robot(robot_id, args.registered) for robot_id in ids]
 
 
 COMMAND = _Command(
     ZimEmulator,
     default_listen=DEFAULT_LISTEN,
     default_apps=DEFAULT_ROBOTS,
-    app=Robot,
+    app=str,
     app_metavar="ID",
-    app_help="a robot id",
+    app_help="a robot id users write to, starting @RBT# (repeatable; default @RBT#assistant)",
+    options=OPTIONS,
+    app_flag="--robot",
+    split_app=False,
 )
 serve = COMMAND.serve
 add_arguments = COMMAND.add_arguments
