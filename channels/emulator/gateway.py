@@ -242,3 +242,8 @@ async def cancelled(task: asyncio.Task[None] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def no_gateway(state: EmulatorStateBase[Any, Any, Any]) -> GatewayBase[Any, Any]:
+    """The gateway of a platform whose bots hold no socket: the socket faults find none."""
+    return GatewayBase(state, ticket_ttl=0.0, rng=random.Random())  # noqa: S311 - no tickets

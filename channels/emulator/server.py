@@ -4,6 +4,7 @@ plane; the faults every platform offers; and the observations tests and tools re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any, Generic, Self, TypeVar
 
@@ -28,6 +29,7 @@ class EmulatorServer(Generic[F, C, K, I]):
         self._runner: web.AppRunner | None = None
         self._url = ""
         self.stopping = asyncio.Event()  # set on stop: injected delays and downtimes end at once
+        self._outages: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:
@@ -59,6 +61,9 @@ class EmulatorServer(Generic[F, C, K, I]):
     async def stop(self) -> None:
         """Closes every socket and the server; leaves no task behind."""
         self.stopping.set()
+        for task in list(self._outages):
+            task.cancel()
+        await asyncio.gather(*self._outages, return_exceptions=True)
         await self.gateway.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -102,6 +107,21 @@ class EmulatorServer(Generic[F, C, K, I]):
         """Removes every injected fault and the global latency."""
         self.state.faults.clear()
         self.state.latency = 0.0
+
+    def temporary(self, fault: F, seconds: float) -> F:
+        """Removes an injected `fault` after `seconds` (or at stop): an outage that ends."""
+
+        async def end() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), seconds)
+            with contextlib.suppress(ValueError):
+                self.state.faults.remove(fault)
+            self.state.changed()
+
+        task = asyncio.create_task(end())
+        self._outages.add(task)
+        task.add_done_callback(self._outages.discard)
+        return fault
 
     def set_latency(self, seconds: float) -> None:
         """Delays every platform call (not the control plane)."""

@@ -4,7 +4,6 @@ port."""
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from channels.easemob.emulator.state import (
     reach_limit,
     unauthorized,
 )
-from channels.emulator.gateway import GatewayBase, SocketInfo
+from channels.emulator.gateway import GatewayBase, SocketInfo, no_gateway
 from channels.emulator.server import EmulatorServer
 from channels.emulator.state import Delivered, RecordedCall
 
@@ -92,12 +91,8 @@ class EasemobEmulator(EmulatorServer[Fault, RecordedCall, BotCard, SocketInfo]):
         self.state: EmulatorState = EmulatorState(
             [b if isinstance(b, Bot) else Bot(b) for b in bots], list(users)
         )
-        # Easemob has no socket the bot holds: an empty gateway answers the socket faults
-        self.gateway: GatewayBase[Any, Any] = GatewayBase(
-            self.state,
-            ticket_ttl=0.0,
-            rng=random.Random(),  # noqa: S311 - unused, no tickets are issued
-        )
+        # Easemob has no socket the bot holds
+        self.gateway: GatewayBase[Any, Any] = no_gateway(self.state)
         self.callbacks = _choice("callbacks", callbacks, CALLBACKS)
         self.shape = None if shape is None else _choice("shape", shape, SHAPES)
         self.sender = CallbackSender(

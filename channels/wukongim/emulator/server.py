@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from channels.emulator.gateway import GatewayBase, SocketInfo
+from channels.emulator.gateway import GatewayBase, SocketInfo, no_gateway
 from channels.emulator.server import EmulatorServer
 from channels.emulator.state import Delivered, RecordedCall
 from channels.wukongim.emulator.api import Api, json_response, token_middleware
@@ -71,12 +68,8 @@ class WuKongIMEmulator(EmulatorServer[Fault, RecordedCall, StreamCard, SocketInf
         self.state: EmulatorState = EmulatorState(
             [b if isinstance(b, Bot) else Bot(b) for b in bots]
         )
-        # WuKongIM has no socket the bot must hold: an empty gateway answers the socket faults
-        self.gateway: GatewayBase[Any, Any] = GatewayBase(
-            self.state,
-            ticket_ttl=0.0,
-            rng=random.Random(),  # noqa: S311 - unused, no tickets are issued
-        )
+        # WuKongIM has no socket the bot must hold
+        self.gateway: GatewayBase[Any, Any] = no_gateway(self.state)
         self.token = token
         self.streams = EventStore()
         self.webhook = WebhookPusher(
@@ -92,7 +85,6 @@ class WuKongIMEmulator(EmulatorServer[Fault, RecordedCall, StreamCard, SocketInf
         self.api = Api(
             self.state, self.messaging, self.streams, version=version, manager_token=token
         )
-        self._outages: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Binds, serves and starts pushing to the webhook; returns the base URL."""
@@ -103,9 +95,6 @@ class WuKongIMEmulator(EmulatorServer[Fault, RecordedCall, StreamCard, SocketInf
     async def stop(self) -> None:
         """Stops pushing, ends outages and closes the server."""
         await self.webhook.stop()
-        for task in list(self._outages):
-            task.cancel()
-        await asyncio.gather(*self._outages, return_exceptions=True)
         await super().stop()
 
     def add_routes(self, app: web.Application) -> None:
@@ -219,19 +208,9 @@ class WuKongIMEmulator(EmulatorServer[Fault, RecordedCall, StreamCard, SocketInf
     def downtime(self, seconds: float, status: int = 503) -> Fault:
         """Every API call answers `status` for `seconds` (a server restarting behind a proxy);
         the webhook pusher keeps its queue."""
-        fault = self.add_fault("*", status, times=None, msg="server restarting")
-
-        async def end() -> None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), seconds)
-            with contextlib.suppress(ValueError):
-                self.state.faults.remove(fault)
-            self.state.changed()
-
-        task = asyncio.create_task(end())
-        self._outages.add(task)
-        task.add_done_callback(self._outages.discard)
-        return fault
+        return self.temporary(
+            self.add_fault("*", status, times=None, msg="server restarting"), seconds
+        )
 
     def set_webhook(self, url: str) -> None:
         """Points the pusher at another address ("" stops queueing new messages)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -14,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from channels.emulator.gateway import GatewayBase, SocketInfo
+from channels.emulator.gateway import GatewayBase, SocketInfo, no_gateway
 from channels.emulator.server import EmulatorServer
 from channels.emulator.state import Delivered, RecordedCall
 from channels.zim.emulator.api import ACTION_KEY, FAULT_KEY, Api, action_fault_middleware
@@ -92,12 +91,8 @@ class ZimEmulator(EmulatorServer[Fault, CallRecord, PeerMessage, SocketInfo]):
             raise ValueError(f"callback_mode must be one of {sorted(CALLBACK_MODES)}")
         specs = [r if isinstance(r, Robot) else Robot(r, registered) for r in robots]
         self.state: EmulatorState = EmulatorState(specs, clock, settle)
-        # ZIM has no socket the robot holds: an empty gateway answers the socket faults
-        self.gateway: GatewayBase[Any, Any] = GatewayBase(
-            self.state,
-            ticket_ttl=0.0,
-            rng=random.Random(),  # noqa: S311 - unused, no tickets are issued
-        )
+        # ZIM has no socket the robot holds
+        self.gateway: GatewayBase[Any, Any] = no_gateway(self.state)
         self.app_id = app_id
         self.callback_mode = callback_mode
         self.url_encode = url_encode
@@ -120,7 +115,6 @@ class ZimEmulator(EmulatorServer[Fault, CallRecord, PeerMessage, SocketInfo]):
             exists_form=exists_form,
             robot_message=self._robot_message,
         )
-        self._outages: set[asyncio.Task[None]] = set()
         self._timers: list[asyncio.TimerHandle] = []
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -134,9 +128,6 @@ class ZimEmulator(EmulatorServer[Fault, CallRecord, PeerMessage, SocketInfo]):
         for timer in self._timers:
             timer.cancel()
         await self.callbacks.stop()
-        for task in list(self._outages):
-            task.cancel()
-        await asyncio.gather(*self._outages, return_exceptions=True)
         await super().stop()
 
     def add_routes(self, app: web.Application) -> None:
@@ -317,19 +308,9 @@ class ZimEmulator(EmulatorServer[Fault, CallRecord, PeerMessage, SocketInfo]):
 
     def downtime(self, seconds: float, status: int = 503) -> Fault:
         """Every API call answers `status` for `seconds`; callbacks go on."""
-        fault = self.add_fault("*", status, times=None, message="server restarting")
-
-        async def end() -> None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), seconds)
-            with contextlib.suppress(ValueError):
-                self.state.faults.remove(fault)
-            self.state.changed()
-
-        task = asyncio.create_task(end())
-        self._outages.add(task)
-        task.add_done_callback(self._outages.discard)
-        return fault
+        return self.temporary(
+            self.add_fault("*", status, times=None, message="server restarting"), seconds
+        )
 
     def set_callback(self, url: str) -> None:
         """Points callbacks at another URL ("" sends none)."""
