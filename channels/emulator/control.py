@@ -99,7 +99,18 @@ class ControlPlane(Generic[E]):
 
     def add_fault(self, body: dict[str, Any]) -> Any:
         """Injects the fault a POST /faults body describes; returns it."""
-        raise NotImplementedError
+        return self.emu.add_fault(
+            str(body["path"]),
+            body.get("status"),
+            times=body.get("times", 1),
+            delay=float(body.get("delay", 0.0)),
+            method=body.get("method"),
+            **self.fault_options(body),
+        )
+
+    def fault_options(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The platform's own fields of a POST /faults body, as `add_fault` options."""
+        return {}
 
     def drop_options(self, body: dict[str, Any]) -> dict[str, Any]:
         """Platform options of POST /connections/drop."""
@@ -196,3 +207,9 @@ class ControlPlane(Generic[E]):
 
     async def expire_tokens(self, request: web.Request) -> web.Response:
         return web.json_response({"expired": self.emu.expire_tokens()})
+
+    async def downtime(self, request: web.Request) -> web.Response:
+        """POST /downtime, on the platforms that list it: every API call fails for a while."""
+        body = await json_body(request)
+        fault = self.emu.downtime(float(body["seconds"]), int(body.get("status", 503)))
+        return web.json_response(fault.to_json())

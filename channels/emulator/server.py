@@ -97,6 +97,10 @@ class EmulatorServer(Generic[F, C, K, I]):
         """Answers (or delays) the next matching calls."""
         raise NotImplementedError
 
+    def downtime(self, seconds: float, status: int = 503) -> F:
+        """Every API call answers `status` for `seconds` (on the platforms that offer it)."""
+        raise NotImplementedError
+
     def acks(self, *args: Any, **kwargs: Any) -> list[Any]:
         """What the clients sent back, in arrival order."""
         raise NotImplementedError

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from channels.easemob.emulator.state import Fault
 from channels.emulator.control import ControlPlane, Route, json_body, optional
 
 if TYPE_CHECKING:
@@ -38,17 +37,12 @@ class Control(ControlPlane["EasemobEmulator"]):
             ("POST", "settle", self.settle),
         ]
 
-    def add_fault(self, body: dict[str, Any]) -> Fault:
-        return self.emu.add_fault(
-            str(body["path"]),
-            body.get("status"),
-            times=body.get("times", 1),
-            error=str(body.get("error", "")),
-            description=str(body.get("description", "")),
-            retry_after=body.get("retry_after"),
-            delay=float(body.get("delay", 0.0)),
-            method=body.get("method"),
-        )
+    def fault_options(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "error": str(body.get("error", "")),
+            "description": str(body.get("description", "")),
+            "retry_after": body.get("retry_after"),
+        }
 
     async def state(self, request: web.Request) -> web.Response:
         emu = self.emu

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from channels.emulator.control import ControlPlane, Route, json_body, optional
-from channels.feishu.emulator.state import Fault
 
 if TYPE_CHECKING:
     # named in a string below (the server imports this module at runtime)
@@ -35,16 +34,8 @@ class Control(ControlPlane["FeishuEmulator"]):
             ("POST", "client_config", self.client_config),
         ]
 
-    def add_fault(self, body: dict[str, Any]) -> Fault:
-        return self.emu.add_fault(
-            str(body["path"]),
-            body.get("status"),
-            code=body.get("code"),
-            msg=str(body.get("msg", "")),
-            times=body.get("times", 1),
-            method=body.get("method"),
-            delay=float(body.get("delay", 0.0)),
-        )
+    def fault_options(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"code": body.get("code"), "msg": str(body.get("msg", ""))}
 
     def drop_options(self, body: dict[str, Any]) -> dict[str, Any]:
         return {"code": int(body.get("code", 1000))}

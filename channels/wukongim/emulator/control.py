@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from channels.emulator.control import ControlPlane, Route, json_body, optional
-from channels.wukongim.emulator.state import Fault
 
 if TYPE_CHECKING:
     # named in a string below (the server imports this module at runtime)
@@ -35,16 +34,8 @@ class Control(ControlPlane["WuKongIMEmulator"]):
             ("POST", "downtime", self.downtime),
         ]
 
-    def add_fault(self, body: dict[str, Any]) -> Fault:
-        return self.emu.add_fault(
-            str(body["path"]),
-            body.get("status"),
-            times=body.get("times", 1),
-            msg=str(body.get("msg", "")),
-            retry_after=body.get("retry_after"),
-            delay=float(body.get("delay", 0.0)),
-            method=body.get("method"),
-        )
+    def fault_options(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"msg": str(body.get("msg", "")), "retry_after": body.get("retry_after")}
 
     async def state(self, request: web.Request) -> web.Response:
         emu = self.emu
@@ -90,8 +81,3 @@ class Control(ControlPlane["WuKongIMEmulator"]):
     async def message_events(self, request: web.Request) -> web.Response:
         records = self.emu.events(request.query.get("client_msg_no"))
         return web.json_response([asdict(r) for r in records])
-
-    async def downtime(self, request: web.Request) -> web.Response:
-        body = await json_body(request)
-        fault = self.emu.downtime(float(body["seconds"]), int(body.get("status", 503)))
-        return web.json_response(fault.to_json())

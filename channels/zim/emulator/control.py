@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from channels.emulator.control import ControlPlane, Route, json_body, optional
-from channels.zim.emulator.state import Fault
 
 if TYPE_CHECKING:
     # named in a string below (the server imports this module at runtime)
@@ -35,17 +34,15 @@ class Control(ControlPlane["ZimEmulator"]):
             ("POST", "downtime", self.downtime),
         ]
 
-    def add_fault(self, body: dict[str, Any]) -> Fault:
-        return self.emu.add_fault(
-            str(body.get("path", "/")),
-            body.get("status"),
-            action=optional(body, "action"),
-            code=body.get("code"),
-            message=str(body.get("message", "")),
-            times=body.get("times", 1),
-            delay=float(body.get("delay", 0.0)),
-            method=body.get("method"),
-        )
+    def add_fault(self, body: dict[str, Any]) -> Any:
+        return super().add_fault({"path": "/", **body})  # every action is POST /
+
+    def fault_options(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "action": optional(body, "action"),
+            "code": body.get("code"),
+            "message": str(body.get("message", "")),
+        }
 
     async def state(self, request: web.Request) -> web.Response:
         emu = self.emu
@@ -81,8 +78,3 @@ class Control(ControlPlane["ZimEmulator"]):
 
     async def refusals(self, request: web.Request) -> web.Response:
         return web.json_response([asdict(r) for r in self.emu.refusals()])
-
-    async def downtime(self, request: web.Request) -> web.Response:
-        body = await json_body(request)
-        fault = self.emu.downtime(float(body["seconds"]), int(body.get("status", 503)))
-        return web.json_response(fault.to_json())
