@@ -12,6 +12,13 @@ MODEL = "fake-model"
 WUKONGIM_BOT = "aibot"
 WUKONGIM_TOKEN = "bench-manager-token"  # noqa: S105 - the WuKongIM emulator's throwaway token
 WEBHOOK_KEY = "bench-webhook-key-0123456789"  # the hook URL's secret, as the README recommends
+ZIM_APP_ID = "1234567890"
+ZIM_SECRET = "bench0123456789abcdef0123456789ab"  # noqa: S105 - the ZIM emulator's throwaway
+ZIM_ROBOT = "@RBT#bench"
+EASEMOB_CLIENT_ID = "YXA6bench-client-id"
+EASEMOB_SECRET = "bench-easemob-secret"  # noqa: S105 - the Easemob emulator's throwaway
+EASEMOB_CALLBACK_SECRET = "bench-callback-secret"  # noqa: S105 - likewise
+EASEMOB_BOT = "aibot"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +157,16 @@ def daemon_config(
     return "\n".join(lines)
 
 
+def _webhook_daemon(
+    *, state_dir: Path, admin_listen: str, webhooks_listen: str, llm_url: str, log_level: str
+) -> list[str]:
+    """The common sections and the callback listener."""
+    lines = _common(
+        state_dir=state_dir, admin_listen=admin_listen, llm_url=llm_url, log_level=log_level
+    )
+    return [*lines, "[webhooks]", f"listen = {_toml(webhooks_listen)}", ""]
+
+
 def wukongim_config(
     *,
     state_dir: Path,
@@ -163,13 +180,14 @@ def wukongim_config(
     log_level: str = "WARNING",
 ) -> str:
     """A channeld TOML file: one WuKongIM channel (bot WUKONGIM_BOT) on the callback listener."""
-    lines = _common(
-        state_dir=state_dir, admin_listen=admin_listen, llm_url=llm_url, log_level=log_level
+    lines = _webhook_daemon(
+        state_dir=state_dir,
+        admin_listen=admin_listen,
+        webhooks_listen=webhooks_listen,
+        llm_url=llm_url,
+        log_level=log_level,
     )
     lines += [
-        "[webhooks]",
-        f"listen = {_toml(webhooks_listen)}",
-        "",
         "[[channels]]",
         f"id = {_toml(channel_id)}",
         'type = "wukongim"',
@@ -181,6 +199,77 @@ def wukongim_config(
         f"webhook_key = {_toml(WEBHOOK_KEY)}",
         f"card_update_interval = {_toml(card_update_interval)}",
         f"card_updates_per_second = {_toml(card_updates_per_second)}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def zim_config(
+    *,
+    state_dir: Path,
+    admin_listen: str,
+    webhooks_listen: str,
+    api_base: str,
+    llm_url: str,
+    channel_id: str,
+    log_level: str = "WARNING",
+) -> str:
+    """A channeld TOML file: one ZIM channel (robot ZIM_ROBOT, edit streaming, every other
+    setting its default) on the callback listener."""
+    lines = _webhook_daemon(
+        state_dir=state_dir,
+        admin_listen=admin_listen,
+        webhooks_listen=webhooks_listen,
+        llm_url=llm_url,
+        log_level=log_level,
+    )
+    lines += [
+        "[[channels]]",
+        f"id = {_toml(channel_id)}",
+        'type = "zim"',
+        'agent = "bench"',
+        f"app_id = {ZIM_APP_ID}",
+        f"server_secret = {_toml(ZIM_SECRET)}",
+        f"api_base = {_toml(api_base)}",
+        f"robot_id = {_toml(ZIM_ROBOT)}",
+        'stream = "edit"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def easemob_config(
+    *,
+    state_dir: Path,
+    admin_listen: str,
+    webhooks_listen: str,
+    api_base: str,
+    llm_url: str,
+    channel_id: str,
+    log_level: str = "WARNING",
+) -> str:
+    """A channeld TOML file: one Easemob channel (bot EASEMOB_BOT, rewrite streaming, every
+    other setting its default) on the callback listener."""
+    lines = _webhook_daemon(
+        state_dir=state_dir,
+        admin_listen=admin_listen,
+        webhooks_listen=webhooks_listen,
+        llm_url=llm_url,
+        log_level=log_level,
+    )
+    lines += [
+        "[[channels]]",
+        f"id = {_toml(channel_id)}",
+        'type = "easemob"',
+        'agent = "bench"',
+        f"api_base = {_toml(api_base)}",
+        'org_name = "bench"',
+        'app_name = "bench"',
+        f"client_id = {_toml(EASEMOB_CLIENT_ID)}",
+        f"client_secret = {_toml(EASEMOB_SECRET)}",
+        f"callback_secret = {_toml(EASEMOB_CALLBACK_SECRET)}",
+        f"bot_user = {_toml(EASEMOB_BOT)}",
+        'stream = "edit"',
         "",
     ]
     return "\n".join(lines)

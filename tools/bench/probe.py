@@ -57,44 +57,49 @@ class EmulatorClient:
         self.calls: list[dict[str, Any]] = []
         self._seq = 0
 
-    async def _get(self, path: str, **params: str) -> Any:
+    async def get(self, path: str, **params: str) -> Any:
+        """GET /_emulator/{path}: its JSON."""
         async with self._session.get(f"{self.url}/_emulator/{path}", params=params) as resp:
             resp.raise_for_status()
             return await resp.json()
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /_emulator/{path} with a JSON body: its JSON object."""
+        async with self._session.post(f"{self.url}/_emulator/{path}", json=body) as resp:
+            resp.raise_for_status()
+            result: dict[str, Any] = await resp.json()
+            return result
 
     async def message(self, client_id: str, text: str, sender: str) -> dict[str, Any]:
         """A user writes to the bot in a direct chat."""
         body = {"client_id": client_id, "text": text, "sender_staff_id": sender}
         body["sender_nick"] = sender
-        async with self._session.post(f"{self.url}/_emulator/messages", json=body) as resp:
-            resp.raise_for_status()
-            result: dict[str, Any] = await resp.json()
-            return result
+        return await self.post("messages", body)
 
     async def new_calls(self) -> list[dict[str, Any]]:
         """HTTP calls recorded since the previous look (they are also kept in `calls`)."""
-        fresh: list[dict[str, Any]] = await self._get("calls", since=str(self._seq))
+        fresh: list[dict[str, Any]] = await self.get("calls", since=str(self._seq))
         if fresh:
             self._seq = max(int(c["seq"]) for c in fresh)
             self.calls.extend(fresh)
         return fresh
 
     async def acks(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._get("acks")
+        result: list[dict[str, Any]] = await self.get("acks")
         return result
 
     async def frames(self, topic: str) -> list[dict[str, Any]]:
         """Frames pushed, with the time each left (GET /_emulator/frames)."""
-        result: list[dict[str, Any]] = await self._get("frames", topic=topic)
+        result: list[dict[str, Any]] = await self.get("frames", topic=topic)
         return result
 
     async def live_apps(self) -> set[str]:
         """Apps with at least one open Stream connection."""
-        conns: list[dict[str, Any]] = await self._get("connections")
+        conns: list[dict[str, Any]] = await self.get("connections")
         return {c["client_id"] for c in conns if c["state"] != "closed"}
 
     async def connections(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._get("connections")
+        result: list[dict[str, Any]] = await self.get("connections")
         return result
 
 

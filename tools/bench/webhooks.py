@@ -1,5 +1,6 @@
-"""Scenario e: a webhook platform. The callback listener's answer time under an open-loop load,
-against a bare handler, then WuKongIM answers end to end through `channeld emulate wukongim`.
+"""Scenario e: webhook platforms. The callback listener's answer time under an open-loop load,
+against a bare handler, then WuKongIM, ZEGO ZIM and Easemob answers end to end through their
+emulators (`tools/bench/zim.py`, `tools/bench/easemob.py`).
 
 One daemon with one WuKongIM channel; the emulator pushes its users' messages (and, as the real
 server does, the bot's own, which channeld ignores) to the channel's hook every `push_interval`.
@@ -9,21 +10,20 @@ emulator's API like any other message.
 
 from __future__ import annotations
 
-import asyncio
-import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from tools.bench import config as cfg
-from tools.bench import measure, stats, wukongim
-from tools.bench.callbacks import CALLBACK_FAMILY, Listener, run_phase
+from tools.bench import e2e, easemob, measure, wukongim, zim
+from tools.bench.callbacks import Listener, run_phase
 from tools.bench.config import BenchSettings
-from tools.bench.load import USER_PERIOD, Target, histogram_since, lag_window, summarize
-from tools.bench.probe import EmulatorClient, read_jsonl, scrape
-from tools.bench.procs import OutsideLoad, Proc, Processes, channeld, free_port, python_module
+from tools.bench.load import Target
+from tools.bench.probe import EmulatorClient
+from tools.bench.procs import OutsideLoad, Processes, channeld, free_port, python_module
 
 CHANNEL = "wk-bench"
 WARMUP_STEP = 70  # tags bm70n...: not measured
@@ -32,50 +32,56 @@ STEADY_STEP, BURST_STEP = 75, 76
 EVENT_QUERY = "&event=msg.notify"
 
 
-class WuKongIMClient(EmulatorClient):
-    """The WuKongIM emulator's control plane: users write to the bot; pushes are its acks."""
+class WuKongIM:
+    """The WuKongIM emulator as an end-to-end `Platform`: users write to the bot; the webhook's
+    pushes are the receipts."""
 
-    async def user_message(self, bot_uid: str, text: str, from_uid: str) -> dict[str, Any]:
-        """A user writes to the bot in a direct chat; the answer names the message id."""
-        body = {"bot_uid": bot_uid, "from_uid": from_uid, "text": text}
-        async with self._session.post(f"{self.url}/_emulator/messages", json=body) as resp:
-            resp.raise_for_status()
-            result: dict[str, Any] = await resp.json()
-            return result
+    name = "WuKongIM"
 
+    def __init__(self, emu: EmulatorClient) -> None:
+        self.emu = emu
 
-async def _wait_ready(session: aiohttp.ClientSession, url: str, daemon: Proc) -> None:
-    """Until the hook takes an empty `msg.notify` (200 once the channel is connected)."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            async with session.post(url, data=b"[]") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        if not daemon.alive() or time.monotonic() > deadline:
-            raise RuntimeError("the WuKongIM channel did not connect; see channeld-webhooks.log")
-        await asyncio.sleep(0.1)
+    async def user_message(self, text: str, user: str) -> str:
+        """A user writes to the bot in a direct chat."""
+        body = {"bot_uid": cfg.WUKONGIM_BOT, "from_uid": user, "text": text}
+        return str((await self.emu.post("messages", body))["message_id"])
 
+    async def receipts(self) -> dict[str, float]:
+        """Message id -> the first push that delivered it."""
+        return receipts(await self.emu.acks())
 
-async def _drain(emu: WuKongIMClient, first_call: int, tags: set[str], within: float) -> set[str]:
-    """Waits for the answers to `tags` (calls since `first_call`); returns those that ended."""
-    deadline = time.monotonic() + within
-    done: set[str] = set()
-    while True:
-        await emu.new_calls()
-        done = wukongim.finished_tags(emu.calls[first_call:]) & tags
-        if done >= tags or time.monotonic() > deadline:
-            return done
-        await asyncio.sleep(0.25)
+    def finished(self, calls: e2e.Calls, traces: e2e.Traces) -> set[str]:
+        """Streams finished, plain answers sent."""
+        return wukongim.finished_tags(calls)
+
+    async def replies(
+        self,
+        sent: Mapping[str, str],
+        receipts: Mapping[str, float],
+        calls: e2e.Calls,
+        traces: e2e.Traces,
+    ) -> list[measure.Reply]:
+        """Timed from the anchor, the deltas and the stream's end."""
+        return wukongim.collect_replies(sent, receipts, calls, traces)
+
+    def api_calls(self, calls: e2e.Calls) -> dict[str, int]:
+        """By path."""
+        return wukongim.api_calls(calls)
+
+    async def own_figures(
+        self, sent: Mapping[str, str], calls: e2e.Calls, since: float
+    ) -> dict[str, Any]:
+        """Nothing beyond the shared figures."""
+        return {}
 
 
 async def _callbacks(
     session: aiohttp.ClientSession,
-    emu: WuKongIMClient,
+    platform: WuKongIM,
     listeners: list[Listener],
     settings: BenchSettings,
+    *,
+    traces: e2e.TraceFile,
     outside: OutsideLoad,
 ) -> dict[str, Any]:
     """Warm-up, then one message per callback, then a burst of batches; the baseline first each
@@ -96,8 +102,8 @@ async def _callbacks(
         results[phase] = {}
         for listener in listeners:
             print(f"  webhooks: {listener.name}, {rate:g} callbacks/s of {batch}", flush=True)
-            await emu.new_calls()
-            first_call = len(emu.calls)
+            await platform.emu.new_calls()
+            first_call = len(platform.emu.calls)
             result = await run_phase(
                 session,
                 listener,
@@ -112,40 +118,13 @@ async def _callbacks(
             if listener.admin_url:
                 tags = {measure.tag(step, m) for m in range(result["messages"])}
                 began = time.monotonic()
-                done = await _drain(emu, first_call, tags, settings.callback_drain_seconds)
+                within = settings.callback_drain_seconds
+                done = await e2e.drain(platform, first_call, tags, traces, within)
                 result["answered"] = len(done)
                 result["drain_seconds"] = time.monotonic() - began
             results[phase][listener.name] = result
     del results["warmup"]
     return results
-
-
-async def _offer(
-    emu: WuKongIMClient, *, step: int, rate: float, seconds: float, words: int
-) -> tuple[dict[str, str], dict[str, float]]:
-    """Open-loop user messages through the control plane: tag -> message id, tag -> when the
-    harness posted it."""
-    count = max(2, round(rate * seconds))
-    users = max(1, math.ceil(rate * USER_PERIOD))
-    start = time.monotonic() + 0.05
-    sent: dict[str, str] = {}
-    posted: dict[str, float] = {}
-
-    async def one(index: int) -> None:
-        t = measure.tag(step, index)
-        posted[t] = time.monotonic()
-        text = measure.user_text(step, index, words)
-        result = await emu.user_message(cfg.WUKONGIM_BOT, text, f"s{step}u{index % users}")
-        sent[t] = str(result["message_id"])
-
-    tasks = []
-    for index in range(count):
-        delay = start + index / rate - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(index)))
-    await asyncio.gather(*tasks)
-    return sent, posted
 
 
 def receipts(pushes: list[dict[str, Any]]) -> dict[str, float]:
@@ -156,63 +135,6 @@ def receipts(pushes: list[dict[str, Any]]) -> dict[str, float]:
             for message_id in push["message_ids"]:
                 first.setdefault(str(message_id), float(push["at"]))
     return first
-
-
-async def _end_to_end(
-    session: aiohttp.ClientSession,
-    emu: WuKongIMClient,
-    daemon: Target,
-    settings: BenchSettings,
-    *,
-    step: int,
-    rate: float,
-    seconds: float,
-    drain: float,
-    traces_file: Path,
-    outside: OutsideLoad,
-) -> dict[str, Any]:
-    """Users write through the emulator at `rate`; the answers are timed from the emulator's
-    records and the LLM's trace, as the DingTalk load times its cards."""
-    print(f"  webhooks: WuKongIM end to end at {rate:g} msg/s", flush=True)
-    await emu.new_calls()
-    first_call = len(emu.calls)
-    before = await scrape(session, daemon.admin_url)
-    cpu_before = daemon.proc.cpu()
-    outside.start()
-    started = time.monotonic()
-    sent, posted = await _offer(emu, step=step, rate=rate, seconds=seconds, words=settings.words)
-    await _drain(emu, first_call, set(sent), drain)
-    ended = time.monotonic()
-    lag = await lag_window(session, daemon, started, ended, before)
-    inside = await histogram_since(session, daemon.admin_url, before, CALLBACK_FAMILY)
-    cpu = daemon.proc.cpu() - cpu_before
-    calls = emu.calls[first_call:]
-    pushed = receipts(await emu.acks())
-    traces = measure.index_traces(read_jsonl(traces_file))
-    replies = wukongim.collect_replies(sent, pushed, calls, traces)
-    result = summarize(
-        "wukongim",
-        rate=rate,
-        sent=len(sent),
-        replies=replies,
-        calls=[],
-        client_ids=[],
-        cpu=cpu,
-        lag=lag,
-    )
-    api = wukongim.api_calls(calls)
-    answered = result["answered"]
-    result.update(
-        api_calls=api,
-        api_calls_per_reply=sum(api.values()) / answered if answered else None,
-        callback_inside=inside,
-        outside_cpu_percent=outside.percent(),
-        push_delay=stats.summary(
-            [pushed[m] - posted[t] for t, m in sent.items() if m in pushed and t in posted]
-        ),
-        seconds=ended - started,
-    )
-    return result
 
 
 async def run_webhooks(
@@ -265,46 +187,38 @@ async def run_webhooks(
         "ack-server",
         python_module("tools.bench.ack_server", "--db", str(workdir / "ack-server.sqlite3")),
     )
-    await _wait_ready(session, hook + EVENT_QUERY, daemon)
-    outside = OutsideLoad(procs)
-    emu = WuKongIMClient(session, emulator.url)
     admin_url = f"http://{admin}"
+    await e2e.wait_up(session, admin_url, CHANNEL, daemon)
+    outside = OutsideLoad(procs)
+    traces = e2e.TraceFile(traces_file)
+    platform = WuKongIM(EmulatorClient(session, emulator.url))
     query = f"/hooks/{CHANNEL}?key={cfg.WEBHOOK_KEY}{EVENT_QUERY}"
     listeners = [
         Listener("baseline", bare.url + query, bare),
         Listener("channeld", f"http://{hooks}{query}", daemon, admin_url=admin_url),
     ]
     results: dict[str, Any] = {
-        "callbacks": await _callbacks(session, emu, listeners, settings, outside),
+        "callbacks": await _callbacks(
+            session, platform, listeners, settings, traces=traces, outside=outside
+        ),
         "push_interval": settings.push_interval,
         "updates_per_second": settings.wukongim_updates_per_second,
     }
     await bare.stop()
     target = Target("channeld", [], daemon, cards=True, admin_url=admin_url)
-    shapes = [
-        ("steady", STEADY_STEP, settings.rates[0], settings.step_seconds, settings.drain_seconds),
-        (
-            "burst",
-            BURST_STEP,
-            settings.reference_rate,
-            settings.burst_seconds,
-            settings.burst_drain_seconds,
-        ),
-    ]
-    results["end_to_end"] = {}
-    for name, step, rate, seconds, drain in shapes:
-        results["end_to_end"][name] = await _end_to_end(
-            session,
-            emu,
-            target,
-            settings,
-            step=step,
-            rate=rate,
-            seconds=seconds,
-            drain=drain,
-            traces_file=traces_file,
-            outside=outside,
-        )
+    results["end_to_end"] = await e2e.steady_and_burst(
+        session,
+        platform,
+        target,
+        settings,
+        steps=(STEADY_STEP, BURST_STEP),
+        traces=traces,
+        outside=outside,
+    )
     await daemon.stop()
     await emulator.stop()
+    for name, run in (("zim", zim.run), ("easemob", easemob.run)):
+        results[name] = await run(
+            session, procs, settings, llm_url=llm_url, traces=traces, workdir=workdir
+        )
     return results
