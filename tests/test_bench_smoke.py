@@ -17,14 +17,16 @@ from aiohttp import web
 
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.emulator import EmulatorThread
+from channels.easemob.config import EasemobChannelConfig
 from channels.model import ChannelId, ChatType
 from channels.wukongim.api import text_payload
 from channels.wukongim.config import WuKongIMChannelConfig
 from channels.wukongim.convert import to_batch
+from channels.zim.config import ZimChannelConfig
 from daemon.config import Settings
 from tests import dingtalk_support
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, RawStreamClient
-from tools.bench import ack_server, callbacks, measure, stats, wukongim
+from tools.bench import ack_server, callbacks, e2e, easemob, edited, measure, stats, wukongim, zim
 from tools.bench import config as cfg
 from tools.bench.coalesce import analyse
 from tools.bench.llm import TracingLLM
@@ -383,10 +385,14 @@ def _phase(p99: float, *, batch: int, inside: float | None = None) -> dict[str, 
 def test_webhooks_section_renders_the_listener_and_wukongim_beside_dingtalk() -> None:
     dingtalk = {"rate": 10.0, "answered": 30, "sent": 30, "first_text": {"p50": 0.33}}
     wk = {**dingtalk, "first_text": {"p50": 0.31}, "push_delay": {"p50": 0.025}}
+    budget = {"peak_per_second": 15, "rate_refusals": 0}
+    zim_step = {**dingtalk, "first_text": {"p50": 1.2}, "budget": budget}
+    presend = {"answer": {"p50": 0.005, "p99": 0.012, "max": 0.02}, "late": 0}
+    em_step = {**dingtalk, "first_text": {"p50": 0.32}, "presend": presend}
     results = {
         **RESULTS_HEAD,
         "settings": {"reference_rate": 60.0, "first_token_delay": 0.3, "token_interval": 0.02}
-        | {"words": 24},
+        | {"words": 24, "step_seconds": 3.0, "burst_seconds": 1.0},
         "load": {
             "steps": {"channeld": [dingtalk], "baseline": []},
             "sustained": {"channeld": 10.0, "baseline": None},
@@ -406,6 +412,8 @@ def test_webhooks_section_renders_the_listener_and_wukongim_beside_dingtalk() ->
             "push_interval": 0.05,
             "updates_per_second": 200.0,
             "end_to_end": {"steady": wk, "burst": {**wk, "rate": 60.0}},
+            "zim": {"steady": zim_step, "burst": {**zim_step, "rate": 60.0}, "qps": 20},
+            "easemob": {"steady": em_step, "burst": {**em_step, "rate": 60.0}},
         },
     }
     text = render_markdown(results)
@@ -417,8 +425,155 @@ def test_webhooks_section_renders_the_listener_and_wukongim_beside_dingtalk() ->
         "| listener process CPU while the load lasted (% of one core) | 50 | 50 | 1.00× |" in text
     )
     assert "| the messages answered (by the LLM, through the emulator) | 2500/2500" in text
-    header = "| figure | WuKongIM 10 msg/s | DingTalk 10 msg/s | WuKongIM burst 60 msg/s |"
-    assert header + " DingTalk burst 60 msg/s |" in text
-    row = "| receipt → first visible text p50 | 310.0 ms | 330.0 ms | 310.0 ms | 330.0 ms |"
-    assert row in text
-    assert "| user's message → webhook push p50 | 25.0 ms | – | 25.0 ms | – |" in text
+    header = "| figure (steady, 10 msg/s for 3 s) | DingTalk | WuKongIM | ZIM | Easemob |"
+    assert header in text
+    assert "| figure (burst, 60 msg/s for 1 s) | DingTalk | WuKongIM | ZIM | Easemob |" in text
+    row = "| receipt → first visible text p50 | 330.0 ms | 310.0 ms | 1200.0 ms | 320.0 ms |"
+    assert text.count(row) == 2
+    assert "| user's message → webhook push / callback p50 | – | 25.0 ms | – | – |" in text
+    assert "| ZIM: requests refused for rate (must be 0) | 0 | 0 |" in text
+    assert "| Easemob: pre-send callback answer p99 | 12.0 ms | 12.0 ms |" in text
+
+
+@pytest.mark.parametrize("make", [cfg.zim_config, cfg.easemob_config])
+def test_generated_zim_and_easemob_configs_are_valid(make: Any) -> None:
+    text = make(
+        state_dir=Path("/tmp/bench-state"),
+        admin_listen="127.0.0.1:9999",
+        webhooks_listen="127.0.0.1:9998",
+        api_base="http://127.0.0.1:1234",
+        llm_url="http://127.0.0.1:5678/v1",
+        channel_id="bench",
+    )
+    settings = Settings.model_validate(tomllib.loads(text))
+    settings.check_references()
+    (channel,) = settings.channels
+    assert isinstance(channel, ZimChannelConfig | EasemobChannelConfig)
+    assert channel.stream == "edit" and settings.webhooks.port == 9998
+
+
+def _zim_call(at: float, action: str, body: dict[str, Any], code: int = 0) -> dict[str, Any]:
+    return {"at": at, "path": "/", "action": action, "code": code, "body": body}
+
+
+def test_zim_answers_are_timed_from_the_send_and_the_edit_with_the_whole_text() -> None:
+    t, other = measure.tag(61, 0), measure.tag(61, 1)
+    whole = f"Echo: {t} w1 w2"
+
+    def send(at: float, user: str, text: str, code: int = 0) -> dict[str, Any]:
+        body = {"FromUserId": "@RBT#b", "ToUserId": [user], "MessageBody": {"Message": text}}
+        return _zim_call(at, zim.SEND, body, code)
+
+    def edit(at: float, user: str, seq: int, text: str, code: int = 0) -> dict[str, Any]:
+        body = {"ConvId": user, "ConvMsgSeq": seq, "MessageBody": {"Message": text}}
+        return _zim_call(at, zim.EDIT, body, code)
+
+    calls = [
+        send(10.0, "u2", "refused", code=7),  # no message stored: not linked to a card
+        send(10.3, "u1", "Echo:"),  # the tag is not in the first text: linked by order
+        send(10.35, "u2", f"Echo: {other} w1"),
+        edit(10.5, "u1", 2, f"Echo: {t} w1"),
+        edit(10.6, "u1", 2, whole, code=7),  # refused: the whole text not yet visible
+        edit(10.9, "u1", 2, whole),
+        {"at": 11.0, "path": "/_emulator/messages", "body": {}},
+    ]
+    cards = zim.robot_cards(
+        [
+            {"sender": "@RBT#b", "receiver": "u1", "msg_seq": 2, "texts": ["Echo:", whole]},
+            {"sender": "@RBT#b", "receiver": "u2", "msg_seq": 2, "texts": [f"Echo: {other} w1"]},
+            {"sender": "u1", "receiver": "@RBT#b", "msg_seq": 1, "texts": [t]},  # the user's
+        ],
+        "@RBT#b",
+    )
+    assert len(cards) == 2
+    traces: dict[str, dict[str, Any]] = {
+        t: {"started": 10.05, "token_times": [10.29, 10.8], "tokens": ["Echo:", f" {t}", " w1 w2"]},
+        other: {"tokens": ["Echo:", f" {other}", " w1", " w9"]},  # never shown whole
+    }
+    mine, theirs = edited.collect_replies(
+        {t: "m1", other: "m2"}, {"m1": 10.0, "m2": 10.1}, zim.message_calls(calls), cards, traces
+    )
+    assert mine.latency("first_text_at") == mine.latency("shown_at") == pytest.approx(0.3)
+    assert mine.latency("final_at") == pytest.approx(0.9) and mine.calls == 4
+    assert theirs.latency("first_text_at") == pytest.approx(0.25) and theirs.final_at is None
+    answers = edited.full_answers(traces)
+    assert edited.finished_tags(zim.message_calls(calls), answers) == {t}
+    assert zim.api_calls(calls) == {zim.SEND: 3, zim.EDIT: 3}
+    accepted = [c for c in calls if c.get("code") == 0]
+    figures = zim.budget(accepted, [{"action": zim.EDIT, "at": 10.6}])
+    assert figures == {
+        "peak_per_second": 4,
+        "rate_refusals": 1,
+        "refused_actions": {zim.EDIT: 1},
+    }
+
+
+def test_peak_per_window_counts_a_sliding_second() -> None:
+    assert edited.peak_per_window([]) == 0
+    assert edited.peak_per_window([0.0, 0.5, 0.99, 1.0, 1.5]) == 3
+    assert edited.peak_per_window([0.0, 1.0, 2.0]) == 1
+
+
+def test_easemob_sends_rewrites_and_presend_answers() -> None:
+    t = measure.tag(66, 0)
+    rewrite = "/bench/bench/messages/rewrite/{}"
+
+    def send(at: float, text: str, status: int = 200) -> dict[str, Any]:
+        body = {"from": "aibot", "to": ["u1"], "type": "txt", "body": {"msg": text}}
+        return {
+            "at": at,
+            "method": "POST",
+            "path": easemob.SEND_PATH,
+            "body": body,
+            "status": status,
+        }
+
+    def rewritten(at: float, msg_id: str, text: str, status: int = 200) -> dict[str, Any]:
+        body = {"new_msg": {"type": "txt", "msg": text}}
+        path = rewrite.format(msg_id)
+        return {"at": at, "method": "PUT", "path": path, "body": body, "status": status}
+
+    calls = [
+        send(5.0, "other", status=429),
+        send(5.3, f"Echo: {t}"),
+        rewritten(5.6, "900", f"Echo: {t} w1", status=403),
+        rewritten(5.8, "900", f"Echo: {t} w1"),
+        {"at": 5.9, "method": "POST", "path": "/bench/bench/token", "body": {}, "status": 200},
+    ]
+    cards = easemob.bot_cards(
+        [
+            {"msg_id": "900", "chat_id": "aibot|u1", "sender": "aibot", "texts": [f"Echo: {t}"]},
+            {"msg_id": "901", "chat_id": "aibot|u1", "sender": "u1", "texts": ["x"]},
+        ],
+        "aibot",
+    )
+    assert cards == [edited.Card("u1", "900", 900, (f"Echo: {t}",))]
+    traces = {t: {"tokens": ["Echo:", f" {t}", " w1"]}}
+    (reply,) = edited.collect_replies(
+        {t: "m1"}, {"m1": 5.0}, easemob.message_calls(calls), cards, traces
+    )
+    assert reply.latency("first_text_at") == pytest.approx(0.3)
+    assert reply.latency("final_at") == pytest.approx(0.8)
+    figures = easemob.rewrite_figures(easemob.message_calls(calls), [429, 200, 403, 200])
+    assert figures == {"per_message_max": 1, "refused": 1, "too_many_requests": 1}
+    presends = [
+        {"msg_id": "m1", "answered_after": 0.004, "in_time": True, "verdict": "pass"},
+        {"msg_id": "m2", "answered_after": 0.25, "in_time": False, "verdict": "pass"},
+        {"msg_id": "other", "answered_after": 9.0, "in_time": False, "verdict": "pass"},
+    ]
+    summary = easemob.presend_figures(presends, {"m1", "m2"})
+    assert summary["count"] == 2 and summary["late"] == 1 and summary["blocked"] == 0
+    assert summary["answer"]["max"] == pytest.approx(0.25)
+
+
+def test_trace_file_is_read_as_it_grows(tmp_path: Path) -> None:
+    path = tmp_path / "traces.jsonl"
+    traces = e2e.TraceFile(path)
+    assert traces.update() == {}
+    first = json.dumps({"user": measure.user_text(1, 0, 3), "tokens": ["a"]})
+    second = json.dumps({"user": measure.user_text(1, 1, 3), "tokens": ["b"]})
+    path.write_text(first + "\n" + second[:10])  # the second line is still being written
+    assert set(traces.update()) == {measure.tag(1, 0)}
+    with path.open("a") as handle:
+        handle.write(second[10:] + "\n")
+    assert set(traces.update()) == {measure.tag(1, 0), measure.tag(1, 1)}

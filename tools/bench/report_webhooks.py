@@ -1,5 +1,5 @@
-"""Pure rendering of scenario e: the callback listener against a bare handler, and WuKongIM
-answers end to end beside DingTalk's."""
+"""Pure rendering of scenario e: the callback listener against a bare handler, and WuKongIM, ZIM
+and Easemob answers end to end beside DingTalk's."""
 
 from __future__ import annotations
 
@@ -92,8 +92,8 @@ def callback_goal(webhooks: Mapping[str, Any]) -> list[str]:
 
 # (label, path into a step, formatter)
 E2E_FIGURES: list[tuple[str, tuple[str, ...], str]] = [
-    ("user's message → webhook push p50", ("push_delay", "p50"), "ms"),
-    ("user's message → webhook push p99", ("push_delay", "p99"), "ms"),
+    ("user's message → webhook push / callback p50", ("push_delay", "p50"), "ms"),
+    ("user's message → webhook push / callback p99", ("push_delay", "p99"), "ms"),
     ("callback inside channeld p99 (histogram)", ("callback_inside", "p99"), "ms"),
     ("ack latency p99 (DingTalk: frame → ack)", ("ack", "p99"), "ms"),
     ("receipt → anchor / card shown p50", ("card_shown", "p50"), "ms"),
@@ -128,8 +128,73 @@ def _e2e_rows(columns: list[Mapping[str, Any] | None]) -> list[list[str]]:
     return rows
 
 
+def _own_rows(wh: Mapping[str, Any]) -> list[list[str]]:
+    """What only ZIM (the app-wide budget) and Easemob (pre-send, rewrites) have."""
+    zim, em = wh.get("zim") or {}, wh.get("easemob") or {}
+    rows: list[list[str]] = []
+
+    def both(label: str, source: Mapping[str, Any], path: tuple[str, ...], kind: str) -> None:
+        cells = []
+        for shape in ("steady", "burst"):
+            value = get(source.get(shape), *path)
+            cells.append(ms(value) if kind == "ms" else num(value, 0))
+        if any(c != "–" for c in cells):
+            rows.append([label, *cells])
+
+    limit = num(get(zim, "qps"), 0)
+    both(
+        f"ZIM: sends + edits in the busiest sliding second (limit {limit})",
+        zim,
+        ("budget", "peak_per_second"),
+        "n",
+    )
+    both("ZIM: requests refused for rate (must be 0)", zim, ("budget", "rate_refusals"), "n")
+    both("ZIM: edits", zim, ("api_calls", "EditC2cMsgBody"), "n")
+    for q in ("p50", "p99", "max"):
+        both(f"Easemob: pre-send callback answer {q}", em, ("presend", "answer", q), "ms")
+    both("Easemob: pre-send answers later than the wait", em, ("presend", "late"), "n")
+    both("Easemob: rewrites of one message, max (cap 9)", em, ("rewrites", "per_message_max"), "n")
+    both("Easemob: rewrites refused", em, ("rewrites", "refused"), "n")
+    both("Easemob: 429 answers", em, ("rewrites", "too_many_requests"), "n")
+    return rows
+
+
+def _e2e_tables(results: Mapping[str, Any]) -> list[str]:
+    """Steady and burst, one column per platform."""
+    wh = results["webhooks"]
+    load = results.get("load") or {}
+    platforms = [("WuKongIM", wh.get("end_to_end") or {})]
+    platforms += [
+        (name, wh.get(key) or {}) for name, key in (("ZIM", "zim"), ("Easemob", "easemob"))
+    ]
+    lines: list[str] = []
+    for shape in ("steady", "burst"):
+        mine = [(name, shapes.get(shape)) for name, shapes in platforms if shapes.get(shape)]
+        rate = get(mine[0][1], "rate") if mine else None
+        if load and rate is not None:
+            dingtalk = (
+                step_at(load["steps"]["channeld"], rate)
+                if shape == "steady"
+                else load.get("burst", {}).get("channeld")
+            )
+        else:
+            dingtalk = None
+        columns = [dingtalk, *(c for _, c in mine)]
+        what = shape
+        seconds = get(
+            results.get("settings"), "burst_seconds" if shape == "burst" else "step_seconds"
+        )
+        what = f"{what}, {num(rate, 0)} msg/s for {num(seconds, 0)} s"
+        header = ["figure (" + what + ")", "DingTalk", *(name for name, _ in mine)]
+        lines += [*table(header, _e2e_rows(columns)), ""]
+    own = _own_rows(wh)
+    if own:
+        lines += [*table(["figure", "steady", "burst"], own), ""]
+    return lines
+
+
 def webhooks_section(results: Mapping[str, Any]) -> list[str]:
-    """Scenario e: both tables and what they include."""
+    """Scenario e: the listener's table and the end-to-end tables, and what they include."""
     wh = results["webhooks"]
     callbacks = wh["callbacks"]
     rows: list[list[str]] = []
@@ -140,20 +205,6 @@ def webhooks_section(results: Mapping[str, Any]) -> list[str]:
         ours, base = phase["channeld"], phase["baseline"]
         rows.append([_phase_title(name, label, ours), "", "", ""])
         rows += _latency_rows(ours, base)
-    e2e = wh["end_to_end"]
-    steady, burst = e2e.get("steady"), e2e.get("burst")
-    load = results.get("load") or {}
-    rate = get(steady, "rate")
-    dingtalk_steady = step_at(load["steps"]["channeld"], rate) if load and rate else None
-    dingtalk_burst = load.get("burst", {}).get("channeld") if load else None
-    header = [
-        "figure",
-        f"WuKongIM {num(rate, 0)} msg/s",
-        f"DingTalk {num(rate, 0)} msg/s",
-        f"WuKongIM burst {num(get(burst, 'rate'), 0)} msg/s",
-        f"DingTalk burst {num(get(dingtalk_burst, 'rate'), 0)} msg/s",
-    ]
-    columns = [steady, dingtalk_steady, burst, dingtalk_burst]
     interval = float(wh["push_interval"]) * 1000
     return [
         "### Webhook platforms: the callback listener",
@@ -166,16 +217,20 @@ def webhooks_section(results: Mapping[str, Any]) -> list[str]:
         "",
         *table(["figure", "channeld", "bare handler", "ratio"], rows),
         "",
-        "### WuKongIM end to end, beside DingTalk",
+        "### Webhook platforms end to end, beside DingTalk",
         "",
-        f"Users write through `channeld emulate wukongim`, whose webhook pushes every"
-        f" {interval:.0f} ms (the server's default is 500 ms) to one channel (update budget"
-        f" {num(get(wh, 'updates_per_second'), 0)}/s: one WuKongIM server, one webhook, one"
-        " channel, where the DingTalk load spreads over many apps of 20/s each). DingTalk"
-        " columns: channeld in the load scenario of this run (– when it did not run).",
+        "Users write through each platform's emulator to one channel on its own daemon."
+        f" WuKongIM: the webhook pushes every {interval:.0f} ms (the server's default is"
+        f" 500 ms), update budget {num(get(wh, 'updates_per_second'), 0)}/s (one WuKongIM"
+        " server, one webhook, one channel, where the DingTalk load spreads over many apps of"
+        ' 20/s each). ZIM (`stream = "edit"`) and Easemob (`stream = "edit"`, rewriting'
+        " enabled) run with every other setting at its default: one ZIM app shares 20"
+        " requests per sliding second, of which the channel uses 15"
+        " (`api_requests_per_second`); both channels' updates share"
+        " `card_updates_per_second` = 20. DingTalk: channeld in the load scenario of this run"
+        " (– when it did not run).",
         "",
-        *table(header, _e2e_rows(columns)),
-        "",
+        *_e2e_tables(results),
     ]
 
 
@@ -197,4 +252,18 @@ METHOD = """\
   from 0 to one interval). The anchor, the first `stream.delta` with text and the first event that
   ends the stream (`stream.close` or `stream.finish`) are their arrival at the emulator. API
   calls per reply count every call the emulator recorded in the step, `/varz` included.
+- ZIM and Easemob end to end: a fresh daemon each, warmed up by 5 unrecorded messages. Receipt
+  is when the emulator posted the message's first signed callback that channeld took (ZIM:
+  `send_msg`; Easemob: the pre-send callback), so, unlike WuKongIM's, it includes the
+  callback's own answer time. Both answer in one message edited as it grows, with no
+  end-of-answer marker: first visible text is the arrival of the answer's send at the
+  emulator, the final answer the first accepted send or edit whose text is the LLM's whole
+  answer (its trace's tokens; channeld never repeats a text, so this is also the last edit).
+  An edit names its message by a handle only the send's answer carried (ZIM: user and MsgSeq,
+  Easemob: msg_id); the emulator's stored robot messages link them (a user's n-th accepted send
+  is that user's n-th robot message). API calls per reply: sends and edits (ZIM: the actions
+  SendPeerMessage and EditC2cMsgBody, refused ones included; Easemob: POST messages/users and
+  PUT messages/rewrite). ZIM's busiest second counts accepted sends and edits in any sliding
+  second, as ZIM counts; its refusals are the emulator's (`/_emulator/refusals`). Easemob's
+  pre-send answer time is the emulator's, from posting the callback to reading the answer.
 """
