@@ -8,6 +8,8 @@ a budget. Messages reach the daemon only through the sink: providers never touch
 The HTTP client outlives the session: every reply stream (from its opening until it ends) and every
 `send()` holds it, and `close()` closes it only once the last holder let go, so an answer streaming
 when its channel stops still ends properly (the channel manager bounds how long it may take).
+
+`CallbackSessionProvider` is the webhook platforms' kind: a `CallbackSession` in place of a socket.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from channels.callbacks import BatchSink, Intake
+from channels.callbacks import BatchSink, CallbackSession, Intake
 from channels.cards import CardReplyStream, MessageSender
 from channels.config import ChannelConfigBase
 from channels.connection import SessionSocket
@@ -217,17 +220,6 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
         delivery.add_done_callback(self._deliveries.discard)
         await asyncio.shield(delivery)
 
-    async def _deliver_batch(
-        self, deliver: BatchSink, messages: Sequence[InboundMessage]
-    ) -> Intake:
-        """A webhook callback's `deliver(messages)`, in a task of its own that a closing session
-        waits for and a cancelled request does not cut short (journaled but never queued, the
-        messages would wait for the next start: their redelivery counts as a duplicate)."""
-        delivery: asyncio.Future[Intake] = asyncio.ensure_future(deliver(messages))
-        self._deliveries.add(delivery)
-        delivery.add_done_callback(self._deliveries.discard)
-        return await asyncio.shield(delivery)
-
     def _http_options(self, timeout: float) -> HttpOptions:
         """What the platform's HTTP client takes from the provider: `timeout`, request counting."""
         return HttpOptions(timeout=timeout, on_request=self._count_request)
@@ -265,6 +257,53 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
             await session.close()
         if self._deliveries:
             await asyncio.wait(set(self._deliveries))  # journaled and queued, or refused
+
+
+class CallbackSessionProvider(SessionProvider[ConfigT, ApiT, CallbackSession]):
+    """A webhook platform's provider: its session is a `CallbackSession` opened by one checked
+    API call, and its messages come to `handle_callback` from the callback listener."""
+
+    session_name: ClassVar[str] = "callback session"
+
+    def __init__(
+        self,
+        config: ConfigT,
+        sink: InboundSink,
+        *,
+        observer: Observer | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(config, sink, observer=observer)
+        self._wall_clock = wall_clock  # what callbacks' timestamps are checked against
+
+    @abstractmethod
+    async def _check_app(self) -> None:
+        """One authenticated API call proving the credentials; raises a classified error."""
+
+    async def _new_session(self) -> CallbackSession:
+        return CallbackSession(self._check_app, self._log)
+
+    def _touch(self) -> None:
+        """A callback passed the platform's check: the session's sign of life."""
+        if self._session is not None:
+            self._session.touch()
+
+    def _ignore_unreadable(self, what: str, count: int = 1) -> None:
+        """Messages acknowledged although unreadable: the platform would only send them again."""
+        self._log.warning("ignored %s", what)
+        for _ in range(count):
+            self._observer.message_invalid(self._config.id, self.platform)
+
+    async def _deliver_batch(
+        self, deliver: BatchSink, messages: Sequence[InboundMessage]
+    ) -> Intake:
+        """A callback's `deliver(messages)`, in a task of its own that a closing session waits
+        for and a cancelled request does not cut short (journaled but never queued, the messages
+        would wait for the next start: their redelivery counts as a duplicate)."""
+        delivery: asyncio.Future[Intake] = asyncio.ensure_future(deliver(messages))
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
+        return await asyncio.shield(delivery)
 
 
 class _HeldReply:

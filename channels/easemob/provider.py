@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 from channels.callbacks import (
     BatchSink,
     Callback,
     CallbackAnswer,
     CallbackMalformed,
     CallbackRejected,
-    CallbackSession,
     proof_matches,
 )
 from channels.cards import CardReplyStream, MessageSender
@@ -28,9 +24,7 @@ from channels.easemob.convert import (
 )
 from channels.easemob.reply import EasemobMessageSender, EasemobReplyStream
 from channels.model import InboundMessage
-from channels.observer import Observer
-from channels.provider import InboundSink
-from channels.sessions import SessionProvider
+from channels.sessions import CallbackSessionProvider
 from common.errors import PermanentError
 
 # How far a callback's timestamp may be from our clock, either way: a replayed callback older
@@ -38,24 +32,10 @@ from common.errors import PermanentError
 WINDOW_MS = 600_000
 
 
-class EasemobProvider(
-    SessionProvider[EasemobChannelConfig, EasemobApi, CallbackSession],
-):
+class EasemobProvider(CallbackSessionProvider[EasemobChannelConfig, EasemobApi]):
     """One bot user of one Easemob app; its messages arrive at the callback listener."""
 
     platform = PLATFORM
-    session_name = "callback session"
-
-    def __init__(
-        self,
-        config: EasemobChannelConfig,
-        sink: InboundSink,
-        *,
-        observer: Observer | None = None,
-        wall_clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(config, sink, observer=observer)
-        self._wall_clock = wall_clock
 
     def _new_api(self) -> EasemobApi:
         config = self._config
@@ -71,9 +51,6 @@ class EasemobProvider(
 
     def _new_sender(self, api: EasemobApi) -> MessageSender:
         return EasemobMessageSender(api, self._config.max_message_bytes)
-
-    async def _new_session(self) -> CallbackSession:
-        return CallbackSession(self._check_app, self._log)
 
     def _new_reply(self, message: InboundMessage) -> CardReplyStream:
         streaming = self._config.stream == "edit"
@@ -103,16 +80,14 @@ class EasemobProvider(
         if signed is None:
             raise CallbackRejected("signature", "the callback lacks callId, timestamp or security")
         self._check(signed)
-        if self._session is not None:
-            self._session.touch()
+        self._touch()
         if not signed.pre_send and signed.event_type != CHAT:
             return CallbackAnswer(ignored_events=1)  # chat_offline and other events
         try:
             message = to_inbound(self.channel_id, body, self._config.bot_user)
         except PermanentError as exc:
-            # acknowledged (and let through) anyway: Easemob would only send it again
-            self._log.warning("ignored an unreadable message: %s", exc)
-            self._observer.message_invalid(self._config.id, self.platform)
+            # acknowledged, and a pre-send callback lets it through
+            self._ignore_unreadable(f"an unreadable message: {exc}")
             return CallbackAnswer(body=verdict(None) if signed.pre_send else None)
         answer = verdict(message) if signed.pre_send else None
         if message is None:

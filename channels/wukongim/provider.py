@@ -8,7 +8,6 @@ from channels.callbacks import (
     CallbackAnswer,
     CallbackMalformed,
     CallbackRejected,
-    CallbackSession,
     Intake,
     proof_matches,
 )
@@ -16,20 +15,17 @@ from channels.cards import CardReplyStream, MessageSender
 from channels.model import InboundMessage
 from channels.observer import Observer
 from channels.provider import InboundSink
-from channels.sessions import SessionProvider
+from channels.sessions import CallbackSessionProvider
 from channels.wukongim.api import EVENT_API_SINCE, WuKongIMApi, parse_version
 from channels.wukongim.config import WuKongIMChannelConfig
 from channels.wukongim.convert import MESSAGE_NOTIFY, PLATFORM, query_params, to_batch
 from channels.wukongim.reply import WuKongIMMessageSender, WuKongIMReplyStream
 
 
-class WuKongIMProvider(
-    SessionProvider[WuKongIMChannelConfig, WuKongIMApi, CallbackSession],
-):
+class WuKongIMProvider(CallbackSessionProvider[WuKongIMChannelConfig, WuKongIMApi]):
     """One bot on one WuKongIM server; its messages arrive at the callback listener."""
 
     platform = PLATFORM
-    session_name = "callback session"
 
     def __init__(
         self, config: WuKongIMChannelConfig, sink: InboundSink, *, observer: Observer | None = None
@@ -49,14 +45,11 @@ class WuKongIMProvider(
     def _new_sender(self, api: WuKongIMApi) -> MessageSender:
         return WuKongIMMessageSender(api, self._config.max_message_chars)
 
-    async def _new_session(self) -> CallbackSession:
-        return CallbackSession(self._check_server, self._log)
-
     def _new_reply(self, message: InboundMessage) -> CardReplyStream:
         streaming = self._config.stream == "event" and self._event_api
         return WuKongIMReplyStream(self._api, self._sender, message, streaming=streaming)
 
-    async def _check_server(self) -> None:
+    async def _check_app(self) -> None:
         """One authenticated call: proves the token, and tells whether answers can stream."""
         version = await self._api.varz()
         parsed = parse_version(version)
@@ -77,8 +70,7 @@ class WuKongIMProvider(
         """Check the key, journal what a `msg.notify` batch holds for the bot, answer 200."""
         params = query_params(callback.query)
         self._check_key(params.get("key", ""))
-        if self._session is not None:
-            self._session.touch()
+        self._touch()
         event = params.get("event", "")
         if not event:
             raise CallbackMalformed("no event parameter: not a WuKongIM webhook")
@@ -89,10 +81,8 @@ class WuKongIMProvider(
             raise CallbackMalformed("a msg.notify body is a JSON array")
         batch = to_batch(self.channel_id, callback.payload, self._config.bot_uid)
         if batch.malformed:
-            # acknowledged anyway: the server would only send them again
-            self._log.warning("ignored %d unreadable messages of a callback", batch.malformed)
-            for _ in range(batch.malformed):
-                self._observer.message_invalid(self._config.id, self.platform)
+            what = f"{batch.malformed} unreadable messages of a callback"
+            self._ignore_unreadable(what, batch.malformed)
         intake = await self._deliver_batch(deliver, batch.messages) if batch.messages else Intake()
         return CallbackAnswer(intake=intake, ignored_events=batch.ignored)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from channels.callbacks import (
@@ -12,14 +10,11 @@ from channels.callbacks import (
     CallbackAnswer,
     CallbackMalformed,
     CallbackRejected,
-    CallbackSession,
     proof_matches,
 )
 from channels.cards import CardReplyStream, MessageSender
 from channels.model import InboundMessage
-from channels.observer import Observer
-from channels.provider import InboundSink
-from channels.sessions import SessionProvider
+from channels.sessions import CallbackSessionProvider
 from channels.zim.api import ZimApi
 from channels.zim.config import ZimChannelConfig
 from channels.zim.convert import BEFORE_SEND, PLATFORM, callback_signature, to_inbound
@@ -39,22 +34,10 @@ def _field(payload: dict[str, Any], name: str) -> str:
     return str(value) if isinstance(value, str | int) else ""
 
 
-class ZimProvider(SessionProvider[ZimChannelConfig, ZimApi, CallbackSession]):
+class ZimProvider(CallbackSessionProvider[ZimChannelConfig, ZimApi]):
     """One robot of one ZIM app; its messages arrive at the callback listener."""
 
     platform = PLATFORM
-    session_name = "callback session"
-
-    def __init__(
-        self,
-        config: ZimChannelConfig,
-        sink: InboundSink,
-        *,
-        observer: Observer | None = None,
-        wall_clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(config, sink, observer=observer)
-        self._wall_clock = wall_clock
 
     def _new_api(self) -> ZimApi:
         return ZimApi(
@@ -69,14 +52,11 @@ class ZimProvider(SessionProvider[ZimChannelConfig, ZimApi, CallbackSession]):
     def _new_sender(self, api: ZimApi) -> MessageSender:
         return ZimMessageSender(api, self._config.max_message_bytes)
 
-    async def _new_session(self) -> CallbackSession:
-        return CallbackSession(self._register_robot, self._log)
-
     def _new_reply(self, message: InboundMessage) -> CardReplyStream:
         streaming = self._config.stream == "edit"
         return ZimReplyStream(self._api, self._sender, message, streaming=streaming)
 
-    async def _register_robot(self) -> None:
+    async def _check_app(self) -> None:
         """`RobotRegister`: proves app_id and server_secret; a robot that exists is fine."""
         created = await self._api.register_robot(self._config.robot_name, self._config.robot_avatar)
         self._log.info(
@@ -94,17 +74,14 @@ class ZimProvider(SessionProvider[ZimChannelConfig, ZimApi, CallbackSession]):
         if not isinstance(payload, dict):
             raise CallbackMalformed("a ZIM callback is a JSON object")
         self._check_signature(payload)
-        if self._session is not None:
-            self._session.touch()
+        self._touch()
         if payload.get("event") == BEFORE_SEND:
             # the pre-send hook, if ZEGO was given this URL for it: let the message through
             return CallbackAnswer(body={"result": 0}, ignored_events=1)
         try:
             message = to_inbound(self.channel_id, payload, self._config.robot_id)
         except PermanentError as exc:
-            # acknowledged anyway: ZIM would only send it again
-            self._log.warning("ignored an unreadable callback: %s", exc)
-            self._observer.message_invalid(self._config.id, self.platform)
+            self._ignore_unreadable(f"an unreadable callback: {exc}")
             return CallbackAnswer()
         if message is None:
             return CallbackAnswer(ignored_events=1)  # 2xx, or ZIM retries it
