@@ -17,9 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from channels.easemob.emulator.state import Message, now_ms
+from channels.emulator.outbound import Answer, Outbound
 
 MAX_ANSWER_CHARS = 1000  # a longer answer is taken for an attack: the callback failed
 SECURITY_VERSION = "1.0.0"
@@ -90,14 +89,6 @@ class PostAttempt:
         return self.status == 200
 
 
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int | None
-    text: str
-    elapsed: float
-    error: str
-
-
 def message_payload(message: Message, flat: bool) -> dict[str, Any]:
     """The `payload` of a callback: flat `{"msg", "type"}` or `{"ext", "bodies": [...]}`."""
     if flat:
@@ -105,7 +96,7 @@ def message_payload(message: Message, flat: bool) -> dict[str, Any]:
     return {"ext": dict(message.ext), "bodies": [dict(message.body)]}
 
 
-class CallbackSender:
+class CallbackSender(Outbound):
     """Posts an app's callbacks to the rule's URL and records every attempt."""
 
     def __init__(
@@ -119,33 +110,21 @@ class CallbackSender:
         timeout: float,
         changed: Callable[[], None],
     ) -> None:
+        super().__init__(timeout=timeout)
         self.url = url
         self.secret = secret
         self.appkey = appkey
         self.wait = wait
         self.default_pass = default_pass
-        self.timeout = timeout
         self.presends: list[PresendCall] = []
         self.attempts: list[PostAttempt] = []
         self._changed = changed
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._echoes: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
-        self._http: aiohttp.ClientSession | None = None
 
     def start(self) -> None:
-        """Opens the HTTP client on the running loop."""
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        task = asyncio.create_task(self._send_echoes(), name="easemob-echoes")
-        self._tasks.add(task)
-
-    async def stop(self) -> None:
-        """Cancels callbacks in flight (late pre-send answers, echoes) and closes the client."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        """Opens the HTTP client on the running loop, and starts sending echoes."""
+        super().start()
+        self.spawn(self._send_echoes(), name="easemob-echoes")
 
     def signing(self, secret: str | None = None, skew_seconds: float = 0.0) -> Signing:
         """The rule's signing, or a deliberately wrong secret or clock."""
@@ -175,9 +154,7 @@ class CallbackSender:
             len(self.presends) + 1, message.msg_id, call_id, time.monotonic(), self.wait, body
         )
         self.presends.append(call)
-        task = asyncio.create_task(self._post(body))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = self.spawn(self._post(body))
         done, _ = await asyncio.wait({task}, timeout=self.wait)
         if task in done:
             call.in_time = True
@@ -188,12 +165,12 @@ class CallbackSender:
         self._changed()
         return call
 
-    def _late(self, call: PresendCall, task: asyncio.Task[_Reply]) -> None:
+    def _late(self, call: PresendCall, task: asyncio.Task[Answer]) -> None:
         if not task.cancelled():
             self._answered(call, task.result())
             self._changed()
 
-    def _answered(self, call: PresendCall, reply: _Reply) -> None:
+    def _answered(self, call: PresendCall, reply: Answer) -> None:
         call.answered_after = reply.elapsed
         call.status = reply.status
         call.error = reply.error
@@ -310,18 +287,5 @@ class CallbackSender:
         kind = str(message.body.get("type", "unknown"))
         return f"chat:{where}:{CONTENT_TYPES.get(kind, 'unknown')}"
 
-    async def _post(self, body: dict[str, Any]) -> _Reply:
-        if self._http is None:
-            raise RuntimeError("callback sender not started")
-        started = time.monotonic()
-        try:
-            async with self._http.post(
-                self.url,
-                data=json.dumps(body, ensure_ascii=False).encode(),
-                headers={"Content-Type": "application/json"},
-            ) as resp:
-                text = await resp.text(errors="replace")
-                return _Reply(resp.status, text, time.monotonic() - started, "")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            return _Reply(None, "", time.monotonic() - started, error)
+    async def _post(self, body: dict[str, Any]) -> Answer:
+        return await self.post(self.url, json.dumps(body, ensure_ascii=False).encode())

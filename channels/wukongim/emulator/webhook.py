@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
 from yarl import URL
 
+from channels.emulator.outbound import Outbound
 from channels.wukongim.emulator.payloads import go_json, message_resp
 from channels.wukongim.emulator.state import Message
 
@@ -47,7 +47,7 @@ class PushAttempt:
         return self.status == 200
 
 
-class WebhookPusher:
+class WebhookPusher(Outbound):
     """Batches persisted messages to the webhook address, retrying as the server does."""
 
     def __init__(
@@ -61,12 +61,12 @@ class WebhookPusher:
         timeout: float,
         changed: Callable[[], None],
     ) -> None:
+        super().__init__(timeout=timeout, headers={"User-Agent": USER_AGENT})
         self.url = url
         self.interval = interval
         self.threshold = count_per_push if count_per_push > 0 else 20
         self.retry_max = retry_max
         self.retry_pause = retry_pause
-        self.timeout = timeout
         self.paused = False
         self.pending: list[Message] = []
         self.attempts: list[PushAttempt] = []
@@ -74,8 +74,6 @@ class WebhookPusher:
         self._changed = changed
         self._wake = asyncio.Event()
         self._flush = False
-        self._task: asyncio.Task[None] | None = None
-        self._http: aiohttp.ClientSession | None = None
 
     @property
     def enabled(self) -> bool:
@@ -83,23 +81,9 @@ class WebhookPusher:
         return bool(self.url)
 
     def start(self) -> None:
-        """Starts the push loop on the running loop."""
-        self._http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-            headers={"User-Agent": USER_AGENT},
-        )
-        self._task = asyncio.create_task(self._run(), name="wukongim-webhook")
-
-    async def stop(self) -> None:
-        """Stops pushing; what is still queued is forgotten."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        """Starts the push loop on the running loop; `stop()` forgets what is still queued."""
+        super().start()
+        self.spawn(self._run(), name="wukongim-webhook")
 
     def enqueue(self, messages: list[Message]) -> bool:
         """Queues messages for the next batch; False when no webhook is set."""
@@ -144,21 +128,8 @@ class WebhookPusher:
     async def _push(self, batch: list[Message]) -> bool:
         body = [message_resp(m) for m in batch]
         url = f"{self.url}?event={EVENT}"
-        status: int | None = None
-        error = ""
-        if self._http is None:
-            raise RuntimeError("webhook pusher not started")
-        try:
-            async with self._http.post(
-                URL(url, encoded=True),
-                data=go_json(body),
-                headers={"Content-Type": "application/json"},
-            ) as resp:
-                status = resp.status
-                await resp.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        ok = status == 200
+        answer = await self.post(URL(url, encoded=True), go_json(body))
+        ok = answer.status == 200
         dropped: list[str] = []
         if ok:
             for m in batch:
@@ -180,8 +151,8 @@ class WebhookPusher:
                 url,
                 tuple(str(m.message_id) for m in batch),
                 json.loads(go_json(body)),
-                status,
-                error,
+                answer.status,
+                answer.error,
                 tuple(dropped),
             )
         )

@@ -5,14 +5,14 @@ then dropped. A retry sends the same body: same nonce, timestamp and signature."
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
+from channels.emulator.outbound import Outbound
 from channels.zim.emulator.signing import callback_signature
 
 RETRY_DELAYS = (2.0, 4.0, 8.0, 16.0, 32.0)
@@ -41,7 +41,7 @@ class CallbackAttempt:
         return self.status is not None and 200 <= self.status < 300
 
 
-class CallbackSender:
+class CallbackSender(Outbound):
     """Signs and posts callbacks to one URL, retrying on ZIM's schedule (times `retry_scale`)."""
 
     def __init__(
@@ -55,29 +55,14 @@ class CallbackSender:
         changed: Callable[[], None],
         rng: random.Random | None = None,
     ) -> None:
+        super().__init__(timeout=timeout)
         self.url = url
         self.app_id = app_id
         self.secret = secret
         self.retry_scale = retry_scale
-        self.timeout = timeout
         self.attempts: list[CallbackAttempt] = []
         self._changed = changed
         self._rng = rng or random.Random()  # noqa: S311 - nonces only need to differ
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._http: aiohttp.ClientSession | None = None
-
-    def start(self) -> None:
-        """Opens the HTTP session on the running loop."""
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-
-    async def stop(self) -> None:
-        """Cancels pending retries and closes the session."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
 
     def signed(self, event: str, fields: dict[str, Any]) -> dict[str, Any]:
         """A callback body: the common fields, freshly signed, then `fields`."""
@@ -103,12 +88,6 @@ class CallbackSender:
             self.spawn(self._retry(event, body))
         return first
 
-    def spawn(self, coro: Any) -> None:
-        """Runs `coro` in the background until it ends or the sender stops."""
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _retry(self, event: str, body: dict[str, Any]) -> None:
         for attempt, delay in enumerate(RETRY_DELAYS, start=1):
             await asyncio.sleep(delay * self.retry_scale)
@@ -116,18 +95,9 @@ class CallbackSender:
                 return
 
     async def _post(self, event: str, body: dict[str, Any], attempt: int) -> CallbackAttempt:
-        if self._http is None:
-            raise RuntimeError("callback sender not started")
-        status: int | None = None
-        error = ""
         sent_at = time.monotonic()
-        try:
-            async with self._http.post(self.url, json=body) as resp:
-                status = resp.status
-                await resp.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        ok = status is not None and 200 <= status < 300
+        answer = await self.post(self.url, json.dumps(body).encode())
+        ok = answer.status is not None and 200 <= answer.status < 300
         record = CallbackAttempt(
             len(self.attempts) + 1,
             sent_at,
@@ -135,8 +105,8 @@ class CallbackSender:
             str(body.get("msg_id", "")),
             attempt,
             body,
-            status,
-            error,
+            answer.status,
+            answer.error,
             not ok and attempt == len(RETRY_DELAYS),
         )
         self.attempts.append(record)
