@@ -234,3 +234,7 @@ class EmulatorThread(Generic[E]):
     async def expire_tokens(self) -> int:
         """See `EmulatorServer.expire_tokens`."""
         return await self.call(lambda e: e.expire_tokens())
+
+    async def downtime(self, seconds: float, status: int = 503) -> Any:
+        """See `EmulatorServer.downtime` (on the platforms that offer it)."""
+        return await self.call(lambda e: e.downtime(seconds, status))

@@ -13,7 +13,7 @@ from typing import Any
 from channels.emulator import thread
 from channels.wukongim.emulator.messaging import EventRecord
 from channels.wukongim.emulator.server import DEFAULT_BOTS, WuKongIMEmulator
-from channels.wukongim.emulator.state import BotSpec, Fault
+from channels.wukongim.emulator.state import BotSpec
 from channels.wukongim.emulator.webhook import PushAttempt
 
 
@@ -47,7 +47,3 @@ class WuKongIMEmulatorThread(thread.EmulatorThread[WuKongIMEmulator]):
     async def flush_webhook(self) -> None:
         """See `WuKongIMEmulator.flush_webhook`."""
         await self.call(lambda e: e.flush_webhook())
-
-    async def downtime(self, seconds: float, status: int = 503) -> Fault:
-        """See `WuKongIMEmulator.downtime`."""
-        return await self.call(lambda e: e.downtime(seconds, status))

@@ -13,7 +13,7 @@ from typing import Any
 from channels.emulator import thread
 from channels.zim.emulator.callbacks import CallbackAttempt
 from channels.zim.emulator.server import DEFAULT_ROBOTS, ZimEmulator
-from channels.zim.emulator.state import Fault, PeerMessage, Refusal, Robot, RobotSpec
+from channels.zim.emulator.state import PeerMessage, Refusal, Robot, RobotSpec
 
 
 class ZimEmulatorThread(thread.EmulatorThread[ZimEmulator]):
@@ -43,7 +43,3 @@ class ZimEmulatorThread(thread.EmulatorThread[ZimEmulator]):
     async def set_callback(self, url: str) -> None:
         """See `ZimEmulator.set_callback`."""
         await self.call(lambda e: e.set_callback(url))
-
-    async def downtime(self, seconds: float, status: int = 503) -> Fault:
-        """See `ZimEmulator.downtime`."""
-        return await self.call(lambda e: e.downtime(seconds, status))
