@@ -104,14 +104,25 @@ class Stack:
     async def connected(self, timeout: float = 10.0) -> None:
         await wait_until(lambda: self.state() is ChannelState.CONNECTED, timeout)
 
-    def metric(self, name: str, **labels: str) -> float:
-        """A sample of this channel's metrics (its series exist at zero once it has a state)."""
+    def sample(self, name: str, **labels: str) -> float | None:
+        """A sample of this channel's metrics, None while the series does not exist."""
         platform = str(self.supervisor.provider.platform)
-        found = self.daemon.metrics.registry.get_sample_value(
+        found: float | None = self.daemon.metrics.registry.get_sample_value(
             name, {"channel": self.channel_id, "platform": platform, **labels}
         )
+        return found
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of this channel's metrics (its series exist at zero once it has a state)."""
+        found = self.sample(name, **labels)
         assert found is not None, f"no sample {name} {labels}"
         return found
+
+    async def failed(self) -> str:
+        """The channel's last error, once it has failed."""
+        await wait_until(lambda: self.state() is ChannelState.FAILED)
+        assert self.daemon.manager is not None
+        return self.daemon.manager.status(self.channel_id).last_error or ""
 
     async def idle(self) -> None:
         """Every conversation worker has finished (the answer stored, the journal closed)."""
@@ -129,9 +140,13 @@ class Stack:
         assert view is not None
         return view
 
+    def is_bot(self, item: dict[str, Any]) -> bool:
+        """Whether a chat view's item is the bot's."""
+        return bool(item["kind"] != "user")
+
     async def bot_items(self, conversation_id: str) -> list[dict[str, Any]]:
         view = await self.emulator.chat_view(conversation_id)
-        return [i for i in (view or {"items": []})["items"] if i["kind"] != "user"]
+        return [i for i in (view or {"items": []})["items"] if self.is_bot(i)]
 
     async def wait_bot_items(
         self,

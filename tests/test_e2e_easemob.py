@@ -4,19 +4,16 @@ them, rewrites included."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from channels.easemob.emulator import EasemobEmulatorThread
-from channels.easemob.emulator.server import EasemobEmulator
-from channels.model import ChannelState
-from daemon.app import Daemon
-from daemon.config import WebhooksSection
 from tests.agents_support import fake_llm_fixture
-from tests.e2e_support import FAST_BACKOFF, fake_llm_slow, settings_for, wait_until
+from tests.e2e_support import fake_llm_slow, wait_until
 from tests.easemob_support import (
     APP,
     BOT,
@@ -26,95 +23,43 @@ from tests.easemob_support import (
     ORG,
     started,
 )
+from tests.webhook_e2e_support import (
+    WebhookStack,
+    context_then_new,
+    says,
+    user_turns,
+    webhook_stack,
+)
 from tools.fake_llm import FakeLLM
 
 __all__ = ["fake_llm_fixture", "fake_llm_slow"]
 
 CHANNEL = "em-main"
-Items = list[dict[str, Any]]
 
 
-class EasemobStack:
+class EasemobStack(WebhookStack):
     """A daemon with one Easemob channel on the emulator, whose callbacks go to the daemon."""
 
-    def __init__(self, daemon: Daemon, emulator: EasemobEmulatorThread) -> None:
-        self.daemon = daemon
-        self.emulator = emulator
-
-    @property
-    def hooks(self) -> str:
-        assert self.daemon.webhooks is not None and self.daemon.webhooks.port is not None
-        return f"http://127.0.0.1:{self.daemon.webhooks.port}/hooks"
-
-    def state(self) -> ChannelState:
-        assert self.daemon.manager is not None
-        return self.daemon.manager.status(CHANNEL).state
-
-    def metric(self, name: str, **labels: str) -> float:
-        found = self.daemon.metrics.registry.get_sample_value(
-            name, {"channel": CHANNEL, "platform": "easemob", **labels}
-        )
-        return 0.0 if found is None else found
-
-    async def say(self, text: str, user: str = "u1", **kwargs: Any) -> Any:
-        return await self.emulator.send_user_message(BOT, from_user=user, text=text, **kwargs)
-
-    async def answered(
-        self, chat_id: str, done: Callable[[Items], bool], timeout: float = 15.0
-    ) -> Items:
-        """The bot's messages in the chat once `done` holds for them."""
-
-        def check(emulator: EasemobEmulator) -> Items | None:
-            view = emulator.chat_view(chat_id) or {"items": []}
-            items = [i for i in view["items"] if i["sender"] == BOT]
-            return items if done(items) else None
-
-        found: Items | None = await self.emulator.wait_for(check, timeout)
-        assert found is not None
-        return found
-
-    async def bot_items(self, chat_id: str) -> Items:
-        view = await self.emulator.chat_view(chat_id)
-        return [i for i in (view or {"items": []})["items"] if i["sender"] == BOT]
-
-    async def idle(self) -> None:
-        assert self.daemon.manager is not None
-        handler = self.daemon.manager.handler
-        await wait_until(lambda: not handler.busy())
-
-
-def says(*texts: str) -> Callable[[Items], bool]:
-    return lambda items: [i["text"] for i in items] == list(texts)
-
-
-def user_turns(llm: FakeLLM) -> list[str]:
-    return [m["content"] for r in llm.requests for m in r.messages if m["role"] == "user"]
-
-
-async def start(
-    tmp_path: Path, emulator: EasemobEmulatorThread, llm: FakeLLM | None, **channel: Any
-) -> EasemobStack:
-    base = {
-        "id": CHANNEL,
-        "type": "easemob",
-        "agent": "default",
-        "api_base": emulator.url,
+    channel_id = CHANNEL
+    platform = "easemob"
+    credentials: ClassVar[dict[str, Any]] = {
         "org_name": ORG,
         "app_name": APP,
         "client_id": CLIENT_ID,
         "client_secret": CLIENT_SECRET,
         "callback_secret": CALLBACK_SECRET,
         "bot_user": BOT,
-        "card_update_interval": 0.05,
-        "request_timeout": 3,
     }
-    settings = settings_for(tmp_path, emulator.url, llm, base_channel=base, channel=channel)
-    settings = settings.model_copy(update={"webhooks": WebhooksSection(listen="127.0.0.1:0")})
-    daemon = Daemon(settings, backoff=FAST_BACKOFF)
-    await daemon.start()
-    stack = EasemobStack(daemon, emulator)
-    await emulator.set_callback(f"{stack.hooks}/{CHANNEL}")
-    return stack
+    bot, user_field, user = BOT, "from_user", "u1"
+
+    def is_bot(self, item: dict[str, Any]) -> bool:
+        return bool(item["sender"] == BOT)
+
+
+def running(
+    tmp_path: Path, emulator: EasemobEmulatorThread, llm: FakeLLM | None, **channel: Any
+) -> AbstractAsyncContextManager[EasemobStack]:
+    return webhook_stack(EasemobStack, tmp_path, emulator, llm, **channel)
 
 
 @pytest.fixture
@@ -127,12 +72,9 @@ async def em_emulator() -> AsyncIterator[EasemobEmulatorThread]:
 async def em_stack(
     tmp_path: Path, em_emulator: EasemobEmulatorThread, fake_llm_slow: FakeLLM
 ) -> AsyncIterator[EasemobStack]:
-    stack = await start(tmp_path, em_emulator, fake_llm_slow)
-    try:
-        await wait_until(lambda: stack.state() is ChannelState.CONNECTED)
+    async with running(tmp_path, em_emulator, fake_llm_slow) as stack:
+        await stack.connected()
         yield stack
-    finally:
-        await stack.daemon.stop()
 
 
 async def test_a_direct_message_is_let_through_at_once_and_answered(
@@ -219,42 +161,23 @@ async def test_edit_streaming_rewrites_one_message_within_the_cap(
     tmp_path: Path, fake_llm_slow: FakeLLM
 ) -> None:
     fake_llm_slow.script_reply(" ".join(f"word{n}" for n in range(120)))  # about 4 s of tokens
-    async with started(None, rewrite=True) as emulator:
-        stack = await start(tmp_path, emulator, fake_llm_slow, stream="edit")
-        try:
-            await wait_until(lambda: stack.state() is ChannelState.CONNECTED)
-            sent = await stack.say("tell me a story")
-            expected = " ".join(f"word{n}" for n in range(120))
-            (answer,) = await stack.answered(sent.chat_id, says(expected))
-            card = await emulator.card(answer["id"])
-            assert 2 <= card.edits <= 9  # rewritten as it grew, within the cap
-            assert len(card.texts) == card.edits + 1 and card.texts[0] != expected
-        finally:
-            await stack.daemon.stop()
+    async with (
+        started(None, rewrite=True) as emulator,
+        running(tmp_path, emulator, fake_llm_slow, stream="edit") as stack,
+    ):
+        await stack.connected()
+        sent = await stack.say("tell me a story")
+        expected = " ".join(f"word{n}" for n in range(120))
+        (answer,) = await stack.answered(sent.chat_id, says(expected))
+        card = await emulator.card(answer["id"])
+        assert 2 <= card.edits <= 9  # rewritten as it grew, within the cap
+        assert len(card.texts) == card.edits + 1 and card.texts[0] != expected
 
 
 async def test_context_is_kept_and_new_starts_afresh(
     em_stack: EasemobStack, fake_llm_slow: FakeLLM
 ) -> None:
-    first = await em_stack.say("my name is Ada")
-    await em_stack.answered(first.chat_id, says("Echo: my name is Ada"))
-    await em_stack.idle()
-    await em_stack.say("what is my name")
-    await em_stack.answered(first.chat_id, lambda i: len(i) == 2 and "name" in i[1]["text"])
-    await em_stack.idle()
-    second = fake_llm_slow.requests[1].messages
-    assert [m["content"] for m in second if m["role"] == "user"] == [
-        "my name is Ada",
-        "what is my name",
-    ]
-    assert any(m["role"] == "assistant" for m in second)
-    await em_stack.say("/new")
-    await em_stack.answered(first.chat_id, lambda i: len(i) == 3)
-    await em_stack.idle()
-    await em_stack.say("who am I")
-    await em_stack.answered(first.chat_id, lambda i: len(i) == 4 and "who" in i[3]["text"])
-    third = fake_llm_slow.requests[2].messages
-    assert [m["content"] for m in third if m["role"] != "system"] == ["who am I"]
+    await context_then_new(em_stack, fake_llm_slow)
 
 
 async def test_a_token_expired_mid_run_is_refreshed_once(
@@ -271,13 +194,10 @@ async def test_a_token_expired_mid_run_is_refreshed_once(
 
 
 async def test_a_wrong_secret_fails_the_channel_with_a_clear_error(tmp_path: Path) -> None:
-    async with started(None) as emulator:
-        stack = await start(tmp_path, emulator, None, client_secret="YXA6wrong")
-        try:
-            await wait_until(lambda: stack.state() is ChannelState.FAILED)
-            assert stack.daemon.manager is not None
-            error = stack.daemon.manager.status(CHANNEL).last_error or ""
-            assert "invalid client_secret" in error, error
-            assert "YXA6wrong" not in error and CLIENT_SECRET not in error
-        finally:
-            await stack.daemon.stop()
+    async with (
+        started(None) as emulator,
+        running(tmp_path, emulator, None, client_secret="YXA6wrong") as stack,
+    ):
+        error = await stack.failed()
+        assert "invalid client_secret" in error, error
+        assert "YXA6wrong" not in error and CLIENT_SECRET not in error

@@ -3,21 +3,20 @@ WuKongIM channel, the fake LLM, and the answer as a WuKongIM client shows it."""
 
 from __future__ import annotations
 
-import asyncio
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import pytest
 
-from channels.model import ChannelState
-from channels.wukongim.emulator import WuKongIMEmulatorThread
-from daemon.app import Daemon
-from daemon.config import WebhooksSection
+from channels.wukongim.emulator import WuKongIMEmulator, WuKongIMEmulatorThread
+from channels.wukongim.emulator.messaging import EventRecord
 from tests.agents_support import fake_llm_fixture
-from tests.e2e_support import FAST_BACKOFF, fake_llm_slow, settings_for, wait_until
+from tests.e2e_support import fake_llm_slow, wait_until
+from tests.webhook_e2e_support import WebhookStack, user_turns, webhook_stack
 from tests.wukongim_support import BOT, FAST
 from tools.fake_llm import FakeLLM
 
@@ -34,87 +33,35 @@ async def wk_emulator() -> AsyncIterator[WuKongIMEmulatorThread]:
         yield emulator
 
 
-class WuKongIMStack:
+class WuKongIMStack(WebhookStack):
     """A daemon with one WuKongIM channel on the emulator, its webhook pointed at the daemon."""
 
-    def __init__(self, daemon: Daemon, emulator: WuKongIMEmulatorThread) -> None:
-        self.daemon = daemon
-        self.emulator = emulator
+    channel_id = CHANNEL
+    platform = "wukongim"
+    credentials: ClassVar[dict[str, Any]] = {"bot_uid": BOT, "webhook_key": KEY}
+    bot, user_field, user = BOT, "from_uid", "u1"
 
-    @property
-    def hooks(self) -> str:
-        assert self.daemon.webhooks is not None and self.daemon.webhooks.port is not None
-        return f"http://127.0.0.1:{self.daemon.webhooks.port}/hooks"
-
-    def state(self) -> ChannelState:
-        assert self.daemon.manager is not None
-        return self.daemon.manager.status(CHANNEL).state
-
-    def metric(self, name: str, **labels: str) -> float:
-        found = self.daemon.metrics.registry.get_sample_value(
-            name, {"channel": CHANNEL, "platform": "wukongim", **labels}
-        )
-        return 0.0 if found is None else found
-
-    async def say(self, text: str, user: str = "u1", **kwargs: Any) -> Any:
-        return await self.emulator.send_user_message(BOT, from_uid=user, text=text, **kwargs)
-
-    async def bot_items(self, chat_id: str) -> list[dict[str, Any]]:
-        view = await self.emulator.chat_view(chat_id)
-        return [i for i in (view or {"items": []})["items"] if i["kind"] != "user"]
-
-    async def answered(
-        self, chat_id: str, done: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
-    ) -> list[dict[str, Any]]:
-        async with asyncio.timeout(timeout):
-            while True:
-                items = await self.bot_items(chat_id)
-                if done(items):
-                    return items
-                await asyncio.sleep(0.02)
-
-    async def idle(self) -> None:
-        assert self.daemon.manager is not None
-        handler = self.daemon.manager.handler
-        await wait_until(lambda: not handler.busy())
+    async def aim(self) -> None:
+        await self.emulator.set_webhook(f"{self.hooks}/{CHANNEL}?key={KEY}")
 
 
 def finished(items: list[dict[str, Any]]) -> bool:
     return bool(items) and all(i["kind"] != "card" or i["done"] for i in items)
 
 
-async def start(
+def running(
     tmp_path: Path, emulator: WuKongIMEmulatorThread, llm: FakeLLM | None, **channel: Any
-) -> WuKongIMStack:
-    base = {
-        "id": CHANNEL,
-        "type": "wukongim",
-        "agent": "default",
-        "api_base": emulator.url,
-        "bot_uid": BOT,
-        "webhook_key": KEY,
-        "card_update_interval": 0.05,
-        "request_timeout": 3,
-    }
-    settings = settings_for(tmp_path, emulator.url, llm, base_channel=base, channel=channel)
-    settings = settings.model_copy(update={"webhooks": WebhooksSection(listen="127.0.0.1:0")})
-    daemon = Daemon(settings, backoff=FAST_BACKOFF)
-    await daemon.start()
-    stack = WuKongIMStack(daemon, emulator)
-    await emulator.set_webhook(f"{stack.hooks}/{CHANNEL}?key={KEY}")
-    return stack
+) -> AbstractAsyncContextManager[WuKongIMStack]:
+    return webhook_stack(WuKongIMStack, tmp_path, emulator, llm, **channel)
 
 
 @pytest.fixture
 async def wk_stack(
     tmp_path: Path, wk_emulator: WuKongIMEmulatorThread, fake_llm_slow: FakeLLM
 ) -> AsyncIterator[WuKongIMStack]:
-    stack = await start(tmp_path, wk_emulator, fake_llm_slow)
-    try:
-        await wait_until(lambda: stack.state() is ChannelState.CONNECTED)
+    async with running(tmp_path, wk_emulator, fake_llm_slow) as stack:
+        await stack.connected()
         yield stack
-    finally:
-        await stack.daemon.stop()
 
 
 async def test_a_direct_message_is_answered_as_one_streamed_message(
@@ -126,7 +73,13 @@ async def test_a_direct_message_is_answered_as_one_streamed_message(
     assert card["kind"] == "card"
     assert card["text"] == "Echo: tell me a long story about streams"
     assert card["status"] == "finished" and not card["error"]
-    events = await wk_stack.emulator.events(card["client_msg_no"])
+
+    def finish_pushed(e: WuKongIMEmulator) -> list[EventRecord] | None:
+        # `done` comes with stream.close; stream.finish follows on its own key
+        found = e.events(card["client_msg_no"])
+        return found if any(f.event_type == "stream.finish" for f in found) else None
+
+    events = await wk_stack.emulator.wait_for(finish_pushed)
     kinds = [e.event_type for e in events]
     assert kinds.count("stream.delta") >= 2, kinds  # it typed, not one block at the end
     assert kinds[-1] == "stream.finish"
@@ -168,10 +121,7 @@ async def test_a_message_redelivered_three_times_is_answered_once(
     await wait_until(lambda: wk_stack.metric("channeld_messages_duplicate_total") >= 3)
     await wk_stack.idle()
     assert len(await wk_stack.bot_items(sent.chat_id)) == 1
-    user_questions = [
-        m["content"] for r in fake_llm_slow.requests for m in r.messages if m["role"] == "user"
-    ]
-    assert sorted(user_questions) == ["a new one", "only once please"]
+    assert sorted(user_turns(fake_llm_slow)) == ["a new one", "only once please"]
 
 
 async def test_the_bots_own_echo_causes_no_llm_call(
@@ -220,29 +170,25 @@ async def test_an_event_api_that_refuses_gives_one_plain_answer(
 async def test_a_server_without_the_event_stream_is_answered_with_messages(
     tmp_path: Path, fake_llm: FakeLLM
 ) -> None:
-    async with WuKongIMEmulatorThread(webhook="", version="v2.1.5-20250424", **FAST) as emulator:
-        stack = await start(tmp_path, emulator, fake_llm)
-        try:
-            await wait_until(lambda: stack.state() is ChannelState.CONNECTED)
-            sent = await stack.say("old server")
-            items = await stack.answered(sent.chat_id, bool)
-            assert [(i["kind"], i["text"]) for i in items] == [("message", "Echo: old server")]
-            assert await emulator.calls("/message/event") == []  # never anchored, never tried
-        finally:
-            await stack.daemon.stop()
+    async with (
+        WuKongIMEmulatorThread(webhook="", version="v2.1.5-20250424", **FAST) as emulator,
+        running(tmp_path, emulator, fake_llm) as stack,
+    ):
+        await stack.connected()
+        sent = await stack.say("old server")
+        items = await stack.answered(sent.chat_id, bool)
+        assert [(i["kind"], i["text"]) for i in items] == [("message", "Echo: old server")]
+        assert await emulator.calls("/message/event") == []  # never anchored, never tried
 
 
 async def test_a_wrong_token_fails_the_channel_with_a_clear_error(tmp_path: Path) -> None:
-    async with WuKongIMEmulatorThread(webhook="", token="the-right-token", **FAST) as emulator:
-        stack = await start(tmp_path, emulator, None, token="a-wrong-token")
-        try:
-            await wait_until(lambda: stack.state() is ChannelState.FAILED)
-            assert stack.daemon.manager is not None
-            error = stack.daemon.manager.status(CHANNEL).last_error or ""
-            assert "401" in error or "token" in error.lower(), error
-            assert "a-wrong-token" not in error and "the-right-token" not in error
-        finally:
-            await stack.daemon.stop()
+    async with (
+        WuKongIMEmulatorThread(webhook="", token="the-right-token", **FAST) as emulator,
+        running(tmp_path, emulator, None, token="a-wrong-token") as stack,
+    ):
+        error = await stack.failed()
+        assert "401" in error or "token" in error.lower(), error
+        assert "a-wrong-token" not in error and "the-right-token" not in error
 
 
 async def test_callbacks_without_the_key_or_with_bad_bodies_are_refused(

@@ -5,74 +5,42 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import pytest
 
-from channels.model import ChannelState
 from channels.tail import CONTINUED
 from channels.zim.emulator import ZimEmulatorThread
-from channels.zim.emulator.server import ZimEmulator
 from channels.zim.emulator.signing import callback_signature
-from daemon.app import Daemon
-from daemon.config import WebhooksSection
 from tests.agents_support import fake_llm_fixture
-from tests.e2e_support import FAST_BACKOFF, fake_llm_slow, settings_for, wait_until
+from tests.e2e_support import fake_llm_slow, wait_until
+from tests.webhook_e2e_support import WebhookStack, context_then_new, says, webhook_stack
 from tests.zim_support import APP_ID, FAST, ROBOT, SECRET
 from tools.fake_llm import FakeLLM
 
 __all__ = ["fake_llm_fixture", "fake_llm_slow"]
 
 CHANNEL = "zim-main"
-Items = list[dict[str, Any]]
 
 
-class ZimStack:
+class ZimStack(WebhookStack):
     """A daemon with one ZIM channel on the emulator, whose callbacks go to the daemon."""
 
-    def __init__(self, daemon: Daemon, emulator: ZimEmulatorThread) -> None:
-        self.daemon = daemon
-        self.emulator = emulator
+    channel_id = CHANNEL
+    platform = "zim"
+    credentials: ClassVar[dict[str, Any]] = {
+        "app_id": int(APP_ID),
+        "server_secret": SECRET,
+        "robot_id": ROBOT,
+    }
+    bot, user_field, user = ROBOT, "from_user_id", "user_1"
 
-    @property
-    def hooks(self) -> str:
-        assert self.daemon.webhooks is not None and self.daemon.webhooks.port is not None
-        return f"http://127.0.0.1:{self.daemon.webhooks.port}/hooks"
-
-    def state(self) -> ChannelState:
-        assert self.daemon.manager is not None
-        return self.daemon.manager.status(CHANNEL).state
-
-    def metric(self, name: str, **labels: str) -> float:
-        found = self.daemon.metrics.registry.get_sample_value(
-            name, {"channel": CHANNEL, "platform": "zim", **labels}
-        )
-        return 0.0 if found is None else found
-
-    async def say(self, text: str, user: str = "user_1", **kwargs: Any) -> Any:
-        return await self.emulator.send_user_message(ROBOT, from_user_id=user, text=text, **kwargs)
-
-    async def answered(
-        self, chat_id: str, done: Callable[[Items], bool], timeout: float = 15.0
-    ) -> Items:
-        """The robot's messages in the chat once `done` holds for them."""
-
-        def check(emulator: ZimEmulator) -> Items | None:
-            view = emulator.chat_view(chat_id) or {"items": []}
-            items = [i for i in view["items"] if i["kind"] == "card"]
-            return items if done(items) else None
-
-        found: Items | None = await self.emulator.wait_for(check, timeout)
-        assert found is not None
-        return found
-
-    async def idle(self) -> None:
-        assert self.daemon.manager is not None
-        handler = self.daemon.manager.handler
-        await wait_until(lambda: not handler.busy())
+    def is_bot(self, item: dict[str, Any]) -> bool:
+        return bool(item["kind"] == "card")
 
     async def post(self, body: dict[str, Any]) -> int:
         async with (
@@ -82,31 +50,10 @@ class ZimStack:
             return response.status
 
 
-def says(text: str) -> Callable[[Items], bool]:
-    return lambda items: [i["text"] for i in items] == [text]
-
-
-async def start(
+def running(
     tmp_path: Path, emulator: ZimEmulatorThread, llm: FakeLLM | None, **channel: Any
-) -> ZimStack:
-    base = {
-        "id": CHANNEL,
-        "type": "zim",
-        "agent": "default",
-        "app_id": int(APP_ID),
-        "server_secret": SECRET,
-        "api_base": emulator.url,
-        "robot_id": ROBOT,
-        "card_update_interval": 0.05,
-        "request_timeout": 3,
-    }
-    settings = settings_for(tmp_path, emulator.url, llm, base_channel=base, channel=channel)
-    settings = settings.model_copy(update={"webhooks": WebhooksSection(listen="127.0.0.1:0")})
-    daemon = Daemon(settings, backoff=FAST_BACKOFF)
-    await daemon.start()
-    stack = ZimStack(daemon, emulator)
-    await emulator.set_callback(f"{stack.hooks}/{CHANNEL}")
-    return stack
+) -> AbstractAsyncContextManager[ZimStack]:
+    return webhook_stack(ZimStack, tmp_path, emulator, llm, **channel)
 
 
 @pytest.fixture
@@ -119,12 +66,9 @@ async def zim_emulator() -> AsyncIterator[ZimEmulatorThread]:
 async def zim_stack(
     tmp_path: Path, zim_emulator: ZimEmulatorThread, fake_llm_slow: FakeLLM
 ) -> AsyncIterator[ZimStack]:
-    stack = await start(tmp_path, zim_emulator, fake_llm_slow)
-    try:
-        await wait_until(lambda: stack.state() is ChannelState.CONNECTED)
+    async with running(tmp_path, zim_emulator, fake_llm_slow) as stack:
+        await stack.connected()
         yield stack
-    finally:
-        await stack.daemon.stop()
 
 
 async def test_a_direct_message_is_answered_in_one_message_edited_as_it_grows(
@@ -179,24 +123,23 @@ async def test_both_callbacks_and_a_redelivery_are_answered_once(
 
 async def test_zims_retry_schedule_is_answered_once(tmp_path: Path, fake_llm: FakeLLM) -> None:
     # the first attempt finds no channel (404); ZIM retries the same body 2 s later (x 0.25)
-    async with ZimEmulatorThread(callback="", retry_scale=0.25, callback_timeout=2.0) as emulator:
-        stack = await start(tmp_path, emulator, fake_llm)
-        try:
-            await wait_until(lambda: stack.state() is ChannelState.CONNECTED)
-            await emulator.set_callback(f"{stack.hooks}/nobody")
-            sent = await stack.say("are you there?")
-            assert not sent.delivered
-            await emulator.set_callback(f"{stack.hooks}/{CHANNEL}")
-            await stack.answered(sent.chat_id, says("Echo: are you there?"))
-            attempts = await emulator.callback_attempts(sent.message_id)
-            assert [(a.attempt, a.status) for a in attempts] == [(0, 404), (1, 200)]
-            assert attempts[0].body == attempts[1].body  # the same nonce and signature
-            await stack.say("", message_id=sent.message_id)
-            await wait_until(lambda: stack.metric("channeld_messages_duplicate_total") >= 1)
-            await stack.idle()
-            assert len(fake_llm.requests) == 1
-        finally:
-            await stack.daemon.stop()
+    async with (
+        ZimEmulatorThread(callback="", retry_scale=0.25, callback_timeout=2.0) as emulator,
+        running(tmp_path, emulator, fake_llm) as stack,
+    ):
+        await stack.connected()
+        await emulator.set_callback(f"{stack.hooks}/nobody")
+        sent = await stack.say("are you there?")
+        assert not sent.delivered
+        await emulator.set_callback(f"{stack.hooks}/{CHANNEL}")
+        await stack.answered(sent.chat_id, says("Echo: are you there?"))
+        attempts = await emulator.callback_attempts(sent.message_id)
+        assert [(a.attempt, a.status) for a in attempts] == [(0, 404), (1, 200)]
+        assert attempts[0].body == attempts[1].body  # the same nonce and signature
+        await stack.say("", message_id=sent.message_id)
+        await wait_until(lambda: stack.metric("channeld_messages_duplicate_total") >= 1)
+        await stack.idle()
+        assert len(fake_llm.requests) == 1
 
 
 def signed_body(secret: str, timestamp: int, msg_id: str = "42") -> dict[str, Any]:
@@ -269,35 +212,14 @@ async def test_ten_concurrent_answers_stay_within_the_apps_rate(
 async def test_context_is_kept_and_new_starts_afresh(
     zim_stack: ZimStack, fake_llm_slow: FakeLLM
 ) -> None:
-    first = await zim_stack.say("my name is Ada")
-    await zim_stack.answered(first.chat_id, says("Echo: my name is Ada"))
-    await zim_stack.idle()
-    await zim_stack.say("what is my name")
-    await zim_stack.answered(first.chat_id, lambda i: len(i) == 2 and "name" in i[1]["text"])
-    await zim_stack.idle()
-    second = fake_llm_slow.requests[1].messages
-    assert [m["content"] for m in second if m["role"] == "user"] == [
-        "my name is Ada",
-        "what is my name",
-    ]
-    assert any(m["role"] == "assistant" for m in second)
-    await zim_stack.say("/new")
-    await zim_stack.answered(first.chat_id, lambda i: len(i) == 3)
-    await zim_stack.idle()
-    await zim_stack.say("who am I")
-    await zim_stack.answered(first.chat_id, lambda i: len(i) == 4 and "who" in i[3]["text"])
-    third = fake_llm_slow.requests[2].messages
-    assert [m["content"] for m in third if m["role"] != "system"] == ["who am I"]
+    await context_then_new(zim_stack, fake_llm_slow)
 
 
 async def test_a_wrong_secret_fails_the_channel_with_a_clear_error(tmp_path: Path) -> None:
-    async with ZimEmulatorThread(callback="", **FAST) as emulator:
-        stack = await start(tmp_path, emulator, None, server_secret="f" * 32)
-        try:
-            await wait_until(lambda: stack.state() is ChannelState.FAILED)
-            assert stack.daemon.manager is not None
-            error = stack.daemon.manager.status(CHANNEL).last_error or ""
-            assert "100000005" in error and "server_secret" in error, error
-            assert "f" * 32 not in error and SECRET not in error
-        finally:
-            await stack.daemon.stop()
+    async with (
+        ZimEmulatorThread(callback="", **FAST) as emulator,
+        running(tmp_path, emulator, None, server_secret="f" * 32) as stack,
+    ):
+        error = await stack.failed()
+        assert "100000005" in error and "server_secret" in error, error
+        assert "f" * 32 not in error and SECRET not in error
