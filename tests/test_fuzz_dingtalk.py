@@ -3,9 +3,6 @@ whatever it converts the journal can store (on a real SQLite database)."""
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +13,7 @@ from channels import normalize
 from channels.dingtalk.convert import to_inbound
 from channels.model import ChannelId, InboundMessage
 from common.errors import PermanentError
-from storage import Store
-from tests.hostile_support import hostile_text, store_inbound
-from tests.storage_support import sqlite_url
+from tests.hostile_support import hostile_text, journal_converted
 
 FIELDS = [
     "msgId", "conversationId", "conversationType", "msgtype", "text", "content", "senderId",
@@ -113,44 +108,25 @@ hostile_messages = st.fixed_dictionaries(
 )
 
 
+def _parsed(payload: dict[str, Any]) -> list[InboundMessage]:
+    try:
+        return [to_inbound(ChannelId("dt"), payload, "frame-" + str(payload["msgId"]))]
+    except PermanentError:
+        return []
+
+
 async def test_hostile_messages_reach_the_journal_as_parsed(tmp_path: Path) -> None:
     """convert -> normalise -> journal, user, conversation and turn on a real SQLite store."""
-    store = await Store.open(sqlite_url(tmp_path / "fuzz.db"))
-    loop = asyncio.get_running_loop()
-    channels = (ChannelId(f"dt-{n}") for n in itertools.count())
-    stored = 0
-
-    async def journal(message: InboundMessage) -> None:
-        nonlocal stored
-        # a channel of its own per example: a repeated msgId would otherwise be a redelivery
-        message = replace(message, channel_id=next(channels))
-        assert await store_inbound(store, message) == message
-        stored += 1
-
-    # derandomized and modest: every example costs four SQLite writes
-    @settings(
-        max_examples=120,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-    @example({"msgId": "m" * 300, "conversationId": "c\x00", "conversationType": "2",
-              "msgtype": "text", "text": {"content": "\udcff hi \x00"}, "isInAtList": True,
-              "senderStaffId": "s" * 300, "senderNick": "N\x00" + "n" * 300})  # fmt: skip
-    @given(hostile_messages)
-    def journal_each(payload: dict[str, Any]) -> None:
-        try:
-            message = to_inbound(ChannelId("dt"), payload, "frame-" + str(payload["msgId"]))
-        except PermanentError:
-            return
-        asyncio.run_coroutine_threadsafe(journal(message), loop).result(30)
-
-    try:
-        # hypothesis runs in a worker thread; the store lives on this loop
-        await asyncio.to_thread(journal_each)
-    finally:
-        await store.close()
+    stored = await journal_converted(
+        tmp_path,
+        hostile_messages,
+        _parsed,
+        examples=[
+            {"msgId": "m" * 300, "conversationId": "c\x00", "conversationType": "2",
+             "msgtype": "text", "text": {"content": "\udcff hi \x00"}, "isInAtList": True,
+             "senderStaffId": "s" * 300, "senderNick": "N\x00" + "n" * 300},
+        ],
+    )  # fmt: skip
     assert stored >= 100  # nearly every example is a message, not a classified error
 
 

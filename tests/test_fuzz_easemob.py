@@ -5,10 +5,8 @@ whatever is converted the journal can store (real SQLite)."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +19,7 @@ from channels.easemob.config import EasemobChannelConfig
 from channels.easemob.convert import security, to_inbound
 from channels.easemob.provider import EasemobProvider
 from channels.model import ChannelId, InboundMessage
-from storage import Store
-from tests.hostile_support import hostile_text, store_inbound
-from tests.storage_support import sqlite_url
+from tests.hostile_support import hostile_text, journal_converted
 
 BOT = "aibot"
 SECRET = "fuzz-secret"
@@ -141,37 +137,21 @@ hostile_messages = st.fixed_dictionaries(
 )
 
 
+def _converted(body: dict[str, Any]) -> list[InboundMessage]:
+    message = to_inbound(ChannelId("em"), body, BOT)
+    assert message is not None
+    return [message]
+
+
 async def test_hostile_messages_reach_the_journal_as_converted(tmp_path: Path) -> None:
     """convert -> normalise -> journal, user, conversation and turn on a real SQLite store."""
-    store = await Store.open(sqlite_url(tmp_path / "fuzz.db"))
-    loop = asyncio.get_running_loop()
-    channels = (ChannelId(f"em-{n}") for n in itertools.count())
-    stored = 0
-
-    async def keep(message: InboundMessage) -> None:
-        nonlocal stored
-        # a channel of its own per example: a repeated id would otherwise be a redelivery
-        message = replace(message, channel_id=next(channels))
-        assert await store_inbound(store, message) == message
-        stored += 1
-
-    @settings(
-        max_examples=120,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-    @example({"msg_id": "m" * 300, "from": "u\x00" * 200, "to": BOT, "chat_type": "chat",
-              "timestamp": 0, "payload": {"type": "txt", "msg": "\udcff hi \x00"}})  # fmt: skip
-    @given(hostile_messages)
-    def run(body: dict[str, Any]) -> None:
-        message = to_inbound(ChannelId("em"), body, BOT)
-        assert message is not None
-        asyncio.run_coroutine_threadsafe(keep(message), loop).result(30)
-
-    try:
-        await asyncio.to_thread(run)
-    finally:
-        await store.close()
+    stored = await journal_converted(
+        tmp_path,
+        hostile_messages,
+        _converted,
+        examples=[
+            {"msg_id": "m" * 300, "from": "u\x00" * 200, "to": BOT, "chat_type": "chat",
+             "timestamp": 0, "payload": {"type": "txt", "msg": "\udcff hi \x00"}},
+        ],
+    )  # fmt: skip
     assert stored > 0

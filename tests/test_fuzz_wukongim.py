@@ -4,22 +4,17 @@ callback query is read the same whatever the server put in it."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import itertools
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from channels.model import ChannelId, InboundMessage
+from channels.model import ChannelId
 from channels.wukongim.convert import query_params, to_batch
-from storage import Store
-from tests.hostile_support import hostile_text, store_inbound
-from tests.storage_support import sqlite_url
+from tests.hostile_support import hostile_text, journal_converted
 
 BOT = "aibot"
 FIELDS = [
@@ -82,38 +77,16 @@ hostile_messages = st.fixed_dictionaries(
 
 async def test_hostile_messages_reach_the_journal_as_converted(tmp_path: Path) -> None:
     """convert -> normalise -> journal, user, conversation and turn on a real SQLite store."""
-    store = await Store.open(sqlite_url(tmp_path / "fuzz.db"))
-    loop = asyncio.get_running_loop()
-    channels = (ChannelId(f"wk-{n}") for n in itertools.count())
-    stored = 0
-
-    async def journal(message: InboundMessage) -> None:
-        nonlocal stored
-        # a channel of its own per example: a repeated id would otherwise be a redelivery
-        message = replace(message, channel_id=next(channels))
-        assert await store_inbound(store, message) == message
-        stored += 1
-
-    @settings(
-        max_examples=120,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-    @example({"message_idstr": "m" * 300, "message_id": 2**63 + 1, "from_uid": "u\x00" * 200,
-              "channel_type": 1, "channel_id": BOT, "timestamp": 0,
-              "payload": b64({"type": 1, "content": "\udcff hi \x00"})})  # fmt: skip
-    @given(hostile_messages)
-    def run(item: dict[str, Any]) -> None:
-        batch = to_batch(ChannelId("wk"), [item], BOT)
-        for message in batch.messages:
-            asyncio.run_coroutine_threadsafe(journal(message), loop).result(30)
-
-    try:
-        await asyncio.to_thread(run)
-    finally:
-        await store.close()
+    stored = await journal_converted(
+        tmp_path,
+        hostile_messages,
+        lambda item: to_batch(ChannelId("wk"), [item], BOT).messages,
+        examples=[
+            {"message_idstr": "m" * 300, "message_id": 2**63 + 1, "from_uid": "u\x00" * 200,
+             "channel_type": 1, "channel_id": BOT, "timestamp": 0,
+             "payload": b64({"type": 1, "content": "\udcff hi \x00"})},
+        ],
+    )  # fmt: skip
     assert stored > 0  # the strategy reaches the journal, not only the ignore paths
 
 

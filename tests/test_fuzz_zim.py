@@ -5,9 +5,7 @@ the journal can store (real SQLite)."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +18,7 @@ from channels.zim.config import ZimChannelConfig
 from channels.zim.convert import callback_signature, to_inbound, url_decoded
 from channels.zim.provider import ZimProvider
 from common.errors import PermanentError
-from storage import Store
-from tests.hostile_support import hostile_text, store_inbound
-from tests.storage_support import sqlite_url
+from tests.hostile_support import hostile_text, journal_converted
 
 ROBOT = "@RBT#assistant"
 SECRET = "0123456789abcdef0123456789abcdef"
@@ -123,36 +119,14 @@ hostile_messages = st.fixed_dictionaries(
 
 async def test_hostile_messages_reach_the_journal_as_converted(tmp_path: Path) -> None:
     """convert -> normalise -> journal, user, conversation and turn on a real SQLite store."""
-    store = await Store.open(sqlite_url(tmp_path / "fuzz.db"))
-    loop = asyncio.get_running_loop()
-    channels = (ChannelId(f"zim-{n}") for n in itertools.count())
-    stored = 0
-
-    async def journal(message: InboundMessage) -> None:
-        nonlocal stored
-        # a channel of its own per example: a repeated id would otherwise be a redelivery
-        message = replace(message, channel_id=next(channels))
-        assert await store_inbound(store, message) == message
-        stored += 1
-
-    @settings(
-        max_examples=120,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-    @example({"event": "bot_msg", "from_user_id": "u\x00" * 200, "conv_type": 0,
-              "conv_id": ROBOT, "msg_type": 1, "msg_body": "\udcff hi \x00%E4%BD%A0",
-              "msg_id": "m" * 300, "msg_time": 0})  # fmt: skip
-    @given(hostile_messages)
-    def run(body: dict[str, Any]) -> None:
-        message = to_inbound(ChannelId("zim"), body, ROBOT)
-        if message is not None:
-            asyncio.run_coroutine_threadsafe(journal(message), loop).result(30)
-
-    try:
-        await asyncio.to_thread(run)
-    finally:
-        await store.close()
+    stored = await journal_converted(
+        tmp_path,
+        hostile_messages,
+        lambda body: filter(None, [to_inbound(ChannelId("zim"), body, ROBOT)]),
+        examples=[
+            {"event": "bot_msg", "from_user_id": "u\x00" * 200, "conv_type": 0,
+             "conv_id": ROBOT, "msg_type": 1, "msg_body": "\udcff hi \x00%E4%BD%A0",
+             "msg_id": "m" * 300, "msg_time": 0},
+        ],
+    )  # fmt: skip
     assert stored > 0  # the strategy reaches the journal, not only the ignore paths
