@@ -28,11 +28,12 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
 from channels.easemob.emulator import EasemobEmulatorThread
+from tests.receiver_support import HookReceiver
 
 BOT = "aibot"
 ORG = "testorg"
@@ -85,28 +86,14 @@ class Received:
     presend: bool  # no `eventType` and not an edit event: a pre-send callback
 
 
-class CallbackReceiver:
+class CallbackReceiver(HookReceiver[Received]):
     """A loopback callback endpoint answering scripted verdicts and statuses."""
 
     def __init__(
         self, presend_answers: Iterable[PresendAnswer] = (), post_statuses: Iterable[int] = ()
     ) -> None:
+        super().__init__(post_statuses, channel_id="em-main")
         self.presend_answers: deque[PresendAnswer] = deque(presend_answers)
-        self.post_statuses: deque[int] = deque(post_statuses)
-        self.received: list[Received] = []
-        self._arrived = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.base = ""
-
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_post("/hooks/{channel_id}", self._hook)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
 
     async def __aexit__(
         self,
@@ -117,20 +104,16 @@ class CallbackReceiver:
         for answer in self.presend_answers:
             if answer.gate is not None:
                 answer.gate.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def url(self, channel_id: str = "em-main") -> str:
-        """The callback URL to configure."""
-        return f"{self.base}/hooks/{channel_id}"
+        await super().__aexit__(exc_type, exc, tb)
 
     def hold(self, gate: asyncio.Event, body: Any = None) -> None:
         """The next pre-send answer waits until `gate` is set."""
         self.presend_answers.append(PresendAnswer(body=body, gate=gate))
 
-    async def _hook(self, request: web.Request) -> web.Response:
+    async def answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         presend = "eventType" not in body and body.get("chat_type") != "edit"
+        reply: web.StreamResponse
         if presend:
             answer = self.presend_answers.popleft() if self.presend_answers else PresendAnswer()
             status = answer.status
@@ -139,21 +122,12 @@ class CallbackReceiver:
             )
         else:
             answer = PresendAnswer()
-            status = self.post_statuses.popleft() if self.post_statuses else 200
+            status = self.next_status()
             reply = web.Response(status=status)
-        self.received.append(Received(request.path, dict(request.headers), body, status, presend))
-        arrived, self._arrived = self._arrived, asyncio.Event()
-        arrived.set()
+        self.record(Received(request.path, dict(request.headers), body, status, presend))
         if answer.gate is not None:
             await answer.gate.wait()
         return reply
-
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
-        """The first `count` POSTs, once they arrived."""
-        async with asyncio.timeout(timeout):
-            while len(self.received) < count:
-                await self._arrived.wait()
-        return self.received[:count]
 
 
 @asynccontextmanager

@@ -23,20 +23,18 @@ Typical use from a test's loop:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 
 from channels.wukongim.emulator import WuKongIMEmulator, WuKongIMEmulatorThread
 from channels.wukongim.emulator.webhook import PushAttempt
+from tests.receiver_support import HookReceiver
 
 BOT = "aibot"
 FAST: dict[str, Any] = {"push_interval": 0.05, "retry_pause": 0.05}
@@ -74,67 +72,23 @@ class Received:
     status: int  # what the receiver answered
 
 
-class WebhookReceiver:
+class WebhookReceiver(HookReceiver[Received]):
     """A loopback webhook endpoint answering scripted statuses."""
 
     def __init__(self, statuses: Iterable[int] = ()) -> None:
-        self.statuses: deque[int] = deque(statuses)
-        self.default_status = 200
-        self.received: list[Received] = []
-        self._arrived = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.base = ""
+        super().__init__(statuses, channel_id="wk-main")
 
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_post("/hooks/{channel_id}", self._hook)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def url(self, channel_id: str = "wk-main", key: str | None = None) -> str:
+    def url(self, channel_id: str | None = None, key: str | None = None) -> str:
         """The webhook address to configure (`?key=` when given)."""
-        return f"{self.base}/hooks/{channel_id}" + (f"?key={key}" if key else "")
+        return super().url(channel_id) + (f"?key={key}" if key else "")
 
-    async def _hook(self, request: web.Request) -> web.Response:
-        status = self.statuses.popleft() if self.statuses else self.default_status
-        self.received.append(
-            Received(
-                request.path_qs,
-                dict(request.query),
-                dict(request.headers),
-                await request.json(),
-                status,
-            )
-        )
-        arrived, self._arrived = self._arrived, asyncio.Event()
-        arrived.set()
-        return web.Response(status=status)
-
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
-        """The first `count` POSTs, once they arrived."""
-        async with asyncio.timeout(timeout):
-            while len(self.received) < count:
-                await self._arrived.wait()
-        return self.received[:count]
+    async def received_from(self, request: web.Request, status: int) -> Received:
+        body = await request.json()
+        return Received(request.path_qs, dict(request.query), dict(request.headers), body, status)
 
     async def messages(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """The first `count` messages, whatever batches they came in."""
-        async with asyncio.timeout(timeout):
-            while sum(len(r.body) for r in self.received) < count:
-                await self._arrived.wait()
+        await self.until(lambda received: sum(len(r.body) for r in received) >= count, timeout)
         return [m for r in self.received for m in r.body][:count]
 
 

@@ -18,15 +18,12 @@ Names other test modules rely on (keep them stable):
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -34,6 +31,7 @@ from aiohttp import web
 from channels.zim.emulator import ZimEmulatorThread
 from channels.zim.emulator.server import DEFAULT_APP_ID, DEFAULT_ROBOTS, DEFAULT_SECRET
 from channels.zim.emulator.signing import api_signature
+from tests.receiver_support import HookReceiver
 
 APP_ID = DEFAULT_APP_ID
 SECRET = DEFAULT_SECRET
@@ -75,54 +73,15 @@ class Received:
     status: int  # what the receiver answered
 
 
-class CallbackReceiver:
+class CallbackReceiver(HookReceiver[Received]):
     """A loopback callback endpoint answering scripted statuses."""
 
     def __init__(self, statuses: Iterable[int] = ()) -> None:
-        self.statuses: deque[int] = deque(statuses)
-        self.default_status = 200
-        self.received: list[Received] = []
-        self._arrived = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.base = ""
+        super().__init__(statuses, channel_id="zim-main")
 
-    async def __aenter__(self) -> Self:
-        app = web.Application()
-        app.router.add_post("/hooks/{channel_id}", self._hook)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def url(self, channel_id: str = "zim-main") -> str:
-        """The callback URL to configure."""
-        return f"{self.base}/hooks/{channel_id}"
-
-    async def _hook(self, request: web.Request) -> web.Response:
-        status = self.statuses.popleft() if self.statuses else self.default_status
+    async def received_from(self, request: web.Request, status: int) -> Received:
         body = await request.json()
-        self.received.append(Received(time.monotonic(), request.path, body, status))
-        arrived, self._arrived = self._arrived, asyncio.Event()
-        arrived.set()
-        return web.Response(status=status)
-
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[Received]:
-        """The first `count` POSTs, once they arrived."""
-        async with asyncio.timeout(timeout):
-            while len(self.received) < count:
-                await self._arrived.wait()
-        return self.received[:count]
+        return Received(time.monotonic(), request.path, body, status)
 
 
 class ZimApi:
