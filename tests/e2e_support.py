@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +225,33 @@ class DaemonProcess:
         code = await asyncio.wait_for(self.process.wait(), 20)
         await self._reader
         return code
+
+
+@asynccontextmanager
+async def emulate(platform: str, *options: str) -> AsyncIterator[tuple[str, str]]:
+    """`channeld emulate <platform>` on 127.0.0.1:0 as a child process, once it has printed its
+    control plane: what it printed and the URL it serves; terminated on leaving."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "daemon",
+        "emulate",
+        platform,
+        "--listen",
+        "127.0.0.1:0",
+        *options,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        printed = ""
+        async with asyncio.timeout(20):
+            while "control plane" not in printed:
+                line = await proc.stdout.readline()
+                assert line, printed
+                printed += line.decode()
+        yield printed, printed.split("listening on ")[1].split()[0]
+    finally:
+        proc.terminate()
+        await proc.wait()

@@ -9,7 +9,6 @@ import asyncio
 import io
 import json
 import socket
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from channels.feishu.emulator import (
 from channels.feishu.emulator.gateway import BAD_TICKET
 from daemon.chat import chat
 from tests import feishu_support
+from tests.e2e_support import emulate
 from tests.feishu_support import (
     FEISHU_APP_ID,
     FEISHU_APP_SECRET,
@@ -438,28 +438,7 @@ async def test_control_plane_drives_users_chats_and_faults(
 
 
 async def test_channeld_emulate_feishu_serves_discovery() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "daemon",
-        "emulate",
-        "feishu",
-        "--listen",
-        "127.0.0.1:0",
-        "--app",
-        f"{ID}:cli-secret:Helper",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        printed = ""
-        async with asyncio.timeout(20):
-            while "control plane" not in printed:
-                line = await proc.stdout.readline()
-                assert line, printed
-                printed += line.decode()
-        url = printed.split("listening on ")[1].split()[0]
+    async with emulate("feishu", "--app", f"{ID}:cli-secret:Helper") as (printed, url):
         assert f"app_id={ID} app_secret=cli-secret" in printed
         assert 'type = "feishu"' in printed
         assert f'domain = "{url}"' in printed
@@ -468,9 +447,6 @@ async def test_channeld_emulate_feishu_serves_discovery() -> None:
             answer = await resp.json()
         assert answer["code"] == 0
         assert answer["data"]["URL"].startswith(url.replace("http", "ws") + "/ws/v2?")
-    finally:
-        proc.terminate()
-        await proc.wait()
 
 
 async def test_main_parses_options_and_reports_a_busy_port() -> None:

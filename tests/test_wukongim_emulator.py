@@ -10,7 +10,6 @@ import base64
 import itertools
 import json
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from channels.wukongim.emulator import WuKongIMEmulatorThread, add_arguments, main
 from channels.wukongim.emulator.state import fake_channel_id
 from channels.wukongim.emulator.streams import EventRequest, EventStore
+from tests.e2e_support import emulate
 from tests.wukongim_support import BOT, WebhookReceiver, attempts, b64_text, decoded, started
 
 OLD_VERSION = "v2.1.5-20250424"
@@ -661,14 +661,8 @@ async def test_injected_faults_answer_like_the_server_or_a_proxy(
 async def test_channeld_emulate_wukongim_serves_and_pushes(
     http: aiohttp.ClientSession, receiver: WebhookReceiver
 ) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "daemon",
-        "emulate",
+    async with emulate(
         "wukongim",
-        "--listen",
-        "127.0.0.1:0",
         "--bot",
         "aibot",
         "--bot",
@@ -679,18 +673,7 @@ async def test_channeld_emulate_wukongim_serves_and_pushes(
         receiver.url(),
         "--push-interval",
         "0.05",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        printed = ""
-        async with asyncio.timeout(20):
-            while "control plane" not in printed:
-                line = await proc.stdout.readline()
-                assert line, printed
-                printed += line.decode()
-        url = printed.split("listening on ")[1].split()[0]
+    ) as (printed, url):
         assert "bots: aibot, helper" in printed
         assert f'api_base = "{url}"' in printed
         assert "manager token: required" in printed
@@ -702,9 +685,6 @@ async def test_channeld_emulate_wukongim_serves_and_pushes(
         assert status == 200
         (post,) = await receiver.wait_for(1)
         assert ids(post) == [sent["message_id"]] and post.body[0]["channel_id"] == "helper"
-    finally:
-        proc.terminate()
-        await proc.wait()
 
 
 async def test_main_parses_its_options_and_reports_a_busy_port() -> None:

@@ -11,7 +11,6 @@ import hashlib
 import io
 import itertools
 import socket
-import sys
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ from channels.zim.emulator import ZimEmulator, ZimEmulatorThread, add_arguments,
 from channels.zim.emulator.callbacks import RETRY_DELAYS, CallbackAttempt
 from channels.zim.emulator.signing import api_signature, callback_signature
 from channels.zim.emulator.state import Robot
+from tests.e2e_support import emulate
 from tests.zim_support import (
     APP_ID,
     ROBOT,
@@ -518,32 +518,15 @@ async def test_main_parses_its_options_and_reports_a_busy_port() -> None:
 async def test_channeld_emulate_zim_serves_and_calls_back(
     http: aiohttp.ClientSession, receiver: CallbackReceiver
 ) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "daemon",
-        "emulate",
+    async with emulate(
         "zim",
-        "--listen",
-        "127.0.0.1:0",
         "--robot",
         "@RBT#helper",
         "--registered",
         "--callback",
         receiver.url(),
         "--url-encode",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        printed = ""
-        async with asyncio.timeout(20):
-            while "control plane" not in printed:
-                line = await proc.stdout.readline()
-                assert line, printed
-                printed += line.decode()
-        url = printed.split("listening on ")[1].split()[0]
+    ) as (printed, url):
         assert "robots: @RBT#helper" in printed and f'api_base = "{url}"' in printed
         answer = await ZimApi(http, url, robot="@RBT#helper").send("hi there")
         assert answer["Code"] == 0
@@ -553,6 +536,3 @@ async def test_channeld_emulate_zim_serves_and_calls_back(
         posts = await receiver.wait_for(2)
         bodies = {p.body.get("source", 0): p.body["msg_body"] for p in posts}
         assert bodies == {1: "hi there", 0: "a+b"}  # only users' messages are URL-encoded
-    finally:
-        proc.terminate()
-        await proc.wait()
