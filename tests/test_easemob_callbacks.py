@@ -3,9 +3,8 @@ pre-send verdict, and what is handed to the journal (docs/platforms/easemob.md Â
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,29 +14,12 @@ from channels.callbacks import Callback, CallbackMalformed, CallbackRejected, In
 from channels.easemob.config import EasemobChannelConfig
 from channels.easemob.convert import security
 from channels.easemob.provider import EasemobProvider
-from channels.model import InboundMessage
 from channels.observer import NullObserver
+from tests.sink_support import Journal, journaled_despite_cancel, no_sink
 from tests.test_easemob_convert import BOT, post_send, pre_send
 
 SECRET = "callback-rule-secret"
 NOW = 1_700_000_000.0  # the provider's wall clock, seconds
-
-
-class Journal:
-    """A BatchSink that records what it was handed, dedupes on message id, and can fail."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[InboundMessage]] = []
-        self.seen: set[str] = set()
-        self.failure: Exception | None = None
-
-    async def __call__(self, messages: Sequence[InboundMessage]) -> Intake:
-        if self.failure is not None:
-            raise self.failure
-        self.batches.append(list(messages))
-        new = [m for m in messages if m.message_id not in self.seen]
-        self.seen.update(m.message_id for m in messages)
-        return Intake(journaled=len(new), duplicates=len(messages) - len(new))
 
 
 class Invalid(NullObserver):
@@ -46,10 +28,6 @@ class Invalid(NullObserver):
 
     def message_invalid(self, channel_id: str, platform: str) -> None:
         self.invalid += 1
-
-
-async def no_sink(_message: InboundMessage) -> None:
-    raise AssertionError("callbacks go through the batch sink")
 
 
 def config(**fields: Any) -> EasemobChannelConfig:
@@ -233,24 +211,7 @@ async def test_a_failed_journal_write_is_not_acknowledged(provider: EasemobProvi
 async def test_a_cancelled_request_does_not_cut_the_journal_write_short(
     provider: EasemobProvider,
 ) -> None:
-    entered, release = asyncio.Event(), asyncio.Event()
-    written: list[str] = []
-
-    async def slow_journal(messages: Sequence[InboundMessage]) -> Intake:
-        entered.set()
-        await release.wait()
-        written.extend(m.message_id for m in messages)
-        return Intake(journaled=len(messages))
-
-    request = asyncio.create_task(
-        provider.handle_callback(callback(signed(pre_send())), slow_journal)
-    )
-    await entered.wait()
-    request.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await request
-    release.set()
-    await provider.close()  # waits for deliveries under way
+    written = await journaled_despite_cancel(provider, callback(signed(pre_send())))
     assert written == [pre_send()["msg_id"]]
 
 

@@ -3,39 +3,20 @@ handed to the journal (docs/platforms/wukongim.md §1)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
 from channels.callbacks import Callback, CallbackMalformed, CallbackRejected, Intake
-from channels.model import InboundMessage
 from channels.wukongim.config import WuKongIMChannelConfig
 from channels.wukongim.provider import WuKongIMProvider
+from tests.sink_support import Journal, journaled_despite_cancel, no_sink
 from tests.test_wukongim_convert import BOT, group_item, item
 
 KEY = "k3y-0f-the-webhook_0123456789"
-
-
-class Journal:
-    """A BatchSink that records what it was handed, and can fail."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[InboundMessage]] = []
-        self.failure: Exception | None = None
-
-    async def __call__(self, messages: Sequence[InboundMessage]) -> Intake:
-        if self.failure is not None:
-            raise self.failure
-        self.batches.append(list(messages))
-        return Intake(journaled=len(messages))
-
-
-async def no_sink(_message: InboundMessage) -> None:
-    raise AssertionError("callbacks go through the batch sink")
 
 
 def callback(body: Any, query: str) -> Callback:
@@ -176,24 +157,7 @@ async def test_a_failed_journal_write_is_not_acknowledged(
 async def test_a_cancelled_request_does_not_cut_the_journal_write_short(
     open_provider: WuKongIMProvider,
 ) -> None:
-    entered, release = asyncio.Event(), asyncio.Event()
-    written: list[str] = []
-
-    async def slow_journal(messages: Sequence[InboundMessage]) -> Intake:
-        entered.set()
-        await release.wait()
-        written.extend(m.message_id for m in messages)
-        return Intake(journaled=len(messages))
-
-    request = asyncio.create_task(
-        open_provider.handle_callback(callback([item()], "event=msg.notify"), slow_journal)
-    )
-    await entered.wait()
-    request.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await request
-    release.set()
-    await open_provider.close()  # waits for deliveries under way
+    written = await journaled_despite_cancel(open_provider, callback([item()], "event=msg.notify"))
     assert written == [item()["message_idstr"]]
 
 

@@ -4,39 +4,21 @@ journal, and what is answered (docs/platforms/zim.md §1)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from channels.callbacks import Callback, CallbackMalformed, CallbackRejected, Intake
-from channels.model import InboundMessage
 from channels.zim.config import ZimChannelConfig
 from channels.zim.convert import callback_signature
 from channels.zim.provider import ZimProvider
+from tests.sink_support import Journal, no_sink
 from tests.test_zim_convert import ROBOT
 from tests.test_zim_convert import callback as unsigned
 
 SECRET = "9193cc662a4c0ec135ec71fb57194b38"
 NOW = 1_800_000_000
-
-
-class Journal:
-    """A BatchSink that records what it was handed; a message id seen before is a duplicate."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[InboundMessage]] = []
-        self.seen: set[str] = set()
-
-    async def __call__(self, messages: Sequence[InboundMessage]) -> Intake:
-        self.batches.append(list(messages))
-        fresh = [m for m in messages if m.message_id not in self.seen]
-        self.seen.update(m.message_id for m in messages)
-        return Intake(journaled=len(fresh), duplicates=len(messages) - len(fresh))
-
-
-async def no_sink(_message: InboundMessage) -> None:
-    raise AssertionError("callbacks go through the batch sink")
 
 
 def signed(
