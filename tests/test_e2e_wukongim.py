@@ -16,7 +16,7 @@ from channels.wukongim.emulator import WuKongIMEmulator, WuKongIMEmulatorThread
 from channels.wukongim.emulator.messaging import EventRecord
 from tests.agents_support import fake_llm_fixture
 from tests.e2e_support import fake_llm_slow, wait_until
-from tests.webhook_e2e_support import WebhookStack, user_turns, webhook_stack
+from tests.webhook_e2e_support import WebhookStack, context_then_new, user_turns, webhook_stack
 from tests.wukongim_support import BOT, FAST
 from tools.fake_llm import FakeLLM
 
@@ -151,6 +151,12 @@ async def test_a_group_message_is_answered_only_when_it_mentions_the_bot(
     assert [i["text"] for i in items] == ["Echo: bot, a question"]
     await wk_stack.idle()
     assert len(fake_llm_slow.requests) == 1
+
+
+async def test_context_is_kept_and_new_starts_afresh(
+    wk_stack: WuKongIMStack, fake_llm_slow: FakeLLM
+) -> None:
+    await context_then_new(wk_stack, fake_llm_slow)
 
 
 async def test_an_event_api_that_refuses_gives_one_plain_answer(
