@@ -85,6 +85,25 @@ def configured_state_dir(config: Path | None, environ: Mapping[str, str]) -> Pat
     return default_state_dir()
 
 
+def configured_admin_url(config: Path | None) -> str | None:
+    """The admin API a daemon started with this config serves, from its `[admin] listen` only
+    (None: no config, or no listen there); a wildcard address is reached over loopback."""
+    if config is None:
+        return None
+    try:
+        data = tomllib.loads(config.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None  # the token lookup reports an unreadable file; the default URL stays
+    admin = data.get("admin")
+    listen = admin.get("listen") if isinstance(admin, dict) else None
+    if not isinstance(listen, str) or ":" not in listen:
+        return None
+    host, _, port = listen.rpartition(":")
+    if host.strip("[]") in ("0.0.0.0", "::", ""):  # noqa: S104 - recognising, not binding
+        host = "127.0.0.1"
+    return f"http://{host}:{port}"
+
+
 def login_url(host: str, port: int, token: str) -> str:
     """The page's address with the token in the fragment (never sent to the server or logged)."""
     if ":" in host:

@@ -48,7 +48,11 @@ def seconds(text: str) -> float:
 def common_arguments() -> argparse.ArgumentParser:
     """Options every `channeld channels` command takes: where the daemon is, how to log in."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help=f"admin API base URL (default: ${URL_ENV} or {DEFAULT_URL})")
+    common.add_argument(
+        "--url",
+        help=f"admin API base URL (default: ${URL_ENV}, else the [admin] listen of --config, "
+        f"else {DEFAULT_URL})",
+    )
     token = common.add_mutually_exclusive_group()
     token.add_argument(
         "--token",

@@ -299,7 +299,8 @@ def _api_error(status: int, reason: str, payload: Any, token: Token) -> CliError
 
 
 def _base_url(args: argparse.Namespace) -> str:
-    url: str = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
+    configured = admin_token.configured_admin_url(config_path(args))
+    url: str = args.url or os.environ.get(URL_ENV) or configured or DEFAULT_URL
     if not url.startswith(("http://", "https://")):
         raise CliError(f"--url must start with http:// or https://, got {url!r}", EXIT_USAGE)
     return url

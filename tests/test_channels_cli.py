@@ -521,3 +521,24 @@ async def test_a_feishu_channel_from_the_command_line(
     assert len(await feishu_emulator.live_connections(FEISHU_APP_ID)) == 1
     shown = await cli.json("show", "fs1")
     assert shown["type"] == "feishu" and shown["settings"]["app_secret"] == "***"
+
+
+async def test_the_daemons_config_also_names_where_its_admin_api_listens(
+    stack: Stack,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert stack.daemon.admin is not None
+    state_dir = stack.daemon.settings.daemon.state_dir
+    config = tmp_path / "daemon.toml"
+    config.write_text(
+        f'[daemon]\nstate_dir = "{state_dir}"\n'
+        f'[admin]\nlisten = "0.0.0.0:{stack.daemon.admin.port}"\n'  # reached over loopback
+    )
+    for name in (TOKEN_ENV, URL_ENV, "CHANNELD_CONFIG", "STATE_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    args = parse(["channels", "list", "--config", str(config)])
+    capsys.readouterr()
+    assert await asyncio.to_thread(args.func, args) == 0
+    assert CHANNEL in capsys.readouterr().out
