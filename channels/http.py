@@ -233,8 +233,15 @@ class PlatformApi(abc.ABC):
         self, name: str, method: str, url: str, headers: dict[str, str], **request: Any
     ) -> Answer:
         try:
+            # never followed: a redirect would carry the body and headers (secrets, tokens) to a
+            # host the operator did not configure; a 3xx is classified like any other answer
             async with self._http(name).request(
-                method, url, headers=headers, timeout=self._timeout, **request
+                method,
+                url,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+                **request,
             ) as resp:
                 raw = await resp.read()
                 status, answer_headers = resp.status, resp.headers

@@ -321,3 +321,38 @@ async def test_a_call_cut_short_by_close_is_refused_like_one_made_after(
     await api.close()
     with pytest.raises(PermanentError, match=r"^example stall: client closed$"):
         await call
+
+
+async def test_a_redirect_is_not_followed_and_nothing_reaches_the_other_host(
+    clock: Clock, requests: list[tuple[str, str]]
+) -> None:
+    """A 307 would carry the token request's body (the secret) to a host nobody configured."""
+    elsewhere = TokenServer()
+    await elsewhere.start()
+    redirector = web.Application()
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(elsewhere.url + request.path)
+
+    redirector.router.add_route("*", "/{tail:.*}", moved)
+    runner = web.AppRunner(redirector, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    client = ExampleApi(
+        app_id="app",
+        app_secret=SECRET,
+        base_url=f"http://127.0.0.1:{runner.addresses[0][1]}/",
+        timeout=2.0,
+        on_request=lambda name, status: requests.append((name, status)),
+        clock=clock,
+    )
+    try:
+        with pytest.raises(TransientError):
+            await client.data()  # the token fetch answers 307: classified, not followed
+        assert elsewhere.token_requests == 0 and elsewhere.data_requests == 0
+        assert requests == [("token", "307")]
+    finally:
+        await client.close()
+        await runner.cleanup()
+        await elsewhere.stop()
