@@ -48,3 +48,8 @@ class ChannelConfigBase(BaseModel):
     queue_limit: int = Field(default=5, ge=1, le=100)  # waiting messages per conversation
     card_update_interval: float = Field(default=0.3, ge=0.05, le=10.0)  # seconds, per reply
     card_updates_per_second: float = Field(default=20.0, gt=0, le=200)  # token bucket, per channel
+
+    def unproven_callbacks(self) -> str | None:
+        """Why this channel's callbacks would be accepted with no proof of their origin (a
+        platform that signs nothing, with no key set); None when they carry one."""
+        return None

@@ -73,6 +73,10 @@ class CallbackEndpoint(Protocol):
         """Serve, if not yet serving."""
         ...
 
+    def refuses(self, config: ChannelConfigBase) -> str | None:
+        """Why the channel's callbacks may not be served (they would carry no proof)."""
+        ...
+
 
 def takes_callbacks(channel_type: str) -> bool:
     """Whether channels of `channel_type` receive their messages as HTTP callbacks."""
@@ -180,6 +184,11 @@ class ChannelService:
                 [{"path": "agent", "message": f"unknown agent {config.agent!r}"}],
             )
 
+    def _check_callbacks(self, config: ChannelConfigBase) -> None:
+        reason = self._callbacks.refuses(config) if self._callbacks is not None else None
+        if reason is not None:
+            raise ApiError(422, "validation_error", reason, [{"path": "", "message": reason}])
+
     async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         for name, value in body.items():
             if value == MASK:
@@ -191,6 +200,7 @@ class ChannelService:
                 )
         config = parse_settings(body)
         self._check_agent(config)
+        self._check_callbacks(config)
         if await self._store.get_channel(config.id) is not None:
             raise ApiError(409, "conflict", f"channel {config.id!r} already exists")
         await self._store.upsert_channel(
@@ -247,6 +257,7 @@ class ChannelService:
             )
         config = parse_settings(merged)
         self._check_agent(config)
+        self._check_callbacks(config)
         moved = [
             name
             for name in sends_secrets(type(config))

@@ -204,6 +204,14 @@ class EmulatorSection(BaseModel):
         return loopback_listen(value)
 
 
+def unproven_error(channel_id: str, reason: str, webhooks: WebhooksSection) -> str:
+    """Why a channel whose callbacks carry no proof may not sit behind an exposed listener."""
+    return (
+        f"channel {channel_id!r}: {reason}: set it, since [webhooks] listen ({webhooks.listen}) "
+        "is not loopback and anyone who reaches it could post messages as any user"
+    )
+
+
 class WebhooksSection(BaseModel):
     """The callback listener: webhook platforms' servers POST to `/hooks/{channel_id}` here."""
 
@@ -280,6 +288,10 @@ class Settings(BaseModel):
                 raise ConfigurationError(
                     f"agents.{name}.fallback: unknown agent {agent.fallback!r}"
                 )
+        if not is_loopback(self.webhooks.host):
+            for channel in self.channels:
+                if (reason := channel.unproven_callbacks()) is not None:
+                    raise ConfigurationError(unproven_error(channel.id, reason, self.webhooks))
 
 
 def expand_variables(value: Any, environ: Mapping[str, str], path: str = "") -> Any:

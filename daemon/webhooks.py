@@ -24,10 +24,11 @@ from collections.abc import Callable
 from aiohttp import web
 
 from channels.callbacks import Callback, CallbackAnswer, CallbackMalformed, CallbackRejected
+from channels.config import ChannelConfigBase
 from channels.live import LiveChannel, NotACallbackChannel
 from channels.model import ChannelState
 from common.errors import ChannelError
-from daemon.config import WebhooksSection
+from daemon.config import WebhooksSection, is_loopback, unproven_error
 from daemon.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,13 @@ class CallbackListener:
     @property
     def running(self) -> bool:
         return self._runner is not None
+
+    def refuses(self, config: ChannelConfigBase) -> str | None:
+        """Why a channel may not be served here: callbacks with no proof on an exposed address."""
+        reason = config.unproven_callbacks()
+        if reason is None or is_loopback(self._settings.host):
+            return None
+        return unproven_error(config.id, reason, self._settings)
 
     def hook_url(self, channel_id: str) -> str:
         """The URL to give the platform for `channel_id`."""

@@ -10,8 +10,11 @@ import aiohttp
 import pytest
 from sqlalchemy import text
 
+from channels.live import LiveChannel
 from daemon.app import Daemon
-from daemon.config import validate
+from daemon.config import ConfigurationError, WebhooksSection, validate
+from daemon.metrics import Metrics
+from daemon.webhooks import CallbackListener
 from tests.callback_support import (
     HOOK,
     HOOK_CHANNEL,
@@ -254,3 +257,31 @@ async def test_no_listener_without_a_webhook_channel_until_one_is_added(
         assert daemon.webhooks.running
     finally:
         await daemon.stop()
+
+
+def no_channel(_channel_id: str) -> LiveChannel | None:
+    return None
+
+
+def wukongim_channel(**settings: Any) -> dict[str, Any]:
+    return {"id": "wk", "type": "wukongim", "bot_uid": "aibot", **settings}
+
+
+def test_a_channel_whose_callbacks_carry_no_proof_needs_a_loopback_listener() -> None:
+    """WuKongIM signs nothing: behind an exposed listener, its key is what proves a callback."""
+    exposed = {"webhooks": {"listen": "0.0.0.0:8789"}, "agents": {"default": {"type": "echo"}}}
+    with pytest.raises(ConfigurationError, match=r"'wk': webhook_key is not set.*not loopback"):
+        validate({**exposed, "channels": [wukongim_channel()]})
+    keyed = wukongim_channel(webhook_key="k-0123456789abcdef")
+    assert validate({**exposed, "channels": [keyed]}).channels[0].id == "wk"
+    loopback = {**exposed, "webhooks": {"listen": "127.0.0.1:8789"}}
+    assert validate({**loopback, "channels": [wukongim_channel()]}).channels[0].id == "wk"
+    # channels added through the admin API meet the same rule at the listener
+    channel = validate({**loopback, "channels": [wukongim_channel()]}).channels[0]
+
+    def listener(listen: str) -> CallbackListener:
+        return CallbackListener(WebhooksSection(listen=listen), no_channel, Metrics())
+
+    assert listener("127.0.0.1:0").refuses(channel) is None
+    refusal = listener("0.0.0.0:0").refuses(channel)
+    assert refusal is not None and "webhook_key" in refusal

@@ -50,3 +50,8 @@ class WuKongIMChannelConfig(ChannelConfigBase):
     @classmethod
     def _api_base_is_http(cls, value: str) -> str:
         return http_base_url(value)
+
+    def unproven_callbacks(self) -> str | None:
+        if self.webhook_key is None:
+            return "webhook_key is not set, and WuKongIM signs nothing"
+        return None
