@@ -168,6 +168,11 @@ class LiveChannel:
             self._observer.message_received(self.channel_id, self._platform, now)
         return await self._accept_batch(messages, self.runtime)
 
+    @property
+    def takes_callbacks(self) -> bool:
+        """Its platform receives messages as HTTP callbacks."""
+        return isinstance(self.supervisor.provider, CallbackProvider)
+
     async def handle_callback(self, callback: Callback) -> CallbackAnswer:
         """Hand an HTTP callback to the provider, which journals its messages through here."""
         provider = self.supervisor.provider

@@ -16,6 +16,7 @@ fails the answer is 503 and the platform sends it again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -34,6 +35,11 @@ from daemon.metrics import Metrics
 log = logging.getLogger(__name__)
 
 HOOK_PATH = "/hooks/{channel_id}"
+# A callback's body arrives within this, or 408: a public port must not hold a slow sender's
+# connection (and its file descriptor) for ever
+READ_TIMEOUT = 10.0
+# callbacks read or journaled at once; more are answered 503 (the platforms send them again)
+MAX_IN_FLIGHT = 256
 
 # The running channel of an id, or None (unknown, disabled, deleted)
 FindChannel = Callable[[str], LiveChannel | None]
@@ -60,6 +66,7 @@ class CallbackListener:
         self._app.router.add_post(HOOK_PATH, self._hook)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self._in_flight = 0
 
     @property
     def running(self) -> bool:
@@ -104,7 +111,13 @@ class CallbackListener:
         # an id nobody configured is counted without labels: callers must not mint series
         labels = (channel_id, live.runtime.config.type) if live is not None else ("", "")
         try:
-            answer = await self._answer(request, live)
+            if self._in_flight >= MAX_IN_FLIGHT:
+                raise _Refused(503, "busy", f"{MAX_IN_FLIGHT} callbacks under way already")
+            self._in_flight += 1
+            try:
+                answer = await self._answer(request, live)
+            finally:
+                self._in_flight -= 1
         except _Refused as refused:
             log.info("callback for %r refused (%s): %s", channel_id[:64], refused.reason, refused)
             self._metrics.callback(*labels, "rejected", refused.reason)
@@ -120,17 +133,21 @@ class CallbackListener:
     async def _answer(self, request: web.Request, live: LiveChannel | None) -> CallbackAnswer:
         if "Origin" in request.headers or "Sec-Fetch-Site" in request.headers:
             raise _Refused(403, "browser", "a browser's request; callbacks come from servers")
-        if live is None:
-            raise _Refused(404, "unknown_channel", "no running channel with this id")
+        if live is None or not live.takes_callbacks:
+            # the same answer for a channel that exists but takes no callbacks: nothing to probe
+            raise _Refused(404, "unknown_channel", "no running webhook channel with this id")
         if live.supervisor.state is not ChannelState.CONNECTED:
             raise _Refused(503, "not_connected", "the channel is not connected yet")
         limit = self._settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _Refused(413, "too_large", f"body over {limit} bytes")
         try:
-            body = await request.read()
+            async with asyncio.timeout(READ_TIMEOUT):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise _Refused(413, "too_large", f"body over {limit} bytes") from None
+        except TimeoutError:
+            raise _Refused(408, "slow_body", f"no whole body within {READ_TIMEOUT:.0f}s") from None
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError

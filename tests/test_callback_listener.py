@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from channels.live import LiveChannel
+from daemon import webhooks
 from daemon.app import Daemon
 from daemon.config import ConfigurationError, WebhooksSection, validate
 from daemon.metrics import Metrics
@@ -285,3 +287,25 @@ def test_a_channel_whose_callbacks_carry_no_proof_needs_a_loopback_listener() ->
     assert listener("127.0.0.1:0").refuses(channel) is None
     refusal = listener("0.0.0.0:0").refuses(channel)
     assert refusal is not None and "webhook_key" in refusal
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408_and_frees_the_connection(
+    hook_stack: HookStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhooks, "READ_TIMEOUT", 0.2)
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", int(hook_stack.url.rsplit(":", 1)[1])
+    )
+    try:
+        writer.write(
+            f"POST /hooks/{HOOK_CHANNEL} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/json\r\nx-signature: hook-secret\r\n"
+            "Content-Length: 100\r\n\r\n[".encode()
+        )
+        await writer.drain()
+        async with asyncio.timeout(5):
+            status_line = await reader.readline()
+    finally:
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 408")
+    assert await journal(hook_stack) == []
