@@ -16,9 +16,11 @@ until the channel stops.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -36,6 +38,47 @@ def signed_bytes(text: str) -> bytes:
 def proof_matches(given: str, expected: str) -> bool:
     """Constant-time comparison of what a callback carries (signature, key) with ours."""
     return hmac.compare_digest(signed_bytes(given), signed_bytes(expected))
+
+
+class SeenProofs:
+    """The signed callbacks of the last `keep` seconds, and the body each proof came with.
+
+    ZIM and Easemob sign a timestamp and a nonce or call id, not the message: within the time
+    window a captured proof would carry any other body. Here the same proof with another body is
+    refused, while the platform's own retry (the same proof, the same body) keeps passing even
+    once the window has moved past its timestamp. Memory is bounded: the oldest proofs go first.
+    """
+
+    def __init__(
+        self, keep: float, limit: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._keep = keep
+        self._limit = limit
+        self._clock = clock
+        self._seen: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def retried(self, proof: str, body: bytes) -> bool:
+        """True when `proof` came before with this body; CallbackRejected when it came with
+        another; False when it is new (check its time, then `remember` it)."""
+        self._forget_old()
+        seen = self._seen.get(proof)
+        if seen is None:
+            return False
+        if not hmac.compare_digest(seen[1], hashlib.sha256(body).digest()):
+            raise CallbackRejected("replayed", "a signature seen before, on another body")
+        return True
+
+    def remember(self, proof: str, body: bytes) -> None:
+        """`proof` was checked and came with `body`."""
+        self._seen[proof] = (self._clock(), hashlib.sha256(body).digest())
+        self._seen.move_to_end(proof)
+        while len(self._seen) > self._limit:
+            self._seen.popitem(last=False)
+
+    def _forget_old(self) -> None:
+        horizon = self._clock() - self._keep
+        while self._seen and next(iter(self._seen.values()))[0] < horizon:
+            self._seen.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from channels.callbacks import BatchSink, CallbackSession, Intake
+from channels.callbacks import BatchSink, CallbackSession, Intake, SeenProofs
 from channels.cards import CardReplyStream, MessageSender
 from channels.config import ChannelConfigBase
 from channels.connection import SessionSocket
@@ -32,6 +32,10 @@ from channels.observer import NullObserver, Observer
 from channels.provider import InboundSink, ReplyStream
 from channels.splitting import split_text
 from common.errors import PermanentError, TransientError
+
+# seconds a webhook platform's checked proofs are remembered: beyond its time window (600 s)
+# plus its retries (ZIM's last comes 62 s after the first)
+PROOF_MEMORY = 1800.0
 
 
 class PlatformSession(Protocol):
@@ -275,6 +279,8 @@ class CallbackSessionProvider(SessionProvider[ConfigT, ApiT, CallbackSession]):
     ) -> None:
         super().__init__(config, sink, observer=observer)
         self._wall_clock = wall_clock  # what callbacks' timestamps are checked against
+        # longer than any platform's time window plus its retries
+        self._proofs = SeenProofs(keep=PROOF_MEMORY)
 
     @abstractmethod
     async def _check_app(self) -> None:
@@ -282,6 +288,15 @@ class CallbackSessionProvider(SessionProvider[ConfigT, ApiT, CallbackSession]):
 
     async def _new_session(self) -> CallbackSession:
         return CallbackSession(self._check_app, self._log)
+
+    def _in_time_or_retried(self, proof: str, body: bytes, check_time: Callable[[], None]) -> None:
+        """After its signature checked out: a callback seen before with the same proof and body
+        (the platform's retry) passes whatever its age; another body under a proof seen before
+        is refused; a new one must pass `check_time` (which raises CallbackRejected)."""
+        if self._proofs.retried(proof, body):
+            return
+        check_time()
+        self._proofs.remember(proof, body)
 
     def _touch(self) -> None:
         """A callback passed the platform's check: the session's sign of life."""

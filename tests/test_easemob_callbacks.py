@@ -241,3 +241,22 @@ def test_the_defaults() -> None:
         "off",
         5000,
     )
+
+
+async def test_a_captured_proof_on_another_body_is_refused_and_a_retry_passes_late(
+    provider: EasemobProvider,
+) -> None:
+    """Easemob signs the callId and timestamp, not the message: the proof carries no other one."""
+    journal = Journal()
+    genuine = signed(pre_send("hi"))
+    assert (await provider.handle_callback(callback(genuine), journal)).intake == Intake(
+        journaled=1
+    )
+    forged = {**genuine, "msg_id": "1", "from": "someone", "payload": {"msg": "x", "type": "txt"}}
+    with pytest.raises(CallbackRejected) as refused:
+        await provider.handle_callback(callback(forged), journal)
+    assert refused.value.reason == "replayed"
+    assert len(journal.batches) == 1
+    provider._wall_clock = lambda: NOW + 700
+    late = await provider.handle_callback(callback(genuine), journal)
+    assert late.intake == Intake(duplicates=1)

@@ -3,6 +3,7 @@ journal, and what is answered (docs/platforms/zim.md §1)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,8 +25,10 @@ NOW = 1_800_000_000
 def signed(
     event: str = "bot_msg", *, timestamp: int = NOW, secret: str = SECRET, **fields: Any
 ) -> Callback:
-    body = unsigned(event, timestamp=timestamp, nonce="4711", **fields)
-    body["signature"] = callback_signature(secret, str(timestamp), "4711")
+    # ZIM draws a nonce per callback: another event or body has its own, a retry repeats it
+    nonce = hashlib.sha256(repr((event, sorted(fields.items()))).encode()).hexdigest()[:8]
+    body = unsigned(event, timestamp=timestamp, nonce=nonce, **fields)
+    body["signature"] = callback_signature(secret, str(timestamp), nonce)
     raw = json.dumps(body).encode()
     return Callback(query="", headers={}, body=raw, payload=json.loads(raw))
 
@@ -134,3 +137,22 @@ async def test_a_body_that_is_no_object_is_malformed(provider: ZimProvider) -> N
         await provider.handle_callback(
             Callback(query="", headers={}, body=b"[]", payload=[]), Journal()
         )
+
+
+async def test_a_captured_proof_on_another_body_is_refused_and_a_retry_passes_late(
+    provider: ZimProvider,
+) -> None:
+    """ZIM signs the timestamp and nonce, not the message: the proof must not carry another one."""
+    journal = Journal()
+    genuine = signed("bot_msg")
+    assert (await provider.handle_callback(genuine, journal)).intake == Intake(journaled=1)
+    forged_payload = {**genuine.payload, "msg_id": "1", "from_user_id": "someone", "msg_body": "x"}
+    forged_raw = json.dumps(forged_payload).encode()
+    forged = Callback(query="", headers={}, body=forged_raw, payload=forged_payload)
+    with pytest.raises(CallbackRejected) as refused:
+        await provider.handle_callback(forged, journal)
+    assert refused.value.reason == "replayed"
+    assert len(journal.batches) == 1
+    # ZIM's own retry of the genuine callback, after the window moved past its timestamp
+    provider._wall_clock = lambda: NOW + 700
+    assert (await provider.handle_callback(genuine, journal)).intake == Intake(duplicates=1)

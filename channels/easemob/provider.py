@@ -79,7 +79,7 @@ class EasemobProvider(CallbackSessionProvider[EasemobChannelConfig, EasemobApi])
         signed = envelope(body)
         if signed is None:
             raise CallbackRejected("signature", "the callback lacks callId, timestamp or security")
-        self._check(signed)
+        self._check(signed, callback.body)
         self._touch()
         if not signed.pre_send and signed.event_type != CHAT:
             return CallbackAnswer(ignored_events=1)  # chat_offline and other events
@@ -95,13 +95,18 @@ class EasemobProvider(CallbackSessionProvider[EasemobChannelConfig, EasemobApi])
         intake = await self._deliver_batch(deliver, [message])
         return CallbackAnswer(body=answer, intake=intake)
 
-    def _check(self, signed: Envelope) -> None:
+    def _check(self, signed: Envelope, body: bytes) -> None:
         secret = self._config.callback_secret.get_secret_value()
         expected = security(signed.call_id, secret, signed.timestamp)
         if not proof_matches(signed.security.lower(), expected):
             raise CallbackRejected("signature", "the callback's security does not match")
-        skew = signed.milliseconds - self._wall_clock() * 1000
-        if abs(skew) > WINDOW_MS:
-            raise CallbackRejected(
-                "timestamp", f"the callback's timestamp is {skew / 1000:+.0f}s from our clock"
-            )
+
+        def in_time() -> None:
+            skew = signed.milliseconds - self._wall_clock() * 1000
+            if abs(skew) > WINDOW_MS:
+                raise CallbackRejected(
+                    "timestamp", f"the callback's timestamp is {skew / 1000:+.0f}s from our clock"
+                )
+
+        proof = f"{signed.call_id}\n{signed.timestamp}\n{expected}"
+        self._in_time_or_retried(proof, body, in_time)
