@@ -56,6 +56,11 @@ class Answer:
         return self.payload.get(key) if isinstance(self.payload, dict) else None
 
 
+# a token fetched in place of a rejected one and rejected in turn within this many seconds is
+# not replaced again (see TokenCache.invalidate)
+REFRESH_FLOOR = 60.0
+
+
 class TokenCache:
     """A token kept until `margin` before it expires; concurrent callers share one refresh.
 
@@ -74,6 +79,9 @@ class TokenCache:
         self._clock = clock
         self._token: str | None = None
         self._deadline = 0.0
+        self._fetched_at = 0.0
+        self._rejected = False  # the last token was rejected: the next fetch replaces it
+        self._replaces_rejected = False  # the current token was fetched in place of a rejected one
         self._lock = asyncio.Lock()
 
     def _valid(self) -> str | None:
@@ -90,14 +98,32 @@ class TokenCache:
             token, lifetime = await self._fetch()
             # Short-lived tokens (tests, odd tenants) keep half their life rather than none.
             self._token = token
-            self._deadline = self._clock() + lifetime - min(self._margin, lifetime / 2)
+            self._fetched_at = self._clock()
+            self._replaces_rejected, self._rejected = self._rejected, False
+            self._deadline = self._fetched_at + lifetime - min(self._margin, lifetime / 2)
             return token
 
-    def invalidate(self, token: str) -> None:
-        """Forgets `token`, which the platform rejected, unless a fresh one replaced it already."""
+    def accepted(self, token: str) -> None:
+        """The platform took `token`: a later rejection of it is a stale token again."""
         if self._token == token:
-            self._token = None
-            self._deadline = 0.0
+            self._replaces_rejected = False
+
+    def invalidate(self, token: str) -> bool:
+        """Forgets `token`, which the platform rejected, unless a fresh one replaced it already;
+        whether asking with a newer token may help.
+
+        A token fetched because the one before was rejected, and rejected in turn within
+        `REFRESH_FLOOR` seconds, is kept: that is a credential problem, not a stale token, and
+        fetching again at the rate messages arrive is what gets an account banned (Easemob).
+        """
+        if self._token != token:
+            return True  # a newer token is there already
+        if self._replaces_rejected and self._clock() - self._fetched_at < REFRESH_FLOOR:
+            return False
+        self._token = None
+        self._deadline = 0.0
+        self._rejected = True
+        return True
 
 
 class PlatformApi(abc.ABC):
@@ -222,11 +248,16 @@ class PlatformApi(abc.ABC):
         token = await self._tokens.get()
         sent.update(self._token_headers(token))
         answer = await self._exchange(name, method, url, sent, json=body, params=params)
-        if self._token_rejected(answer):
-            # only the token that failed: a concurrent caller may hold a fresh one already
-            self._tokens.invalidate(token)
-            sent.update(self._token_headers(await self._tokens.get()))
+        if not self._token_rejected(answer):
+            self._tokens.accepted(token)
+            return answer
+        # only the token that failed: a concurrent caller may hold a fresh one already
+        if self._tokens.invalidate(token):
+            fresh = await self._tokens.get()
+            sent.update(self._token_headers(fresh))
             answer = await self._exchange(name, method, url, sent, json=body, params=params)
+            if not self._token_rejected(answer):
+                self._tokens.accepted(fresh)
         return answer
 
     async def _exchange(

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from channels.http import Answer, PlatformApi
+from channels.http import REFRESH_FLOOR, Answer, PlatformApi
 from common.errors import PermanentError, TransientError
 
 SECRET = "example-secret-4b1d"
@@ -215,6 +215,21 @@ async def test_a_rejected_token_is_refreshed_and_the_call_made_again_once(
     refused = await api.data()
     assert refused.status == 401
     assert requests[5:] == [("data", "401"), ("token", "200"), ("data", "401")]  # once, no loop
+
+
+async def test_a_replacement_token_refused_again_is_not_replaced_at_each_call(
+    api: ExampleApi, server: TokenServer, clock: Clock, requests: list[tuple[str, str]]
+) -> None:
+    """A credential problem, not a stale token: every message would ask for one otherwise."""
+    server.refuse_all = True
+    for _ in range(5):
+        assert (await api.data()).status == 401
+        clock.now += 1
+    assert server.token_requests == 2  # the first, and one in place of the rejected one
+    assert requests == [("token", "200"), ("data", "401"), ("token", "200")] + [("data", "401")] * 5
+    clock.now += REFRESH_FLOOR  # later, a rejection may be a revoked token again
+    assert (await api.data()).status == 401
+    assert server.token_requests == 3
 
 
 async def test_fetched_tokens_are_scrubbed_like_the_secret(api: ExampleApi) -> None:
