@@ -40,6 +40,9 @@ HOOK_PATH = "/hooks/{channel_id}"
 READ_TIMEOUT = 10.0
 # callbacks read or journaled at once; more are answered 503 (the platforms send them again)
 MAX_IN_FLIGHT = 256
+# refusals are logged at most once per this many seconds per channel and reason (metrics count
+# each one): whoever reaches the port must not be able to flood the log
+REFUSAL_LOG_INTERVAL = 10.0
 
 # The running channel of an id, or None (unknown, disabled, deleted)
 FindChannel = Callable[[str], LiveChannel | None]
@@ -67,6 +70,9 @@ class CallbackListener:
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self._in_flight = 0
+        # (channel label, reason) -> (time logged last, refusals since): keys are bounded by the
+        # configured channels (unknown ids share the empty label) times the fixed reasons
+        self._refusals_logged: dict[tuple[str, str], tuple[float, int]] = {}
 
     @property
     def running(self) -> bool:
@@ -119,7 +125,7 @@ class CallbackListener:
             finally:
                 self._in_flight -= 1
         except _Refused as refused:
-            log.info("callback for %r refused (%s): %s", channel_id[:64], refused.reason, refused)
+            self._log_refusal(labels[0], refused)
             self._metrics.callback(*labels, "rejected", refused.reason)
             return web.json_response({"error": refused.reason}, status=refused.status)
         self._metrics.callback(*labels, _outcome(answer))
@@ -129,6 +135,17 @@ class CallbackListener:
         if answer.body is None:
             return web.Response(status=answer.status)
         return web.json_response(answer.body, status=answer.status)
+
+    def _log_refusal(self, channel: str, refused: _Refused) -> None:
+        key = (channel, refused.reason)
+        now = time.monotonic()
+        last, since = self._refusals_logged.get(key, (float("-inf"), 0))
+        if now - last < REFUSAL_LOG_INTERVAL:
+            self._refusals_logged[key] = (last, since + 1)
+            return
+        self._refusals_logged[key] = (now, 0)
+        more = f" ({since} more since the last such line)" if since else ""
+        log.info("callback for %r refused (%s): %s%s", channel, refused.reason, refused, more)
 
     async def _answer(self, request: web.Request, live: LiveChannel | None) -> CallbackAnswer:
         if "Origin" in request.headers or "Sec-Fetch-Site" in request.headers:

@@ -309,3 +309,23 @@ async def test_a_body_that_does_not_arrive_in_time_is_408_and_frees_the_connecti
         writer.close()
     assert status_line.startswith(b"HTTP/1.1 408")
     assert await journal(hook_stack) == []
+
+
+async def test_refusals_are_all_counted_but_logged_once_per_interval(
+    hook_stack: HookStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="daemon.webhooks"):
+        for _ in range(20):
+            assert (await hook_stack.post([message("m1")], signature="forged"))[0] == 401
+    refused = [r for r in caplog.records if "refused (signature)" in r.getMessage()]
+    assert len(refused) == 1
+    assert (
+        hook_stack.metric(
+            "channeld_callbacks_total",
+            channel=HOOK_CHANNEL,
+            platform=HOOK,
+            outcome="rejected",
+            reason="signature",
+        )
+        == 20
+    )

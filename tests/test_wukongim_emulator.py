@@ -670,13 +670,14 @@ async def test_channeld_emulate_wukongim_serves_and_pushes(
         "--token",
         "t",
         "--webhook",
-        receiver.url(),
+        receiver.url(key="k-0123456789abcdef"),
         "--push-interval",
         "0.05",
     ) as (printed, url):
         assert "bots: aibot, helper" in printed
         assert f'api_base = "{url}"' in printed
         assert "manager token: required" in printed
+        assert 'webhook_key = "${WUKONGIM_WEBHOOK_KEY}"' in printed  # the URL carries one
         status, varz = await Api(http, url, "t").call("GET", "/varz")
         assert status == 200 and json.loads(varz)["server_name"] == "WuKongIM"
         status, sent = await Api(http, url).post(

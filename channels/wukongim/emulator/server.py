@@ -139,6 +139,9 @@ class WuKongIMEmulator(EmulatorServer[Fault, RecordedCall, StreamCard, SocketInf
         ]
         if self.token:
             lines.append('    token = "${WUKONGIM_MANAGER_TOKEN}"')
+        if "key=" in self.webhook.url:
+            # the key the webhook URL carries (the channel must check the same one)
+            lines.append('    webhook_key = "${WUKONGIM_WEBHOOK_KEY}"')
         return lines
 
     # -- users -----------------------------------------------------------------------------------
