@@ -8,7 +8,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +19,7 @@ from tools.bench.callbacks import CALLBACK_FAMILY
 from tools.bench.config import BenchSettings
 from tools.bench.load import USER_PERIOD, Target, histogram_since, lag_window, summarize
 from tools.bench.probe import EmulatorClient, scrape
-from tools.bench.procs import OutsideLoad, Proc
+from tools.bench.procs import OutsideLoad, Proc, Processes, channeld, free_port
 
 Traces = Mapping[str, Mapping[str, Any]]
 Calls = Sequence[Mapping[str, Any]]
@@ -236,4 +236,46 @@ async def steady_and_burst(
             outside=outside,
         )
     results.pop("warmup", None)
+    return results
+
+
+async def run_channel(
+    session: aiohttp.ClientSession,
+    procs: Processes,
+    settings: BenchSettings,
+    *,
+    name: str,
+    emulator_argv: Callable[[str], Sequence[str]],
+    config: Callable[[str, str, str], str],
+    platform: Callable[[EmulatorClient], Platform],
+    channel_id: str,
+    steps: tuple[int, int, int],
+    traces: TraceFile,
+    workdir: Path,
+) -> dict[str, Any]:
+    """A platform's emulator (`emulator_argv(callback listener)`: its `channeld emulate`
+    options) and a daemon with one channel on it (`config(admin, listener, emulator URL)`):
+    a warm-up, then a steady step and a burst (`steps`: their tags)."""
+    admin, hooks = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    emulator = await procs.start(name, channeld("emulate", name, *emulator_argv(hooks)))
+    conf = workdir / f"{name}.toml"
+    conf.write_text(config(admin, hooks, emulator.url))
+    daemon = await procs.start(
+        f"channeld-{name}", channeld("run", "--config", str(conf)), wait_url=False
+    )
+    admin_url = f"http://{admin}"
+    await wait_up(session, admin_url, channel_id, daemon)
+    warmup, steady, burst = steps
+    results = await steady_and_burst(
+        session,
+        platform(EmulatorClient(session, emulator.url)),
+        Target("channeld", [], daemon, cards=True, admin_url=admin_url),
+        settings,
+        steps=(steady, burst),
+        traces=traces,
+        outside=OutsideLoad(procs),
+        warmup_step=warmup,
+    )
+    await daemon.stop()
+    await emulator.stop()
     return results

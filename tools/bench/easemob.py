@@ -16,9 +16,8 @@ import aiohttp
 from tools.bench import config as cfg
 from tools.bench import e2e, edited, measure, stats
 from tools.bench.config import BenchSettings
-from tools.bench.load import Target
 from tools.bench.probe import EmulatorClient
-from tools.bench.procs import OutsideLoad, Processes, channeld, free_port
+from tools.bench.procs import Processes
 
 CHANNEL = "em-bench"
 WARMUP_STEP, STEADY_STEP, BURST_STEP = 65, 66, 67  # tags bm65n...: not measured
@@ -147,12 +146,9 @@ async def run(
     workdir: Path,
 ) -> dict[str, Any]:
     """The Easemob emulator (rewriting enabled) and a daemon with one Easemob channel."""
-    admin, hooks = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    emulator = await procs.start(
-        "easemob",
-        channeld(
-            "emulate",
-            "easemob",
+
+    def emulator_argv(hooks: str) -> list[str]:
+        return [
             "--listen",
             "127.0.0.1:0",
             "--bot-user",
@@ -172,34 +168,29 @@ async def run(
             "--presend-wait-ms",
             str(PRESEND_WAIT_MS),
             "--rewrite",
-        ),
-    )
-    conf = workdir / "easemob.toml"
-    conf.write_text(
-        cfg.easemob_config(
+        ]
+
+    def config(admin: str, hooks: str, api_base: str) -> str:
+        return cfg.easemob_config(
             state_dir=workdir / "state-easemob",
             admin_listen=admin,
             webhooks_listen=hooks,
-            api_base=emulator.url,
+            api_base=api_base,
             llm_url=llm_url,
             channel_id=CHANNEL,
         )
-    )
-    daemon = await procs.start(
-        "channeld-easemob", channeld("run", "--config", str(conf)), wait_url=False
-    )
-    admin_url = f"http://{admin}"
-    await e2e.wait_up(session, admin_url, CHANNEL, daemon)
-    results = await e2e.steady_and_burst(
+
+    results = await e2e.run_channel(
         session,
-        Easemob(EmulatorClient(session, emulator.url)),
-        Target("channeld", [], daemon, cards=True, admin_url=admin_url),
+        procs,
         settings,
-        steps=(STEADY_STEP, BURST_STEP),
+        name="easemob",
+        emulator_argv=emulator_argv,
+        config=config,
+        platform=Easemob,
+        channel_id=CHANNEL,
+        steps=(WARMUP_STEP, STEADY_STEP, BURST_STEP),
         traces=traces,
-        outside=OutsideLoad(procs),
-        warmup_step=WARMUP_STEP,
+        workdir=workdir,
     )
-    await daemon.stop()
-    await emulator.stop()
     return results

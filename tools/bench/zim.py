@@ -14,9 +14,8 @@ import aiohttp
 from tools.bench import config as cfg
 from tools.bench import e2e, edited, measure
 from tools.bench.config import BenchSettings
-from tools.bench.load import Target
 from tools.bench.probe import EmulatorClient
-from tools.bench.procs import OutsideLoad, Processes, channeld, free_port
+from tools.bench.procs import Processes
 
 CHANNEL = "zim-bench"
 WARMUP_STEP, STEADY_STEP, BURST_STEP = 60, 61, 62  # tags bm60n...: not measured
@@ -141,12 +140,9 @@ async def run(
     workdir: Path,
 ) -> dict[str, Any]:
     """The ZIM emulator and a daemon with one ZIM channel: a steady step and a burst."""
-    admin, hooks = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    emulator = await procs.start(
-        "zim",
-        channeld(
-            "emulate",
-            "zim",
+
+    def emulator_argv(hooks: str) -> list[str]:
+        return [
             "--listen",
             "127.0.0.1:0",
             "--robot",
@@ -161,34 +157,29 @@ async def run(
             f"{RETRY_SCALE:g}",
             "--qps",
             str(QPS),
-        ),
-    )
-    conf = workdir / "zim.toml"
-    conf.write_text(
-        cfg.zim_config(
+        ]
+
+    def config(admin: str, hooks: str, api_base: str) -> str:
+        return cfg.zim_config(
             state_dir=workdir / "state-zim",
             admin_listen=admin,
             webhooks_listen=hooks,
-            api_base=emulator.url,
+            api_base=api_base,
             llm_url=llm_url,
             channel_id=CHANNEL,
         )
-    )
-    daemon = await procs.start(
-        "channeld-zim", channeld("run", "--config", str(conf)), wait_url=False
-    )
-    admin_url = f"http://{admin}"
-    await e2e.wait_up(session, admin_url, CHANNEL, daemon)
-    results = await e2e.steady_and_burst(
+
+    results = await e2e.run_channel(
         session,
-        Zim(EmulatorClient(session, emulator.url)),
-        Target("channeld", [], daemon, cards=True, admin_url=admin_url),
+        procs,
         settings,
-        steps=(STEADY_STEP, BURST_STEP),
+        name="zim",
+        emulator_argv=emulator_argv,
+        config=config,
+        platform=Zim,
+        channel_id=CHANNEL,
+        steps=(WARMUP_STEP, STEADY_STEP, BURST_STEP),
         traces=traces,
-        outside=OutsideLoad(procs),
-        warmup_step=WARMUP_STEP,
+        workdir=workdir,
     )
-    await daemon.stop()
-    await emulator.stop()
     return {**results, "qps": QPS}
