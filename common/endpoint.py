@@ -52,3 +52,25 @@ def http_base_url(value: str) -> str:
         raise ValueError("the path may contain only URL path characters (percent-encode others)")
     netloc = host if port is None else f"{host}:{port}"
     return f"{parts.scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def https_unless_loopback(value: str) -> str:
+    """`http_base_url`, and https unless the host is a loopback one (an emulator): for a cloud
+    API that receives an app's secret or tokens, which plain http would show to the network."""
+    url = http_base_url(value)
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not _loopback(parts.hostname or ""):
+        raise ValueError(
+            "must be an https:// URL (http only for a loopback host, such as an emulator): "
+            "the app's secret and tokens travel on this connection"
+        )
+    return url
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -19,7 +19,9 @@ from pydantic import ValidationError
 from agents.config import OpenAIAgentConfig
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.emulator import EmulatorThread
+from channels.easemob.config import EasemobChannelConfig
 from channels.feishu.config import FeishuChannelConfig
+from channels.zim.config import ZimChannelConfig
 from daemon.app import Daemon
 from daemon.config import validate
 from daemon.openapi import openapi_document
@@ -275,6 +277,32 @@ def test_base_urls_are_rebuilt_from_their_parts() -> None:
         assert OpenAIAgentConfig(type="openai", base_url=url, model="m").base_url == rebuilt
         assert FeishuChannelConfig(id="f", app_id="a", app_secret="s", domain=url).domain == rebuilt
     assert FeishuChannelConfig(id="f", app_id="a", app_secret="s", domain="lark").domain == "lark"
+
+
+def test_cloud_apis_that_receive_an_apps_secret_need_https_beyond_loopback() -> None:
+    def zim(url: str) -> ZimChannelConfig:
+        return ZimChannelConfig(
+            id="z", app_id=1, server_secret="s", robot_id="@RBT#bot", api_base=url
+        )
+
+    def easemob(url: str) -> EasemobChannelConfig:
+        return EasemobChannelConfig(
+            id="e",
+            api_base=url,
+            org_name="org",
+            app_name="app",
+            client_id="c",
+            client_secret="s",
+            callback_secret="k",
+            bot_user="aibot",
+        )
+
+    for build in (zim, easemob):
+        with pytest.raises(ValidationError, match="must be an https:// URL"):
+            build("http://a1.easemob.example")
+        assert build("https://a1.easemob.example").api_base == "https://a1.easemob.example"
+        for emulator in ("http://127.0.0.1:8791", "http://localhost:8791", "http://[::1]:8791"):
+            assert build(emulator).api_base == emulator
 
 
 def test_the_endpoint_settings_are_marked_in_the_openapi_document() -> None:

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from channels.config import SENDS_SECRETS, ChannelConfigBase, NonEmptySecret, http_base_url
+from channels.config import SENDS_SECRETS, ChannelConfigBase, NonEmptySecret
+from common.endpoint import https_unless_loopback
 
 DEFAULT_API_BASE = "https://a1.easemob.com"
 # a REST message's body and ext together hold at most 5 KB (docs/platforms/easemob.md §2.3)
@@ -40,5 +41,5 @@ class EasemobChannelConfig(ChannelConfigBase):
 
     @field_validator("api_base")
     @classmethod
-    def _api_base_is_http(cls, value: str) -> str:
-        return http_base_url(value)
+    def _api_base_is_https(cls, value: str) -> str:
+        return https_unless_loopback(value)

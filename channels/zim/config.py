@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from channels.config import SENDS_SECRETS, ChannelConfigBase, NonEmptySecret, http_base_url
+from channels.config import SENDS_SECRETS, ChannelConfigBase, NonEmptySecret
+from common.endpoint import https_unless_loopback
 
 DEFAULT_API_BASE = "https://zim-api.zego.im"
 ROBOT_PREFIX = "@RBT#"  # RobotRegister refuses robot ids without it
@@ -41,8 +42,8 @@ class ZimChannelConfig(ChannelConfigBase):
 
     @field_validator("api_base")
     @classmethod
-    def _api_base_is_http(cls, value: str) -> str:
-        return http_base_url(value)
+    def _api_base_is_https(cls, value: str) -> str:
+        return https_unless_loopback(value)
 
     @field_validator("robot_id")
     @classmethod
