@@ -38,7 +38,7 @@ async def no_sink(_message: InboundMessage) -> None:
 
 
 class _Provider(CallbackProvider, ChannelProvider, Protocol):
-    pass
+    """A webhook platform's provider: both contracts at once."""
 
 
 async def journaled_despite_cancel(provider: _Provider, callback: Callback) -> list[str]:

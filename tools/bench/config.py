@@ -167,6 +167,27 @@ def _webhook_daemon(
     return [*lines, "[webhooks]", f"listen = {_toml(webhooks_listen)}", ""]
 
 
+def _one_channel(
+    *,
+    state_dir: Path,
+    admin_listen: str,
+    webhooks_listen: str,
+    llm_url: str,
+    log_level: str,
+    channel: dict[str, str | float | bool],
+) -> str:
+    """A channeld TOML file: the daemon on the callback listener and one `[[channels]]` entry."""
+    lines = _webhook_daemon(
+        state_dir=state_dir,
+        admin_listen=admin_listen,
+        webhooks_listen=webhooks_listen,
+        llm_url=llm_url,
+        log_level=log_level,
+    )
+    lines += ["[[channels]]", *(f"{key} = {_toml(value)}" for key, value in channel.items()), ""]
+    return "\n".join(lines)
+
+
 def wukongim_config(
     *,
     state_dir: Path,
@@ -180,28 +201,25 @@ def wukongim_config(
     log_level: str = "WARNING",
 ) -> str:
     """A channeld TOML file: one WuKongIM channel (bot WUKONGIM_BOT) on the callback listener."""
-    lines = _webhook_daemon(
+    return _one_channel(
         state_dir=state_dir,
         admin_listen=admin_listen,
         webhooks_listen=webhooks_listen,
         llm_url=llm_url,
         log_level=log_level,
+        channel={
+            "id": channel_id,
+            "type": "wukongim",
+            "agent": "bench",
+            "api_base": api_base,
+            "token": WUKONGIM_TOKEN,
+            "bot_uid": WUKONGIM_BOT,
+            "stream": "event",
+            "webhook_key": WEBHOOK_KEY,
+            "card_update_interval": card_update_interval,
+            "card_updates_per_second": card_updates_per_second,
+        },
     )
-    lines += [
-        "[[channels]]",
-        f"id = {_toml(channel_id)}",
-        'type = "wukongim"',
-        'agent = "bench"',
-        f"api_base = {_toml(api_base)}",
-        f"token = {_toml(WUKONGIM_TOKEN)}",
-        f"bot_uid = {_toml(WUKONGIM_BOT)}",
-        'stream = "event"',
-        f"webhook_key = {_toml(WEBHOOK_KEY)}",
-        f"card_update_interval = {_toml(card_update_interval)}",
-        f"card_updates_per_second = {_toml(card_updates_per_second)}",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def zim_config(
@@ -216,26 +234,23 @@ def zim_config(
 ) -> str:
     """A channeld TOML file: one ZIM channel (robot ZIM_ROBOT, edit streaming, every other
     setting its default) on the callback listener."""
-    lines = _webhook_daemon(
+    return _one_channel(
         state_dir=state_dir,
         admin_listen=admin_listen,
         webhooks_listen=webhooks_listen,
         llm_url=llm_url,
         log_level=log_level,
+        channel={
+            "id": channel_id,
+            "type": "zim",
+            "agent": "bench",
+            "app_id": int(ZIM_APP_ID),
+            "server_secret": ZIM_SECRET,
+            "api_base": api_base,
+            "robot_id": ZIM_ROBOT,
+            "stream": "edit",
+        },
     )
-    lines += [
-        "[[channels]]",
-        f"id = {_toml(channel_id)}",
-        'type = "zim"',
-        'agent = "bench"',
-        f"app_id = {ZIM_APP_ID}",
-        f"server_secret = {_toml(ZIM_SECRET)}",
-        f"api_base = {_toml(api_base)}",
-        f"robot_id = {_toml(ZIM_ROBOT)}",
-        'stream = "edit"',
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def easemob_config(
@@ -250,26 +265,23 @@ def easemob_config(
 ) -> str:
     """A channeld TOML file: one Easemob channel (bot EASEMOB_BOT, rewrite streaming, every
     other setting its default) on the callback listener."""
-    lines = _webhook_daemon(
+    return _one_channel(
         state_dir=state_dir,
         admin_listen=admin_listen,
         webhooks_listen=webhooks_listen,
         llm_url=llm_url,
         log_level=log_level,
+        channel={
+            "id": channel_id,
+            "type": "easemob",
+            "agent": "bench",
+            "api_base": api_base,
+            "org_name": "bench",
+            "app_name": "bench",
+            "client_id": EASEMOB_CLIENT_ID,
+            "client_secret": EASEMOB_SECRET,
+            "callback_secret": EASEMOB_CALLBACK_SECRET,
+            "bot_user": EASEMOB_BOT,
+            "stream": "edit",
+        },
     )
-    lines += [
-        "[[channels]]",
-        f"id = {_toml(channel_id)}",
-        'type = "easemob"',
-        'agent = "bench"',
-        f"api_base = {_toml(api_base)}",
-        'org_name = "bench"',
-        'app_name = "bench"',
-        f"client_id = {_toml(EASEMOB_CLIENT_ID)}",
-        f"client_secret = {_toml(EASEMOB_SECRET)}",
-        f"callback_secret = {_toml(EASEMOB_CALLBACK_SECRET)}",
-        f"bot_user = {_toml(EASEMOB_BOT)}",
-        'stream = "edit"',
-        "",
-    ]
-    return "\n".join(lines)
