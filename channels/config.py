@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
+from channels.voice.config import VoiceConfig
 from common.endpoint import SENDS_SECRETS, http_base_url
 
 # SENDS_SECRETS and http_base_url are re-exported: the platforms' config models import them here
@@ -48,6 +49,8 @@ class ChannelConfigBase(BaseModel):
     queue_limit: int = Field(default=5, ge=1, le=100)  # waiting messages per conversation
     card_update_interval: float = Field(default=0.3, ge=0.05, le=10.0)  # seconds, per reply
     card_updates_per_second: float = Field(default=20.0, gt=0, le=200)  # token bucket, per channel
+    # its users may call the assistant through a cloud voice agent (channels/voice/)
+    voice: VoiceConfig | None = None
 
     def unproven_callbacks(self) -> str | None:
         """Why this channel's callbacks would be accepted with no proof of their origin (a
