@@ -2,7 +2,8 @@
 
 Each `channels/<platform>/platform.py` builds one `Platform`; `channels/registry.py` lists them.
 Heavy parts (the provider with its SDK, the emulator) are reached through functions that import
-them on first use, so `channeld check-config` loads neither.
+them on first use, so `channeld check-config` loads neither: a platform's `provider` imports its
+provider class inside the function, its emulator is named by module (`command_at`).
 """
 
 from __future__ import annotations
@@ -18,21 +19,6 @@ from channels.observer import Observer
 from channels.provider import ChannelProvider, InboundSink
 
 C = TypeVar("C", bound=ChannelConfigBase)
-ProviderFactory = Callable[[Any, InboundSink, Observer], ChannelProvider]
-
-
-def provider_at(path: str) -> ProviderFactory:
-    """A factory for the provider class at `module:Class`, imported when a channel first starts.
-
-    The provider pulls in its SDK and wire formats; `channeld check-config` never needs them.
-    """
-    module, _, name = path.partition(":")
-
-    def build(config: Any, sink: InboundSink, observer: Observer) -> ChannelProvider:
-        provider_class = getattr(importlib.import_module(module), name)
-        return cast(ChannelProvider, provider_class(config, sink, observer=observer))
-
-    return build
 
 
 def command_at(module: str) -> Callable[[], EmulatorCommand]:
@@ -96,6 +82,7 @@ class Platform(Generic[C]):
     name: str  # the `type` of its `[[channels]]` entries
     title: str  # how help texts and log lines name it
     config: type[C]  # `[[channels]]` entries; the admin page's form is its JSON schema
+    # builds a channel's provider, importing it (and its SDK) on first call
     provider: Callable[[C, InboundSink, Observer], ChannelProvider]
     emulator: Emulator | None = None
     # its messages arrive as HTTP callbacks (`channels/callbacks.py`): the daemon then serves the

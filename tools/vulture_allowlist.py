@@ -62,14 +62,6 @@ _test_entry_points = (
     _.append_message,  # Store: seeds conversation history (answers store turns in reply_*)
 )
 
-_registry = (
-    _.DingTalkProvider,  # built by name: provider_at("channels.dingtalk.provider:DingTalkProvider")
-    _.FeishuProvider,  # ... and provider_at("channels.feishu.provider:FeishuProvider")
-    _.WuKongIMProvider,  # ... and provider_at("channels.wukongim.provider:WuKongIMProvider")
-    _.ZimProvider,  # ... and provider_at("channels.zim.provider:ZimProvider")
-    _.EasemobProvider,  # ... and provider_at("channels.easemob.provider:EasemobProvider")
-)
-
 _emulator_records = (
     _.repeated,  # WuKongIM emulator: EventRecord.repeated, read by the control plane and tests
     # Easemob emulator observations, read by tests and in the control plane's JSON

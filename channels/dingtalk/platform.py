@@ -8,7 +8,9 @@ from typing import Any
 from pydantic import SecretStr
 
 from channels.dingtalk.config import DingTalkChannelConfig
-from channels.platform import Demo, Emulator, EmulatorProcess, Platform, command_at, provider_at
+from channels.observer import Observer
+from channels.platform import Demo, Emulator, EmulatorProcess, Platform, command_at
+from channels.provider import ChannelProvider, InboundSink
 
 DEMO_CHANNEL_ID = "dingtalk-demo"
 DEMO_CLIENT_ID = "ding-demo"
@@ -30,7 +32,7 @@ def _user_message(app_id: str, user: str, group: bool) -> Mapping[str, Any]:
 
 
 def _demo_emulator(host: str, port: int) -> EmulatorProcess:
-    from channels.dingtalk.emulator import EmulatorThread  # noqa: PLC0415  (only the demo runs it)
+    from channels.dingtalk.emulator import EmulatorThread  # only the demo runs it
 
     return EmulatorThread(
         [(DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)],
@@ -52,11 +54,20 @@ def _demo_channel(url: str) -> DingTalkChannelConfig:
     )
 
 
+def _provider(
+    config: DingTalkChannelConfig, sink: InboundSink, observer: Observer
+) -> ChannelProvider:
+    # imported when a channel starts: `channeld check-config` loads no SDK
+    from channels.dingtalk.provider import DingTalkProvider
+
+    return DingTalkProvider(config, sink, observer=observer)
+
+
 DINGTALK = Platform(
     name="dingtalk",
     title="DingTalk",
     config=DingTalkChannelConfig,
-    provider=provider_at("channels.dingtalk.provider:DingTalkProvider"),
+    provider=_provider,
     emulator=Emulator(
         help="a local DingTalk (Stream gateway + OpenAPI)",
         command=command_at("channels.dingtalk.emulator"),

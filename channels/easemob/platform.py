@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from channels.easemob.config import EasemobChannelConfig
-from channels.platform import Emulator, Platform, command_at, provider_at
+from channels.observer import Observer
+from channels.platform import Emulator, Platform, command_at
+from channels.provider import ChannelProvider, InboundSink
 
 
 def _user_message(app_id: str, user: str, group: bool) -> Mapping[str, Any]:
@@ -14,11 +16,20 @@ def _user_message(app_id: str, user: str, group: bool) -> Mapping[str, Any]:
     return {"bot_user": app_id, "from_user": user}
 
 
+def _provider(
+    config: EasemobChannelConfig, sink: InboundSink, observer: Observer
+) -> ChannelProvider:
+    # imported when a channel starts: `channeld check-config` loads no SDK
+    from channels.easemob.provider import EasemobProvider
+
+    return EasemobProvider(config, sink, observer=observer)
+
+
 EASEMOB = Platform(
     name="easemob",
     title="Easemob",
     config=EasemobChannelConfig,
-    provider=provider_at("channels.easemob.provider:EasemobProvider"),
+    provider=_provider,
     emulator=Emulator(
         help="a local Easemob app (REST API with app tokens, rewrites, signed pre-send and "
         "post-send callbacks)",

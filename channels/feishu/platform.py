@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from channels.feishu.config import FeishuChannelConfig
-from channels.platform import Emulator, Platform, command_at, provider_at
+from channels.observer import Observer
+from channels.platform import Emulator, Platform, command_at
+from channels.provider import ChannelProvider, InboundSink
 
 
 def _user_message(app_id: str, user: str, group: bool) -> Mapping[str, Any]:
@@ -22,11 +24,20 @@ def _user_message(app_id: str, user: str, group: bool) -> Mapping[str, Any]:
     return body
 
 
+def _provider(
+    config: FeishuChannelConfig, sink: InboundSink, observer: Observer
+) -> ChannelProvider:
+    # imported when a channel starts: `channeld check-config` loads no SDK
+    from channels.feishu.provider import FeishuProvider
+
+    return FeishuProvider(config, sink, observer=observer)
+
+
 FEISHU = Platform(
     name="feishu",
     title="Feishu/Lark",
     config=FeishuChannelConfig,
-    provider=provider_at("channels.feishu.provider:FeishuProvider"),
+    provider=_provider,
     emulator=Emulator(
         help="a local Feishu/Lark (long-connection gateway + OpenAPI + CardKit)",
         command=command_at("channels.feishu.emulator"),

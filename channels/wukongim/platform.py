@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from channels.platform import Emulator, Platform, command_at, provider_at
+from channels.observer import Observer
+from channels.platform import Emulator, Platform, command_at
+from channels.provider import ChannelProvider, InboundSink
 from channels.wukongim.config import WuKongIMChannelConfig
 
 
@@ -13,11 +15,20 @@ def _user_message(app_id: str, user: str, group: bool) -> Mapping[str, Any]:
     return {"bot_uid": app_id, "from_uid": user, "group": group, "mention": True}
 
 
+def _provider(
+    config: WuKongIMChannelConfig, sink: InboundSink, observer: Observer
+) -> ChannelProvider:
+    # imported when a channel starts: `channeld check-config` loads no SDK
+    from channels.wukongim.provider import WuKongIMProvider
+
+    return WuKongIMProvider(config, sink, observer=observer)
+
+
 WUKONGIM = Platform(
     name="wukongim",
     title="WuKongIM",
     config=WuKongIMChannelConfig,
-    provider=provider_at("channels.wukongim.provider:WuKongIMProvider"),
+    provider=_provider,
     emulator=Emulator(
         help="a local WuKongIM (HTTP API, message event stream, webhook pusher)",
         command=command_at("channels.wukongim.emulator"),

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from channels.platform import Emulator, Platform, command_at, provider_at
+from channels.observer import Observer
+from channels.platform import Emulator, Platform, command_at
+from channels.provider import ChannelProvider, InboundSink
 from channels.zim.config import ZimChannelConfig
 
 
@@ -14,11 +16,18 @@ def _user_message(app_id: str, user: str, group: bool) -> Mapping[str, Any]:
     return {"robot_id": app_id, "from_user_id": user}
 
 
+def _provider(config: ZimChannelConfig, sink: InboundSink, observer: Observer) -> ChannelProvider:
+    # imported when a channel starts: `channeld check-config` loads no SDK
+    from channels.zim.provider import ZimProvider
+
+    return ZimProvider(config, sink, observer=observer)
+
+
 ZIM = Platform(
     name="zim",
     title="ZEGO ZIM",
     config=ZimChannelConfig,
-    provider=provider_at("channels.zim.provider:ZimProvider"),
+    provider=_provider,
     emulator=Emulator(
         help="a local ZEGO ZIM app (signed server API, robots, signed callbacks with retries)",
         command=command_at("channels.zim.emulator"),
