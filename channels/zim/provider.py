@@ -15,9 +15,10 @@ from channels.callbacks import (
 from channels.cards import CardReplyStream, MessageSender
 from channels.model import InboundMessage
 from channels.sessions import CallbackSessionProvider
+from channels.zego_signing import callback_signature
 from channels.zim.api import ZimApi
 from channels.zim.config import ZimChannelConfig
-from channels.zim.convert import BEFORE_SEND, PLATFORM, callback_signature, to_inbound
+from channels.zim.convert import BEFORE_SEND, PLATFORM, to_inbound
 from channels.zim.reply import ZimMessageSender, ZimReplyStream
 from common.errors import PermanentError
 
