@@ -1,4 +1,5 @@
-"""SQLModel tables: channel desired state, users, identities, conversations, messages, journal."""
+"""SQLModel tables: channel desired state, users, identities, conversations, messages, journal,
+voice calls."""
 
 from __future__ import annotations
 
@@ -175,11 +176,52 @@ class InboundJournal(StorageModel, table=True):
     updated_at: datetime = _when()
 
 
+class VoiceCall(StorageModel, table=True):
+    """A voice call of a cloud voice agent whose LLM is channeld, joined to a conversation."""
+
+    __tablename__ = "voice_call"
+    __table_args__ = (
+        sa.Index("ix_voice_call_instance", "provider", "instance_id"),
+        # The calls still running are few among every call kept: their own small index.
+        sa.Index(
+            "ix_voice_call_active",
+            "channel_id",
+            sqlite_where=sa.text("ended_at IS NULL"),
+            postgresql_where=sa.text("ended_at IS NULL"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, sa_type=sa.String(ID_LENGTH))
+    channel_id: str = Field(sa_type=sa.String(NAME_LENGTH))
+    provider: str = Field(sa_type=sa.String(16))
+    conversation_id: str = Field(
+        sa_type=sa.String(ID_LENGTH), foreign_key="conversation.id", ondelete="CASCADE", index=True
+    )
+    user_id: str = Field(
+        sa_type=sa.String(ID_LENGTH), foreign_key="user_account.id", ondelete="CASCADE"
+    )
+    platform_user_id: str = Field(sa_type=sa.String(PLATFORM_ID_LENGTH))
+    # sha256 hex of the per-call secret; the secret itself is never stored
+    secret_hash: str = Field(sa_type=sa.String(64), unique=True)
+    instance_id: str | None = Field(default=None, sa_type=sa.String(PLATFORM_ID_LENGTH))
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
+    started_at: datetime = _when()
+    expires_at: datetime = _when()
+    ended_at: datetime | None = Field(default=None, sa_type=UtcDateTime, nullable=True)
+    end_reason: str | None = Field(default=None, sa_type=sa.String(32))
+
+
 class Message(StorageModel, table=True):
-    """One turn of a conversation, user or assistant."""
+    """One turn of a conversation, user or assistant, typed in a chat or spoken in a call."""
 
     __tablename__ = "message"
-    __table_args__ = (sa.Index("ix_message_conversation", "conversation_id", "id"),)
+    __table_args__ = (
+        sa.Index("ix_message_conversation", "conversation_id", "id"),
+        # A retried voice round replaces its turns. NULLs are distinct on both backends, so text
+        # turns (no call, no round) never collide. Its index also serves the call's lookups and
+        # the foreign key's SET NULL: no second index on voice_call_id alone.
+        sa.UniqueConstraint("voice_call_id", "voice_round", "role", name="uq_message_voice_turn"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: str = Field(
@@ -192,3 +234,11 @@ class Message(StorageModel, table=True):
         default=None, foreign_key="inbound_journal.id", ondelete="SET NULL", index=True
     )
     created_at: datetime = _when()
+    source: str = Field(
+        default="text", sa_type=sa.String(16), sa_column_kwargs={"server_default": "text"}
+    )
+    voice_call_id: str | None = Field(
+        default=None, sa_type=sa.String(ID_LENGTH), foreign_key="voice_call.id", ondelete="SET NULL"
+    )
+    voice_round: str | None = Field(default=None, sa_type=sa.String(64))  # the cloud's round id
+    interrupted: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})

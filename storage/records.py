@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from storage.models import Channel, Conversation, InboundJournal, Message
+from storage.models import Channel, Conversation, InboundJournal, Message, VoiceCall
 
 
 class JournalState(enum.StrEnum):
@@ -18,6 +18,13 @@ class JournalState(enum.StrEnum):
     REPLIED = "replied"
     FAILED = "failed"
     IGNORED = "ignored"
+
+
+class TurnSource(enum.StrEnum):
+    """How a turn reached the conversation."""
+
+    TEXT = "text"  # typed in the channel's chat
+    VOICE = "voice"  # spoken in a voice call (the cloud's speech-to-text, or the spoken answer)
 
 
 UNFINISHED_STATES = (JournalState.RECEIVED, JournalState.REPLYING)
@@ -128,6 +135,10 @@ class MessageRecord:
     content: str
     journal_id: int | None
     created_at: datetime
+    source: TurnSource = TurnSource.TEXT
+    voice_call_id: str | None = None
+    voice_round: str | None = None  # the cloud's round (ZEGO) or sentence (Alibaba) id
+    interrupted: bool = False  # a spoken answer the user cut short
 
     @classmethod
     def from_row(cls, row: Message) -> MessageRecord:
@@ -141,4 +152,50 @@ class MessageRecord:
             content=row.content,
             journal_id=row.journal_id,
             created_at=row.created_at,
+            source=TurnSource(row.source),
+            voice_call_id=row.voice_call_id,
+            voice_round=row.voice_round,
+            interrupted=row.interrupted,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceCallRecord:
+    """A voice call: who calls, in which conversation, on which cloud, and whether it ended."""
+
+    id: str
+    channel_id: str
+    provider: str  # "zego" | "aliyun"
+    conversation_id: str
+    user_id: str  # the internal user
+    platform_user_id: str  # the user's id on the channel's platform
+    secret_hash: str  # sha256 hex of the per-call secret
+    started_at: datetime
+    expires_at: datetime
+    instance_id: str | None = None  # the cloud's agent instance, once it answered
+    details: dict[str, Any] = field(default_factory=dict)  # what the app joins with; no secrets
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+
+    def active(self, now: datetime) -> bool:
+        """Not ended, and not past its expiry at `now`."""
+        return self.ended_at is None and self.expires_at > now
+
+    @classmethod
+    def from_row(cls, row: VoiceCall) -> VoiceCallRecord:
+        """Copies a voice call row (the details dict is copied too)."""
+        return cls(
+            id=row.id,
+            channel_id=row.channel_id,
+            provider=row.provider,
+            conversation_id=row.conversation_id,
+            user_id=row.user_id,
+            platform_user_id=row.platform_user_id,
+            secret_hash=row.secret_hash,
+            started_at=row.started_at,
+            expires_at=row.expires_at,
+            instance_id=row.instance_id,
+            details=dict(row.details),
+            ended_at=row.ended_at,
+            end_reason=row.end_reason,
         )

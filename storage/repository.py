@@ -19,8 +19,11 @@ from storage.records import (
     JournalEntry,
     JournalState,
     MessageRecord,
+    TurnSource,
+    VoiceCallRecord,
 )
 from storage.replies import AnswerTurn, ReplyRepository
+from storage.voice import VoiceRepository
 
 __all__ = [
     "AnswerTurn",
@@ -30,13 +33,17 @@ __all__ = [
     "JournalState",
     "MessageRecord",
     "Store",
+    "TurnSource",
+    "VoiceCallRecord",
 ]
 
 # /readyz must answer even when the database hangs rather than refuses.
 PING_TIMEOUT = 5.0  # seconds
 
 
-class Store(ReplyRepository, JournalRepository, ConversationRepository, ChannelRepository):
+class Store(
+    VoiceRepository, ReplyRepository, JournalRepository, ConversationRepository, ChannelRepository
+):
     """Async access to channeld's database; one short transaction per call."""
 
     @classmethod
