@@ -62,6 +62,15 @@ _test_entry_points = (
     _.append_message,  # Store: seeds conversation history (answers store turns in reply_*)
 )
 
+_import_linter = (
+    # pyproject.toml's [tool.importlinter] contract_types names these tools/lint_platforms.py
+    # contracts; lint-imports builds them
+    _.PlatformsNotImportedBy,
+    _.PlatformsIndependent,
+    _.PlatformsDoNotImport,
+    _.EmulatorsApart,
+)
+
 _emulator_records = (
     _.repeated,  # WuKongIM emulator: EventRecord.repeated, read by the control plane and tests
     # Easemob emulator observations, read by tests and in the control plane's JSON
