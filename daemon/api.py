@@ -1,4 +1,5 @@
-"""Admin REST API under /api/v1: channels (CRUD, enable, disable, restart) and conversations."""
+"""Admin REST API under /api/v1: channels (CRUD, enable, disable, restart), conversations and
+voice calls."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from pydantic import ValidationError
 
+from channels.voice.calls import CallError, StartCall, VoiceCalls
 from daemon.channel_service import ApiError, ChannelService
 from daemon.openapi import openapi_document
 from storage.repository import Store
@@ -125,10 +128,17 @@ def _limit(request: web.Request, default: int) -> int:
 class AdminApi:
     """Route handlers; thin: the service enforces the rules."""
 
-    def __init__(self, service: ChannelService, store: Store, agents: list[dict[str, str]]) -> None:
+    def __init__(
+        self,
+        service: ChannelService,
+        store: Store,
+        agents: list[dict[str, str]],
+        voice: VoiceCalls | None = None,
+    ) -> None:
         self._service = service
         self._store = store
         self._agents = agents
+        self._voice = voice
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -144,6 +154,10 @@ class AdminApi:
         r.add_post(f"{PREFIX}/channels/{{id}}/restart", self.restart_channel)
         r.add_get(f"{PREFIX}/conversations", self.list_conversations)
         r.add_get(f"{PREFIX}/conversations/{{id}}/messages", self.list_messages)
+        r.add_get(f"{PREFIX}/voice/calls", self.list_calls)
+        r.add_post(f"{PREFIX}/voice/calls", self.start_call)
+        r.add_get(f"{PREFIX}/voice/calls/{{id}}", self.get_call)
+        r.add_delete(f"{PREFIX}/voice/calls/{{id}}", self.stop_call)
 
     async def openapi(self, _: web.Request) -> web.Response:
         return web.json_response(openapi_document())
@@ -210,9 +224,50 @@ class AdminApi:
                         "id": m.id,
                         "role": m.role,
                         "content": m.content,
+                        "source": m.source,
+                        "interrupted": m.interrupted,
                         "created_at": m.created_at.isoformat(),
                     }
                     for m in records
                 ]
             }
         )
+
+    # -- voice calls ------------------------------------------------------------------------
+
+    def _calls(self) -> VoiceCalls:
+        if self._voice is None:
+            raise ApiError(503, "unavailable", "voice calls are not available yet")
+        return self._voice
+
+    async def list_calls(self, request: web.Request) -> web.Response:
+        channel = request.query.get("channel") or None
+        return web.json_response({"calls": await self._calls().list_calls(channel)})
+
+    async def start_call(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        try:
+            start = StartCall.model_validate(body)
+        except ValidationError as exc:
+            fields = [
+                {"path": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+                for e in exc.errors(include_input=False)
+            ]
+            summary = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
+            raise ApiError(422, "validation_error", f"invalid call: {summary}", fields) from None
+        try:
+            return web.json_response(await self._calls().start_call(start), status=201)
+        except CallError as exc:
+            raise ApiError(exc.status, exc.code, str(exc)) from None
+
+    async def get_call(self, request: web.Request) -> web.Response:
+        try:
+            return web.json_response(await self._calls().get_call(request.match_info["id"]))
+        except CallError as exc:
+            raise ApiError(exc.status, exc.code, str(exc)) from None
+
+    async def stop_call(self, request: web.Request) -> web.Response:
+        try:
+            return web.json_response(await self._calls().stop_call(request.match_info["id"]))
+        except CallError as exc:
+            raise ApiError(exc.status, exc.code, str(exc)) from None

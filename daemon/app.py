@@ -20,6 +20,8 @@ from channels.manager import ChannelManager
 from channels.model import ChannelState
 from channels.recovery import recover
 from channels.registry import build_provider  # the provider of each channel's platform
+from channels.voice.calls import VoiceCalls
+from channels.voice.endpoint import VoiceEndpoint
 from common.backoff import Backoff
 from daemon.admin import AdminServer
 from daemon.api import AdminApi
@@ -41,6 +43,11 @@ from storage.repository import Store
 
 log = logging.getLogger("channeld")
 
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 STARTUP_CONNECT_GRACE = 10.0  # seconds to wait for channels before reporting "started"
 
 
@@ -56,6 +63,7 @@ class Daemon:
         self.emulator: EmbeddedEmulator | None = None
         self.channels: ChannelService | None = None
         self.webhooks: CallbackListener | None = None
+        self.voice_calls: VoiceCalls | None = None
         self.notifier = Notifier()
         self._ready_task: asyncio.Task[None] | None = None
         self._watchdog = WatchdogPinger(self.notifier, watchdog_interval())
@@ -111,6 +119,26 @@ class Daemon:
             stop_grace=settings.daemon.graceful_timeout,
         )
         self.webhooks = CallbackListener(settings.webhooks, self.manager.live, self.metrics)
+        # Alibaba's UserData is signed with this: only channeld can name a call in it
+        voice_key = box.derive("voice-user-data")
+        self.voice_calls = VoiceCalls(
+            self.store,
+            self.manager.runtime,
+            user_data_key=voice_key,
+            clock=_utc_now,
+            on_active=self.metrics.voice_calls_active,
+        )
+        self.webhooks.serve_voice(
+            VoiceEndpoint(
+                self.store,
+                self.manager.runtime,
+                slots=self.answer_slots,
+                observer=self.metrics,
+                user_data_key=voice_key,
+                clock=_utc_now,
+            ),
+            self.voice_calls,
+        )
         self.channels = ChannelService(
             self.store,
             self.manager,
@@ -124,7 +152,7 @@ class Daemon:
             settings.admin,
             self._ready,
             state_dir=settings.daemon.state_dir,
-            api=AdminApi(self.channels, self.store, agents_view),
+            api=AdminApi(self.channels, self.store, agents_view, self.voice_calls),
             metrics=metrics_handler(self.metrics),
         )
         self._lag_monitor.start()
@@ -135,6 +163,7 @@ class Daemon:
         await self.manager.provision(channels)
         await self._serve_callbacks()  # the route is live before a webhook channel connects
         await self.manager.start()
+        await self.voice_calls.start()
         await recover(
             self.store,
             self.manager.handler,
@@ -170,7 +199,10 @@ class Daemon:
         """Open the callback listener once a channel of a webhook platform exists."""
         if self.store is None or self.webhooks is None or self.webhooks.running:
             return
-        if any(takes_callbacks(record.type) for record in await self.store.list_channels()):
+        if any(
+            takes_callbacks(record.type) or record.spec.get("settings", {}).get("voice")
+            for record in await self.store.list_channels()
+        ):
             await self.webhooks.start()
 
     def _channels(self, settings: Settings) -> list[ChannelConfigBase]:
@@ -218,6 +250,8 @@ class Daemon:
             await self.admin.stop()
         if self.webhooks is not None:
             await self.webhooks.stop()  # no more callbacks: the platforms keep what they have
+        if self.voice_calls is not None:
+            await self.voice_calls.stop()
         await self._lag_monitor.stop()
         if self._pruner is not None:
             await self._pruner.stop()

@@ -34,6 +34,8 @@ CALLBACK_OUTCOMES = ("ok", "duplicate", "ignored", "rejected")
 ACK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 # The first visible update waits for the model's first tokens: seconds, sometimes tens.
 FIRST_UPDATE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0)
+# A voice answer's first chunk waits for the model's first token; a caller hears every 100 ms
+VOICE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 LLM_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -179,6 +181,26 @@ class Metrics:
             buckets=ACK_BUCKETS,
             registry=r,
         )
+        self._voice_calls = Gauge(
+            "channeld_voice_calls_active",
+            "Voice calls started and not ended, by channel and cloud (zego, aliyun).",
+            ["channel", "provider"],
+            registry=r,
+        )
+        self._voice_turns = Counter(
+            "channeld_voice_turns",
+            "Voice rounds answered through the LLM endpoint, by outcome: answered, failed (the"
+            " agent failed: an apology was spoken), cut (the cloud hung up mid-answer).",
+            ["channel", "provider", "outcome"],
+            registry=r,
+        )
+        self._voice_first_chunk = Histogram(
+            "channeld_voice_first_chunk_seconds",
+            "From a voice agent's request to the first chunk of the answer sent back.",
+            ["channel", "provider"],
+            buckets=VOICE_BUCKETS,
+            registry=r,
+        )
         # Label sets created per channel, so that forgetting a channel removes every one of them.
         self._series: dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
 
@@ -282,6 +304,18 @@ class Metrics:
     def callback_latency(self, channel: str, platform: str, seconds: float) -> None:
         """Time from a callback's arrival to its answer."""
         self._child(self._callback_seconds, channel, platform).observe(seconds)
+
+    def voice_calls_active(self, channel: str, provider: str, count: int) -> None:
+        """How many calls are active on a channel through a cloud."""
+        self._child(self._voice_calls, channel, provider).set(count)
+
+    def voice_turn(self, channel: str, provider: str, outcome: str) -> None:
+        """One voice round answered (or failed, or cut)."""
+        self._child(self._voice_turns, channel, provider, outcome).inc()
+
+    def voice_first_chunk(self, channel: str, provider: str, seconds: float) -> None:
+        """Time from a voice request to its first answer chunk."""
+        self._child(self._voice_first_chunk, channel, provider).observe(seconds)
 
     def llm_request(self, agent: str, seconds: float) -> None:
         """One whole answer from an agent."""

@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -28,6 +28,9 @@ from channels.callbacks import Callback, CallbackAnswer, CallbackMalformed, Call
 from channels.config import ChannelConfigBase
 from channels.live import LiveChannel, NotACallbackChannel
 from channels.model import ChannelState
+from channels.voice.calls import VoiceCalls
+from channels.voice.endpoint import VoiceEndpoint, VoiceRefused
+from channels.voice.sse import CONTENT_TYPE
 from common.errors import ChannelError
 from daemon.config import WebhooksSection, is_loopback, unproven_error
 from daemon.metrics import Metrics
@@ -35,6 +38,8 @@ from daemon.metrics import Metrics
 log = logging.getLogger(__name__)
 
 HOOK_PATH = "/hooks/{channel_id}"
+VOICE_HOOK_PATH = "/hooks/{channel_id}/voice"
+VOICE_PATH = "/voice/{channel_id}/chat/completions"
 # A callback's body arrives within this, or 408: a public port must not hold a slow sender's
 # connection (and its file descriptor) for ever
 READ_TIMEOUT = 10.0
@@ -67,12 +72,21 @@ class CallbackListener:
         # aiohttp stops reading a body past this and answers 413 itself
         self._app = web.Application(client_max_size=settings.max_body_bytes)
         self._app.router.add_post(HOOK_PATH, self._hook)
+        self._app.router.add_post(VOICE_HOOK_PATH, self._voice_hook)
+        self._app.router.add_post(VOICE_PATH, self._voice)
+        self._voice_endpoint: VoiceEndpoint | None = None
+        self._voice_calls: VoiceCalls | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self._in_flight = 0
         # (channel label, reason) -> (time logged last, refusals since): keys are bounded by the
         # configured channels (unknown ids share the empty label) times the fixed reasons
         self._refusals_logged: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def serve_voice(self, endpoint: VoiceEndpoint, calls: VoiceCalls) -> None:
+        """Answer the voice routes with these (before `start`)."""
+        self._voice_endpoint = endpoint
+        self._voice_calls = calls
 
     @property
     def running(self) -> bool:
@@ -148,13 +162,27 @@ class CallbackListener:
         log.info("callback for %r refused (%s): %s%s", channel, refused.reason, refused, more)
 
     async def _answer(self, request: web.Request, live: LiveChannel | None) -> CallbackAnswer:
-        if "Origin" in request.headers or "Sec-Fetch-Site" in request.headers:
-            raise _Refused(403, "browser", "a browser's request; callbacks come from servers")
+        _not_a_browser(request)
         if live is None or not live.takes_callbacks:
             # the same answer for a channel that exists but takes no callbacks: nothing to probe
             raise _Refused(404, "unknown_channel", "no running webhook channel with this id")
         if live.supervisor.state is not ChannelState.CONNECTED:
             raise _Refused(503, "not_connected", "the channel is not connected yet")
+        callback = await self._callback(request)
+        try:
+            return await live.handle_callback(callback)
+        except NotACallbackChannel:
+            raise _Refused(404, "unknown_channel", "this channel takes no callbacks") from None
+        except CallbackRejected as exc:
+            raise _Refused(401, exc.reason, str(exc)) from exc
+        except CallbackMalformed as exc:
+            raise _Refused(400, "malformed", str(exc)) from exc
+        except ChannelError as exc:
+            # not journaled (a busy database, a shutdown): unacknowledged, the platform retries
+            raise _Refused(503, "not_journaled", str(exc)) from exc
+
+    async def _callback(self, request: web.Request) -> Callback:
+        """The body, read within the size and time limits, as a JSON callback."""
         limit = self._settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise _Refused(413, "too_large", f"body over {limit} bytes")
@@ -170,18 +198,89 @@ class CallbackListener:
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             raise _Refused(400, "not_json", "the body is not JSON") from None
         headers = {name.lower(): value for name, value in request.headers.items()}
-        callback = Callback(request.rel_url.raw_query_string, headers, body, payload)
+        return Callback(request.rel_url.raw_query_string, headers, body, payload)
+
+    async def _guarded(
+        self, channel_id: str, kind: str, work: Callable[[], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Runs a voice route's `work` under the in-flight cap; refusals answered and counted."""
         try:
-            return await live.handle_callback(callback)
-        except NotACallbackChannel:
-            raise _Refused(404, "unknown_channel", "this channel takes no callbacks") from None
-        except CallbackRejected as exc:
-            raise _Refused(401, exc.reason, str(exc)) from exc
-        except CallbackMalformed as exc:
-            raise _Refused(400, "malformed", str(exc)) from exc
-        except ChannelError as exc:
-            # not journaled (a busy database, a shutdown): unacknowledged, the platform retries
-            raise _Refused(503, "not_journaled", str(exc)) from exc
+            if self._in_flight >= MAX_IN_FLIGHT:
+                raise _Refused(503, "busy", f"{MAX_IN_FLIGHT} callbacks under way already")
+            self._in_flight += 1
+            try:
+                return await work()
+            finally:
+                self._in_flight -= 1
+        except _Refused as refused:
+            self._log_refusal(channel_id, refused)
+            self._metrics.callback(channel_id, kind, "rejected", refused.reason)
+            return web.json_response({"error": refused.reason}, status=refused.status)
+
+    async def _voice_hook(self, request: web.Request) -> web.StreamResponse:
+        """A voice cloud's agent callback: call ended, answer interrupted."""
+        channel_id = request.match_info["channel_id"]
+        label = channel_id if self._voice_channel(channel_id) else ""
+
+        async def work() -> web.StreamResponse:
+            _not_a_browser(request)
+            if not label or self._voice_calls is None:
+                raise _Refused(404, "unknown_channel", "no running channel with voice calls")
+            callback = await self._callback(request)
+            try:
+                await self._voice_calls.handle_callback(channel_id, callback)
+            except LookupError:
+                raise _Refused(
+                    404, "unknown_channel", "no running channel with voice calls"
+                ) from None
+            except CallbackRejected as exc:
+                raise _Refused(401, exc.reason, str(exc)) from exc
+            except CallbackMalformed as exc:
+                raise _Refused(400, "malformed", str(exc)) from exc
+            except ChannelError as exc:
+                raise _Refused(503, "not_recorded", str(exc)) from exc
+            self._metrics.callback(label, "voice", "ok")
+            return web.json_response({"code": 0, "message": "ok"})
+
+        return await self._guarded(label, "voice", work)
+
+    async def _voice(self, request: web.Request) -> web.StreamResponse:
+        """A voice agent's LLM request: authenticated, then answered as a stream."""
+        channel_id = request.match_info["channel_id"]
+        label = channel_id if self._voice_channel(channel_id) else ""
+
+        async def work() -> web.StreamResponse:
+            _not_a_browser(request)
+            if not label or self._voice_endpoint is None:
+                raise _Refused(404, "unknown_channel", "no running channel with voice calls")
+            callback = await self._callback(request)
+            try:
+                turn = await self._voice_endpoint.open_turn(
+                    channel_id, callback.headers, callback.payload
+                )
+            except VoiceRefused as exc:
+                raise _Refused(exc.status, exc.reason, str(exc)) from None
+            response = web.StreamResponse(
+                headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache"}
+            )
+            await response.prepare(request)
+            try:
+                await self._voice_endpoint.speak(turn, response.write)
+                await response.write_eof()
+            except ConnectionError:
+                pass  # the cloud hung up mid-answer: stored as interrupted by `speak`
+            return response
+
+        return await self._guarded(label, "voice", work)
+
+    def _voice_channel(self, channel_id: str) -> bool:
+        live = self._channels(channel_id)
+        return live is not None and live.runtime.config.voice is not None
+
+
+def _not_a_browser(request: web.Request) -> None:
+    if "Origin" in request.headers or "Sec-Fetch-Site" in request.headers:
+        raise _Refused(403, "browser", "a browser's request; callbacks come from servers")
 
 
 def _outcome(answer: CallbackAnswer) -> str:

@@ -33,6 +33,7 @@ TABLES = {
     "message",
     "platform_identity",
     "user_account",
+    "voice_call",
 }
 IDLE = timedelta(hours=1)
 CHANNEL: dict[str, Any] = {

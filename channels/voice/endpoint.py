@@ -1,0 +1,387 @@
+"""The voice LLM endpoint: a cloud voice agent asks, channeld answers from the conversation.
+
+`POST /voice/{channel_id}/chat/completions` (served by the callback listener). Each request is
+authenticated before anything else happens (docs/platforms/voice.md, "The LLM endpoint"):
+- ZEGO sends `Authorization: Bearer <the call's secret>`, which channeld minted for that call
+  alone and handed to ZEGO as the instance's `LLM.ApiKey`; its hash finds the call;
+- Alibaba sends the console's LLM API key as the bearer, plus `extendData.userData`, the string
+  channeld gave at the call's start: the call id signed with a key only channeld holds.
+The call must be active (not ended, not past `expires_at`) and on this channel, and the cloud's
+instance id, when sent, must be the call's. Anything else is 401 and nothing is answered.
+
+Only the last message (the utterance) is taken from the request: the answer comes from the
+conversation's agent with channeld's own history, so the call knows the chat and the chat will
+know the call. The utterance and the answer are stored as voice turns keyed by the cloud's
+round (ZEGO `agent_info.round_id`, Alibaba `extendData.sentenceId`): a retried round replaces
+its turns rather than adding a second pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from agents.base import AgentRequest, Turn
+from channels import normalize
+from channels.answering import timed
+from channels.conversations import AnswerSlots
+from channels.emitter import EmitterSettings
+from channels.live import ChannelRuntime
+from channels.observer import Observer
+from channels.voice.config import VoiceConfig
+from channels.voice.sse import ChunkFramer
+from common.errors import ChannelError
+from storage.repository import Store, VoiceCallRecord
+
+log = logging.getLogger(__name__)
+
+# Alibaba's workflow marks where TTS stopped inside the assistant message it sends back
+# (LlmConfig.HistorySyncWithTTS): what precedes it is what the user heard
+ALIYUN_INTERRUPTED = "<ims_agent_interrupted>"
+MAX_UTTERANCE = 8_000  # characters; an ASR result is a sentence or two
+MAX_ROUND = 64  # characters of a round or sentence id
+DEFAULT_MODEL = "channeld"
+FAILURE_TEXT = EmitterSettings().failure_text
+
+# The runtime of a running channel by id, or None
+FindRuntime = Callable[[str], ChannelRuntime | None]
+Write = Callable[[bytes], Awaitable[None]]
+
+
+class VoiceObserver(Observer, Protocol):
+    """What the voice machinery reports, besides what every channel reports."""
+
+    def voice_turn(self, channel: str, provider: str, outcome: str) -> None: ...
+    def voice_first_chunk(self, channel: str, provider: str, seconds: float) -> None: ...
+
+
+class VoiceRefused(Exception):
+    """A voice request refused before anything was answered or stored."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.reason = reason  # a metric label and the body's error code
+
+
+def _unauthorized(detail: str) -> VoiceRefused:
+    # one answer for every failed proof: a caller learns nothing about which part failed
+    return VoiceRefused(401, "unauthorized", detail)
+
+
+def secret_hash(secret: str) -> str:
+    """How a call's secret is stored and looked up: the secret itself is never stored."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def user_data_signature(key: bytes, channel_id: str, call_id: str) -> str:
+    """The signature channeld puts beside the call id in Alibaba's `UserData`."""
+    return hmac.new(key, f"voice-call:{channel_id}:{call_id}".encode(), hashlib.sha256).hexdigest()
+
+
+def user_data(key: bytes, channel_id: str, call_id: str) -> str:
+    """Alibaba's `UserData` for a call: echoed to the endpoint as `extendData.userData`."""
+    signature = user_data_signature(key, channel_id, call_id)
+    return json.dumps({"call": call_id, "sig": signature}, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceTurn:
+    """A request that passed every check: what to answer, for which call, in which round."""
+
+    call: VoiceCallRecord
+    runtime: ChannelRuntime
+    utterance: str
+    round: str
+    model: str
+    heard: str | None  # Alibaba: the previous answer as far as it was heard, when cut
+    received: float  # time.monotonic() at receipt
+
+
+def _bearer(headers: Mapping[str, str]) -> str:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("no bearer token")
+    return token.strip()
+
+
+def _text(content: Any) -> str | None:
+    """A message's text: a string, or the text parts of a content list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        ]
+        return "".join(parts)
+    return None
+
+
+def _messages(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise VoiceRefused(400, "malformed", "messages must be a non-empty list")
+    if not all(isinstance(m, dict) for m in messages):
+        raise VoiceRefused(400, "malformed", "every message must be an object")
+    return messages
+
+
+def _utterance(messages: list[dict[str, Any]]) -> str:
+    last = messages[-1]
+    text = _text(last.get("content")) if last.get("role") == "user" else None
+    if text is None:
+        raise VoiceRefused(400, "malformed", "the last message must be the user's utterance")
+    text = normalize.text(text).strip()
+    if not text:
+        raise VoiceRefused(400, "malformed", "the utterance is empty")
+    if len(text) > MAX_UTTERANCE:
+        raise VoiceRefused(400, "malformed", f"the utterance is over {MAX_UTTERANCE} characters")
+    return text
+
+
+def _round(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | str):
+        text = normalize.platform_id(str(value))
+        if 0 < len(text) <= MAX_ROUND:
+            return text
+    raise VoiceRefused(400, "malformed", "the round id must be a short number or string")
+
+
+def _heard(messages: list[dict[str, Any]]) -> str | None:
+    """Alibaba: the last answer up to its interruption mark, when the history carries one."""
+    for message in reversed(messages[:-1]):
+        if message.get("role") == "assistant":
+            text = _text(message.get("content"))
+            if text is not None and ALIYUN_INTERRUPTED in text:
+                return normalize.text(text.split(ALIYUN_INTERRUPTED, 1)[0])
+            return None
+    return None
+
+
+class VoiceEndpoint:
+    """Authenticates voice requests and answers them from the conversation, storing the turns."""
+
+    def __init__(
+        self,
+        store: Store,
+        runtimes: FindRuntime,
+        *,
+        slots: AnswerSlots,
+        observer: VoiceObserver,
+        user_data_key: bytes,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._runtimes = runtimes
+        self._slots = slots
+        self._observer = observer
+        self._key = user_data_key
+        self._clock = clock
+
+    async def open_turn(
+        self, channel_id: str, headers: Mapping[str, str], payload: Any
+    ) -> VoiceTurn:
+        """Checks a request (headers lower-cased); VoiceRefused says why it is not answered."""
+        received = time.monotonic()
+        runtime = self._runtimes(channel_id)
+        voice = runtime.config.voice if runtime is not None else None
+        if runtime is None or voice is None:
+            raise VoiceRefused(404, "unknown_channel", "no running channel with voice calls")
+        if not isinstance(payload, dict):
+            raise VoiceRefused(400, "malformed", "the body must be a JSON object")
+        if payload.get("stream") is not True:
+            raise VoiceRefused(
+                400, "not_streaming", "voice agents are answered streamed only: set stream: true"
+            )
+        bearer = _bearer(headers)
+        call, round_value = await self._call(channel_id, voice, bearer, payload)
+        messages = _messages(payload)
+        utterance = _utterance(messages)
+        model = payload.get("model")
+        return VoiceTurn(
+            call=call,
+            runtime=runtime,
+            utterance=utterance,
+            round=_round(round_value) or f"x-{uuid.uuid4().hex}",
+            model=normalize.platform_id(model)[:128] if isinstance(model, str) else DEFAULT_MODEL,
+            heard=_heard(messages) if call.provider == "aliyun" else None,
+            received=received,
+        )
+
+    async def _call(
+        self, channel_id: str, voice: VoiceConfig, bearer: str, payload: Mapping[str, Any]
+    ) -> tuple[VoiceCallRecord, Any]:
+        """The active call the request proves it belongs to, and its round id as sent."""
+        aliyun = voice.aliyun
+        if aliyun is not None and hmac.compare_digest(
+            bearer.encode(), aliyun.llm_api_key.get_secret_value().encode()
+        ):
+            extend = payload.get("extendData")
+            if not isinstance(extend, dict):
+                raise _unauthorized("Alibaba request without extendData")
+            call = await self._aliyun_call(channel_id, extend.get("userData"))
+            instance = extend.get("instanceId")
+            round_value = extend.get("sentenceId")
+        elif voice.zego is not None:
+            found = await self._store.voice_call_by_secret(secret_hash(bearer))
+            if found is None or found.provider != "zego":
+                raise _unauthorized("no call has this secret")
+            call = found
+            info = payload.get("agent_info")
+            info = info if isinstance(info, dict) else {}
+            instance = info.get("agent_instance_id")
+            round_value = info.get("round_id")
+        else:
+            raise _unauthorized("bearer token is not this channel's")
+        if call.channel_id != channel_id:
+            raise _unauthorized("the call belongs to another channel")
+        if not call.active(self._clock()):
+            raise _unauthorized("the call has ended or expired")
+        if (
+            instance is not None
+            and call.instance_id is not None
+            and str(instance) != call.instance_id
+        ):
+            raise _unauthorized("the instance id is not the call's")
+        return call, round_value
+
+    async def _aliyun_call(self, channel_id: str, data: Any) -> VoiceCallRecord:
+        try:
+            parsed = json.loads(data) if isinstance(data, str) else None
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise _unauthorized("userData is not channeld's")
+        call_id, signature = parsed.get("call"), parsed.get("sig")
+        if not isinstance(call_id, str) or not isinstance(signature, str):
+            raise _unauthorized("userData is not channeld's")
+        expected = user_data_signature(self._key, channel_id, call_id)
+        if not hmac.compare_digest(signature.encode(), expected.encode()):
+            raise _unauthorized("userData's signature does not match")
+        call = await self._store.voice_call_get(call_id)
+        if call is None or call.provider != "aliyun":
+            raise _unauthorized("no such call")
+        return call
+
+    async def speak(self, turn: VoiceTurn, write: Write) -> None:
+        """Streams the answer through `write` and stores the round's turns.
+
+        A cloud that hangs up mid-answer (the user spoke over it) leaves the answer stored as far
+        as it was sent, marked interrupted; a failing agent is answered with a short apology that
+        is spoken but not stored.
+        """
+        call, runtime = turn.call, turn.runtime
+        channel = call.channel_id
+        if turn.heard is not None:
+            await self._trim_previous(turn)
+        request = await self._request(turn)
+        framer = ChunkFramer(turn.model)
+        parts: list[str] = []
+        outcome = "answered"
+        async with self._slots.hold():
+            stored = asyncio.create_task(
+                self._store.voice_turn_put(
+                    call.conversation_id,
+                    call_id=call.id,
+                    round=turn.round,
+                    role="user",
+                    content=turn.utterance,
+                    now=self._clock(),
+                ),
+                name=f"voice-turn-{call.id}",
+            )
+            try:
+                try:
+                    deltas = timed(
+                        runtime.agent.stream(request), runtime.agent.name, self._observer
+                    )
+                    async for delta in deltas:
+                        if not delta:
+                            continue
+                        await write(framer.delta(delta))
+                        if not parts:
+                            self._observer.voice_first_chunk(
+                                channel, call.provider, time.monotonic() - turn.received
+                            )
+                        parts.append(delta)
+                except ChannelError as exc:
+                    log.warning("voice call %s: the agent failed: %s", call.id, exc)
+                    outcome = "failed"
+                    await write(framer.delta((" " if parts else "") + FAILURE_TEXT))
+                await write(framer.stop())
+            except (ConnectionError, asyncio.CancelledError):
+                outcome = "cut"  # the cloud closed the stream: the user spoke over the answer
+                raise
+            finally:
+                await self._finish(turn, stored, "".join(parts), interrupted=outcome == "cut")
+                self._observer.voice_turn(channel, call.provider, outcome)
+
+    async def _request(self, turn: VoiceTurn) -> AgentRequest:
+        call, runtime = turn.call, turn.runtime
+        limit = runtime.history_messages
+        recent = await self._store.recent_messages(call.conversation_id, limit + 2)
+        # a retried round's first attempt is not history: this request answers it again
+        history = (
+            [m for m in recent if not (m.voice_call_id == call.id and m.voice_round == turn.round)][
+                -limit:
+            ]
+            if limit > 0
+            else []
+        )
+        return AgentRequest(
+            system_prompt=runtime.system_prompt,
+            history=tuple(
+                Turn("user" if m.role == "user" else "assistant", m.content) for m in history
+            ),
+            user_text=turn.utterance,
+            user_id=call.user_id,
+            metadata={"source": "voice", "call": call.id},
+        )
+
+    async def _trim_previous(self, turn: VoiceTurn) -> None:
+        """Alibaba's mark in the history: the previous answer was heard only this far."""
+        heard = turn.heard or ""
+        last = await self._store.voice_turn_last(turn.call.id, "assistant")
+        if last is None or last.interrupted or last.voice_round in (None, turn.round):
+            return
+        if last.content != heard:
+            await self._store.voice_turn_trim(
+                turn.call.id, last.voice_round, text=heard, now=self._clock()
+            )
+
+    async def _finish(
+        self, turn: VoiceTurn, stored: asyncio.Task[None], answer: str, *, interrupted: bool
+    ) -> None:
+        """Waits for the utterance's write, then stores the answer (what was said of it)."""
+        call = turn.call
+        try:
+            await stored
+            last = await self._store.voice_turn_last(call.id, "assistant")
+            if last is not None and last.voice_round == turn.round and last.interrupted:
+                return  # the cloud reported what was heard before this write: that stays
+            if answer:
+                await self._store.voice_turn_put(
+                    call.conversation_id,
+                    call_id=call.id,
+                    round=turn.round,
+                    role="assistant",
+                    content=answer,
+                    now=self._clock(),
+                    interrupted=interrupted,
+                )
+        except Exception as exc:  # noqa: BLE001 - any storage failure: logged, the call goes on
+            log.error("voice call %s: round %s not stored: %s", call.id, turn.round, exc)
