@@ -22,10 +22,10 @@ from typing import Any
 
 from agents.base import AgentRequest, Turn
 from channels.commands import HELP_TEXT, NEW_TEXT, Command
-from channels.conversations import AnswerSlots, Job, WorkerKey
+from channels.conversations import AnswerSlots, Job, WorkerKey, direct_key
 from channels.emitter import ReplyOutcome
 from channels.live import ChannelRuntime, RuntimeRetired
-from channels.model import InboundMessage
+from channels.model import ChatType, InboundMessage
 from channels.observer import Observer
 from channels.prefetch import PrefetchedAnswer
 from common.backoff import Backoff
@@ -125,6 +125,10 @@ class Answerer:
                 idle_reset=timedelta(minutes=config.idle_reset_minutes),
                 now=now,
                 limit=runtime.history_messages,
+                # a voice call before any chat opened the user's conversation under their id
+                adopt=direct_key(message.sender.platform_id)
+                if message.chat_type is ChatType.DIRECT
+                else None,
             )
         request = AgentRequest(
             system_prompt=runtime.system_prompt,

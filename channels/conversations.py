@@ -15,10 +15,15 @@ from channels.live import ChannelRuntime
 from channels.model import ChatType, InboundMessage
 
 
+def direct_key(chat_id: str) -> str:
+    """The conversation key of a direct chat (a voice call before any chat uses the user's id)."""
+    return f"direct:{chat_id}"
+
+
 def conversation_key(message: InboundMessage, group_context: str) -> str:
     """Direct chats: one per chat; groups: one per member unless the channel shares context."""
     if message.chat_type is ChatType.DIRECT:
-        return f"direct:{message.chat_id}"
+        return direct_key(message.chat_id)
     if group_context == "shared":
         return f"group:{message.chat_id}"
     return f"group:{message.chat_id}:{message.sender.platform_id}"

@@ -130,12 +130,14 @@ class ConversationRepository(StoreBase):
         idle_reset: timedelta,
         now: datetime,
         limit: int,
+        adopt: str | None = None,
     ) -> tuple[ConversationRecord, list[MessageRecord]]:
         """The key's open conversation (new if none, or idle too long) and its last `limit` turns.
 
         The turns come oldest first. One read transaction when the conversation is open and fresh
         (the usual case, and outside the writers' queue on SQLite); a write only when one must be
-        opened.
+        opened. `adopt`: a key whose open, fresh conversation becomes this key's instead of a new
+        one (a voice call before any chat opens one keyed by the user, not by the chat).
         """
         now = require_aware(now, "now")
         async with self._read() as session:
@@ -144,22 +146,41 @@ class ConversationRepository(StoreBase):
                 history = await self._recent(session, current.id, limit)
                 return ConversationRecord.from_row(current), history
         record, created = await self._current(
-            channel_id, key, user_id, idle_reset=idle_reset, now=now
+            channel_id, key, user_id, idle_reset=idle_reset, now=now, adopt=adopt
         )
         # one a concurrent caller opened in between may have turns already; ours has none
         return record, [] if created else await self.recent_messages(record.id, limit)
 
     @completes
     async def _current(
-        self, channel_id: str, key: str, user_id: str, *, idle_reset: timedelta, now: datetime
+        self,
+        channel_id: str,
+        key: str,
+        user_id: str,
+        *,
+        idle_reset: timedelta,
+        now: datetime,
+        adopt: str | None = None,
     ) -> tuple[ConversationRecord, bool]:
-        """The open conversation for the key, opened here (True) if need be."""
+        """The open conversation for the key, opened here (True) if need be (or adopted from the
+        `adopt` key's open conversation, which then takes this key)."""
         now = require_aware(now, "now")
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
             async with self._write() as session:
                 current = await self._open_conversation(session, channel_id, key)
                 if current is not None and _fresh(current, idle_reset, now):
                     return ConversationRecord.from_row(current), False
+                if current is None and adopt is not None and adopt != key:
+                    orphan = await self._open_conversation(session, channel_id, adopt)
+                    if orphan is not None and _fresh(orphan, idle_reset, now):
+                        orphan.key = key
+                        orphan.last_activity_at = now
+                        adopted = ConversationRecord.from_row(orphan)
+                        if await self._commit_or_conflict(
+                            session, last=attempt == CONFLICT_ATTEMPTS
+                        ):
+                            return adopted, False
+                        continue
                 if current is not None:
                     current.closed_at = now
                     # The partial unique index allows one open row per key: close first.

@@ -1,0 +1,294 @@
+"""The voice LLM endpoint in a running daemon: a DingTalk channel with `[channels.voice]`, a call
+stored the way `POST /api/v1/voice/calls` stores it, and requests shaped as ZEGO's agent sends
+them. The clouds themselves (starting calls, their callbacks) are in test_e2e_voice.py."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from channels.dingtalk.emulator import EmulatorThread
+from channels.voice.endpoint import secret_hash
+from channels.voice.sse import StreamFramingError, read_chunks
+from daemon.app import Daemon
+from daemon.config import WebhooksSection
+from storage.repository import MessageRecord, Store, VoiceCallRecord
+from tests.agents_support import fake_llm_fixture
+from tests.dingtalk_support import dingtalk_emulator
+from tests.e2e_support import FAST_BACKOFF, CHANNEL, Stack, settings_for
+from tools.fake_llm import FakeLLM
+
+__all__ = ["dingtalk_emulator", "fake_llm_fixture"]
+
+SECRET = "per-call-secret-" + "x" * 24
+LLM_KEY = "aliyun-console-llm-key"
+USER = "user-1"  # the DingTalk emulator's default sender
+INSTANCE = "1912122918452641792"
+VOICE = {
+    "public_base_url": "http://127.0.0.1:9",  # never called here: no call is started
+    "max_call_seconds": 600,
+    "zego": {"app_id": 1234567890, "server_secret": "zego-secret", "api_base": "http://127.0.0.1:9"},
+    "aliyun": {
+        "access_key_id": "ak",
+        "access_key_secret": "aks",
+        "agent_id": "agent-1",
+        "llm_api_key": LLM_KEY,
+        "callback_token": "cb-token",
+        "endpoint": "http://127.0.0.1:9",
+    },
+}
+
+
+@dataclass
+class VoiceStack:
+    stack: Stack
+    store: Store
+    url: str
+    http: aiohttp.ClientSession
+
+    async def call(
+        self, *, secret: str = SECRET, expires_in: float = 600, provider: str = "zego"
+    ) -> VoiceCallRecord:
+        """A call for USER on the channel, as the call API would store it."""
+        now = datetime.now(UTC)
+        conversation, user = await self.store.conversation_for_user(
+            CHANNEL,
+            platform="dingtalk",
+            platform_user_id=USER,
+            idle_reset=timedelta(hours=12),
+            now=now,
+        )
+        record = VoiceCallRecord(
+            id=uuid.uuid4().hex,
+            channel_id=CHANNEL,
+            provider=provider,
+            conversation_id=conversation.id,
+            user_id=user,
+            platform_user_id=USER,
+            secret_hash=secret_hash(secret),
+            instance_id=INSTANCE,
+            details={},
+            started_at=now,
+            expires_at=now + timedelta(seconds=expires_in),
+            ended_at=None,
+            end_reason=None,
+        )
+        await self.store.voice_call_add(record)
+        return record
+
+    async def ask(
+        self,
+        text: str,
+        *,
+        round_id: int | str = 1,
+        secret: str | None = SECRET,
+        headers: dict[str, str] | None = None,
+        **body: Any,
+    ) -> tuple[int, str]:
+        """A ZEGO-shaped request; the status and the body as text."""
+        payload = {
+            "model": "channeld",
+            "stream": True,
+            "messages": [
+                {"role": "system", "content": "ZEGO's own prompt, ignored"},
+                {"role": "user", "content": text},
+            ],
+            "agent_info": {
+                "room_id": "room-1",
+                "agent_instance_id": INSTANCE,
+                "agent_user_id": "agent-1",
+                "user_id": "zego-user-1",
+                "round_id": round_id,
+                "time_stamp": 1765510379113,
+            },
+            **body,
+        }
+        sent = {"Authorization": f"Bearer {secret}"} if secret else {}
+        async with self.http.post(self.url, json=payload, headers={**sent, **(headers or {})}) as r:
+            return r.status, await r.text()
+
+    async def turns(self, conversation_id: str) -> list[MessageRecord]:
+        return await self.store.recent_messages(conversation_id, 100)
+
+
+@pytest.fixture
+async def voice(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> AsyncIterator[VoiceStack]:
+    settings = settings_for(tmp_path, dingtalk_emulator.url, fake_llm, channel={"voice": VOICE})
+    settings = settings.model_copy(update={"webhooks": WebhooksSection(listen="127.0.0.1:0")})
+    daemon = Daemon(settings, backoff=FAST_BACKOFF)
+    await daemon.start()
+    try:
+        assert daemon.webhooks is not None and daemon.store is not None
+        stack = Stack(daemon, dingtalk_emulator, fake_llm)
+        await stack.connected()
+        url = f"http://127.0.0.1:{daemon.webhooks.port}/voice/{CHANNEL}/chat/completions"
+        async with aiohttp.ClientSession() as http:
+            yield VoiceStack(stack, daemon.store, url, http)
+    finally:
+        await daemon.stop()
+
+
+def spoken(body: str) -> str:
+    """The answer as ZEGO's agent would speak it (StreamFramingError if it would not)."""
+    return read_chunks(body.splitlines()).text
+
+
+async def test_a_call_after_a_chat_is_answered_with_the_chat_in_context(
+    voice: VoiceStack, fake_llm: FakeLLM
+) -> None:
+    sent = await voice.stack.say("my name is Ada")
+    await voice.stack.wait_bot_items(sent.conversation_id, lambda i: len(i) == 1)
+    await voice.stack.idle()
+    call = await voice.call()
+    status, body = await voice.ask("what is my name")
+    assert status == 200
+    assert spoken(body) == "Echo: what is my name"
+    request = fake_llm.requests[-1].messages
+    assert [m["content"] for m in request if m["role"] == "user"] == [
+        "my name is Ada",
+        "what is my name",
+    ]
+    assert "ZEGO's own prompt, ignored" not in json.dumps(request)
+    turns = await voice.turns(call.conversation_id)
+    assert [(t.role, t.content, t.source) for t in turns[-2:]] == [
+        ("user", "what is my name", "voice"),
+        ("assistant", "Echo: what is my name", "voice"),
+    ]
+    assert voice.stack.daemon.metrics.registry.get_sample_value(
+        "channeld_voice_turns_total", {"channel": CHANNEL, "provider": "zego", "outcome": "answered"}
+    ) == 1
+    first_chunks = voice.stack.daemon.metrics.registry.get_sample_value(
+        "channeld_voice_first_chunk_seconds_count", {"channel": CHANNEL, "provider": "zego"}
+    )
+    assert first_chunks == 1
+
+
+async def test_the_next_text_answer_knows_what_was_said_in_the_call(
+    voice: VoiceStack, fake_llm: FakeLLM
+) -> None:
+    await voice.call()
+    status, _ = await voice.ask("remember the number forty-two")
+    assert status == 200
+    sent = await voice.stack.say("which number did I say?")
+    await voice.stack.wait_bot_items(sent.conversation_id, lambda i: len(i) == 1)
+    request = fake_llm.requests[-1].messages
+    assert {"role": "user", "content": "remember the number forty-two"} in request
+    assert {"role": "assistant", "content": "Echo: remember the number forty-two"} in request
+    assert request[-1] == {"role": "user", "content": "which number did I say?"}
+
+
+async def test_a_retried_round_is_stored_once_and_answered_without_its_first_attempt(
+    voice: VoiceStack, fake_llm: FakeLLM
+) -> None:
+    call = await voice.call()
+    assert (await voice.ask("first try", round_id=650459806))[0] == 200
+    assert (await voice.ask("first try again", round_id=650459806))[0] == 200
+    turns = [t for t in await voice.turns(call.conversation_id) if t.source == "voice"]
+    assert [(t.role, t.content, t.voice_round) for t in turns] == [
+        ("user", "first try again", "650459806"),
+        ("assistant", "Echo: first try again", "650459806"),
+    ]
+    retried = fake_llm.requests[-1].messages
+    assert "first try" not in [m["content"] for m in retried]
+
+
+@pytest.mark.parametrize(
+    ("secret", "headers"),
+    [
+        ("not-the-call-secret", {}),
+        (None, {}),
+        (None, {"Authorization": "Basic " + SECRET}),
+        (LLM_KEY, {}),  # Alibaba's key without its signed userData
+    ],
+)
+async def test_a_request_without_the_call_secret_is_refused_and_answers_nothing(
+    voice: VoiceStack, fake_llm: FakeLLM, secret: str | None, headers: dict[str, str]
+) -> None:
+    call = await voice.call()
+    status, body = await voice.ask("hello", secret=secret, headers=headers)
+    assert (status, json.loads(body)) == (401, {"error": "unauthorized"})
+    assert fake_llm.requests == []
+    assert await voice.turns(call.conversation_id) == []
+
+
+async def test_an_expired_or_ended_call_or_another_instance_is_refused(
+    voice: VoiceStack, fake_llm: FakeLLM
+) -> None:
+    await voice.call(secret="expired-" + SECRET, expires_in=-1)
+    assert (await voice.ask("hi", secret="expired-" + SECRET))[0] == 401
+    ended = await voice.call(secret="ended-" + SECRET)
+    await voice.store.voice_call_end(ended.id, reason="stopped", now=datetime.now(UTC))
+    assert (await voice.ask("hi", secret="ended-" + SECRET))[0] == 401
+    await voice.call()
+    other = {"agent_info": {"agent_instance_id": "someone-else", "round_id": 3}}
+    assert (await voice.ask("hi", **other))[0] == 401
+    assert fake_llm.requests == []
+
+
+async def test_alibaba_user_data_not_signed_by_channeld_is_refused(
+    voice: VoiceStack, fake_llm: FakeLLM
+) -> None:
+    call = await voice.call(provider="aliyun")
+    forged = json.dumps({"call": call.id, "sig": "0" * 64})
+    extend = {"extendData": {"instanceId": INSTANCE, "sentenceId": 3, "userData": forged}}
+    status, _ = await voice.ask("hi", secret=LLM_KEY, **extend)
+    assert status == 401
+    assert fake_llm.requests == []
+
+
+async def test_requests_a_voice_agent_would_not_send_are_refused(
+    voice: VoiceStack, fake_llm: FakeLLM
+) -> None:
+    await voice.call()
+    assert (await voice.ask("hi", stream=False))[0] == 400
+    assert (await voice.ask("hi", headers={"Origin": "https://evil.example"}))[0] == 403
+    assert (await voice.ask("hi", messages=[{"role": "assistant", "content": "x"}]))[0] == 400
+    assert (await voice.ask("\x00 \x01 "))[0] == 400  # nothing left once cleaned
+    assert (await voice.ask("hi", round_id="r" * 200))[0] == 400
+    assert fake_llm.requests == []
+
+
+async def test_hostile_text_is_cleaned_before_it_is_stored(
+    voice: VoiceStack, fake_llm: FakeLLM
+) -> None:
+    call = await voice.call()
+    status, body = await voice.ask("tab\there\x00 and \ud83d alone")
+    assert status == 200
+    turns = await voice.turns(call.conversation_id)
+    assert "\x00" not in turns[0].content
+    assert "\ud83d" not in turns[0].content
+    assert spoken(body).startswith("Echo: ")
+
+
+async def test_a_failing_model_is_answered_with_a_spoken_apology_that_is_not_stored(
+    voice: VoiceStack, fake_llm: FakeLLM
+) -> None:
+    call = await voice.call()
+    fake_llm.script_error(400, "bad request")
+    status, body = await voice.ask("hello?")
+    assert status == 200
+    assert "Sorry" in spoken(body)
+    assert [t.role for t in await voice.turns(call.conversation_id)] == ["user"]
+
+
+def test_the_strict_reader_refuses_what_zego_would_not_speak() -> None:
+    good = [
+        'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":"Hi"},"finish_reason":""}]}',
+        'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":""},"finish_reason":"stop"}]}',
+        "data: [DONE]",
+    ]
+    assert read_chunks(good).text == "Hi"
+    early_stop = [good[0].replace('"finish_reason":""', '"finish_reason":"stop"'), *good[1:]]
+    for broken in (good[:2], [good[0], good[2]], early_stop, ["event: x", *good], [*good, good[0]]):
+        with pytest.raises(StreamFramingError):
+            read_chunks(broken)
