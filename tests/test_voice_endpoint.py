@@ -23,7 +23,7 @@ from daemon.config import WebhooksSection
 from storage.repository import MessageRecord, Store, VoiceCallRecord
 from tests.agents_support import fake_llm_fixture
 from tests.dingtalk_support import dingtalk_emulator
-from tests.e2e_support import FAST_BACKOFF, CHANNEL, Stack, settings_for
+from tests.e2e_support import CHANNEL, FAST_BACKOFF, Stack, settings_for
 from tools.fake_llm import FakeLLM
 
 __all__ = ["dingtalk_emulator", "fake_llm_fixture"]
@@ -35,7 +35,11 @@ INSTANCE = "1912122918452641792"
 VOICE = {
     "public_base_url": "http://127.0.0.1:9",  # never called here: no call is started
     "max_call_seconds": 600,
-    "zego": {"app_id": 1234567890, "server_secret": "zego-secret", "api_base": "http://127.0.0.1:9"},
+    "zego": {
+        "app_id": 1234567890,
+        "server_secret": "zego-secret",
+        "api_base": "http://127.0.0.1:9",
+    },
     "aliyun": {
         "access_key_id": "ak",
         "access_key_secret": "aks",
@@ -164,9 +168,9 @@ async def test_a_call_after_a_chat_is_answered_with_the_chat_in_context(
         ("user", "what is my name", "voice"),
         ("assistant", "Echo: what is my name", "voice"),
     ]
-    assert voice.stack.daemon.metrics.registry.get_sample_value(
-        "channeld_voice_turns_total", {"channel": CHANNEL, "provider": "zego", "outcome": "answered"}
-    ) == 1
+    answered = {"channel": CHANNEL, "provider": "zego", "outcome": "answered"}
+    registry = voice.stack.daemon.metrics.registry
+    assert registry.get_sample_value("channeld_voice_turns_total", answered) == 1
     first_chunks = voice.stack.daemon.metrics.registry.get_sample_value(
         "channeld_voice_first_chunk_seconds_count", {"channel": CHANNEL, "provider": "zego"}
     )
@@ -282,13 +286,13 @@ async def test_a_failing_model_is_answered_with_a_spoken_apology_that_is_not_sto
 
 
 def test_the_strict_reader_refuses_what_zego_would_not_speak() -> None:
-    good = [
-        'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":"Hi"},"finish_reason":""}]}',
-        'data: {"object":"chat.completion.chunk","choices":[{"delta":{"content":""},"finish_reason":"stop"}]}',
-        "data: [DONE]",
-    ]
+    def chunk(content: str, finish: str) -> str:
+        choice = {"delta": {"content": content}, "finish_reason": finish}
+        return "data: " + json.dumps({"object": "chat.completion.chunk", "choices": [choice]})
+
+    good = [chunk("Hi", ""), chunk("", "stop"), "data: [DONE]"]
     assert read_chunks(good).text == "Hi"
-    early_stop = [good[0].replace('"finish_reason":""', '"finish_reason":"stop"'), *good[1:]]
+    early_stop = [chunk("Hi", "stop"), *good[1:]]
     for broken in (good[:2], [good[0], good[2]], early_stop, ["event: x", *good], [*good, good[0]]):
         with pytest.raises(StreamFramingError):
             read_chunks(broken)
