@@ -234,8 +234,8 @@ async def test_an_expired_or_ended_call_or_another_instance_is_refused(
     await voice.store.voice_call_end(ended.id, reason="stopped", now=datetime.now(UTC))
     assert (await voice.ask("hi", secret="ended-" + SECRET))[0] == 401
     await voice.call()
-    other = {"agent_info": {"agent_instance_id": "someone-else", "round_id": 3}}
-    assert (await voice.ask("hi", **other))[0] == 401
+    other = {"agent_instance_id": "someone-else", "round_id": 3}
+    assert (await voice.ask("hi", agent_info=other))[0] == 401
     assert fake_llm.requests == []
 
 
@@ -244,8 +244,8 @@ async def test_alibaba_user_data_not_signed_by_channeld_is_refused(
 ) -> None:
     call = await voice.call(provider="aliyun")
     forged = json.dumps({"call": call.id, "sig": "0" * 64})
-    extend = {"extendData": {"instanceId": INSTANCE, "sentenceId": 3, "userData": forged}}
-    status, _ = await voice.ask("hi", secret=LLM_KEY, **extend)
+    extend = {"instanceId": INSTANCE, "sentenceId": 3, "userData": forged}
+    status, _ = await voice.ask("hi", secret=LLM_KEY, extendData=extend)
     assert status == 401
     assert fake_llm.requests == []
 
