@@ -7,6 +7,8 @@ from this list. Tests add a platform with `register` and take it away with `unre
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, Union
 
@@ -17,7 +19,7 @@ from channels.dingtalk.platform import DINGTALK
 from channels.easemob.platform import EASEMOB
 from channels.feishu.platform import FEISHU
 from channels.observer import Observer
-from channels.platform import Demo, Emulator, Platform
+from channels.platform import Demo, Emulator, EmulatorCommand, Platform, command_at
 from channels.provider import ChannelProvider, InboundSink
 from channels.wukongim.platform import WUKONGIM
 from channels.zim.platform import ZIM
@@ -32,6 +34,32 @@ _platforms: dict[str, Platform[Any]] = {
     ZIM.name: ZIM,
     EASEMOB.name: EASEMOB,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraEmulator:
+    """An emulator of something that is not a platform (a voice cloud): `channeld emulate NAME`."""
+
+    name: str
+    help: str  # one line in `channeld emulate --help`
+    command: Callable[[], EmulatorCommand]  # imported only when `channeld emulate NAME` runs
+    url: str  # where it listens by default
+
+
+# Emulators beside the platforms' own, one line each.
+_extra_emulators: tuple[ExtraEmulator, ...] = (
+    ExtraEmulator(
+        "voice",
+        "a voice cloud calling channeld as its LLM (--provider zego or aliyun)",
+        command_at("channels.voice.emulator"),
+        "http://127.0.0.1:8793",
+    ),
+)
+
+
+def extra_emulators() -> tuple[ExtraEmulator, ...]:
+    """The emulators that belong to no platform, for `channeld emulate` and `channeld chat`."""
+    return _extra_emulators
 
 
 def register(platform: Platform[Any]) -> None:

@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
             emulators.add_parser(
                 platform.name, help=platform.emulator.help, command=platform.emulator.command
             )
+    for extra in registry.extra_emulators():
+        emulators.add_parser(extra.name, help=extra.help, command=extra.command)
     titles = [p.title for p in registry.platforms() if p.emulator is not None]
     chat = sub.add_parser("chat", help=f"talk to the bot as a simulated {' or '.join(titles)} user")
     from daemon.chat import add_arguments as chat_arguments
