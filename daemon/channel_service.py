@@ -1,9 +1,12 @@
 """Channel administration: validation, write-only secrets, provisioned vs API channels.
 
-Every rule here is enforced by the server, whatever the client: secrets never leave in a
+Every rule here is enforced by the server, whatever the client, and at any depth of the
+settings (`voice.zego.server_secret` as well as `client_secret`): secrets never leave in a
 response, `***` or an omitted secret keeps the stored value, an empty secret is an error, and a
-setting marked `x-sends-secrets` (where the secrets are sent) changes only with the secrets given
-again in the same request, so an admin client can never redirect a stored secret to itself.
+setting marked `x-sends-secrets` (where a section's secrets are sent) changes only with that
+section's secrets given again in the same request, so an admin client can never redirect a stored
+secret to itself. A PATCH merges into a nested section (`voice`, `voice.zego`) key by key, and
+`null` removes an optional section with its secrets.
 """
 
 from __future__ import annotations
@@ -13,13 +16,30 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from channels import registry
-from channels.config import ChannelConfigBase, sends_secrets
+from channels.config import ChannelConfigBase
 from channels.manager import ChannelManager
+from channels.voice.config import VoiceConfig
 from common.errors import ConfigError
+from daemon.config import error_message
 from daemon.secrets import MASK, SecretBox, SecretKeyError
+from daemon.settings_paths import (
+    MISSING,
+    Path,
+    dotted,
+    find_key,
+    find_value,
+    get,
+    leaves,
+    marked,
+    present_secrets,
+    removed,
+    replaced,
+    secret_paths,
+    sections,
+)
 from storage.repository import ChannelRecord, Store
 
 SEALED = "$sealed"
@@ -36,11 +56,14 @@ class ApiError(Exception):
     fields: list[dict[str, str]] = field(default_factory=list)
 
 
-def secret_fields(config: ChannelConfigBase) -> set[str]:
-    """Names of the settings typed as secrets."""
-    return {
-        name for name in type(config).model_fields if isinstance(getattr(config, name), SecretStr)
-    }
+def _invalid(path: Path, message: str, detail: str | None = None) -> ApiError:
+    name = dotted(path)
+    return ApiError(
+        422,
+        "validation_error",
+        f"{name}: {message}",
+        [{"path": name, "message": detail or message}],
+    )
 
 
 def _validation_error(exc: ValidationError) -> ApiError:
@@ -49,7 +72,7 @@ def _validation_error(exc: ValidationError) -> ApiError:
         loc = [str(p) for p in error["loc"]]
         if loc and loc[0] in registry.names():  # the discriminator tag pydantic puts in the path
             loc = loc[1:]
-        fields.append({"path": ".".join(loc) or "body", "message": error["msg"]})
+        fields.append({"path": ".".join(loc) or "body", "message": error_message(error)})
     summary = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
     return ApiError(422, "validation_error", f"invalid channel settings: {summary}", fields)
 
@@ -83,6 +106,20 @@ def takes_callbacks(channel_type: str) -> bool:
     return any(p.callbacks for p in registry.platforms() if p.name == channel_type)
 
 
+def _needs_listener(config: ChannelConfigBase) -> bool:
+    # the voice endpoint and the clouds' call events are served by the callback listener too
+    return takes_callbacks(config.type) or config.voice is not None
+
+
+def voice_urls(channel_id: str, voice: VoiceConfig) -> dict[str, str]:
+    """The URLs an operator enters in the clouds' consoles for a channel's voice section."""
+    urls = {"llm_endpoint": voice.endpoint_url(channel_id)}
+    if voice.aliyun is not None:  # ZEGO gets its LLM URL per call; Alibaba's console wants a base
+        urls["aliyun_llm_base"] = voice.endpoint_base(channel_id)
+    urls["callback"] = voice.callback_url(channel_id)
+    return urls
+
+
 class ChannelService:
     """What the admin API does to channels; the manager reconciles after each change."""
 
@@ -107,9 +144,8 @@ class ChannelService:
 
     def _seal(self, config: ChannelConfigBase) -> dict[str, Any]:
         settings: dict[str, Any] = config.model_dump(mode="json")
-        for name in secret_fields(config):
-            value: SecretStr = getattr(config, name)
-            settings[name] = {SEALED: self._box.seal(value.get_secret_value())}
+        for path, value in present_secrets(config).items():
+            settings = replaced(settings, path, {SEALED: self._box.seal(value.get_secret_value())})
         return {"settings": settings}
 
     def decode(self, record: ChannelRecord) -> ChannelConfigBase:
@@ -120,15 +156,18 @@ class ChannelService:
 
     def view(self, record: ChannelRecord) -> dict[str, Any]:
         """The API's channel object: settings with every secret as `***`, and live status."""
-        settings = dict(record.spec.get("settings", {}))
-        for name, value in settings.items():
-            if isinstance(value, dict) and SEALED in value:
-                settings[name] = MASK
         live = self._manager.settings(record) if record.source == "config" else None
         if live is not None:
-            settings = live.model_dump(mode="json")
-            for name in secret_fields(live):
-                settings[name] = MASK
+            settings = _masked(live.model_dump(mode="json"), set(present_secrets(live)))
+        else:
+            stored = record.spec.get("settings", {})
+            model = _model_or_none(record.type)
+            typed = secret_paths(model) if model is not None else frozenset()
+            # sealed values, and anything at a secret's place that is not (never shown either)
+            hidden = sealed_paths(record) | {
+                p for p in typed if get(stored, p) not in (MISSING, None)
+            }
+            settings = _masked(stored, hidden)
         for name in IMMUTABLE:
             settings.pop(name, None)
         status = self._manager.status(record.id)
@@ -156,6 +195,9 @@ class ChannelService:
         if self._callbacks is not None and takes_callbacks(record.type):
             # where the platform must send its callbacks (a key the URL needs is not shown)
             view["webhook_url"] = self._callbacks.hook_url(record.id)
+        voice = live.voice if live is not None else _voice_or_none(settings.get("voice"))
+        if voice is not None:
+            view["voice_urls"] = voice_urls(record.id, voice)
         return view
 
     # -- reads ------------------------------------------------------------------------------
@@ -190,14 +232,9 @@ class ChannelService:
             raise ApiError(422, "validation_error", reason, [{"path": "", "message": reason}])
 
     async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        for name, value in body.items():
-            if value == MASK:
-                raise ApiError(
-                    422,
-                    "validation_error",
-                    f"{name}: '***' is not a value",
-                    [{"path": name, "message": "'***' only means 'keep' on edit"}],
-                )
+        _refuse_reserved(body)
+        if (path := find_value(body, MASK)) is not None:
+            raise _invalid(path, "'***' is not a value", "'***' only means 'keep' on edit")
         config = parse_settings(body)
         self._check_agent(config)
         self._check_callbacks(config)
@@ -211,8 +248,8 @@ class ChannelService:
             source="api",
             spec=self._seal(config),
         )
-        if self._callbacks is not None and takes_callbacks(config.type):
-            await self._callbacks.start()  # the first webhook channel: the listener opens now
+        if self._callbacks is not None and _needs_listener(config):
+            await self._callbacks.start()  # the first webhook or voice channel: it opens now
         await self._manager.reconcile()
         return await self.get(config.id)
 
@@ -228,47 +265,24 @@ class ChannelService:
     async def update(self, channel_id: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         record = await self.get_record(channel_id)
         self._managed_by_file(record)
-        merged, unreadable = _open_settings(self._box, record)
-        secrets = sealed_names(record)
-        current = _parse_or_none({**merged, **dict.fromkeys(unreadable, MASK)})
-        for name, value in patch.items():
-            if name in IMMUTABLE and value != merged.get(name):
-                raise ApiError(
-                    422,
-                    "validation_error",
-                    f"{name}: cannot be changed",
-                    [{"path": name, "message": "cannot be changed"}],
-                )
-            if name in secrets:
-                if value is None or value == MASK:
-                    continue  # write-only: keep what is stored
-                if value == "":
-                    raise ApiError(
-                        422,
-                        "validation_error",
-                        f"{name}: must not be empty",
-                        [{"path": name, "message": "must not be empty; omit it to keep"}],
-                    )
-            merged[name] = value
-        given = {n for n in secrets if patch.get(n) not in (None, MASK)}
-        if missing := unreadable - given:
-            raise _secret_required(
-                missing, "the stored secret does not decrypt with the current key"
+        _refuse_reserved(patch)
+        model = _model_or_none(record.type)
+        if model is None:
+            raise ApiError(
+                422, "validation_error", f"channel type {record.type!r} is not supported"
             )
+        stored, unreadable = _open_settings(self._box, record)
+        sealed = sealed_paths(record)
+        current = _parse_or_none(_with_masks(stored, unreadable))
+        merged, given = merge_patch(stored, patch, model, sealed)
+        # a secret of a section the patch removes is needed no more
+        lost = {p for p in unreadable - given if isinstance(get(merged, p[:-1]), Mapping)}
+        if lost:
+            raise _secret_required(lost, "the stored secret does not decrypt with the current key")
         config = parse_settings(merged)
         self._check_agent(config)
         self._check_callbacks(config)
-        moved = [
-            name
-            for name in sends_secrets(type(config))
-            if current is None or getattr(current, name) != getattr(config, name)
-        ]
-        if moved and (missing := secrets - given):
-            raise _secret_required(
-                missing,
-                f"{', '.join(moved)} decides where the channel's secrets are sent; the stored "
-                "secrets never go to a new address unless given again in the same request",
-            )
+        _refuse_redirect(model, current, config, sealed, given)
         await self._store.upsert_channel(
             channel_id,
             type=config.type,
@@ -277,6 +291,8 @@ class ChannelService:
             source="api",
             spec=self._seal(config),
         )
+        if self._callbacks is not None and _needs_listener(config):
+            await self._callbacks.start()  # a voice section added to a channel
         await self._manager.reconcile()
         return await self.get(channel_id)
 
@@ -300,27 +316,133 @@ class ChannelService:
         return await self.get(channel_id)
 
 
-def sealed_names(record: ChannelRecord) -> set[str]:
-    """Names of the settings stored sealed (the channel's secrets)."""
+def sealed_paths(record: ChannelRecord) -> set[Path]:
+    """Paths of the settings stored sealed (the channel's secrets, at any depth)."""
     settings = record.spec.get("settings", {})
-    return {n for n, v in settings.items() if isinstance(v, dict) and SEALED in v}
+    return leaves(settings, lambda value: SEALED in value)
 
 
 def sealed_channels(records: Iterable[ChannelRecord]) -> list[str]:
     """Ids of the channels whose stored settings hold sealed secrets."""
-    return sorted(r.id for r in records if sealed_names(r))
+    return sorted(r.id for r in records if sealed_paths(r))
 
 
-def _open_settings(box: SecretBox, record: ChannelRecord) -> tuple[dict[str, Any], set[str]]:
-    """Stored settings with secrets decrypted, and the names of those the key cannot open."""
+def _model_or_none(channel_type: str) -> type[ChannelConfigBase] | None:
+    return next((p.config for p in registry.platforms() if p.name == channel_type), None)
+
+
+def _masked(settings: Mapping[str, Any], paths: Iterable[Path]) -> dict[str, Any]:
+    masked = dict(settings)
+    for path in paths:
+        masked = replaced(masked, path, MASK)
+    return masked
+
+
+def _with_masks(settings: Mapping[str, Any], paths: Iterable[Path]) -> dict[str, Any]:
+    """Stand-ins for the secrets the key cannot open, so the rest still parses."""
+    return _masked(settings, (p for p in paths if isinstance(get(settings, p[:-1]), Mapping)))
+
+
+def _voice_or_none(settings: Any) -> VoiceConfig | None:
+    if not isinstance(settings, Mapping):
+        return None
+    try:
+        return VoiceConfig.model_validate(settings)  # its secrets arrive masked, which parses
+    except ValidationError:
+        return None  # stored before a validator tightened: no URLs rather than wrong ones
+
+
+def _refuse_reserved(body: Mapping[str, Any]) -> None:
+    # the storage form marks sealed secrets with this key: a value holding it is never stored
+    if (path := find_key(body, SEALED)) is not None:
+        raise _invalid(path, f"{SEALED!r} is a reserved key")
+
+
+def merge_patch(
+    stored: Mapping[str, Any],
+    patch: Mapping[str, Any],
+    model: type[BaseModel],
+    sealed: set[Path],
+) -> tuple[dict[str, Any], set[Path]]:
+    """The stored settings with the patch applied, and the secrets it gives (by path).
+
+    A section's object is merged key by key, recursively; any other value replaces the stored
+    one (`null` included: an optional section goes, with its secrets). A secret omitted, `null`
+    or `***` keeps the stored value; an empty one is refused.
+    """
+    secrets = secret_paths(model)
+    nested = sections(model)
+    given: set[Path] = set()
+
+    def merge(base: Mapping[str, Any], changes: Mapping[str, Any], at: Path) -> dict[str, Any]:
+        out = dict(base)
+        for name, value in changes.items():
+            path = (*at, name)
+            if not at and name in IMMUTABLE and value != base.get(name):
+                raise _invalid(path, "cannot be changed")
+            if path in secrets:
+                if value is None or value == MASK:
+                    if path in sealed:
+                        continue  # write-only: keep what is stored
+                    if value == MASK:
+                        raise _invalid(path, "'***' keeps a stored secret, and none is stored")
+                elif value == "":
+                    raise _invalid(path, "must not be empty", "must not be empty; omit it to keep")
+                else:
+                    given.add(path)
+            elif path in nested and isinstance(value, Mapping):
+                inner = base.get(name)
+                out[name] = merge(inner if isinstance(inner, Mapping) else {}, value, path)
+                continue
+            out[name] = value
+        return out
+
+    return merge(stored, patch, ()), given
+
+
+def _refuse_redirect(
+    model: type[BaseModel],
+    current: ChannelConfigBase | None,
+    config: ChannelConfigBase,
+    sealed: set[Path],
+    given: set[Path],
+) -> None:
+    """A setting marked x-sends-secrets changes only with its section's stored secrets given."""
+    moved: list[str] = []
+    missing: set[Path] = set()
+    for at, names in marked(model).items():
+        after = get(config, at)
+        if after is MISSING or after is None:
+            continue  # the section is gone: its secrets go nowhere
+        before = MISSING if current is None else get(current, at)
+        # stored before a validator tightened (no current): every setting counts as changed
+        changed = [
+            name
+            for name in names
+            if before is MISSING or before is None or getattr(before, name) != getattr(after, name)
+        ]
+        needed = {p for p in sealed if p[:-1] == at} - given
+        if changed and needed:
+            moved.extend(dotted((*at, name)) for name in changed)
+            missing |= needed
+    if missing:
+        raise _secret_required(
+            missing,
+            f"{', '.join(moved)} decides where the channel's secrets are sent; the stored "
+            "secrets never go to a new address unless given again in the same request",
+        )
+
+
+def _open_settings(box: SecretBox, record: ChannelRecord) -> tuple[dict[str, Any], set[Path]]:
+    """Stored settings with secrets decrypted, and the paths of those the key cannot open."""
     settings = dict(record.spec.get("settings", {}))
     unreadable = set()
-    for name in sealed_names(record):
+    for path in sealed_paths(record):
         try:
-            settings[name] = box.open(str(settings[name][SEALED]))
+            settings = replaced(settings, path, box.open(str(get(settings, path)[SEALED])))
         except SecretKeyError:
-            del settings[name]
-            unreadable.add(name)
+            settings = removed(settings, path)
+            unreadable.add(path)
     return settings, unreadable
 
 
@@ -331,13 +453,13 @@ def _parse_or_none(settings: Mapping[str, Any]) -> ChannelConfigBase | None:
         return None  # stored before a validator tightened: every setting counts as changed
 
 
-def _secret_required(names: set[str], why: str) -> ApiError:
-    listed = ", ".join(sorted(names))
+def _secret_required(paths: set[Path], why: str) -> ApiError:
+    names = sorted(dotted(p) for p in paths)
     return ApiError(
         409,
         "secret_required",
-        f"{listed}: give it again in this request: {why}",
-        [{"path": name, "message": f"required: {why}"} for name in sorted(names)],
+        f"{', '.join(names)}: give it again in this request: {why}",
+        [{"path": name, "message": f"required: {why}"} for name in names],
     )
 
 
@@ -346,8 +468,8 @@ def decode_record(box: SecretBox, record: ChannelRecord) -> ChannelConfigBase:
     settings, unreadable = _open_settings(box, record)
     if unreadable:
         raise ConfigError(
-            f"{', '.join(sorted(unreadable))}: the stored secret does not decrypt with the current "
-            "key; restore the key or re-enter the secret"
+            f"{', '.join(sorted(dotted(p) for p in unreadable))}: the stored secret does not "
+            "decrypt with the current key; restore the key or re-enter the secret"
         )
     try:
         return parse_settings(settings)

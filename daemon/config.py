@@ -366,12 +366,22 @@ def _error_location(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     return path
 
 
+def error_message(error: Mapping[str, Any]) -> str:
+    """A pydantic error's message, in the words an operator expects where pydantic's are odd."""
+    context = error.get("ctx") or {}
+    if error["type"] == "too_short" and context.get("min_length") == 1:
+        # a secret's minimum length reads "Value should have at least 1 item after validation"
+        return "must not be empty"
+    return str(error["msg"])
+
+
 def validate(data: dict[str, Any]) -> Settings:
     """Validate a config mapping; ConfigurationError lists each offending key."""
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{_error_location(e, data)}: {e['msg']}" for e in exc.errors(include_input=False)]
+        errors = exc.errors(include_input=False)
+        lines = [f"{_error_location(e, data)}: {error_message(e)}" for e in errors]
         raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(lines)) from None
     settings.check_references()
     return settings
@@ -422,5 +432,6 @@ __all__ = [
     "EchoAgentConfig",
     "OpenAIAgentConfig",
     "Settings",
+    "error_message",
     "load",
 ]

@@ -89,6 +89,48 @@ def _channel_schemas(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
     return {**schemas, "ChannelSettings": union}
 
 
+# what GET /api/v1/channels/{id} answers for a channel with voice: every secret, at any depth, ***
+CHANNEL_EXAMPLE = {
+    "id": "dingtalk-main",
+    "type": "dingtalk",
+    "agent": "default",
+    "enabled": True,
+    "source": "api",
+    "version": 3,
+    "settings": {
+        "client_id": "dingxxxxxxxx",
+        "client_secret": "***",
+        "card_template_id": "tpl.ai.schema",
+        "voice": {
+            "public_base_url": "https://bot.example.com",
+            "max_call_seconds": 1800,
+            "zego": {
+                "app_id": 1234567890,
+                "server_secret": "***",
+                "callback_secret": None,
+                "agent_id": "channeld-voice",
+                "api_base": "https://aigc-aiagent-api.zegotech.cn",
+            },
+            "aliyun": {
+                "access_key_id": "LTAI5txxxxxxxx",
+                "access_key_secret": "***",
+                "region": "cn-shanghai",
+                "agent_id": "a1b2c3",
+                "llm_api_key": "***",
+                "callback_token": "***",
+                "endpoint": None,
+            },
+        },
+    },
+    "status": {"state": "connected", "reconnects": 0, "messages_received": 12},
+    "voice_urls": {
+        "llm_endpoint": "https://bot.example.com/voice/dingtalk-main/chat/completions",
+        "aliyun_llm_base": "https://bot.example.com/voice/dingtalk-main",
+        "callback": "https://bot.example.com/hooks/dingtalk-main/voice",
+    },
+}
+
+
 def _schemas(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
     nullable_str = {"type": ["string", "null"]}
     return {
@@ -96,11 +138,26 @@ def _schemas(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
         "ChannelPatch": {
             "type": "object",
             "description": (
-                "Settings to change; a secret omitted or sent as *** keeps its value. A setting "
-                "marked x-sends-secrets (where the secrets are sent) changes only with every "
-                "secret of the channel given again in the same request."
+                "Settings to change; a secret omitted, null or sent as *** keeps its value, at any "
+                "depth. A section (a nested settings object such as voice or voice.zego) is merged "
+                "key by key, recursively; any other object value is replaced whole; null removes "
+                "an optional section, its secrets with it. A setting marked x-sends-secrets (where "
+                "its section's secrets are sent, such as api_base or voice.zego.api_base) changes "
+                "only with every stored secret of that section given again in the same request."
             ),
             "additionalProperties": True,
+            "examples": [
+                {"voice": {"max_call_seconds": 600}},
+                {
+                    "voice": {
+                        "zego": {
+                            "api_base": "https://aigc-aiagent-api-sgp.zegotech.cn",
+                            "server_secret": "the ZEGO server secret, given again",
+                        }
+                    }
+                },
+                {"voice": None},
+            ],
         },
         "ChannelStatus": {
             "type": "object",
@@ -133,7 +190,31 @@ def _schemas(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
                     "description": "channels of webhook platforms only: the URL the platform "
                     "must call (from [webhooks] public_url, else the listen address)",
                 },
+                "voice_urls": _ref("VoiceUrls"),
             },
+            "examples": [CHANNEL_EXAMPLE],
+        },
+        "VoiceUrls": {
+            "type": "object",
+            "description": "channels with a voice section only: the URLs to enter in the clouds' "
+            "consoles, built from voice.public_base_url",
+            "properties": {
+                "llm_endpoint": {
+                    "type": "string",
+                    "description": "the voice LLM endpoint; channeld gives it to ZEGO with each "
+                    "call (shown for checking)",
+                },
+                "aliyun_llm_base": {
+                    "type": "string",
+                    "description": "with voice.aliyun only: the base URL of the Alibaba agent's "
+                    "self-developed (OpenAI spec) LLM node; Alibaba appends /chat/completions",
+                },
+                "callback": {
+                    "type": "string",
+                    "description": "where the clouds' consoles send the agent callbacks",
+                },
+            },
+            "required": ["llm_endpoint", "callback"],
         },
         "Conversation": {
             "type": "object",

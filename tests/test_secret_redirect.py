@@ -319,4 +319,6 @@ def test_the_endpoint_settings_are_marked_in_the_openapi_document() -> None:
         ("WuKongIMChannelConfig", "api_base"),
         ("ZimChannelConfig", "api_base"),
         ("EasemobChannelConfig", "api_base"),
+        ("ZegoVoice", "api_base"),  # [channels.voice.zego]: where the server secret signs to
+        ("AliyunVoice", "endpoint"),  # [channels.voice.aliyun]: where the access key signs to
     }
