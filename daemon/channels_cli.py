@@ -2,6 +2,10 @@
 
 Talks to a running daemon through its admin API. Exit codes: 0 ok, 1 connection or server
 error, 2 usage, 3 not found, 4 conflict, 5 invalid settings, 6 unauthorized.
+
+A KEY may be dotted to reach into a section: `--set voice.max_call_seconds=600` or
+`--secret voice.zego.server_secret`; the daemon merges a section key by key, so an edit names only
+what changes. `--set voice=null` removes the section (and its secrets).
 """
 
 from __future__ import annotations
@@ -181,14 +185,29 @@ def read_secrets(keys: Sequence[str], stdin: TextIO) -> dict[str, str]:
     return values
 
 
+def nested(pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    """Dotted keys as nested objects: `voice.zego.app_id=1` gives {"voice": {"zego": {...}}}."""
+    body: dict[str, Any] = {}
+    for key, value in pairs:
+        *parents, last = key.split(".")
+        node = body
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[last] = value
+    return body
+
+
 def _body(args: argparse.Namespace, stdin: TextIO, err: TextIO) -> dict[str, Any] | None:
     """The JSON body of add and edit (None for the other commands)."""
     if args.channels_command not in ("add", "edit"):
         return None
     warn_secrets_in_arguments(args.settings, err)
-    body: dict[str, Any] = dict(args.settings)
-    body.update(read_secret_files(args.secret_files))
-    body.update(read_secrets(args.secrets, stdin))
+    files = read_secret_files(args.secret_files)
+    secrets = read_secrets(args.secrets, stdin)
+    body = nested([*args.settings, *files.items(), *secrets.items()])
     if args.channels_command == "edit":
         if not body:
             raise CliError(
@@ -306,32 +325,75 @@ def _base_url(args: argparse.Namespace) -> str:
     return url
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A command's decoded answer, and the dotted paths of its channel's sections (for `show`)."""
+
+    payload: Any
+    sections: frozenset[str] = frozenset()
+
+
+def sections_of(document: Any, channel_type: str) -> frozenset[str]:
+    """Dotted paths of the nested settings models of `channel_type`, from the OpenAPI document.
+
+    A section (`voice`, `voice.zego`) is shown key by key; any other object is one value.
+    """
+    schemas = (
+        document.get("components", {}).get("schemas", {}) if isinstance(document, dict) else {}
+    )
+
+    def target(schema: Any) -> dict[str, Any]:
+        ref = schema.get("$ref", "") if isinstance(schema, dict) else ""
+        found = schemas.get(ref.rpartition("/")[2], {}) if ref else {}
+        return found if isinstance(found, dict) else {}
+
+    def walk(model: dict[str, Any], prefix: str, depth: int) -> set[str]:
+        found: set[str] = set()
+        for name, prop in (model.get("properties") or {}).items():
+            branches = prop.get("anyOf", [prop]) if isinstance(prop, dict) else []
+            inner = next((t for b in branches if (t := target(b)).get("properties")), None)
+            if inner is not None and depth < 8:  # a schema that refers to itself ends somewhere
+                found |= {prefix + name, *walk(inner, f"{prefix}{name}.", depth + 1)}
+        return found
+
+    mapping = schemas.get("ChannelSettings", {}).get("discriminator", {}).get("mapping", {})
+    ref = mapping.get(channel_type)
+    return frozenset(walk(target({"$ref": ref}), "", 0)) if isinstance(ref, str) else frozenset()
+
+
 async def call(
     args: argparse.Namespace, url: str, token: Token, body: dict[str, Any] | None
-) -> Any:
-    """Sends the one request a command needs; returns the decoded answer."""
+) -> Answer:
+    """Sends the request a command needs (and, to show a channel, reads its sections)."""
     command: str = args.channels_command
     async with AdminClient(url, token, args.timeout) as client:
         if command == "list":
-            return await client.request("GET", "/channels")
+            return Answer(await client.request("GET", "/channels"))
         if command == "add":
-            return await client.request("POST", "/channels", body)
-        path = "/channels/" + quote(args.channel_id, safe="")
-        if command == "show":
-            return await client.request("GET", path)
-        if command == "edit":
-            return await client.request("PATCH", path, body)
-        if command == "delete":
-            return await client.request("DELETE", path)
-        return await client.request("POST", f"{path}/{command}")
+            payload = await client.request("POST", "/channels", body)
+        else:
+            path = "/channels/" + quote(args.channel_id, safe="")
+            if command == "show":
+                payload = await client.request("GET", path)
+            elif command == "edit":
+                payload = await client.request("PATCH", path, body)
+            elif command == "delete":
+                return Answer(await client.request("DELETE", path))
+            else:
+                return Answer(await client.request("POST", f"{path}/{command}"))
+        if args.json or not isinstance(payload, dict):
+            return Answer(payload)
+        document = await client.request("GET", "/openapi.json")
+        return Answer(payload, sections_of(document, str(payload.get("type"))))
 
 
 # -- output -------------------------------------------------------------------------------------
 
 
-def render(args: argparse.Namespace, payload: Any, *, colour: bool) -> str | None:
+def render(args: argparse.Namespace, answer: Answer, *, colour: bool) -> str | None:
     """What a successful command prints: the raw JSON with --json, else a view for people."""
     command: str = args.channels_command
+    payload = answer.payload
     if args.json:
         return None if payload is None else json.dumps(payload, indent=2, ensure_ascii=False)
     if command == "list":
@@ -341,7 +403,7 @@ def render(args: argparse.Namespace, payload: Any, *, colour: bool) -> str | Non
         return f"channel {payload['id']!r} {ACTIONS[command]}: {paint(state, colour)}"
     if command == "delete":
         return f"channel {args.channel_id!r} deleted"
-    return channel_view(payload, colour=colour)
+    return channel_view(payload, colour=colour, sections=answer.sections)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -353,13 +415,13 @@ def main(args: argparse.Namespace) -> int:
         body = _body(args, stdin, err)
         if args.channels_command == "delete":
             _confirm_delete(args, stdin, err)
-        payload = asyncio.run(call(args, url, token, body))
+        answer = asyncio.run(call(args, url, token, body))
     except CliError as exc:
         print(f"channeld: {exc.message}", file=err)
         for line in exc.details:
             print(f"  {line}", file=err)
         return exc.code
-    text = render(args, payload, colour=wants_colour(out.isatty(), os.environ))
+    text = render(args, answer, colour=wants_colour(out.isatty(), os.environ))
     if text is not None:
         print(text, file=out)
     return EXIT_OK

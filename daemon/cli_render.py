@@ -19,6 +19,12 @@ COLUMNS = ("ID", "TYPE", "STATE", "UPTIME", "RECONNECTS", "MESSAGES", "LAST ERRO
 RIGHT_ALIGNED = frozenset({"RECONNECTS", "MESSAGES"})
 LAST_ERROR_WIDTH = 60
 EMPTY = "-"
+# where each URL of a channel's voice section goes (voice_urls in the API's channel object)
+VOICE_URLS = (
+    ("llm_endpoint", "voice llm endpoint"),  # ZEGO: passed per call; shown for checking
+    ("aliyun_llm_base", "voice aliyun llm base"),  # the Alibaba agent's LLM node, in its console
+    ("callback", "voice callback url"),  # both clouds' agent callbacks
+)
 
 
 def wants_colour(tty: bool, environ: Mapping[str, str]) -> bool:
@@ -106,8 +112,27 @@ def list_table(channels: Sequence[Mapping[str, Any]], *, colour: bool) -> str:
     return "\n".join(lines)
 
 
-def channel_view(channel: Mapping[str, Any], *, colour: bool) -> str:
-    """The `show` view: identity, live status, then every setting (secrets arrive as `***`)."""
+def flat_settings(settings: Mapping[str, Any], sections: frozenset[str]) -> dict[str, Any]:
+    """Settings by dotted path: a section's keys one by one (`voice.zego.app_id`), any other
+    value whole (a provider's pass-through object is one JSON value)."""
+    flat: dict[str, Any] = {}
+    stack: list[tuple[str, Mapping[str, Any]]] = [("", settings)]
+    while stack:
+        prefix, node = stack.pop()
+        for key, value in node.items():
+            path = prefix + str(key)
+            if path in sections and isinstance(value, Mapping):
+                stack.append((path + ".", value))
+            else:
+                flat[path] = value
+    return flat
+
+
+def channel_view(
+    channel: Mapping[str, Any], *, colour: bool, sections: frozenset[str] = frozenset()
+) -> str:
+    """The `show` view: identity, live status, the URLs for the platforms' and clouds' consoles,
+    then every setting, sections key by key (secrets arrive as `***`)."""
     status = channel.get("status") or {}
     state = str(status.get("state", EMPTY))
     pairs = [
@@ -126,10 +151,17 @@ def channel_view(channel: Mapping[str, Any], *, colour: bool) -> str:
         ("messages received", _scalar(status.get("messages_received"))),
         ("next attempt at", _scalar(status.get("next_attempt_at"))),
     ]
+    urls = []
     if "webhook_url" in channel:
-        pairs.insert(2, ("webhook url", _scalar(channel["webhook_url"])))
+        urls.append(("webhook url", _scalar(channel["webhook_url"])))
+    voice = channel.get("voice_urls") or {}
+    for key, label in VOICE_URLS:
+        if key in voice:
+            urls.append((label, _scalar(voice[key])))
+    pairs[2:2] = urls
     # agent and enabled are already at the top
-    settings = {k: v for k, v in (channel.get("settings") or {}).items() if k not in dict(pairs)}
+    flat = flat_settings(channel.get("settings") or {}, sections)
+    settings = {k: v for k, v in flat.items() if k not in dict(pairs)}
     size = max(len(key) for key in [*(k for k, _ in pairs), *(f"  {k}" for k in settings)])
     indent = "\n" + " " * (size + 2)  # multi-line errors stay in the value column
     lines = [f"{key:<{size}}  {value.replace(chr(10), indent)}" for key, value in pairs]

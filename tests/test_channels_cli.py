@@ -23,14 +23,14 @@ from daemon import channels_cli
 from daemon.app import Daemon
 from daemon.channels_args import TOKEN_ENV, URL_ENV, setting
 from daemon.channels_cli import read_secrets, register
-from daemon.config import validate
+from daemon.config import WebhooksSection, validate
 from tests.dingtalk_support import (
     DINGTALK_CLIENT_ID,
     DINGTALK_CLIENT_SECRET,
     DINGTALK_TEMPLATE,
     dingtalk_emulator,
 )
-from tests.e2e_support import CHANNEL, FAST_BACKOFF, Stack, start_stack, wait_until
+from tests.e2e_support import CHANNEL, FAST_BACKOFF, Stack, settings_for, start_stack, wait_until
 from tests.feishu_support import (
     FEISHU_APP_ID,
     FEISHU_APP_SECRET,
@@ -542,3 +542,111 @@ async def test_the_daemons_config_also_names_where_its_admin_api_listens(
     capsys.readouterr()
     assert await asyncio.to_thread(args.func, args) == 0
     assert CHANNEL in capsys.readouterr().out
+
+
+# -- a channel's nested voice section -------------------------------------------------------------
+
+ZEGO_SECRET = "zego-server-secret-from-stdin"
+
+
+@pytest.fixture
+async def voice_cli(
+    tmp_path: Path,
+    dingtalk_emulator: EmulatorThread,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[Cli, Daemon]]:
+    """The CLI against a daemon whose callback listener (which serves voice) takes port 0."""
+    settings = settings_for(tmp_path, dingtalk_emulator.url, None)
+    settings = settings.model_copy(update={"webhooks": WebhooksSection(listen="127.0.0.1:0")})
+    daemon = Daemon(settings, backoff=FAST_BACKOFF)
+    await daemon.start()
+    try:
+        yield Cli(capsys, monkeypatch, daemon), daemon
+    finally:
+        await daemon.stop()
+
+
+def shown(out: str) -> dict[str, str]:
+    """The `show` view's lines as key -> value (keys may hold one space; two or more end them)."""
+    pairs = (re.split(r" {2,}", line.strip(), maxsplit=1) for line in out.splitlines())
+    return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+
+
+async def test_a_voice_section_from_the_command_line(
+    voice_cli: tuple[Cli, Daemon], dingtalk_emulator: EmulatorThread
+) -> None:
+    cli, daemon = voice_cli
+    added = await cli(
+        "add",
+        "--id",
+        "voiced",
+        "--set",
+        f"client_id={DINGTALK_CLIENT_ID}",
+        "--set",
+        f"api_base={dingtalk_emulator.url}",
+        "--set",
+        f"card_template_id={DINGTALK_TEMPLATE}",
+        "--set",
+        "voice.public_base_url=https://bot.example.com",
+        "--set",
+        "voice.zego.app_id=1234567890",
+        "--set",
+        'voice.zego.tts={"Vendor": "CosyVoice", "Params": {"voice": "longxiaochun"}}',
+        "--secret",
+        "client_secret",
+        "--secret",
+        "voice.zego.server_secret",
+        stdin=io.StringIO(f"{DINGTALK_CLIENT_SECRET}\n{ZEGO_SECRET}\n"),
+    )
+    assert added.code == 0, added.err
+    lines = shown(added.out)
+    # the URLs for the clouds' consoles, then each setting of a section by its dotted path
+    assert lines["voice llm endpoint"] == "https://bot.example.com/voice/voiced/chat/completions"
+    assert lines["voice callback url"] == "https://bot.example.com/hooks/voiced/voice"
+    assert "voice aliyun llm base" not in lines  # no Alibaba section
+    assert lines["voice.zego.server_secret"] == "***"
+    assert lines["voice.zego.app_id"] == "1234567890"
+    assert lines["voice.public_base_url"] == "https://bot.example.com"
+    assert lines["voice.aliyun"] == "-"
+    # a provider's object is one value, as it is edited
+    assert lines["voice.zego.tts"] == '{"Vendor": "CosyVoice", "Params": {"voice": "longxiaochun"}}'
+    assert ZEGO_SECRET not in added.out + added.err
+
+    async def stored_secret() -> str:
+        assert daemon.store is not None and daemon.channels is not None
+        record = await daemon.store.get_channel("voiced")
+        assert record is not None
+        voice = daemon.channels.decode(record).voice
+        assert voice is not None and voice.zego is not None
+        return voice.zego.server_secret.get_secret_value()
+
+    assert await stored_secret() == ZEGO_SECRET
+
+    # an edit names only what changes: the section is merged, its secret kept
+    edited = await cli("edit", "voiced", "--set", "voice.max_call_seconds=600")
+    assert edited.code == 0, edited.err
+    assert shown(edited.out)["voice.max_call_seconds"] == "600"
+    assert await stored_secret() == ZEGO_SECRET
+
+    # moving where the ZEGO secret signs needs it again, and says which
+    moved = await cli("edit", "voiced", "--set", "voice.zego.api_base=https://zego.example.org")
+    assert moved.code == channels_cli.EXIT_CONFLICT
+    assert "  voice.zego.server_secret: required: voice.zego.api_base decides" in moved.err
+
+    removed = await cli("edit", "voiced", "--set", "voice=null")
+    assert removed.code == 0, removed.err
+    lines = shown(removed.out)
+    assert lines["voice"] == "-"
+    assert "voice llm endpoint" not in lines
+
+
+def test_dotted_keys_become_nested_objects() -> None:
+    assert channels_cli.nested(
+        [("voice.zego.app_id", 1), ("voice.public_base_url", "u"), ("agent", "a")]
+    ) == {"voice": {"zego": {"app_id": 1}, "public_base_url": "u"}, "agent": "a"}
+    # a later key reaches into an object given whole; a later object replaces what came before
+    assert channels_cli.nested([("voice", {"zego": {"app_id": 1}}), ("voice.zego.app_id", 2)]) == {
+        "voice": {"zego": {"app_id": 2}}
+    }
+    assert channels_cli.nested([("voice.max_call_seconds", 60), ("voice", None)]) == {"voice": None}
