@@ -172,6 +172,18 @@ def test_the_project_keeps_every_contract() -> None:
         assert f"{contract_name(kind)} KEPT" in result.stdout
 
 
+def test_every_folder_of_modules_is_a_package() -> None:
+    """lint-imports skips a folder without `__init__.py`: its imports would go unchecked."""
+    settings = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["tool"]["importlinter"]
+    folders = (f for root in settings["root_packages"] for f in (ROOT / root).rglob("*"))
+    bare = [
+        str(folder.relative_to(ROOT))
+        for folder in folders
+        if any(folder.glob("*.py")) and not (folder / "__init__.py").exists()
+    ]
+    assert bare == []
+
+
 def test_the_platform_packages_found_are_the_registered_platforms() -> None:
     """Every registered platform's folder is checked, and every folder checked is registered."""
     graph = grimp.build_graph("channels", cache_dir=None)
