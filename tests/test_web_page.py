@@ -42,6 +42,9 @@ BROKEN = "hr-helpdesk"  # a config channel whose secret the platform rejects: it
 HOSTILE = '<img src=x onerror="window.pwned=1">"\'&amp;<script>window.pwned=2</script>'
 HOSTILE_AGENT = f"agent {HOSTILE}"
 CREATED = "support-bot"
+VOICED = "voice-bot"
+VOICE_BASE = "https://bot.example.com"
+ZEGO_SECRET = "zego-server-secret-typed-in-the-page"
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "admin-page.png"
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT")
 
@@ -56,6 +59,7 @@ async def stack(tmp_path: Path, dingtalk_emulator: EmulatorThread) -> AsyncItera
         {
             "daemon": {"state_dir": str(tmp_path), "log_level": "DEBUG"},
             "admin": {"listen": "127.0.0.1:0", "token": TOKEN},
+            "webhooks": {"listen": "127.0.0.1:0"},  # serves voice once a channel has it
             "agents": {
                 "default": {"type": "echo", "delay": 0.01},
                 HOSTILE_AGENT: {"type": "echo", "delay": 0.01},
@@ -306,6 +310,98 @@ async def test_a_feishu_channel_is_created_from_the_form(
     await expect(row.locator(".dot")).to_have_attribute("data-state", "connected")
     await expect(row.locator("td").nth(2)).to_contain_text("feishu")
     await feishu_emulator.wait_for(lambda e: len(e.live_connections(FEISHU_APP_ID)) == 1)
+
+
+async def test_a_voice_section_is_created_shown_masked_and_kept_on_edit(
+    page: Page, stack: Stack, dingtalk_emulator: EmulatorThread
+) -> None:
+    """The nested [channels.voice] settings: sub-sections of the form, secrets write-only."""
+    await enter_token(page)
+    await page.get_by_role("button", name="New channel").click()
+    dialog = page.locator("#channel-dialog")
+    form = dialog.locator("form")
+    await form.locator('[name="id"]').fill(VOICED)
+    await form.locator('[name="client_id"]').fill(DINGTALK_CLIENT_ID)
+    await form.locator('[name="client_secret"]').fill(DINGTALK_CLIENT_SECRET)
+    await form.locator('[name="api_base"]').fill(dingtalk_emulator.url)
+    # an optional section is switched off, its fields out of sight, until switched on
+    await expect(form.locator('[name="voice"]')).not_to_be_checked()
+    await expect(form.locator('[name="voice.public_base_url"]')).to_be_hidden()
+    await form.locator('[name="voice"]').check()
+    await form.locator('[name="voice.public_base_url"]').fill(VOICE_BASE)
+    await form.locator('[name="voice.zego"]').check()
+    await form.locator('[name="voice.zego.app_id"]').fill("1234567890")
+    secret = form.locator('[name="voice.zego.server_secret"]')
+    await expect(secret).to_have_attribute("type", "password")
+    await secret.fill(ZEGO_SECRET)
+    async with page.expect_request(lambda r: r.method == "POST") as post:
+        await dialog.get_by_role("button", name="Create").click()
+    sent = (await post.value).post_data_json
+    assert sent["voice"] == {
+        "public_base_url": VOICE_BASE,
+        "max_call_seconds": 1800,
+        "zego": {
+            "app_id": 1234567890,
+            "server_secret": ZEGO_SECRET,
+            "agent_id": "channeld-voice",
+            "api_base": "https://aigc-aiagent-api.zegotech.cn",
+            "window_size": 4,
+        },
+    }
+    await expect(dialog).to_be_hidden()
+    row = page.locator(f'tr[data-channel-id="{VOICED}"]')
+    await expect(row.locator(".dot")).to_have_attribute("data-state", "connected")
+    await expect(row.locator(".voice-mark")).to_have_text("voice calls")
+
+    # the details: the URLs for the clouds' consoles, each setting, the secret as ***
+    await row.locator("td.channel-id button").click()
+    detail = page.locator("#detail-dialog")
+    await expect(detail).to_be_visible()
+    await expect(detail.locator('[data-setting="voice.zego.server_secret"] dd')).to_have_text("***")
+    await expect(detail.locator('[data-setting="client_secret"] dd')).to_have_text("***")
+    await expect(detail.locator('[data-setting="voice.zego.app_id"] dd')).to_have_text("1234567890")
+    await expect(detail.locator('[data-url="llm_endpoint"] dd')).to_have_text(
+        f"{VOICE_BASE}/voice/{VOICED}/chat/completions"
+    )
+    await expect(detail.locator('[data-url="callback"] dd')).to_have_text(
+        f"{VOICE_BASE}/hooks/{VOICED}/voice"
+    )
+    await expect(detail.locator('[data-url="aliyun_llm_base"]')).to_have_count(0)  # no Alibaba
+    await detail.get_by_role("button", name="Close").click()
+
+    # edit: the sections open as stored, the secret input empty; an edit elsewhere keeps it
+    await row.get_by_role("button", name="Edit").click()
+    await expect(form.locator('[name="voice"]')).to_be_checked()
+    await expect(form.locator('[name="voice.zego"]')).to_be_checked()
+    await expect(form.locator('[name="voice.aliyun"]')).not_to_be_checked()
+    await expect(form.locator('[name="voice.zego.app_id"]')).to_have_value("1234567890")
+    await expect(secret).to_have_value("")
+    await expect(secret).to_have_attribute("placeholder", "unchanged — type to replace")
+    await form.locator('[name="voice.max_call_seconds"]').fill("600")
+    async with page.expect_request(lambda r: r.method == "PATCH") as patch:
+        await dialog.get_by_role("button", name="Save").click()
+    assert (await patch.value).post_data_json == {"voice": {"max_call_seconds": 600}}
+    await expect(dialog).to_be_hidden()
+    assert stack.daemon.store is not None and stack.daemon.channels is not None
+    record = await stack.daemon.store.get_channel(VOICED)
+    assert record is not None
+    assert ZEGO_SECRET not in str(record.spec)
+    voice = stack.daemon.channels.decode(record).voice
+    assert voice is not None and voice.zego is not None
+    assert voice.max_call_seconds == 600
+    assert voice.zego.server_secret.get_secret_value() == ZEGO_SECRET
+
+    # the server's refusal at a section's path lands under that section
+    await row.get_by_role("button", name="Edit").click()
+    await form.locator('[name="voice.zego"]').uncheck()
+    async with page.expect_request(lambda r: r.method == "PATCH") as patch:
+        await dialog.get_by_role("button", name="Save").click()
+    assert (await patch.value).post_data_json == {"voice": {"zego": None}}
+    await expect(form.locator('[data-section="voice"] > .field-error')).to_contain_text(
+        "needs [channels.voice.zego] or [channels.voice.aliyun]"
+    )
+    await page.locator("#channel-dialog [data-close]").click()
+    assert ZEGO_SECRET not in await page.content()
 
 
 async def text_of(locator: Any) -> str:

@@ -262,7 +262,15 @@ class ChannelRow {
       "tr",
       { "data-channel-id": id },
       el("td", {}, el("span", { class: "state" }, this.dot, this.stateLabel), this.retry),
-      el("td", { class: "channel-id" }, id),
+      el(
+        "td",
+        { class: "channel-id" },
+        el(
+          "button",
+          { type: "button", class: "btn-link", title: "Details", onclick: () => openDetail(id) },
+          id,
+        ),
+      ),
       this.type,
       this.agent,
       el("td", {}, this.source),
@@ -300,6 +308,10 @@ class ChannelRow {
       url.title = "Callback URL to give the platform";
       this.type.append(el("div", { class: "sub" }, url));
     }
+    if (channel.voice_urls) {
+      // its users may call the assistant; the URLs for the clouds' consoles are in the details
+      this.type.append(el("div", { class: "sub voice-mark" }, "voice calls"));
+    }
     this.agent.textContent = channel.agent;
     this.source.textContent = this.source.dataset.source = channel.source;
     this.source.title =
@@ -318,6 +330,7 @@ class ChannelRow {
     if (!this.busy) this.toggle.checked = channel.enabled;
     // Config-file channels are changed in the file: the API answers 409 to edit and delete.
     this.editButton.hidden = this.deleteButton.hidden = channel.source !== "api";
+    if (detail.id === this.id && $("#detail-dialog").open) renderDetail(channel);
   }
 
   /** Runs one API call for this row; failures become a toast with the server's message. */
@@ -399,18 +412,105 @@ function confirmDialog(text) {
   });
 }
 
+// ---- channel details: the URLs to give the platforms and clouds, every setting ------------
+
+const detail = { id: null, sections: new Set() };
+
+/** The URLs an operator pastes into a platform's or a cloud's console, with where they go. */
+function consoleUrls(channel) {
+  const urls = [];
+  if (channel.webhook_url) urls.push(["webhook_url", "Callback URL", channel.webhook_url]);
+  const voice = channel.voice_urls;
+  if (voice) {
+    urls.push(["llm_endpoint", "Voice LLM endpoint (passed to ZEGO per call)", voice.llm_endpoint]);
+    if (voice.aliyun_llm_base) {
+      urls.push(["aliyun_llm_base", "Alibaba agent's LLM node: base URL", voice.aliyun_llm_base]);
+    }
+    urls.push(["callback", "Voice callback URL (the clouds' agent callbacks)", voice.callback]);
+  }
+  return urls;
+}
+
+/** Settings as dotted paths: a section's keys one by one, any other value whole. */
+function flatSettings(settings, prefix = "") {
+  const rows = [];
+  for (const [key, value] of Object.entries(settings ?? {})) {
+    const path = prefix + key;
+    if (detail.sections.has(path) && value !== null && typeof value === "object") {
+      rows.push(...flatSettings(value, `${path}.`));
+    } else {
+      rows.push([path, value]);
+    }
+  }
+  return rows;
+}
+
+function shownValue(value) {
+  if (value === null || value === undefined) return "—";
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+function renderDetail(channel) {
+  $("#detail-title").textContent = channel.id;
+  const urls = consoleUrls(channel).map(([key, label, url]) =>
+    el(
+      "div",
+      { class: "detail-row", "data-url": key },
+      el("dt", {}, label),
+      el("dd", {}, el("code", {}, url)),
+    ),
+  );
+  const settings = flatSettings(channel.settings).map(([path, value]) =>
+    el(
+      "div",
+      { class: "detail-row", "data-setting": path },
+      el("dt", {}, el("code", {}, path)),
+      el("dd", {}, shownValue(value)),
+    ),
+  );
+  $("#detail-body").replaceChildren(
+    urls.length ? el("h3", {}, "URLs for the consoles") : null,
+    urls.length ? el("dl", { class: "detail-list detail-urls" }, urls) : null,
+    el("h3", {}, "Settings"),
+    el("p", { class: "field-hint" }, "Secrets are write-only: shown as ***."),
+    el("dl", { class: "detail-list" }, settings),
+  );
+}
+
+async function openDetail(id) {
+  const row = rows.get(id);
+  if (!row) return;
+  try {
+    const types = await loadChannelTypes();
+    const schema = types.get(row.channel.type);
+    detail.sections = new Set(schema ? sectionPaths(schema) : []);
+  } catch {
+    detail.sections = new Set(); // the settings show as JSON per top-level key
+  }
+  detail.id = id;
+  renderDetail(row.channel);
+  $("#detail-dialog").showModal();
+}
+
 // ---- channel form, built from the OpenAPI document -----------------------------------------
 // The settings of each channel type come from `components.schemas` of /api/v1/openapi.json,
 // which the server derives from its own config models: a new setting or a new channel type
 // shows up here without a change to this file.
 
 let channelTypes = null; // type tag -> JSON schema of its settings
-let form = null; // the open form: { mode, channel, type, agents, fields: Map(name -> field) }
+let schemaDefs = {}; // components.schemas: nested sections are $refs into it
+// the open form: { mode, channel, type, agents, fields: Map(path -> field),
+// sections: Map(path -> section) }; a path is dotted: "client_secret", "voice.zego.server_secret"
+let form = null;
+
+function resolve(schema) {
+  return schema.$ref ? (schemaDefs[schema.$ref.split("/").pop()] ?? {}) : schema;
+}
 
 async function loadChannelTypes() {
   if (channelTypes) return channelTypes;
   const schemas = (await api("GET", "/openapi.json")).components.schemas;
-  const resolve = (schema) => (schema.$ref ? schemas[schema.$ref.split("/").pop()] : schema);
+  schemaDefs = schemas;
   const settings = schemas.ChannelSettings;
   channelTypes = new Map();
   for (const variant of (settings.oneOf ?? [settings]).map(resolve)) {
@@ -435,6 +535,48 @@ function flatten(prop) {
   return { ...(anyOf.find((p) => p.type !== "null") ?? {}), ...outer };
 }
 
+/** A nested settings model (`[channels.voice]`) is a section: a $ref to an object with properties.
+ * Any other object (a provider's pass-through object) is one JSON value. */
+function sectionSchema(prop) {
+  if (!prop.$ref) return null;
+  const target = resolve(prop);
+  return target.type === "object" && target.properties ? target : null;
+}
+
+/** Dotted paths of the sections of a channel type's settings. */
+function sectionPaths(schema, prefix = "") {
+  const paths = [];
+  for (const [name, raw] of Object.entries(schema.properties ?? {})) {
+    const inner = sectionSchema(flatten(raw));
+    if (!inner) continue;
+    paths.push(prefix + name, ...sectionPaths(inner, `${prefix}${name}.`));
+  }
+  return paths;
+}
+
+function getPath(object, path) {
+  let node = object;
+  for (const key of path.split(".")) {
+    if (node === null || typeof node !== "object" || !Object.hasOwn(node, key)) return undefined;
+    node = node[key];
+  }
+  return node;
+}
+
+function putPath(object, path, value) {
+  const keys = path.split(".");
+  const last = keys.pop();
+  let node = object;
+  for (const key of keys) {
+    if (node[key] === null || typeof node[key] !== "object") node[key] = {};
+    node = node[key];
+  }
+  node[last] = value;
+}
+
+const fieldId = (path) => `field-${path.replaceAll(".", "-")}`;
+const titleOf = (key) => key.charAt(0).toUpperCase() + key.slice(1).replaceAll("_", " ");
+
 function fieldKind(name, prop) {
   if (prop.format === "password" || prop.writeOnly) return "secret";
   if (name === "agent" && form.agents?.length) return "agent";
@@ -449,7 +591,8 @@ function options(values, selected) {
 
 function buildControl(field, value) {
   const { name, kind, prop } = field;
-  const attrs = { id: `field-${name}`, name, "aria-describedby": `field-${name}-error` };
+  const id = fieldId(name);
+  const attrs = { id, name, "aria-describedby": `${id}-error` };
   switch (kind) {
     case "boolean":
       return el("input", { ...attrs, type: "checkbox", checked: Boolean(value) });
@@ -464,7 +607,7 @@ function buildControl(field, value) {
         ...attrs,
         type: "password",
         autocomplete: "new-password",
-        placeholder: form.mode === "edit" ? SECRET_PLACEHOLDER : "",
+        placeholder: field.stored ? SECRET_PLACEHOLDER : "",
       });
     case "integer":
     case "number":
@@ -486,7 +629,7 @@ function buildControl(field, value) {
 function fieldHint(field) {
   const { kind, prop } = field;
   if (kind === "secret") {
-    return form.mode === "edit"
+    return field.stored
       ? "Write-only: leave empty to keep the stored value."
       : "Write-only: never shown again.";
   }
@@ -562,6 +705,75 @@ function renderTypeField(type) {
   return el("div", { class: "field", "data-field": "type" }, label, select);
 }
 
+/** A field of the form: `name` is its dotted path, `section` the section holding it (or null). */
+function makeField(name, prop, required, section) {
+  const key = name.split(".").pop();
+  const field = { name, key, prop, required, section, title: prop.title ?? key };
+  field.kind = fieldKind(name, prop);
+  // a secret is stored where the channel had this section when the form opened: empty keeps it
+  field.stored = form.mode === "edit" && (section === null || section.present);
+  form.fields.set(name, field);
+  return field;
+}
+
+/** A nested settings model as a fieldset. An optional one has a switch in its legend: off, the
+ * section is absent (on edit: removed, with its secrets). A disabled fieldset hides its fields. */
+function renderSection(path, prop, schema, required, parent, value) {
+  const editing = form.mode === "edit";
+  const present = editing ? value !== null && value !== undefined && sectionOn(parent) : required;
+  const section = { path, parent, present, toggle: null };
+  const id = fieldId(path);
+  const heading = [titleOf(path.split(".").pop()), el("code", { class: "field-key" }, path)];
+  let legend;
+  if (required) {
+    legend = el("legend", {}, heading);
+  } else {
+    section.toggle = el("input", {
+      type: "checkbox",
+      id: `${id}-on`,
+      name: path,
+      checked: present,
+      "aria-controls": `${id}-body`,
+    });
+    const label = el("label", { for: `${id}-on`, class: "section-toggle" }, section.toggle, heading);
+    legend = el("legend", {}, label);
+  }
+  const hint = schema.description ? el("p", { class: "field-hint" }, schema.description) : null;
+  const error = el("p", { class: "field-error", id: `${id}-error`, hidden: true });
+  const body = el("div", { class: "section-fields", id: `${id}-body` });
+  const fieldset = el("fieldset", { class: "section", "data-section": path }, legend, hint, error);
+  fieldset.append(body);
+  Object.assign(section, { error, wrapper: fieldset, control: section.toggle ?? fieldset });
+  form.sections.set(path, section);
+  if (section.toggle) {
+    fieldset.disabled = !present;
+    section.toggle.addEventListener("change", () => (fieldset.disabled = !section.toggle.checked));
+  }
+  const inner = new Set(schema.required ?? []);
+  const stored = value !== null && typeof value === "object" ? value : {};
+  for (const [key, raw] of Object.entries(schema.properties)) {
+    const childPath = `${path}.${key}`;
+    const childProp = flatten(raw);
+    const nested = sectionSchema(childProp);
+    if (nested) {
+      body.append(renderSection(childPath, childProp, nested, inner.has(key), section, stored[key]));
+      continue;
+    }
+    const field = makeField(childPath, childProp, inner.has(key), section);
+    let start = childProp.default;
+    if (field.kind === "secret") start = undefined;
+    else if (editing && present) start = stored[key];
+    body.append(renderField(field, start));
+  }
+  return fieldset;
+}
+
+/** Whether a section is on: its switch and every enclosing section's (no section: the top). */
+function sectionOn(section) {
+  if (!section) return true;
+  return (!section.toggle || section.toggle.checked) && sectionOn(section.parent);
+}
+
 function renderFields(type) {
   const schema = channelTypes.get(type);
   const required = new Set(schema.required ?? []);
@@ -569,18 +781,23 @@ function renderFields(type) {
   const current = editing ? { id: form.channel.id, ...form.channel.settings } : {};
   form.type = type;
   form.fields = new Map();
+  form.sections = new Map();
   const essential = editing ? [] : [renderTypeField(type)];
   const advanced = [];
+  const nested = [];
   for (const [name, raw] of Object.entries(schema.properties ?? {})) {
     const prop = flatten(raw);
     if (name === "type" || prop.const !== undefined) continue;
     if (editing && name === "enabled") continue; // the row's switch does that
-    const field = { name, prop, required: required.has(name), title: prop.title ?? name };
-    field.kind = fieldKind(name, prop);
+    const inner = sectionSchema(prop);
+    if (inner) {
+      nested.push(renderSection(name, prop, inner, required.has(name), null, current[name]));
+      continue;
+    }
+    const field = makeField(name, prop, required.has(name), null);
     const value = editing ? (field.kind === "secret" ? undefined : current[name]) : prop.default;
     const node = renderField(field, value);
     if (editing && name === "id") field.control.disabled = true; // ids never change
-    form.fields.set(name, field);
     (isEssential(field) ? essential : advanced).push(node);
   }
   $("#form-fields").replaceChildren(...essential);
@@ -589,6 +806,7 @@ function renderFields(type) {
     const fields = el("div", { class: "advanced-fields" }, advanced);
     $("#form-fields").append(el("details", { class: "advanced" }, summary, fields));
   }
+  $("#form-fields").append(...nested);
 }
 
 async function openChannelForm(channel) {
@@ -611,9 +829,13 @@ async function openChannelForm(channel) {
 
 function collectCreate() {
   const body = { type: form.type };
+  for (const section of form.sections.values()) {
+    if (sectionOn(section)) putPath(body, section.path, {}); // parents come before their children
+  }
   for (const field of form.fields.values()) {
+    if (!sectionOn(field.section)) continue;
     const value = readField(field);
-    if (value !== null && value !== "") body[field.name] = value; // blank: the server's default
+    if (value !== null && value !== "") putPath(body, field.name, value); // blank: the default
   }
   return body;
 }
@@ -623,16 +845,25 @@ function sameValue(a, b) {
   return (blank(a) && blank(b)) || JSON.stringify(a) === JSON.stringify(b);
 }
 
-/** Only what changed; an empty secret input means "keep", so that secret is not sent at all. */
+/** Only what changed, nested as the settings are (the server merges a section key by key); an
+ * empty secret input means "keep", so that secret is not sent at all. A section switched off is
+ * sent as null (removed); one switched on is sent with every value it has. */
 function collectPatch() {
   const patch = {};
+  for (const section of form.sections.values()) {
+    if (!sectionOn(section.parent)) continue; // it goes, or stays absent, with its parent
+    if (section.present && !sectionOn(section)) putPath(patch, section.path, null);
+    else if (!section.present && sectionOn(section)) putPath(patch, section.path, {});
+  }
   for (const field of form.fields.values()) {
-    if (field.name === "id") continue;
+    if (field.name === "id" || !sectionOn(field.section)) continue;
     const value = readField(field);
     if (field.kind === "secret") {
-      if (value !== "") patch[field.name] = value;
-    } else if (!sameValue(value, form.channel.settings[field.name])) {
-      patch[field.name] = value;
+      if (value !== "") putPath(patch, field.name, value);
+    } else if (field.section && !field.section.present) {
+      if (value !== null && value !== "") putPath(patch, field.name, value); // a new section
+    } else if (!sameValue(value, getPath(form.channel.settings, field.name))) {
+      putPath(patch, field.name, value);
     }
   }
   return patch;
@@ -651,12 +882,24 @@ function clearFormErrors() {
   }
 }
 
-/** A 422 names fields by path ("client_secret", "limit"): each message goes under its input. */
+/** The field or section an error path names: the longest known prefix of the dotted path. */
+function formTarget(path) {
+  const keys = String(path).split(".");
+  for (let size = keys.length; size > 0; size--) {
+    const name = keys.slice(0, size).join(".");
+    const target = form.fields.get(name) ?? form.sections.get(name);
+    if (target) return target;
+  }
+  return null;
+}
+
+/** A 422 names fields by path ("client_secret", "voice.zego.app_id"): each message goes under
+ * its input, or under its section's title for the section as a whole. */
 function showFormErrors(error) {
   let unplaced = false;
   let first = null;
   for (const { path, message } of error.fields) {
-    const field = form.fields.get(String(path).split(".")[0]);
+    const field = formTarget(path);
     if (!field) {
       unplaced = true;
       continue;
