@@ -4,6 +4,11 @@ Each line typed is posted as a user message; the bot's answer is followed by lon
 chat view. On a terminal a streaming card is redrawn in place; otherwise only final texts print.
 Every emulator serves the same `/_emulator/` control plane; only field names differ, and the
 platform registry says which (`channels.platform.Emulator`).
+
+`--voice` (or an emulator whose state says it is a voice cloud) speaks into the latest active
+call of `channeld emulate voice` instead: each line is what the caller says, and the agent's
+answer prints as the cloud would speak it; `/interrupt N`, `/repeat` and `/hangup` do what a
+caller (or the cloud) would.
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ from channels.platform import Emulator
 POLL_WAIT = 10.0  # seconds one long-poll may hang on the emulator
 EXIT_UNREACHABLE = 1
 EXIT_UNKNOWN_APP = 2
+EXIT_NO_CALL = 3
+VOICE_HELP = "/interrupt N (heard only N characters), /repeat, /hangup, /quit"
+NO_CALL = (
+    "no active call on the voice emulator at {url}. Start one as an app backend would, with "
+    "channeld's admin API: POST /api/v1/voice/calls with the admin token and a body like "
+    '{{"provider": "{provider}", "channel_id": "<channel>", "user_id": "<the user\'s id on it>", '
+    "...}} (see the README's Voice calls)"
+)
 
 
 class ControlError(Exception):
@@ -71,10 +84,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for an answer"
     )
+    voice = _voice_emulator()
+    parser.add_argument(
+        "--voice",
+        action="store_true",
+        help="talk into the latest active call of `channeld emulate voice` (default emulator "
+        f"{voice.url if voice else 'none'}): each line is an utterance; {VOICE_HELP}",
+    )
+
+
+def _voice_emulator() -> registry.ExtraEmulator | None:
+    """The voice clouds' emulator, as the registry lists it."""
+    return next((e for e in registry.extra_emulators() if e.name == "voice"), None)
 
 
 async def main(args: argparse.Namespace) -> int:
     """Entry point of `channeld chat`; returns the exit code."""
+    voice = _voice_emulator()
+    if getattr(args, "voice", False) and voice is not None:
+        return await voice_chat(args.emulator or voice.url, reply_timeout=args.timeout)
     platform = getattr(args, "platform", "auto")
     emulator = args.emulator or _emulators().get(platform, registry.default_emulator()).url
     return await chat(
@@ -240,6 +268,8 @@ async def chat(
         except (aiohttp.ClientError, TimeoutError, ControlError) as exc:
             print(f"cannot reach the emulator at {base}: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
+        if state.get("kind") == "voice" and platform == "auto":
+            return await _voice_repl(http, base, lines, out, tty)
         kind = _detect(state) if platform == "auto" else _emulators()[platform]
         apps = [str(app.get(kind.app_field, "")) for app in state.get("apps", [])]
         client_id = client_id or (apps[0] if apps else "")
@@ -280,3 +310,104 @@ async def chat(
             except (aiohttp.ClientError, TimeoutError) as exc:
                 print(f"lost the emulator at {base}: {exc}", file=sys.stderr)
                 return EXIT_UNREACHABLE
+
+
+async def voice_chat(
+    emulator_url: str,
+    *,
+    reply_timeout: float = 120.0,
+    lines: AsyncIterator[str] | None = None,
+    out: TextIO | None = None,
+    tty: bool | None = None,
+) -> int:
+    """Speaks into the voice emulator's latest active call until `/quit`, `/hangup` or the end
+    of input; returns the exit code."""
+    out = out or sys.stdout
+    tty = out.isatty() if tty is None else tty
+    timeout = aiohttp.ClientTimeout(total=reply_timeout + 10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        return await _voice_repl(http, emulator_url.rstrip("/"), lines, out, tty)
+
+
+def _say(out: TextIO, text: str) -> None:
+    out.write(text + "\n")
+    out.flush()
+
+
+async def _voice_repl(
+    http: aiohttp.ClientSession,
+    base: str,
+    lines: AsyncIterator[str] | None,
+    out: TextIO,
+    tty: bool,
+) -> int:
+    try:
+        listing = await _request(http, "GET", f"{base}/_emulator/voice/calls")
+    except (aiohttp.ClientError, TimeoutError, ControlError) as exc:
+        print(f"cannot reach the voice emulator at {base}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    provider = str(listing.get("provider", "zego"))
+    active = [c for c in listing.get("calls", []) if isinstance(c, dict) and c.get("active")]
+    if not active:
+        print(NO_CALL.format(url=base, provider=provider), file=sys.stderr)
+        return EXIT_NO_CALL
+    call_id = str(active[-1]["instance_id"])
+    caller = active[-1].get("user_id") or "the caller"
+    _say(out, f"(in {provider} call {call_id} as {caller}; say something, or {VOICE_HELP})")
+    source = lines if lines is not None else _stdin_lines()
+    while True:
+        if tty:
+            out.write("you> ")
+            out.flush()
+        line = await anext(source, None)
+        if line is None or line.strip() == "/quit":
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            if await _voice_line(http, f"{base}/_emulator/voice/", call_id, text, out):
+                return 0
+        except ControlError as exc:
+            _say(out, f"(emulator: {exc})")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            print(f"lost the voice emulator at {base}: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+
+
+async def _voice_line(
+    http: aiohttp.ClientSession, url: str, call_id: str, text: str, out: TextIO
+) -> bool:
+    """Acts on one typed line; True when the call ended."""
+    command, _, rest = text.partition(" ")
+    call = {"instance_id": call_id}
+    if command == "/hangup":
+        await _request(http, "POST", url + "hangup", json=call)
+        _say(out, "(you hung up: the call ended)")
+        return True
+    if command == "/interrupt":
+        if not rest.strip().isdigit():
+            _say(out, "(usage: /interrupt N, the number of characters heard)")
+            return False
+        turn = await _request(
+            http, "POST", url + "interrupt", json={**call, "played_chars": int(rest)}
+        )
+        _say(out, f"(you spoke over the agent after {turn['played']!r})")
+    elif command == "/repeat":
+        _spoken(out, await _request(http, "POST", url + "repeat", json=call))
+    elif command.startswith("/"):
+        _say(out, f"(unknown command {command}; {VOICE_HELP})")
+    else:
+        _spoken(out, await _request(http, "POST", url + "say", json={**call, "text": text}))
+    return False
+
+
+def _spoken(out: TextIO, result: dict[str, Any]) -> None:
+    """The agent's answer as the caller hears it, or why there was none."""
+    if result.get("answer") is None:
+        _say(out, f"(the agent says nothing: {result.get('error') or 'no answer'})")
+        return
+    _say(out, f"agent> {result['answer']}")
+    first = result.get("first_chunk_ms")
+    if first is not None:
+        _say(out, f"(first chunk after {first:.0f} ms)")

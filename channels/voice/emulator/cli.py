@@ -29,6 +29,7 @@ class _Provider(argparse.Action):
         values: str | Sequence[Any] | None,
         option_string: str | None = None,
     ) -> None:
+        del option_string  # argparse's signature; which spelling named the option is moot
         setattr(namespace, self.dest, values)
         if isinstance(getattr(namespace, "listen", None), _DefaultListen):
             namespace.listen = _DefaultListen(DEFAULT_LISTEN[str(values)])

@@ -160,13 +160,13 @@ class ZegoAgentEmulator(VoiceEmulator):
         llm = z.llm_block(llm)
         context, window = z.message_history(body)
         events = z.callback_config(body)
-        live = [c for c in self.state.instances.values() if c.active]
-        if len(live) >= self.max_instances:
+        live = [self._zego(c) for c in self.state.instances.values() if c.active]
+        # ZEGO: an older instance with the same agent user id is pushed out of the room
+        pushed = [c for c in live if c.rtc["AgentUserId"] == rtc["AgentUserId"]]
+        if len(live) - len(pushed) >= self.max_instances:
             raise z.ZegoError(z.TOO_MANY_INSTANCES, "too many concurrent agent instances")
-        for other in live:
-            assert isinstance(other, ZegoCall)  # noqa: S101 - this emulator's calls
-            if other.rtc["AgentUserId"] == rtc["AgentUserId"]:
-                self.end(other, "replaced")  # ZEGO: the older instance leaves the room
+        for other in pushed:
+            self.end(other, "replaced")
         call = ZegoCall(
             instance_id=str(next(self._instance_ids)),
             user_id=user_id,
@@ -244,7 +244,8 @@ class ZegoAgentEmulator(VoiceEmulator):
         if turn.reply is not None and turn.reply.first_chunk_ms is not None:
             zego.first_chunk_ms.append(turn.reply.first_chunk_ms)
         for sentence in SENTENCE.findall(turn.answer or ""):
-            self._callback(call, "LLMResult", {"Round": turn.round, "Text": sentence})
+            if sentence.strip():
+                self._callback(call, "LLMResult", {"Round": turn.round, "Text": sentence.strip()})
 
     def interrupted(self, call: Call, turn: Turn) -> None:
         """`Interrupted` with what was played, when asked for."""
