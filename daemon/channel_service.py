@@ -273,12 +273,15 @@ class ChannelService:
             )
         stored, unreadable = _open_settings(self._box, record)
         sealed = sealed_paths(record)
-        current = _parse_or_none(_with_masks(stored, unreadable))
+        # stand-ins for the secrets the key cannot open, so the rest still parses
+        current = _parse_or_none(_masked(stored, unreadable))
         merged, given = merge_patch(stored, patch, model, sealed)
         # a secret of a section the patch removes is needed no more
-        lost = {p for p in unreadable - given if isinstance(get(merged, p[:-1]), Mapping)}
-        if lost:
-            raise _secret_required(lost, "the stored secret does not decrypt with the current key")
+        unopened = {p for p in unreadable - given if isinstance(get(merged, p[:-1]), Mapping)}
+        if unopened:
+            raise _secret_required(
+                unopened, "the stored secret does not decrypt with the current key"
+            )
         config = parse_settings(merged)
         self._check_agent(config)
         self._check_callbacks(config)
@@ -336,11 +339,6 @@ def _masked(settings: Mapping[str, Any], paths: Iterable[Path]) -> dict[str, Any
     for path in paths:
         masked = replaced(masked, path, MASK)
     return masked
-
-
-def _with_masks(settings: Mapping[str, Any], paths: Iterable[Path]) -> dict[str, Any]:
-    """Stand-ins for the secrets the key cannot open, so the rest still parses."""
-    return _masked(settings, (p for p in paths if isinstance(get(settings, p[:-1]), Mapping)))
 
 
 def _voice_or_none(settings: Any) -> VoiceConfig | None:
