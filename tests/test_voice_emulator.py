@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import secrets
 import sys
 import time
@@ -26,6 +27,10 @@ from alibabacloud_ice20201109.client import Client  # type: ignore[import-untype
 from alibabacloud_tea_openapi.exceptions import ClientException  # type: ignore[import-untyped]
 from alibabacloud_tea_openapi.utils_models import Config  # type: ignore[import-untyped]
 
+from channels.callbacks import Callback
+from channels.voice.aliyun import AliyunVoiceApi
+from channels.voice.aliyun import check_callback as check_aliyun
+from channels.voice.aliyun import parse_event as parse_aliyun
 from channels.voice.emulator import VoiceEmulatorThread, ZegoAgentEmulator
 from channels.voice.emulator.aliyun import (
     DEFAULT_ACCESS_KEY_ID,
@@ -34,7 +39,11 @@ from channels.voice.emulator.aliyun import (
     INTERRUPTED,
 )
 from channels.voice.emulator.zego import DEFAULT_APP_ID, DEFAULT_SECRET
+from channels.voice.events import CallEnded, TurnInterrupted
 from channels.voice.sse import CONTENT_TYPE, ChunkFramer
+from channels.voice.zego import ZegoAgentApi
+from channels.voice.zego import check_callback as check_zego
+from channels.voice.zego import parse_event as parse_zego
 from daemon.chat import EXIT_NO_CALL, voice_chat
 from daemon.chat import chat as text_chat
 from tests.e2e_support import emulate
@@ -486,6 +495,7 @@ async def test_zego_sends_only_the_callbacks_asked_for_and_retries_them(
         (3, "LLMResult", "Anything else?"),
         (4, "AgentInstanceDeleted", None),
     ]
+    assert [h.body["Sequence"] for h in hooks.received[:3]] == [1, 2, 3]  # sent in order
     assert {h.body["Data"]["Round"] for h in hooks.received[:3]} == {said["round"]}
     attempts = await zego.callback_attempts("AgentInstanceDeleted")
     assert [(a.attempt, a.status) for a in attempts] == [(0, 500), (1, 503), (2, 200)]
@@ -847,3 +857,72 @@ async def test_an_emulator_serves_on_the_callers_loop(
         await emu.stop()
     assert said["answer"] == "You said hello. Anything else? "
     assert agents == ["other-agent", AGENT] and emu.url == url
+
+
+async def test_channelds_own_clients_and_callback_readers_accept_the_emulators(
+    endpoint: Endpoint, hooks: Hooks, zego: VoiceEmulatorThread, aliyun: VoiceEmulatorThread
+) -> None:
+    llm = {"Url": endpoint.url + "/chat/completions", "ApiKey": LLM_KEY, "Model": "m"}
+    zego_api = ZegoAgentApi(
+        app_id=int(DEFAULT_APP_ID), server_secret=DEFAULT_SECRET, api_base=zego.url
+    )
+    try:
+        assert await zego_api.register_agent(AGENT, name="Ada", llm=llm) is True
+        assert await zego_api.register_agent(AGENT, name="Ada", llm=llm) is False
+        instance = await zego_api.create_instance(
+            agent_id=AGENT,
+            user_id="user_1",
+            rtc=RTC,
+            llm=llm,
+            message_history={"SyncMode": 1, "Messages": []},
+            callback_config={"Interrupted": 1},
+        )
+        await zego.say("hello")
+        await zego.interrupt(3)
+        await zego_api.delete_instance(instance)
+        await zego_api.delete_instance(instance)  # gone already: deleted all the same
+    finally:
+        await zego_api.aclose()
+    ali_api = AliyunVoiceApi(
+        access_key_id=DEFAULT_ACCESS_KEY_ID,
+        access_key_secret=DEFAULT_ACCESS_KEY_SECRET,
+        region="cn-shanghai",
+        endpoint=aliyun.url,
+    )
+    try:
+        call = await ali_api.generate_call(
+            agent_id=DEFAULT_AGENT,
+            session_id="conv-9",
+            user_id="u9",
+            user_data="ref",
+            expire_seconds=60,
+        )
+        await aliyun.say("hi")
+        await ali_api.stop_instance(call.instance_id)
+        await ali_api.stop_instance("never-started")
+        dialogues = await ali_api.list_dialogues(session_id="conv-9", start_ms=0, end_ms=2**62)
+    finally:
+        await ali_api.aclose()
+    assert [(d.role, d.text) for d in dialogues] == [
+        ("user", "hi"),
+        ("assistant", "You said hi. Anything else? "),
+    ]
+    await hooks.until(lambda r: len(r) >= 3)
+    now = time.time()
+    zego_events: list[Any] = []
+    ali_events: list[Any] = []
+    for hook in hooks.received:
+        headers = {k.lower(): v for k, v in hook.headers.items()}
+        callback = Callback("", headers, json.dumps(hook.body).encode(), hook.body)
+        if "Event" in hook.body:
+            check_zego(callback, secret=DEFAULT_SECRET, now=now)
+            zego_events.append(parse_zego(hook.body))
+        else:
+            check_aliyun(callback, token=TOKEN, now=now)
+            ali_events.extend(parse_aliyun(hook.body))
+    (turn,) = (await zego.instances())[0]["turns"]
+    assert zego_events == [
+        TurnInterrupted(instance, str(turn["round"]), "You"),
+        CallEnded(instance, "deleted"),
+    ]
+    assert ali_events == [CallEnded(call.instance_id, "stopped")]

@@ -1,7 +1,7 @@
-"""A voice cloud's callbacks to the console's callback URL: JSON POSTs in the background, retried
-on the cloud's schedule while the answer is not 2xx or missing (ZEGO: 2, 4, 8, 16 and 32 s, each
-counted from the previous attempt; Alibaba documents none, so it sends once). A retry sends the
-same body and headers."""
+"""A voice cloud's callbacks to the console's callback URL: JSON POSTs in the background, first
+attempts in the order the events happened, retried on the cloud's schedule while the answer is
+not 2xx or missing (ZEGO: 2, 4, 8, 16 and 32 s, each counted from the previous attempt; Alibaba
+documents none, so it sends once). A retry sends the same body and headers."""
 
 from __future__ import annotations
 
@@ -53,6 +53,17 @@ class CallbackAttempt:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A callback waiting for its first attempt."""
+
+    url: str
+    event: str
+    instance_id: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
 class CallbackSender(Outbound):
     """Posts callbacks in the background, retrying after `retry_delays` (times `retry_scale`)."""
 
@@ -69,6 +80,12 @@ class CallbackSender(Outbound):
         self.retry_scale = retry_scale
         self.attempts: list[CallbackAttempt] = []
         self._changed = changed
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+
+    def start(self) -> None:
+        """Opens the HTTP client and starts posting what is queued."""
+        super().start()
+        self.spawn(self._post_in_order(), name="voice-callbacks")
 
     def send(
         self,
@@ -78,39 +95,45 @@ class CallbackSender(Outbound):
         body: dict[str, Any],
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Sends `body` to `url` (nothing when it is "") and retries as needed, all in the
-        background: a cloud's API answers before its callbacks arrive."""
+        """Queues `body` for `url` (nothing when it is ""): a cloud's API answers before its
+        callbacks arrive."""
         if url:
-            self.spawn(self._deliver(url, event, instance_id, body, dict(headers or {})))
+            self._queue.put_nowait(_Pending(url, event, instance_id, body, dict(headers or {})))
 
-    async def _deliver(
-        self, url: str, event: str, instance_id: str, body: dict[str, Any], headers: dict[str, str]
-    ) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode()
-        for attempt in range(len(self.retry_delays) + 1):
-            if attempt:
-                await asyncio.sleep(self.retry_delays[attempt - 1] * self.retry_scale)
-            sent_at = time.monotonic()
-            answer = await self._post(url, data, headers)
-            ok = answer.status is not None and 200 <= answer.status < 300
-            last = attempt == len(self.retry_delays)
-            self.attempts.append(
-                CallbackAttempt(
-                    len(self.attempts) + 1,
-                    sent_at,
-                    event,
-                    instance_id,
-                    attempt,
-                    url,
-                    body,
-                    answer.status,
-                    answer.error,
-                    not ok and last,
-                )
-            )
-            self._changed()
-            if ok:
+    async def _post_in_order(self) -> None:
+        while True:
+            pending = await self._queue.get()
+            if not await self._attempt(pending, 0) and self.retry_delays:
+                self.spawn(self._retry(pending))
+
+    async def _retry(self, pending: _Pending) -> None:
+        for attempt, delay in enumerate(self.retry_delays, start=1):
+            await asyncio.sleep(delay * self.retry_scale)
+            if await self._attempt(pending, attempt):
                 return
+
+    async def _attempt(self, pending: _Pending, attempt: int) -> bool:
+        """One POST, recorded; whether the app's server took it."""
+        sent_at = time.monotonic()
+        data = json.dumps(pending.body, ensure_ascii=False).encode()
+        answer = await self._post(pending.url, data, pending.headers)
+        ok = answer.status is not None and 200 <= answer.status < 300
+        self.attempts.append(
+            CallbackAttempt(
+                len(self.attempts) + 1,
+                sent_at,
+                pending.event,
+                pending.instance_id,
+                attempt,
+                pending.url,
+                pending.body,
+                answer.status,
+                answer.error,
+                not ok and attempt == len(self.retry_delays),
+            )
+        )
+        self._changed()
+        return ok
 
     async def _post(self, url: str, data: bytes, headers: dict[str, str]) -> Answer:
         if not headers:
