@@ -7,6 +7,7 @@ from typing import Any
 
 from channels import registry
 from channels.platform import Platform
+from channels.voice.calls import StartCall
 
 REF = "#/components/schemas/{model}"
 
@@ -229,8 +230,46 @@ def _schemas(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
                 "id": {"type": "integer"},
                 "role": {"enum": ["user", "assistant"]},
                 "content": {"type": "string"},
+                "source": {
+                    "enum": ["text", "voice"],
+                    "description": "typed in the channel's chat, or spoken in a voice call",
+                },
+                "interrupted": {
+                    "type": "boolean",
+                    "description": "a spoken answer the caller cut short (trimmed to what was "
+                    "played when the cloud said)",
+                },
                 "created_at": {"type": "string"},
             },
+        },
+        "VoiceCall": {
+            "type": "object",
+            "description": "A voice call; never its secret. The 201 of a start adds what the app "
+            "needs to join once (Alibaba: rtc_join_token), which is not kept.",
+            "properties": {
+                "id": {"type": "string"},
+                "provider": {"enum": ["zego", "aliyun"]},
+                "channel_id": {"type": "string"},
+                "user_id": {"type": "string", "description": "the user's id on the channel"},
+                "conversation_id": {
+                    "type": "string",
+                    "description": "the conversation the user's text chat on the channel uses",
+                },
+                "started_at": {"type": "string"},
+                "expires_at": {"type": "string"},
+                "status": {"enum": ["active", "ended"]},
+                "ended_at": {"type": "string"},
+                "end_reason": {"type": ["string", "null"]},
+                "agent_instance_id": {"type": "string", "description": "ZEGO's agent instance"},
+                "instance_id": {"type": "string", "description": "Alibaba's agent instance"},
+                "rtc_channel_id": {"type": "string"},
+                "rtc_user_id": {"type": "string"},
+                "rtc_join_token": {
+                    "type": "string",
+                    "description": "in the start's answer only (Alibaba, GenerateAIAgentCall)",
+                },
+            },
+            "required": ["id", "provider", "channel_id", "conversation_id", "expires_at"],
         },
         "Error": {
             "type": "object",
@@ -248,6 +287,49 @@ def _schemas(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
     }
 
 
+def _voice_call_paths() -> dict[str, Any]:
+    """POST/GET /api/v1/voice/calls and GET/DELETE /api/v1/voice/calls/{id}."""
+    call = _json(_ref("VoiceCall"))
+    unavailable = {"503": _json(_ref("Error"), "voice calls are not available yet (starting)")}
+    start = _op(
+        "Start a voice call for a channel's user (the cloud's agent joins the user's RTC room)",
+        _json(_ref("VoiceCall"), "the call, with what the app needs to join"),
+        body=_ref("StartCall"),
+        status="201",
+        conflict="the channel has no voice section for this provider (voice_not_configured)",
+    )
+    start["responses"]["502"] = _json(_ref("Error"), "the cloud did not start the call")
+    calls = {
+        "type": "object",
+        "properties": {"calls": {"type": "array", "items": _ref("VoiceCall")}},
+    }
+    channel = {"name": "channel", "in": "query", "required": False, "schema": {"type": "string"}}
+    paths = {
+        "/api/v1/voice/calls": {
+            "get": _op("Active voice calls", _json(calls), params=[channel]),
+            "post": start,
+        },
+        "/api/v1/voice/calls/{id}": {
+            "get": _op("One voice call, active or ended", call, params=[ID_PARAM]),
+            "delete": _op(
+                "End a voice call: its secret stops working, the cloud's agent is stopped",
+                call,
+                params=[ID_PARAM],
+            ),
+        },
+    }
+    for operations in paths.values():
+        for op in operations.values():
+            op["responses"].update(unavailable)
+    return paths
+
+
+def _start_call_schemas() -> dict[str, Any]:
+    schema = StartCall.model_json_schema(ref_template=REF)
+    _secrets_not_empty(schema)
+    return {**schema.pop("$defs", {}), "StartCall": schema}
+
+
 def openapi_document() -> dict[str, Any]:
     """The route table in daemon/api.py must match it (a test checks)."""
     return _document(registry.platforms())
@@ -261,7 +343,7 @@ def _document(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "channeld admin API", "version": "1"},
         "components": {
-            "schemas": _schemas(platforms),
+            "schemas": {**_schemas(platforms), **_start_call_schemas()},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
@@ -335,6 +417,7 @@ def _document(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
                     ],
                 )
             },
+            **_voice_call_paths(),
             "/api/v1/conversations/{id}/messages": {
                 "get": _op(
                     "Messages of a conversation, oldest first",
