@@ -269,7 +269,7 @@ async def chat(
             print(f"cannot reach the emulator at {base}: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
         if state.get("kind") == "voice" and platform == "auto":
-            return await _voice_repl(http, base, lines, out, tty)
+            return await _Caller(http, base, out, reply_timeout).talk(lines, tty=tty)
         kind = _detect(state) if platform == "auto" else _emulators()[platform]
         apps = [str(app.get(kind.app_field, "")) for app in state.get("apps", [])]
         client_id = client_id or (apps[0] if apps else "")
@@ -326,88 +326,96 @@ async def voice_chat(
     tty = out.isatty() if tty is None else tty
     timeout = aiohttp.ClientTimeout(total=reply_timeout + 10)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        return await _voice_repl(http, emulator_url.rstrip("/"), lines, out, tty)
+        caller = _Caller(http, emulator_url.rstrip("/"), out, reply_timeout)
+        return await caller.talk(lines, tty=tty)
 
 
-def _say(out: TextIO, text: str) -> None:
-    out.write(text + "\n")
-    out.flush()
+class _Caller:
+    """A person in the latest active call of the voice emulator at `base`."""
 
+    def __init__(
+        self, http: aiohttp.ClientSession, base: str, out: TextIO, reply_timeout: float
+    ) -> None:
+        self._http = http
+        self._base = base
+        self._url = f"{base}/_emulator/voice/"
+        self._out = out
+        # an answer may take the whole reply timeout; the session's own may be shorter
+        self._answer_timeout = aiohttp.ClientTimeout(total=reply_timeout + 10)
+        self._call = ""
 
-async def _voice_repl(
-    http: aiohttp.ClientSession,
-    base: str,
-    lines: AsyncIterator[str] | None,
-    out: TextIO,
-    tty: bool,
-) -> int:
-    try:
-        listing = await _request(http, "GET", f"{base}/_emulator/voice/calls")
-    except (aiohttp.ClientError, TimeoutError, ControlError) as exc:
-        print(f"cannot reach the voice emulator at {base}: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    provider = str(listing.get("provider", "zego"))
-    active = [c for c in listing.get("calls", []) if isinstance(c, dict) and c.get("active")]
-    if not active:
-        print(NO_CALL.format(url=base, provider=provider), file=sys.stderr)
-        return EXIT_NO_CALL
-    call_id = str(active[-1]["instance_id"])
-    caller = active[-1].get("user_id") or "the caller"
-    _say(out, f"(in {provider} call {call_id} as {caller}; say something, or {VOICE_HELP})")
-    source = lines if lines is not None else _stdin_lines()
-    while True:
-        if tty:
-            out.write("you> ")
-            out.flush()
-        line = await anext(source, None)
-        if line is None or line.strip() == "/quit":
-            return 0
-        text = line.strip()
-        if not text:
-            continue
+    def _say(self, text: str) -> None:
+        self._out.write(text + "\n")
+        self._out.flush()
+
+    async def talk(self, lines: AsyncIterator[str] | None, *, tty: bool) -> int:
+        """Joins the latest active call and acts on each line; the exit code."""
         try:
-            if await _voice_line(http, f"{base}/_emulator/voice/", call_id, text, out):
-                return 0
-        except ControlError as exc:
-            _say(out, f"(emulator: {exc})")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            print(f"lost the voice emulator at {base}: {exc}", file=sys.stderr)
+            listing = await _request(self._http, "GET", self._url + "calls")
+        except (aiohttp.ClientError, TimeoutError, ControlError) as exc:
+            print(f"cannot reach the voice emulator at {self._base}: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
+        provider = str(listing.get("provider", "zego"))
+        calls = listing.get("calls", [])
+        active = [c for c in calls if isinstance(c, dict) and c.get("active")]
+        if not active:
+            print(NO_CALL.format(url=self._base, provider=provider), file=sys.stderr)
+            return EXIT_NO_CALL
+        self._call = str(active[-1]["instance_id"])
+        caller = active[-1].get("user_id") or "the caller"
+        self._say(f"(in {provider} call {self._call} as {caller}; say something, or {VOICE_HELP})")
+        source = lines if lines is not None else _stdin_lines()
+        while True:
+            if tty:
+                self._out.write("you> ")
+                self._out.flush()
+            line = await anext(source, None)
+            if line is None or line.strip() == "/quit":
+                return 0
+            if not line.strip():
+                continue
+            try:
+                if await self._act(line.strip()):
+                    return 0
+            except ControlError as exc:
+                self._say(f"(emulator: {exc})")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                print(f"lost the voice emulator at {self._base}: {exc}", file=sys.stderr)
+                return EXIT_UNREACHABLE
 
-
-async def _voice_line(
-    http: aiohttp.ClientSession, url: str, call_id: str, text: str, out: TextIO
-) -> bool:
-    """Acts on one typed line; True when the call ended."""
-    command, _, rest = text.partition(" ")
-    call = {"instance_id": call_id}
-    if command == "/hangup":
-        await _request(http, "POST", url + "hangup", json=call)
-        _say(out, "(you hung up: the call ended)")
-        return True
-    if command == "/interrupt":
-        if not rest.strip().isdigit():
-            _say(out, "(usage: /interrupt N, the number of characters heard)")
-            return False
-        turn = await _request(
-            http, "POST", url + "interrupt", json={**call, "played_chars": int(rest)}
+    async def _post(self, route: str, **fields: Any) -> dict[str, Any]:
+        body = {"instance_id": self._call, **fields}
+        return await _request(
+            self._http, "POST", self._url + route, json=body, timeout=self._answer_timeout
         )
-        _say(out, f"(you spoke over the agent after {turn['played']!r})")
-    elif command == "/repeat":
-        _spoken(out, await _request(http, "POST", url + "repeat", json=call))
-    elif command.startswith("/"):
-        _say(out, f"(unknown command {command}; {VOICE_HELP})")
-    else:
-        _spoken(out, await _request(http, "POST", url + "say", json={**call, "text": text}))
-    return False
 
+    async def _act(self, text: str) -> bool:
+        """Acts on one typed line; True when the call ended."""
+        command, _, rest = text.partition(" ")
+        if command == "/hangup":
+            await self._post("hangup")
+            self._say("(you hung up: the call ended)")
+            return True
+        if command == "/interrupt":
+            if not rest.strip().isdigit():
+                self._say("(usage: /interrupt N, the number of characters heard)")
+                return False
+            turn = await self._post("interrupt", played_chars=int(rest))
+            self._say(f"(you spoke over the agent after {turn['played']!r})")
+        elif command == "/repeat":
+            self._spoken(await self._post("repeat"))
+        elif command.startswith("/"):
+            self._say(f"(unknown command {command}; {VOICE_HELP})")
+        else:
+            self._spoken(await self._post("say", text=text))
+        return False
 
-def _spoken(out: TextIO, result: dict[str, Any]) -> None:
-    """The agent's answer as the caller hears it, or why there was none."""
-    if result.get("answer") is None:
-        _say(out, f"(the agent says nothing: {result.get('error') or 'no answer'})")
-        return
-    _say(out, f"agent> {result['answer']}")
-    first = result.get("first_chunk_ms")
-    if first is not None:
-        _say(out, f"(first chunk after {first:.0f} ms)")
+    def _spoken(self, result: dict[str, Any]) -> None:
+        """The agent's answer as the caller hears it, or why there was none."""
+        if result.get("answer") is None:
+            self._say(f"(the agent says nothing: {result.get('error') or 'no answer'})")
+            return
+        self._say(f"agent> {result['answer']}")
+        first = result.get("first_chunk_ms")
+        if first is not None:
+            self._say(f"(first chunk after {first:.0f} ms)")
