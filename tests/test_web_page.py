@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from channels.model import ChannelState
 from channels.supervisor import ChannelStatus
 from daemon.app import Daemon
 from daemon.config import validate
+from storage.records import VoiceCallRecord
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET, dingtalk_emulator
 from tests.e2e_support import CHANNEL, FAST_BACKOFF, Stack, settings_for, wait_until
 from tests.feishu_support import (
@@ -402,6 +404,61 @@ async def test_a_voice_section_is_created_shown_masked_and_kept_on_edit(
     )
     await page.locator("#channel-dialog [data-close]").click()
     assert ZEGO_SECRET not in await page.content()
+
+
+async def test_voice_turns_show_inline_in_the_conversation(page: Page, stack: Stack) -> None:
+    """A call's turns sit between the typed ones, marked; a retried round redraws in place."""
+    await enter_token(page)
+    typed = "Typed before the call"
+    await stack.say(typed)
+    await page.locator("#conversation-channel").select_option(CHANNEL)
+    await page.locator("button.conversation").first.click()
+    messages = page.locator("#thread .message")
+    await expect(messages).to_have_count(2)  # the question and its echo
+    assert stack.daemon.store is not None
+    store = stack.daemon.store
+    [conversation] = await store.list_conversations(CHANNEL)
+    now = datetime.now(UTC)
+    await store.voice_call_add(
+        VoiceCallRecord(
+            id="call-1",
+            channel_id=CHANNEL,
+            provider="zego",
+            conversation_id=conversation.id,
+            user_id=conversation.user_id,
+            platform_user_id="caller",
+            secret_hash="0" * 64,
+            started_at=now,
+            expires_at=now + timedelta(minutes=30),
+        )
+    )
+
+    async def turn(role: str, content: str, *, interrupted: bool = False) -> None:
+        await store.voice_turn_put(
+            conversation.id,
+            call_id="call-1",
+            round="round-1",
+            role=role,
+            content=content,
+            now=datetime.now(UTC),
+            interrupted=interrupted,
+        )
+
+    await turn("user", "Spoken after pressing call")
+    await turn("assistant", "An answer the caller cut", interrupted=True)
+    await expect(messages).to_have_count(4)
+    await expect(messages.nth(0)).to_have_attribute("data-source", "text")
+    await expect(messages.nth(0).locator(".bubble")).to_have_text(typed)
+    await expect(messages.nth(2)).to_have_attribute("data-source", "voice")
+    await expect(messages.nth(2).locator(".turn-mark")).to_have_text(["voice"])
+    await expect(messages.nth(3).locator(".turn-mark")).to_have_text(["voice", "interrupted"])
+    # the cloud retries the round: the same turn, a new answer, redrawn where it was
+    await turn("assistant", "The whole answer of the retried round")
+    await expect(messages.nth(3).locator(".bubble")).to_have_text(
+        "The whole answer of the retried round"
+    )
+    await expect(messages.nth(3).locator(".turn-mark")).to_have_text(["voice"])
+    await expect(messages).to_have_count(4)
 
 
 async def text_of(locator: Any) -> str:

@@ -1019,10 +1019,18 @@ function renderMessage(message) {
   const when = el("time");
   setTime(when, message.created_at, false);
   const who = { user: "User", assistant: "Assistant" }[message.role] ?? message.role;
+  // a voice call's turns sit inline with the typed ones: one conversation across both
+  const voice = message.source === "voice";
+  const marks = [
+    voice ? el("span", { class: "turn-mark", title: "Spoken in a voice call" }, "voice") : null,
+    message.interrupted
+      ? el("span", { class: "turn-mark", title: "The caller cut this answer short" }, "interrupted")
+      : null,
+  ].filter(Boolean);
   return el(
     "li",
-    { class: "message", "data-role": message.role },
-    el("span", { class: "message-meta" }, who, " · ", when),
+    { class: "message", "data-role": message.role, "data-source": voice ? "voice" : "text" },
+    el("span", { class: "message-meta" }, who, " · ", when, marks.length ? " · " : null, marks),
     el("div", { class: "bubble" }, message.content),
   );
 }
@@ -1040,7 +1048,9 @@ async function refreshThread() {
     return;
   }
   // Redrawn only when a message arrives, so reading and selecting text are not disturbed.
-  const signature = JSON.stringify([conversation.id, messages.length, messages.at(-1)?.id]);
+  // a retried voice round or an interruption rewrites a turn in place: its length counts too
+  const turns = messages.map((m) => [m.id, m.content.length, m.interrupted ? 1 : 0]);
+  const signature = JSON.stringify([conversation.id, turns]);
   if (signature === browser.threadSignature) return;
   browser.threadSignature = signature;
   const thread = $("#thread");
