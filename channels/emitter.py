@@ -12,8 +12,9 @@ answers nothing, the reply ends through `fail()` with the partial text. `on_prog
 handed what the user sees after an update that changed it (the stream's delivered text), so the
 owner can record it; it runs beside the delivery (a slow record delays neither the next update
 nor the final text), one call at a time, latest wins, and has ended when `emit` returns. What
-the user saw in the end is the result's `delivered`. `on_final(text)` runs once, before the
-complete answer is first sent, so the owner can record it ahead of the call (after a crash
+the user saw in the end is the result's `delivered`. `on_final(text)` runs once, beside the
+final call's pause and token wait, and has ended before the complete answer is first sent, so
+the owner can record it ahead of the call (after a crash
 between the call and the outcome's record, recovery then ends the card with it rather than
 answering again). Cancellation (a /stop, a shutdown) ends the reply with `fail("(stopped)")`,
 then propagates.
@@ -226,10 +227,19 @@ class ResponseEmitter:
         if not reply.text.strip():
             return await self._fail(reply, self._settings.empty_text, "empty answer")
         reply.progress.check()
-        if on_final is not None:
-            # the pause after the last call is counted from that call: it passes meanwhile
-            await on_final(reply.text)
-        return await self._finish(reply)
+        # the answer is recorded while the final call waits for its pause and its token: the
+        # final text leaves only once it is (a crash right after must not answer twice)
+        recording = None if on_final is None else asyncio.ensure_future(on_final(reply.text))
+        try:
+            return await self._finish(reply, recording)
+        finally:
+            if recording is not None:
+                await asyncio.wait({recording})  # one store write: never left behind
+
+    @staticmethod
+    async def _recorded(recording: asyncio.Future[None] | None) -> None:
+        if recording is not None:
+            await asyncio.shield(recording)
 
     async def abandon(self, answer: PrefetchedAnswer, stream: ReplyStream) -> None:
         """End a reply that will not be delivered (it could not be recorded): stop reading the
@@ -278,7 +288,7 @@ class ResponseEmitter:
         self._landed(reply)
         reply.progress.report(reply.stream.delivered.text)
 
-    async def _finish(self, reply: _Reply) -> EmitResult:
+    async def _finish(self, reply: _Reply, recording: asyncio.Future[None] | None) -> EmitResult:
         """Deliver the final text, retrying with backoff until it lands or the deadline passes."""
         # A RateLimited answer pauses the shared bucket for its retry_after, so the next attempt
         # waits for it there, and gives up at once when the pause outlasts the deadline.
@@ -294,6 +304,7 @@ class ResponseEmitter:
                     await self._pace(reply, final=True)
                     if not await self._take_token(reply, deadline - self._clock()):
                         break
+                    await self._recorded(recording)
                     reply.last_call_at = self._clock()
                     await reply.stream.finish(text)
             except RateLimited as exc:
@@ -318,6 +329,7 @@ class ResponseEmitter:
             log.info("final text not delivered, retrying in %.1f s: %s", delay, error)
             await self._sleep(delay)
         log.warning("giving up on the final text: %s", error)
+        await self._recorded(recording)  # the owner forgets the answer after this; not before
         return await self._fail(reply, self._settings.failure_text, error)
 
     async def _fail(self, reply: _Reply, reason: str, error: str) -> EmitResult:
