@@ -34,11 +34,30 @@ STOP_GRACE = 30.0
 CUT_SHORT_BUDGET = 10.0  # seconds cut-short answers get to end their cards and rows
 
 
+def _secrets_shown(value: Any) -> Any:
+    """A settings dump with every secret as its value, at any depth (`[channels.voice]`)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _secrets_shown(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_secrets_shown(v) for v in value]
+    return value
+
+
+def _secrets_of(value: Any) -> list[str]:
+    """Every secret value in a settings dump, at any depth."""
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _secrets_of(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _secrets_of(v)]
+    return []
+
+
 def _settings_text(config: ChannelConfigBase) -> bytes:
-    exposed = config.model_dump(mode="python")
-    plain = {
-        k: (v.get_secret_value() if isinstance(v, SecretStr) else v) for k, v in exposed.items()
-    }
+    plain = _secrets_shown(config.model_dump(mode="python"))
     return json.dumps(plain, sort_keys=True, default=str).encode()
 
 
@@ -55,8 +74,7 @@ def _legacy_digest(config: ChannelConfigBase) -> str:
 
 def public_error(text: str, config: ChannelConfigBase | None) -> str:
     """An error as the API shows it: one line, bounded, the channel's secrets and tokens masked."""
-    values = (getattr(config, name) for name in type(config).model_fields) if config else ()
-    secrets = [value.get_secret_value() for value in values if isinstance(value, SecretStr)]
+    secrets = _secrets_of(config.model_dump(mode="python")) if config else []
     text = " ".join(scrub(text, secrets).split())
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 

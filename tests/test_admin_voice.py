@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.emulator import EmulatorThread
+from channels.manager import public_error, spec_digest
+from channels.registry import channel_config
 from daemon.app import Daemon
 from daemon.channel_service import SEALED, ApiError, merge_patch
 from daemon.config import EXIT_CONFIG_ERROR, ConfigurationError, validate
@@ -654,3 +656,27 @@ server_secret = "${{ZEGO_SERVER_SECRET}}"
         )
         assert result.returncode == EXIT_CONFIG_ERROR
         assert words in result.stderr
+
+
+def test_a_nested_secret_is_masked_in_errors_and_changes_the_settings_digest() -> None:
+    """The manager's status errors and its config-file digest see secrets at any depth."""
+
+    def channel(zego_secret: str) -> Any:
+        return channel_config().validate_python(
+            {
+                "id": "x",
+                "type": "dingtalk",
+                "client_id": "a",
+                "client_secret": "top-secret",
+                "card_template_id": "t",
+                "voice": {
+                    "public_base_url": "https://bot.example.com",
+                    "zego": {"app_id": 1, "server_secret": zego_secret},
+                },
+            }
+        )
+
+    first = channel("zego-secret-1")
+    assert public_error("refused top-secret and zego-secret-1", first) == "refused *** and ***"
+    key = b"k" * 32
+    assert spec_digest(first, key) != spec_digest(channel("zego-secret-2"), key)
