@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from channels.dingtalk.emulator import EmulatorThread
 from channels.voice import calls as voice_calls
+from channels.voice.aliyun import Dialogue
 from channels.voice.emulator import VoiceEmulatorThread
 from channels.voice.emulator.aliyun import (
     DEFAULT_ACCESS_KEY_ID,
@@ -180,8 +181,12 @@ async def test_zego_chat_then_call_then_chat_share_one_conversation(
 
     await voice.zego.interrupt(played_chars=4)  # the user spoke over it after "Echo"
     await wait_until_stored(voice, call["conversation_id"], "Echo")
+    spoken = await voice.zego.call(lambda cloud: cloud.call().turns[-1])
     await voice.zego.hangup()  # AgentInstanceDeleted, code 1202
     await wait_until(lambda: voice.gauge("zego") == 0)
+    # the call's secret stopped working with it: its last request, sent again, is refused
+    async with voice.http.post(spoken.url, json=spoken.body, headers=spoken.headers) as refused:
+        assert refused.status == 401
     status, ended = await voice.api("GET", f"/voice/calls/{call['id']}")
     assert status == 200 and ended["status"] == "ended" and ended["end_reason"] == "user left"
     assert (await voice.api("GET", "/voice/calls"))[1] == {"calls": []}
@@ -283,6 +288,25 @@ async def test_an_alibaba_call_through_the_sdk_with_interruption_and_reconciliat
         assert await voice.daemon.voice_calls.reconcile(ended, api) == 0
     finally:
         await api.aclose()
+    # Alibaba's RoundId need not be the sentenceId the endpoint saw: the text keeps it once
+    renumbered = Renumbered([(t.role, t.content) for t in turns])
+    assert await voice.daemon.voice_calls.reconcile(ended, renumbered) == 0
+    assert len(await voice.turns(call["conversation_id"])) == len(turns) + 2  # + the chat
+
+
+@dataclass
+class Renumbered:
+    """Alibaba's record of the call under other round ids (the full answer, not the heard part)."""
+
+    said: list[tuple[str, str]]
+
+    async def list_dialogues(
+        self, *, session_id: str, start_ms: int, end_ms: int
+    ) -> list[Dialogue]:
+        return [
+            Dialogue(f"r{n}", "user" if role == "user" else "assistant", text + " ", n, "call")
+            for n, (role, text) in enumerate(self.said)
+        ]
 
 
 async def test_alibaba_agent_stop_ends_the_call(voice: VoiceE2E) -> None:

@@ -17,10 +17,11 @@ import secrets
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from channels import normalize
 from channels.callbacks import Callback, CallbackRejected
 from channels.live import ChannelRuntime
 from channels.voice import aliyun, zego
@@ -36,7 +37,27 @@ Provider = Literal["zego", "aliyun"]
 PROVIDERS: tuple[Provider, ...] = ("zego", "aliyun")
 EXPIRY_CHECK = 5.0  # seconds between looks for calls past their end
 RECONCILE_MARGIN = timedelta(minutes=1)  # the cloud's clock may differ a little from ours
+RECONCILE_TURNS = 1000  # the conversation's latest turns searched for a recorded one
 ZEGO_ID = r"^[0-9A-Za-z_-]{1,32}$"  # ZEGO's UserId and AgentUserId rule
+
+
+class DialogueRecord(Protocol):
+    """Where a call's dialogue, as the cloud recorded it, is read back (Alibaba's API)."""
+
+    async def list_dialogues(
+        self, *, session_id: str, start_ms: int, end_ms: int
+    ) -> list[aliyun.Dialogue]: ...
+
+
+def _same_turn(role: str, content: str, other_role: str, other: str) -> bool:
+    """Whether a stored turn is this recorded one: the same text (an answer cut short by an
+    interruption is a beginning of the recorded one, or the other way round)."""
+    if role != other_role:
+        return False
+    content = content.strip()
+    if role == "assistant" and content and other:
+        return content.startswith(other) or other.startswith(content)
+    return content == other
 
 
 class CallError(Exception):
@@ -300,7 +321,7 @@ class VoiceCalls:
         except ChannelError as exc:
             log.warning("voice call %s: ending it on %s failed: %s", call.id, call.provider, exc)
 
-    async def reconcile(self, call: VoiceCallRecord, api: aliyun.AliyunVoiceApi) -> int:
+    async def reconcile(self, call: VoiceCallRecord, api: DialogueRecord) -> int:
         """Adds the rounds Alibaba recorded that the endpoint never saw; how many turns."""
         ended = call.ended_at or self._clock()
         dialogues = await api.list_dialogues(
@@ -309,19 +330,29 @@ class VoiceCalls:
             end_ms=int((ended + RECONCILE_MARGIN).timestamp() * 1000),
         )
         stored = await self._store.voice_rounds(call.id)
+        said = [
+            (turn.role, turn.content)
+            for turn in await self._store.recent_messages(call.conversation_id, RECONCILE_TURNS)
+            if turn.voice_call_id == call.id
+        ]
         added = 0
         for dialogue in sorted(dialogues, key=lambda d: (d.time_ms, d.role != "user")):
-            if (dialogue.round_id, dialogue.role) in stored or not dialogue.text:
+            text = normalize.text(dialogue.text).strip()
+            if (dialogue.round_id, dialogue.role) in stored or not text:
+                continue
+            if any(_same_turn(role, content, dialogue.role, text) for role, content in said):
+                # Alibaba's RoundId may not be the sentenceId the endpoint saw: the text decides
                 continue
             await self._store.voice_turn_put(
                 call.conversation_id,
                 call_id=call.id,
                 round=dialogue.round_id,
                 role=dialogue.role,
-                content=dialogue.text,
+                content=text,
                 now=self._clock(),
             )
             stored.add((dialogue.round_id, dialogue.role))
+            said.append((dialogue.role, text))
             added += 1
         if added:
             log.info("voice call %s: %d turn(s) added from Alibaba's record", call.id, added)
