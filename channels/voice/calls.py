@@ -92,7 +92,8 @@ class AliyunRuntime(_Body):
 
 
 class AliyunJoin(_Body):
-    call_type: Literal["AUDIO_CALL", "VIDEO_CALL"] = "AUDIO_CALL"
+    # voice only: the agent's RTC runtime is a VoiceChat (vision and avatar calls are not served)
+    call_type: Literal["AUDIO_CALL"] = "AUDIO_CALL"
     runtime: AliyunRuntime | None = None
 
 
@@ -454,9 +455,9 @@ class VoiceCalls:
         secret: str,
         start: StartCall,
     ) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        if start.zego is None:
+        join = start.zego
+        if join is None:
             raise ConfigError("a ZEGO call needs its room and stream ids")
-        rtc = start.zego.model_dump()
         llm: dict[str, Any] = {
             "Url": voice.endpoint_url(call.channel_id),
             "ApiKey": secret,
@@ -478,12 +479,12 @@ class VoiceCalls:
                 self._registered.add(key)
             instance = await api.create_instance(
                 agent_id=config.agent_id,
-                user_id=rtc["user_id"],
+                user_id=join.user_id,
                 rtc={
-                    "RoomId": rtc["room_id"],
-                    "AgentStreamId": rtc["agent_stream_id"],
-                    "AgentUserId": rtc["agent_user_id"],
-                    "UserStreamId": rtc["user_stream_id"],
+                    "RoomId": join.room_id,
+                    "AgentStreamId": join.agent_stream_id,
+                    "AgentUserId": join.agent_user_id,
+                    "UserStreamId": join.user_stream_id,
                 },
                 llm=llm,
                 tts=config.tts,
@@ -493,7 +494,7 @@ class VoiceCalls:
                 message_history={"SyncMode": 1, "Messages": [], "WindowSize": config.window_size},
                 callback_config={"Interrupted": 1},
             )
-        details = {"agent_instance_id": instance, "zego": rtc}
+        details = {"agent_instance_id": instance, "zego": join.model_dump()}
         return instance, details, {}
 
     async def _start_aliyun(
@@ -524,7 +525,7 @@ class VoiceCalls:
                     "AuthToken": join.runtime.auth_token.get_secret_value(),
                 },
             )
-            return instance, {"instance_id": instance}, {}
+            return instance, {"instance_id": instance, "call_type": join.call_type}, {}
         joined = await api.generate_call(
             agent_id=config.agent_id,
             session_id=call.conversation_id,
@@ -533,6 +534,7 @@ class VoiceCalls:
             expire_seconds=voice.max_call_seconds,
         )
         details = {
+            "call_type": join.call_type,
             "instance_id": joined.instance_id,
             "rtc_channel_id": joined.rtc_channel_id,
             "rtc_user_id": joined.rtc_user_id,

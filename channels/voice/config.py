@@ -96,10 +96,6 @@ class VoiceConfig(_Section):
             )
         return self
 
-    def providers(self) -> tuple[str, ...]:
-        """The clouds this channel offers, by name."""
-        return tuple(name for name in ("zego", "aliyun") if getattr(self, name) is not None)
-
     def endpoint_url(self, channel_id: str) -> str:
         """The full LLM endpoint (ZEGO's `LLM.Url`)."""
         return f"{self.public_base_url}/voice/{channel_id}/chat/completions"
