@@ -5,6 +5,7 @@ The benchmarks themselves run with `make bench`, never in the test suite.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import tomllib
@@ -19,6 +20,7 @@ from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.emulator import EmulatorThread
 from channels.easemob.config import EasemobChannelConfig
 from channels.model import ChannelId, ChatType
+from channels.voice.emulator import VoiceEmulatorThread
 from channels.wukongim.api import text_payload
 from channels.wukongim.config import WuKongIMChannelConfig
 from channels.wukongim.convert import to_batch
@@ -26,12 +28,24 @@ from channels.zim.config import ZimChannelConfig
 from daemon.config import Settings
 from tests import dingtalk_support
 from tests.dingtalk_support import DINGTALK_CLIENT_ID, RawStreamClient
-from tools.bench import ack_server, callbacks, e2e, easemob, edited, measure, stats, wukongim, zim
+from tools.bench import (
+    ack_server,
+    callbacks,
+    e2e,
+    easemob,
+    edited,
+    measure,
+    stats,
+    voice,
+    wukongim,
+    zim,
+)
 from tools.bench import config as cfg
 from tools.bench.coalesce import analyse
 from tools.bench.llm import TracingLLM
 from tools.bench.probe import EmulatorClient
 from tools.bench.report import render_markdown
+from tools.bench.report_voice import voice_goal, voice_section
 from tools.bench.webhooks import receipts
 
 dingtalk_emulator = dingtalk_support.dingtalk_emulator  # the shared fixture, by name
@@ -577,3 +591,149 @@ def test_trace_file_is_read_as_it_grows(tmp_path: Path) -> None:
     with path.open("a") as handle:
         handle.write(second[10:] + "\n")
     assert set(traces.update()) == {measure.tag(1, 0), measure.tag(1, 1)}
+
+
+def test_generated_voice_config_offers_zego_calls_on_a_zim_channel() -> None:
+    text = voice.daemon_config(
+        state_dir=Path("/tmp/bench-state"),
+        admin_listen="127.0.0.1:9999",
+        webhooks_listen="127.0.0.1:9998",
+        zim_api="http://127.0.0.1:1234",
+        voice_api="http://127.0.0.1:4321",
+        llm_url="http://127.0.0.1:5678/v1",
+    )
+    settings = Settings.model_validate(tomllib.loads(text))
+    settings.check_references()
+    (channel,) = settings.channels
+    assert isinstance(channel, ZimChannelConfig) and channel.id == voice.CHANNEL
+    assert channel.voice is not None and channel.voice.zego is not None
+    assert channel.voice.zego.app_id == voice.VOICE_APP_ID
+    assert channel.voice.zego.api_base == "http://127.0.0.1:4321"
+    assert channel.voice.endpoint_url(voice.CHANNEL).startswith("http://127.0.0.1:9998/voice/")
+    assert settings.webhooks.port == 9998
+
+
+def _said(target: str, shape: str, index: int, first: float | None, **kw: Any) -> voice.Said:
+    t = measure.tag(voice.SINGLE_STEP, index)
+    return voice.Said(target, shape, t, kw.pop("posted", 10.0), first, kw.pop("status", 200), **kw)
+
+
+def test_voice_rounds_are_timed_against_the_llm_trace() -> None:
+    said = [
+        _said("channeld", "single", 0, 0.215),
+        _said("channeld", "single", 1, 0.209),
+        _said("channeld", "single", 2, None, status=401, error="HTTP 401: unauthorized"),
+        _said("channeld", "single", 3, 0.240),  # its trace never came: answered, not timed
+        _said("baseline", "single", 4, 0.2015),
+    ]
+    traces: dict[str, dict[str, Any]] = {
+        measure.tag(voice.SINGLE_STEP, 0): {"started": 10.010, "token_times": [10.211, 10.23]},
+        measure.tag(voice.SINGLE_STEP, 1): {"started": 10.025, "token_times": [10.226]},
+        measure.tag(voice.SINGLE_STEP, 4): {"started": 10.001, "token_times": [10.2012]},
+    }
+    first = voice.timings(said[0], traces[said[0].tag])
+    assert first == pytest.approx(
+        {
+            "first_chunk": 0.215,
+            "llm_first_token": 0.201,
+            "overhead": 0.014,
+            "before_llm": 0.010,
+            "after_token": 0.004,
+        }
+    )
+    assert voice.timings(said[2], None) is None and voice.timings(said[0], {"started": 1}) is None
+    result = voice.summarize(said, traces)
+    ours, base = result["channeld"]["single"], result["baseline"]["single"]
+    assert (ours["rounds"], ours["answered"], ours["timed"]) == (4, 3, 2)
+    assert ours["errors"] == ["HTTP 401: unauthorized"]
+    assert ours["overhead"]["max"] == pytest.approx(0.014)
+    assert ours["first_chunk"]["p50"] == pytest.approx(0.212)
+    assert base["overhead"]["p50"] == pytest.approx(0.0013)
+    assert result["channeld"]["concurrent"]["timed"] == 0
+    assert result["channeld"]["concurrent"]["overhead"]["p50"] is None
+
+
+def _figures(first: float, overhead: float, before: float) -> dict[str, Any]:
+    def q(value: float) -> dict[str, float]:
+        return {"p50": value, "p95": value + 0.002, "max": value + 0.005}
+
+    return {
+        "rounds": 10,
+        "answered": 10,
+        "errors": [],
+        "first_chunk": q(first),
+        "overhead": q(overhead),
+        "before_llm": q(before),
+        "after_token": q(overhead - before),
+        "llm_first_token": q(first - overhead),
+    }
+
+
+def test_voice_section_puts_channeld_beside_the_floor() -> None:
+    results: dict[str, Any] = {
+        "settings": {"first_token_delay": 0.2, "token_interval": 0.02, "calls": 10}
+        | {"single_rounds": 10, "concurrent_rounds": 2},
+        "outside_cpu_percent": {"single": 12.0, "concurrent": 30.0},
+        "targets": {
+            "channeld": {
+                "single": _figures(0.208, 0.007, 0.006),
+                "concurrent": _figures(0.240, 0.039, 0.035),
+            },
+            "baseline": {
+                "single": _figures(0.201, 0.001, 0.002),
+                "concurrent": _figures(0.203, 0.002, 0.003),
+            },
+        },
+    }
+    text = "\n".join(voice_section(results))
+    goal = "| first SSE chunk p95 ≤ LLM first token + 10 ms | first token + 9.0 ms (1 call),"
+    assert goal + " + 41.0 ms (10 calls) | not met |" in text
+    assert "| figure | 1 call, 10 rounds | 10 calls at once, 2 rounds |" in text
+    assert "| first SSE chunk, channeld p50 / p95 / max | 208.0 / 210.0 / 213.0 ms |" in text
+    assert "| channeld − floor, p50 / p95 | +7.0 / +7.0 ms | +37.0 / +37.0 ms |" in text
+    before = (
+        "| of which until the LLM has the request: channeld − floor, p50 / p95 | +4.0 / +4.0 ms"
+    )
+    assert before in text
+    assert "| rounds answered: channeld, floor | 10/10, 10/10 | 10/10, 10/10 |" in text
+    assert "| CPU of other processes meanwhile (% of one core) | 12 | 30 |" in text
+    results["targets"]["channeld"]["concurrent"] = _figures(0.208, 0.008, 0.006)
+    assert voice_goal(results)[-1] == "met"
+
+
+async def test_the_voice_llm_sends_its_first_chunk_with_its_first_token() -> None:
+    delay = 0.05
+    sink = io.StringIO()
+    ours = voice.FirstTokenFirstLLM(sink, first_token_delay=delay, token_interval=0.001)
+    stock = TracingLLM(first_token_delay=delay, token_interval=0.001)
+    await ours.start()
+    await stock.start()
+    try:
+        async with (
+            VoiceEmulatorThread(
+                "zego",
+                [voice.BASELINE_AGENT],
+                app_id=str(voice.VOICE_APP_ID),
+                server_secret=voice.VOICE_SECRET,
+            ) as cloud,
+            aiohttp.ClientSession() as session,
+        ):
+            mine = await voice.baseline_instance(session, cloud.url, 0, ours.url)
+            theirs = await voice.baseline_instance(session, cloud.url, 1, stock.url)
+            text = measure.user_text(voice.SINGLE_STEP, 0, 4)
+            said = await cloud.say(text, instance_id=mine)
+            early = await cloud.say("hello", instance_id=theirs)
+            (request,) = await cloud.llm_requests(mine)
+    finally:
+        await ours.stop()
+        await stock.stop()
+    assert said["status"] == 200 and said["answer"] == f"Echo: {text}"
+    assert said["first_chunk_ms"] >= delay * 1000
+    # the stock fake LLM's empty role chunk leaves at once: an agent would take it for the first
+    assert early["status"] == 200 and early["first_chunk_ms"] < delay * 1000
+    assert request.body["agent_info"]["agent_instance_id"] == mine
+    assert request.body["messages"][-1] == {"role": "user", "content": text}
+    (line,) = [json.loads(x) for x in sink.getvalue().splitlines()]
+    assert line["user"] == text and len(line["token_times"]) == len(line["tokens"]) == 5
+    assert line["token_times"][0] - line["started"] >= delay
+    assert line["started"] >= ours.requests[0].at  # from the whole request, not its headers

@@ -33,7 +33,9 @@ from tools.bench.procs import (
     python_module,
 )
 from tools.bench.report import render_markdown
+from tools.bench.report_voice import voice_section
 from tools.bench.scale import run_scale
+from tools.bench.voice import run as run_voice
 from tools.bench.webhooks import run_webhooks
 
 COALESCE_APP = "co-0000"
@@ -176,6 +178,10 @@ async def run(
             results["webhooks"] = await run_webhooks(
                 session, procs, settings, llm_url=llm.url, traces_file=traces, workdir=workdir
             )
+        if "voice" in only:
+            results["voice"] = await run_voice(
+                session, procs, quick=settings.quick, workdir=workdir
+            )
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     return results
 
@@ -187,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     parser.add_argument(
         "--only",
-        default="load,coalescing,scale,webhooks",
-        help="comma-separated scenarios (load, coalescing, scale, webhooks)",
+        default="load,coalescing,scale,webhooks,voice",
+        help="comma-separated scenarios (load, coalescing, scale, webhooks, voice)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     parser.add_argument(
@@ -230,7 +236,10 @@ def write_report(results: dict[str, Any], out: Path, suffix: str) -> None:
     from tools.bench.plots import render_plots  # noqa: PLC0415 - matplotlib only when plotting
 
     images = render_plots(results, out, suffix)
-    (out / f"results{suffix}.md").write_text(render_markdown(results, images))
+    text = render_markdown(results, images)
+    if "voice" in results:
+        text += "\n" + "\n".join(voice_section(results["voice"]))
+    (out / f"results{suffix}.md").write_text(text)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,146 @@
+"""Pure rendering of scenario `voice`: channeld's first SSE chunk against the LLM's own first token,
+and against the floor, a voice agent asking the same LLM itself."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tools.bench.cells import get, ms, num, table
+
+GOAL_SECONDS = 0.01  # issue 14: first chunk ≤ the agent's first token + 10 ms
+SHAPES = ("single", "concurrent")
+
+
+def _in_ms(value: float | None) -> str:
+    return "–" if value is None else f"{value * 1000:.1f}"
+
+
+def _spread(node: Mapping[str, Any] | None, figure: str, quantiles: tuple[str, ...]) -> str:
+    """ "p50 / p95 / max ms" of one figure."""
+    values = [get(node, figure, q) for q in quantiles]
+    if all(v is None for v in values):
+        return "–"
+    return " / ".join(_in_ms(v) for v in values) + " ms"
+
+
+def _difference(ours: Mapping[str, Any] | None, base: Mapping[str, Any] | None, figure: str) -> str:
+    """channeld's p50 and p95 of a figure minus the floor's."""
+    cells = []
+    for q in ("p50", "p95"):
+        a, b = get(ours, figure, q), get(base, figure, q)
+        cells.append(None if a is None or b is None else a - b)
+    if all(c is None for c in cells):
+        return "–"
+    return " / ".join("–" if c is None else f"{c * 1000:+.1f}" for c in cells) + " ms"
+
+
+def _answered(node: Mapping[str, Any] | None) -> str:
+    return "–" if not node else f"{node['answered']}/{node['rounds']}"
+
+
+def voice_goal(voice: Mapping[str, Any]) -> list[str]:
+    """The goal row: channeld's first chunk within 10 ms of the LLM's first token (p95)."""
+    ours = voice["targets"]["channeld"]
+    p95 = {shape: get(ours.get(shape), "overhead", "p95") for shape in SHAPES}
+    known = [v for v in p95.values() if v is not None]
+    verdict = "–" if not known else ("met" if max(known) <= GOAL_SECONDS else "not met")
+    calls = voice["settings"]["calls"]
+    measured = (
+        f"first token + {ms(p95['single'])} (1 call), + {ms(p95['concurrent'])} ({calls} calls)"
+    )
+    return ["first SSE chunk p95 ≤ LLM first token + 10 ms", measured, verdict]
+
+
+def voice_table(voice: Mapping[str, Any]) -> list[str]:
+    """One call and every call at once, channeld beside the floor (README-ready)."""
+    settings = voice["settings"]
+    ours, base = voice["targets"]["channeld"], voice["targets"]["baseline"]
+    spread = ("p50", "p95", "max")
+    rows: list[list[str]] = []
+
+    def row(label: str, cell: Any) -> None:
+        rows.append([label, *(cell(ours.get(s), base.get(s)) for s in SHAPES)])
+
+    row("rounds answered: channeld, floor", lambda o, b: f"{_answered(o)}, {_answered(b)}")
+    row("first SSE chunk, channeld p50 / p95 / max", lambda o, b: _spread(o, "first_chunk", spread))
+    row(
+        "first SSE chunk, floor (agent → LLM) p50 / p95 / max",
+        lambda o, b: _spread(b, "first_chunk", spread),
+    )
+    row("channeld − floor, p50 / p95", lambda o, b: _difference(o, b, "first_chunk"))
+    row(
+        "channeld: first chunk − the LLM's first-token time, p50 / p95 / max",
+        lambda o, b: _spread(o, "overhead", spread),
+    )
+    row(
+        "floor: first chunk − the LLM's first-token time, p50 / p95 / max",
+        lambda o, b: _spread(b, "overhead", spread),
+    )
+    row(
+        "of which until the LLM has the request: channeld − floor, p50 / p95",
+        lambda o, b: _difference(o, b, "before_llm"),
+    )
+    row(
+        "of which from the LLM's first token to the chunk: channeld − floor, p50 / p95",
+        lambda o, b: _difference(o, b, "after_token"),
+    )
+    row(
+        "the LLM's own first-token time p50 / max (channeld's requests)",
+        lambda o, b: _spread(o, "llm_first_token", ("p50", "max")),
+    )
+    busy = voice.get("outside_cpu_percent") or {}
+    rows.append(
+        ["CPU of other processes meanwhile (% of one core)", *(num(busy.get(s), 0) for s in SHAPES)]
+    )
+    header = [
+        "figure",
+        f"1 call, {settings['single_rounds']} rounds",
+        f"{settings['calls']} calls at once, {settings['concurrent_rounds']} rounds",
+    ]
+    return table(header, rows)
+
+
+def voice_section(voice: Mapping[str, Any]) -> list[str]:
+    """Scenario `voice`: the goal, the table, and how it is measured."""
+    settings = voice["settings"]
+    delay = float(settings["first_token_delay"]) * 1000
+    interval = float(settings["token_interval"]) * 1000
+    errors = sorted(
+        {e for t in voice["targets"].values() for s in t.values() for e in s.get("errors", [])}
+    )
+    lines = [
+        "### Voice: first answer chunk against the LLM's first token",
+        "",
+        "A daemon with one ZIM channel offering ZEGO calls, the ZEGO AI Agent emulator, and an"
+        f" LLM whose first token comes {delay:.0f} ms after a request, then one every"
+        f" {interval:.0f} ms. The floor: the emulator's agent asking that LLM itself. Times in"
+        " ms.",
+        "",
+        *table(["goal", "measured", "verdict"], [voice_goal(voice)]),
+        "",
+        *voice_table(voice),
+        "",
+    ]
+    if errors:
+        lines += ["Unanswered rounds: " + "; ".join(errors), ""]
+    return [*lines, METHOD]
+
+
+METHOD = """\
+- Voice: each round the harness has the ZEGO emulator's agent say a tagged utterance
+  (`POST /_emulator/voice/say`); the agent sends ZEGO's request (bearer, `agent_info`, its
+  window) and reads the stream with the strict SSE reader; first SSE chunk is its own time from
+  sending the request to the first `data:` line. Calls are started through the admin API
+  (`POST /api/v1/voice/calls`), so channeld signs `CreateAgentInstance` with its endpoint and a
+  per-call secret; the floor's instances, created by the harness on the same emulator (its
+  instance limit raised for them), name the LLM as `LLM.Url` with channeld's request shape and
+  window. Baseline and channeld rounds alternate; one unrecorded round on every call first.
+  The LLM (`python -m tools.bench.voice`) holds its whole response until the first token is
+  due, so its first chunk carries it (the stock fake LLM's empty role chunk would otherwise be
+  the floor's first chunk). Its trace gives, per utterance, when the LLM had read the whole
+  request and when it wrote the first token; first chunk − (first token − request read) is what
+  the path adds to the LLM. That splits at the request read: before it runs from the harness
+  asking the emulator (one control-plane hop before the agent's request, the same for both
+  targets, hence shown as channeld − floor), after it from the token to the chunk.
+"""

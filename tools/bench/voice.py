@@ -1,0 +1,498 @@
+"""Scenario `voice`: how soon a caller hears channeld's answer begin, against the LLM's own first
+token (issue 14: receipt → first SSE chunk ≤ the agent's first token + 10 ms), for one call and
+for ten at once (ZEGO's default limit of live agent instances per app).
+
+Processes: the ZEGO AI Agent emulator (`channeld emulate voice --provider zego`), a daemon with
+one ZIM channel (and the ZIM emulator it connects to) offering ZEGO calls, and this scenario's
+LLM (`python -m tools.bench.voice`: `FirstTokenFirstLLM`). Calls are started through the admin
+API. In each round the harness has the emulator's agent say one utterance
+(`POST /_emulator/voice/say`); the agent times its request to the first `data:` line it reads
+(`first_chunk_ms`), and the LLM's trace tells when the same utterance's completion request
+arrived and when its first token was written.
+
+The floor, in the same run: agent instances the harness creates itself, whose `LLM.Url` is the
+LLM, with the same request shape and window as channeld's. Baseline and channeld rounds
+alternate on the same emulator and LLM, so that both meet the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import dataclasses
+import itertools
+import json
+import signal
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+from aiohttp import web
+
+from channels.voice.config import ZegoVoice
+from channels.zego_signing import signed_query
+from daemon.admin_token import read_token, token_path
+from tools.bench import config as cfg
+from tools.bench import e2e, measure, stats
+from tools.bench.llm import TracingLLM
+from tools.bench.probe import EmulatorClient
+from tools.bench.procs import OutsideLoad, Processes, channeld, free_port, python_module
+from tools.fake_llm import Behaviour
+
+CHANNEL = "zim-voice"
+VOICE_APP_ID = 1234567890
+VOICE_SECRET = "benchvoice0123456789abcdef012345"  # noqa: S105 - the emulator's throwaway
+BASELINE_AGENT = "bench-baseline"
+INSTANCE_LIMIT = 10  # ZEGO's default live agent instances per app
+WARMUP_STEP, SINGLE_STEP, CONCURRENT_STEP = 95, 96, 97  # tags bm95n...: not measured
+TARGETS = ("baseline", "channeld")
+SHAPES = ("single", "concurrent")
+WINDOW: int = ZegoVoice.model_fields["window_size"].default  # channeld's MessageHistory window
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceSettings:
+    """What sizes the scenario; `for_run(quick=True)` keeps it under half a minute."""
+
+    first_token_delay: float = 0.2
+    token_interval: float = 0.02
+    calls: int = INSTANCE_LIMIT
+    single_rounds: int = 40  # per target, one call
+    concurrent_rounds: int = 10  # per target, every call at once
+    words: int = 6  # an utterance: its tag and filler; the echo answer has one token more
+
+    @classmethod
+    def for_run(cls, *, quick: bool) -> VoiceSettings:
+        """The full or the quick scenario."""
+        return cls(single_rounds=12, concurrent_rounds=4) if quick else cls()
+
+
+_RECEIVED: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
+    "voice_llm_received", default=None
+)
+
+
+class FirstTokenFirstLLM(TracingLLM):
+    """The traced fake LLM, its stream starting with its first token, its trace timed from the
+    whole request.
+
+    `tools.fake_llm` writes an empty `role` chunk the moment a request arrives and only then
+    waits out the first-token delay. channeld skips empty deltas, but an agent pointed straight
+    at the LLM would take that chunk for the first one and the floor would be about 1 ms. Here
+    the whole response, headers included, waits out the delay (`stall_before_headers`), then
+    the role chunk and the first token leave together, as a real LLM's first chunk carries its
+    first token.
+
+    A trace line's `started` is when the request's body had been read (`TracingLLM`'s is when
+    its headers were): under load a client may send the body well after the headers, and that
+    wait is the client's, not the LLM's first-token time.
+    """
+
+    def __init__(self, sink: TextIO, **options: Any) -> None:
+        super().__init__(None, **options)  # the lines are written here, with `started` moved
+        self.out = sink
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        received: list[float] = []
+        reset = _RECEIVED.set(received)
+        try:
+            return await super()._completions(request)
+        finally:
+            _RECEIVED.reset(reset)
+            trace = self.traces[-1]  # this request's: appended with no await since
+            line = trace.to_json() | {"started": received[0] if received else trace.started}
+            self.out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self.out.flush()
+
+    async def _record(self, request: web.Request) -> Any:
+        body = await super()._record(request)
+        received = _RECEIVED.get()
+        if received is not None:
+            received.append(time.monotonic())
+        return body
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        # every request consumes one scripted behaviour (all alike: order does not matter)
+        self.script(Behaviour(stall_before_headers=self.first_token_delay, first_token_delay=0))
+        return await super()._answer(request)
+
+
+@dataclass(frozen=True, slots=True)
+class Said:
+    """One utterance as the emulator's agent timed it."""
+
+    target: str  # "channeld" or "baseline"
+    shape: str  # "single" or "concurrent"; "warmup" is not measured
+    tag: str
+    posted: float  # the harness' time.monotonic() just before it asked the emulator
+    first_chunk: float | None  # seconds from the agent's request to its first `data:` line
+    status: int | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Answered, and read without a framing error."""
+        return self.status == 200 and self.first_chunk is not None and not self.error
+
+
+def quantiles(values: Sequence[float]) -> dict[str, float | int | None]:
+    """Count, p50, p95, p99 and max."""
+    return {
+        "count": len(values),
+        "p50": stats.percentile(values, 50),
+        "p95": stats.percentile(values, 95),
+        "p99": stats.percentile(values, 99),
+        "max": max(values) if values else None,
+    }
+
+
+def timings(said: Said, trace: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """One round's figures in seconds, None without an answer or its LLM trace.
+
+    `overhead` is what the path adds to the LLM's own first-token time: the agent's request on
+    its way (through channeld) until the LLM has all of it, and the first token's way back as a
+    chunk. It splits there; the harness' `posted` stands in for the agent's send, one
+    control-plane hop earlier, so `before_llm` is that hop too long and `after_token` as much
+    too short, alike for both targets: their differences are exact.
+    """
+    times = trace.get("token_times") if trace is not None else None
+    if not said.ok or trace is None or not times or "started" not in trace:
+        return None
+    assert said.first_chunk is not None  # noqa: S101 - `ok` says so; narrows for mypy
+    arrived, first_token = float(trace["started"]), float(times[0])
+    llm_first_token = first_token - arrived
+    return {
+        "first_chunk": said.first_chunk,
+        "llm_first_token": llm_first_token,
+        "overhead": said.first_chunk - llm_first_token,
+        "before_llm": arrived - said.posted,
+        "after_token": said.posted + said.first_chunk - first_token,
+    }
+
+
+FIGURES = ("first_chunk", "llm_first_token", "overhead", "before_llm", "after_token")
+
+
+def summarize(
+    said: Iterable[Said], traces: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """target -> shape -> rounds, answered, timed and the quantiles of each figure."""
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    rounds = list(said)
+    for target in TARGETS:
+        result[target] = {}
+        for shape in SHAPES:
+            mine = [s for s in rounds if s.target == target and s.shape == shape]
+            timed = [t for s in mine if (t := timings(s, traces.get(s.tag))) is not None]
+            result[target][shape] = {
+                "rounds": len(mine),
+                "answered": sum(s.ok for s in mine),
+                "timed": len(timed),
+                "errors": sorted({s.error or f"HTTP {s.status}" for s in mine if not s.ok})[:5],
+                **{name: quantiles([t[name] for t in timed]) for name in FIGURES},
+            }
+    return result
+
+
+def daemon_config(
+    *,
+    state_dir: Path,
+    admin_listen: str,
+    webhooks_listen: str,
+    zim_api: str,
+    voice_api: str,
+    llm_url: str,
+) -> str:
+    """A channeld TOML file: one ZIM channel on the callback listener, offering ZEGO calls."""
+    voice = [
+        "[channels.voice]",
+        f'public_base_url = "http://{webhooks_listen}"',
+        "",
+        "[channels.voice.zego]",
+        f"app_id = {VOICE_APP_ID}",
+        f'server_secret = "{VOICE_SECRET}"',
+        f'api_base = "{voice_api}"',
+        "",
+    ]
+    zim = cfg.zim_config(
+        state_dir=state_dir,
+        admin_listen=admin_listen,
+        webhooks_listen=webhooks_listen,
+        api_base=zim_api,
+        llm_url=llm_url,
+        channel_id=CHANNEL,
+    )
+    return zim.rstrip("\n") + "\n\n" + "\n".join(voice)  # a sub-table of the last [[channels]]
+
+
+async def start_call(
+    session: aiohttp.ClientSession, admin_url: str, token: str, n: int
+) -> dict[str, Any]:
+    """`POST /api/v1/voice/calls` for caller n, as an app's backend does; the call."""
+    body = {
+        "provider": "zego",
+        "channel_id": CHANNEL,
+        "user_id": f"caller-{n}",
+        "zego": {
+            "room_id": f"room-{n}",
+            "user_id": f"u{n}",
+            "user_stream_id": f"u{n}-main",
+            "agent_user_id": f"agent-{n}",
+            "agent_stream_id": f"agent-{n}-main",
+        },
+    }
+    headers = {"Authorization": f"Bearer {token}"}
+    async with session.post(f"{admin_url}/api/v1/voice/calls", json=body, headers=headers) as resp:
+        call: dict[str, Any] = await resp.json()
+        if resp.status != 201:
+            raise RuntimeError(f"call {n} did not start: HTTP {resp.status} {call}")
+    return call
+
+
+async def baseline_instance(
+    session: aiohttp.ClientSession, api_url: str, n: int, llm_url: str
+) -> str:
+    """`CreateAgentInstance` of an agent that asks the LLM itself, with channeld's request
+    shape (agent info, window); its AgentInstanceId."""
+    body = {
+        "AgentId": BASELINE_AGENT,
+        "UserId": f"bu{n}",
+        "RTC": {
+            "RoomId": f"baseline-room-{n}",
+            "AgentStreamId": f"baseline-{n}-main",
+            "AgentUserId": f"baseline-{n}",
+            "UserStreamId": f"bu{n}-main",
+        },
+        "LLM": {
+            "Url": f"{llm_url}/chat/completions",
+            "ApiKey": "bench",
+            "Model": cfg.MODEL,
+            "AddAgentInfo": True,
+            "AgentExtraInfo": {"call": f"baseline-{n}"},
+        },
+        "MessageHistory": {"SyncMode": 1, "Messages": [], "WindowSize": WINDOW},
+        "CallbackConfig": {"Interrupted": 1},
+    }
+    query = signed_query("CreateAgentInstance", VOICE_APP_ID, VOICE_SECRET, int(time.time()))
+    async with session.post(f"{api_url}/", params=query, json=body) as resp:
+        answer = await resp.json()
+    if not isinstance(answer, dict) or answer.get("Code") != 0:
+        raise RuntimeError(f"baseline instance {n} not created: {answer}")
+    return str(answer["Data"]["AgentInstanceId"])
+
+
+async def say(
+    emu: EmulatorClient,
+    target: str,
+    shape: str,
+    instance: str,
+    *,
+    step: int,
+    index: int,
+    words: int,
+) -> Said:
+    """The caller of `instance` says one tagged utterance; returns once the answer was read."""
+    posted = time.monotonic()
+    text = measure.user_text(step, index, words)
+    result = await emu.post("voice/say", {"text": text, "instance_id": instance})
+    first = result.get("first_chunk_ms")
+    return Said(
+        target,
+        shape,
+        measure.tag(step, index),
+        posted,
+        None if first is None else float(first) / 1000,
+        result.get("status"),
+        str(result.get("error", "")),
+    )
+
+
+async def rounds(
+    emu: EmulatorClient,
+    instances: Mapping[str, Sequence[str]],
+    settings: VoiceSettings,
+    outside: OutsideLoad,
+) -> tuple[list[Said], dict[str, float]]:
+    """A warm-up on every call, then one call round after round, then every call at once; the
+    targets take turns, first one then the other. Also the other processes' CPU per shape."""
+    numbers = itertools.count()
+    plan = [
+        ("warmup", WARMUP_STEP, settings.calls, 1),
+        ("single", SINGLE_STEP, 1, settings.single_rounds),
+        ("concurrent", CONCURRENT_STEP, settings.calls, settings.concurrent_rounds),
+    ]
+    said: list[Said] = []
+    busy: dict[str, float] = {}
+    for shape, step, calls, count in plan:
+        print(f"  voice: {shape}, {calls} call(s) at a time, {count} round(s) each", flush=True)
+        outside.start()
+        for number in range(count):
+            order = TARGETS if number % 2 == 0 else TARGETS[::-1]
+            for target in order:
+                said += await asyncio.gather(
+                    *(
+                        say(
+                            emu,
+                            target,
+                            shape,
+                            instance,
+                            step=step,
+                            index=next(numbers),
+                            words=settings.words,
+                        )
+                        for instance in instances[target][:calls]
+                    )
+                )
+        busy[shape] = outside.percent()
+    return [s for s in said if s.shape != "warmup"], busy
+
+
+async def wait_traces(
+    traces: e2e.TraceFile, tags: set[str], within: float = 10.0
+) -> dict[str, Mapping[str, Any]]:
+    """The LLM's traces of `tags` (each is written once its completion ended)."""
+    deadline = time.monotonic() + within
+    while True:  # a file that grows: nothing to await but time
+        found = traces.update()
+        if tags <= set(found) or time.monotonic() > deadline:
+            return dict(found)
+        await asyncio.sleep(0.05)
+
+
+async def run(
+    session: aiohttp.ClientSession, procs: Processes, *, quick: bool, workdir: Path
+) -> dict[str, Any]:
+    """The whole scenario in its own processes."""
+    settings = VoiceSettings.for_run(quick=quick)
+    trace_path = workdir / "voice-llm-traces.jsonl"
+    llm = await procs.start(
+        "voice-llm",
+        python_module(
+            "tools.bench.voice",
+            "--first-token-delay",
+            f"{settings.first_token_delay:g}",
+            "--token-interval",
+            f"{settings.token_interval:g}",
+            "--trace",
+            str(trace_path),
+        ),
+    )
+    voice = await procs.start(
+        "voice-zego",
+        channeld(
+            "emulate",
+            "voice",
+            "--provider",
+            "zego",
+            "--listen",
+            "127.0.0.1:0",
+            "--app-id",
+            str(VOICE_APP_ID),
+            "--server-secret",
+            VOICE_SECRET,
+            # the baseline's instances stand for a second app's, beside channeld's ten
+            "--max-instances",
+            str(2 * settings.calls),
+            "--agent",
+            BASELINE_AGENT,
+        ),
+    )
+    admin, hooks = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    zim = await procs.start(
+        "voice-zim",
+        channeld(
+            "emulate",
+            "zim",
+            "--listen",
+            "127.0.0.1:0",
+            "--robot",
+            cfg.ZIM_ROBOT,
+            "--app-id",
+            cfg.ZIM_APP_ID,
+            "--server-secret",
+            cfg.ZIM_SECRET,
+            "--callback",
+            f"http://{hooks}/hooks/{CHANNEL}",
+        ),
+    )
+    state = workdir / "state-voice"
+    conf = workdir / "voice.toml"
+    conf.write_text(
+        daemon_config(
+            state_dir=state,
+            admin_listen=admin,
+            webhooks_listen=hooks,
+            zim_api=zim.url,
+            voice_api=voice.url,
+            llm_url=llm.url,
+        )
+    )
+    daemon = await procs.start(
+        "channeld-voice", channeld("run", "--config", str(conf)), wait_url=False
+    )
+    admin_url = f"http://{admin}"
+    await e2e.wait_up(session, admin_url, CHANNEL, daemon)
+    token = read_token(token_path(state))
+    instances = {
+        "channeld": [
+            str((await start_call(session, admin_url, token, n))["agent_instance_id"])
+            for n in range(settings.calls)
+        ],
+        "baseline": [
+            await baseline_instance(session, voice.url, n, llm.url) for n in range(settings.calls)
+        ],
+    }
+    said, busy = await rounds(
+        EmulatorClient(session, voice.url), instances, settings, OutsideLoad(procs)
+    )
+    traces = await wait_traces(e2e.TraceFile(trace_path), {s.tag for s in said if s.ok})
+    for proc in (daemon, zim, voice, llm):
+        await proc.stop()
+    return {
+        "settings": dataclasses.asdict(settings),
+        "instance_limit": INSTANCE_LIMIT,
+        "outside_cpu_percent": busy,
+        "targets": summarize(said, traces),
+    }
+
+
+# -- the scenario's LLM, in its own process --------------------------------------------------------
+
+
+async def _serve(args: argparse.Namespace, sink: TextIO) -> None:
+    llm = FirstTokenFirstLLM(
+        sink, first_token_delay=args.first_token_delay, token_interval=args.token_interval
+    )
+    await llm.start("127.0.0.1", 0)
+    print(f"voice LLM listening on {llm.url}", flush=True)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    try:
+        await done.wait()
+    finally:
+        await llm.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m tools.bench.voice`: serve `FirstTokenFirstLLM` until SIGINT or SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench.voice",
+        description="The voice scenario's LLM: a traced fake LLM whose stream starts with its "
+        "first token",
+    )
+    parser.add_argument("--first-token-delay", type=float, required=True, metavar="SECONDS")
+    parser.add_argument("--token-interval", type=float, required=True, metavar="SECONDS")
+    parser.add_argument("--trace", required=True, help="append one JSON line per completion")
+    args = parser.parse_args(argv)
+    with Path(args.trace).open("a", encoding="utf-8") as sink:
+        asyncio.run(_serve(args, sink))
+
+
+if __name__ == "__main__":
+    main()
