@@ -24,8 +24,9 @@ DIRECT_PREFIX = "direct:"  # conversation keys of direct chats (channels.convers
 _TURN_KEY = ("voice_call_id", "voice_round", "role")  # uq_message_voice_turn
 
 
-def _upsert(dialect: str, values: dict[str, Any]) -> Insert:
-    """Inserts the turn, or replaces the content and interruption of the round's stored one."""
+def _upsert(dialect: str, values: dict[str, Any], *, keep_interrupted: bool) -> Insert:
+    """Inserts the turn, or replaces the content and interruption of the round's stored one
+    (unless `keep_interrupted` and the stored one is marked interrupted)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(Message).values(values)
     return statement.on_conflict_do_update(
@@ -34,6 +35,7 @@ def _upsert(dialect: str, values: dict[str, Any]) -> Insert:
             "content": statement.excluded.content,
             "interrupted": statement.excluded.interrupted,
         },
+        where=col(Message.interrupted).is_(False) if keep_interrupted else None,
     )
 
 
@@ -94,18 +96,18 @@ class VoiceRepository(ConversationRepository):
     @completes
     async def voice_call_started(
         self, call_id: str, *, instance_id: str, details: dict[str, Any]
-    ) -> None:
-        """Records what the cloud answered to the start; LookupError if the call is unknown."""
+    ) -> bool:
+        """Records what the cloud answered to the start, on a call not ended meanwhile (a DELETE
+        while it started); whether it was (False: ended or deleted, the instance must go)."""
         statement = (
             update(VoiceCall)
-            .where(col(VoiceCall.id) == call_id)
+            .where(col(VoiceCall.id) == call_id, col(VoiceCall.ended_at).is_(None))
             .values(instance_id=instance_id, details=dict(details))
         )
         async with self._write() as session:
             result = await session.exec(statement)
-            if result.rowcount == 0:
-                raise LookupError(f"voice call {call_id} not found")
             await session.commit()
+            return bool(result.rowcount)
 
     @completes
     async def voice_call_end(
@@ -147,11 +149,14 @@ class VoiceRepository(ConversationRepository):
         content: str,
         now: datetime,
         interrupted: bool = False,
+        keep_interrupted: bool = False,
     ) -> None:
         """Stores the round's turn of `role`, replacing the one stored before (a retried round);
         the conversation is active now. LookupError if the conversation does not exist.
 
         A replaced turn keeps its place in the history (its id) and its first time.
+        `keep_interrupted`: a stored turn marked interrupted (what the cloud said was heard)
+        stays as it is.
         """
         now = require_aware(now, "now")
         turn = {
@@ -172,7 +177,9 @@ class VoiceRepository(ConversationRepository):
             )
             if touched.rowcount == 0:
                 raise LookupError(f"conversation {conversation_id} not found")
-            await session.exec(_upsert(self._engine.dialect.name, turn))
+            await session.exec(
+                _upsert(self._engine.dialect.name, turn, keep_interrupted=keep_interrupted)
+            )
             await session.commit()
 
     @completes

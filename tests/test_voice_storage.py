@@ -5,6 +5,7 @@ and the migration that adds them, up from existing rows and back down."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -294,7 +295,7 @@ async def test_a_call_is_found_by_its_secret_and_its_instance(
     assert await store.voice_call_by_instance("zego", "inst-1") is None
 
     details = {"room_id": "room-1", "agent_instance_id": "inst-1"}
-    await store.voice_call_started(call.id, instance_id="inst-1", details=details)
+    assert await store.voice_call_started(call.id, instance_id="inst-1", details=details)
     found = await store.voice_call_by_instance("zego", "inst-1")
     assert found is not None and (found.id, found.details) == (call.id, details)
     assert await store.voice_call_by_instance("aliyun", "inst-1") is None
@@ -304,8 +305,25 @@ async def test_a_call_is_found_by_its_secret_and_its_instance(
     await store.voice_call_started(later.id, instance_id="inst-1", details={})
     found = await store.voice_call_by_instance("zego", "inst-1")
     assert found is not None and found.id == later.id
-    with pytest.raises(LookupError):
-        await store.voice_call_started("no-such-call", instance_id="x", details={})
+    assert not await store.voice_call_started("no-such-call", instance_id="x", details={})
+    # a call ended while the cloud started it (a DELETE meanwhile) keeps no instance
+    await store.voice_call_end(later.id, reason="stopped", now=clock.now)
+    assert not await store.voice_call_started(later.id, instance_id="inst-2", details={})
+    assert await store.voice_call_by_instance("zego", "inst-2") is None
+
+
+async def test_an_interrupted_turn_is_kept_when_asked(store: Store, clock: FakeClock) -> None:
+    call = await _started_call(store, clock.now)
+    put = functools.partial(
+        store.voice_turn_put, call.conversation_id, call_id=call.id, round="7", role="assistant"
+    )
+    await put(content="Heard part", now=clock.now, interrupted=True)
+    await put(content="Heard part and the rest", now=clock.now, keep_interrupted=True)
+    turns = await store.recent_messages(call.conversation_id, 1)
+    assert [(t.content, t.interrupted) for t in turns] == [("Heard part", True)]
+    await put(content="A retried answer", now=clock.now)  # a retried round replaces it
+    turns = await store.recent_messages(call.conversation_id, 1)
+    assert [(t.content, t.interrupted) for t in turns] == [("A retried answer", False)]
 
 
 async def test_deleting_old_conversations_takes_their_calls_and_turns(
