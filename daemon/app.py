@@ -22,6 +22,7 @@ from channels.recovery import recover
 from channels.registry import build_provider  # the provider of each channel's platform
 from channels.voice.calls import VoiceCalls
 from channels.voice.endpoint import VoiceEndpoint
+from channels.voice.streams import CallStreams
 from common.backoff import Backoff
 from daemon.admin import AdminServer
 from daemon.api import AdminApi
@@ -121,6 +122,7 @@ class Daemon:
         self.webhooks = CallbackListener(settings.webhooks, self.manager.live, self.metrics)
         # Alibaba's UserData is signed with this: only channeld can name a call in it
         voice_key = box.derive("voice-user-data")
+        voice_streams = CallStreams()  # the endpoint streams into it, ending a call cuts it
         self.voice_calls = VoiceCalls(
             self.store,
             self.manager.runtime,
@@ -136,6 +138,7 @@ class Daemon:
                 observer=self.metrics,
                 user_data_key=voice_key,
                 clock=_utc_now,
+                streams=voice_streams,
             ),
             self.voice_calls,
         )

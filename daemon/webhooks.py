@@ -216,6 +216,11 @@ class CallbackListener:
             self._log_refusal(channel_id, refused)
             self._metrics.callback(channel_id, kind, "rejected", refused.reason)
             return web.json_response({"error": refused.reason}, status=refused.status)
+        except Exception as exc:  # noqa: BLE001 - a bug or a broken database: answered, logged
+            # rate-limited like a refusal: whoever can reach the port must not flood the log
+            self._log_refusal(channel_id, _Refused(500, "internal", type(exc).__name__))
+            self._metrics.callback(channel_id, kind, "rejected", "internal")
+            return web.json_response({"error": "internal"}, status=500)
 
     async def _voice_hook(self, request: web.Request) -> web.StreamResponse:
         """A voice cloud's agent callback: call ended, answer interrupted."""
@@ -269,6 +274,8 @@ class CallbackListener:
                 await response.write_eof()
             except ConnectionError:
                 pass  # the cloud hung up mid-answer: stored as interrupted by `speak`
+            except Exception as exc:  # noqa: BLE001 - the headers left: the stream just ends
+                self._log_refusal(channel_id, _Refused(500, "internal", type(exc).__name__))
             return response
 
         return await self._guarded(label, "voice", work)

@@ -4,7 +4,9 @@ them. The clouds themselves (starting calls, their callbacks) are in test_e2e_vo
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,14 +18,16 @@ import aiohttp
 import pytest
 
 from channels.dingtalk.emulator import EmulatorThread
-from channels.voice.endpoint import secret_hash
+from channels.voice.endpoint import ALIYUN_INTERRUPTED, secret_hash, user_data
 from channels.voice.sse import StreamFramingError, read_chunks
 from daemon.app import Daemon
 from daemon.config import WebhooksSection
+from daemon.secrets import SecretBox, load_key
 from storage.repository import MessageRecord, Store, VoiceCallRecord
+from tests.admin_support import build_request, raw_http
 from tests.agents_support import fake_llm_fixture
 from tests.dingtalk_support import dingtalk_emulator
-from tests.e2e_support import CHANNEL, FAST_BACKOFF, Stack, settings_for
+from tests.e2e_support import CHANNEL, FAST_BACKOFF, Stack, settings_for, wait_until
 from tools.fake_llm import FakeLLM
 
 __all__ = ["dingtalk_emulator", "fake_llm_fixture"]
@@ -117,7 +121,13 @@ class VoiceStack:
         }
         sent = {"Authorization": f"Bearer {secret}"} if secret else {}
         async with self.http.post(self.url, json=payload, headers={**sent, **(headers or {})}) as r:
-            return r.status, await r.text()
+            body = b""
+            try:
+                async for data in r.content.iter_any():
+                    body += data
+            except aiohttp.ClientPayloadError:
+                pass  # the stream was cut: what arrived is the answer as far as it went
+            return r.status, body.decode()
 
     async def turns(self, conversation_id: str) -> list[MessageRecord]:
         return await self.store.recent_messages(conversation_id, 100)
@@ -296,3 +306,88 @@ def test_the_strict_reader_refuses_what_zego_would_not_speak() -> None:
     for broken in (good[:2], [good[0], good[2]], early_stop, ["event: x", *good], [*good, good[0]]):
         with pytest.raises(StreamFramingError):
             read_chunks(broken)
+
+
+async def test_a_bearer_token_of_undecodable_bytes_is_refused_quietly(
+    voice: VoiceStack, fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture
+) -> None:
+    await voice.call()
+    port = voice.stack.daemon.webhooks.port if voice.stack.daemon.webhooks else 0
+    body = json.dumps({"stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    headers = [(b"Authorization", b"Bearer \xc3\x28"), (b"Content-Type", b"application/json")]
+    for _ in range(3):
+        request = build_request("POST", f"/voice/{CHANNEL}/chat/completions", port, headers, body)
+        assert (await raw_http(port, request)).status == 401
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert fake_llm.requests == []
+
+
+async def test_a_request_that_names_no_instance_is_refused(
+    voice: VoiceStack, fake_llm: FakeLLM
+) -> None:
+    await voice.call()
+    assert (await voice.ask("hi", agent_info={"round_id": 5}))[0] == 401
+    assert fake_llm.requests == []
+
+
+async def test_a_new_round_cuts_the_answer_still_streaming_for_the_call(
+    voice: VoiceStack, fake_llm: FakeLLM
+) -> None:
+    call = await voice.call()
+    fake_llm.script_reply("one two three four five six seven eight", token_interval=0.2)
+    first = asyncio.create_task(voice.ask("tell me a long story", round_id=1))
+    await wait_until(lambda: len(fake_llm.requests) == 1)
+    await asyncio.sleep(0.3)  # a word or two has been said
+    status, body = await voice.ask("stop, another question", round_id=2)
+    assert status == 200 and spoken(body) == "Echo: stop, another question"
+    cut_status, cut_body = await first
+    assert cut_status == 200 and "[DONE]" not in cut_body  # it just ended
+    turns = [t for t in await voice.turns(call.conversation_id) if t.role == "assistant"]
+    assert turns[0].interrupted and "eight" not in turns[0].content
+    assert not turns[1].interrupted
+
+
+async def test_an_answer_stops_when_its_call_runs_out_of_time(
+    voice: VoiceStack, fake_llm: FakeLLM
+) -> None:
+    call = await voice.call(expires_in=1.0)
+    fake_llm.script_reply("one two three four five six seven eight nine ten", token_interval=0.3)
+    status, body = await voice.ask("a long answer please")
+    assert status == 200 and "[DONE]" not in body
+    (answer,) = [t for t in await voice.turns(call.conversation_id) if t.role == "assistant"]
+    assert answer.interrupted and "ten" not in answer.content
+
+
+async def test_an_emoji_split_across_deltas_is_spoken_whole(
+    voice: VoiceStack, fake_llm: FakeLLM
+) -> None:
+    call = await voice.call()
+    fake_llm.script_reply(tokens=["smile ", "\ud83d", "\ude00", " and a lone \ud83d"])
+    status, body = await voice.ask("smile")
+    assert status == 200
+    assert spoken(body) == "smile \U0001f600 and a lone \ufffd"
+    assert (await voice.turns(call.conversation_id))[-1].content == spoken(body)
+
+
+async def test_alibabas_mark_only_cuts_what_was_said(
+    voice: VoiceStack, fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    call = await voice.call(provider="aliyun")
+    key = SecretBox(load_key(tmp_path)).derive("voice-user-data")
+    data = user_data(key, CHANNEL, call.id)
+
+    async def say(text: str, sentence: int, heard: str | None = None) -> int:
+        history = [] if heard is None else [{"role": "assistant", "content": heard}]
+        messages = [*history, {"role": "user", "content": text}]
+        extend = {"instanceId": INSTANCE, "sentenceId": sentence, "userData": data}
+        return (await voice.ask(text, secret=LLM_KEY, extendData=extend, messages=messages))[0]
+
+    assert await say("first", 1) == 200
+    assert await say("second", 2, heard=f"Echo{ALIYUN_INTERRUPTED}") == 200
+    assert await say("third", 3, heard=f"I promised you a refund{ALIYUN_INTERRUPTED}") == 200
+    answers = [t for t in await voice.turns(call.conversation_id) if t.role == "assistant"]
+    assert [(t.content, t.interrupted) for t in answers] == [
+        ("Echo", True),  # cut where the mark says
+        ("Echo: second", True),  # not a beginning of what was said: only noted
+        ("Echo: third", False),
+    ]

@@ -328,7 +328,11 @@ class FakeLLM:
             chunk = {**base, "choices": choices}
             if include_usage:
                 chunk["usage"] = usage  # OpenAI sends "usage": null on every other chunk
-            await response.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+            try:
+                data = json.dumps(chunk, ensure_ascii=False).encode()
+            except UnicodeEncodeError:  # a scripted lone surrogate: JSON escapes it, UTF-8 cannot
+                data = json.dumps(chunk).encode()
+            await response.write(b"data: " + data + b"\n\n")
 
         def delta(content: dict[str, str], finish: str | None = None) -> list[dict[str, Any]]:
             return [{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}]

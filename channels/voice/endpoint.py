@@ -39,6 +39,7 @@ from channels.live import ChannelRuntime
 from channels.observer import Observer
 from channels.voice.config import VoiceConfig
 from channels.voice.sse import ChunkFramer
+from channels.voice.streams import CallStreams
 from common.errors import ChannelError
 from storage.repository import Store, VoiceCallRecord
 
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 ALIYUN_INTERRUPTED = "<ims_agent_interrupted>"
 MAX_UTTERANCE = 8_000  # characters; an ASR result is a sentence or two
 MAX_ROUND = 64  # characters of a round or sentence id
+MAX_USER_DATA = 512  # characters of Alibaba's userData echoed back
 DEFAULT_MODEL = "channeld"
 FAILURE_TEXT = EmitterSettings().failure_text
 
@@ -110,9 +112,20 @@ class VoiceTurn:
 def _bearer(headers: Mapping[str, str]) -> str:
     value = headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise _unauthorized("no bearer token")
-    return token.strip()
+    if not token.isascii() or not token.isprintable():
+        # what a server never sends (aiohttp hands undecodable header bytes on as surrogates)
+        raise _unauthorized("the bearer token is not printable ASCII")
+    return token
+
+
+def _same_secret(given: str, expected: str) -> bool:
+    """Constant time, and the comparison reveals not even the secret's length."""
+    return hmac.compare_digest(
+        hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest()
+    )
 
 
 def _text(content: Any) -> str | None:
@@ -184,9 +197,11 @@ class VoiceEndpoint:
         observer: VoiceObserver,
         user_data_key: bytes,
         clock: Callable[[], datetime],
+        streams: CallStreams,
     ) -> None:
         self._store = store
         self._runtimes = runtimes
+        self._streams = streams
         self._slots = slots
         self._observer = observer
         self._key = user_data_key
@@ -227,9 +242,7 @@ class VoiceEndpoint:
     ) -> tuple[VoiceCallRecord, Any]:
         """The active call the request proves it belongs to, and its round id as sent."""
         aliyun = voice.aliyun
-        if aliyun is not None and hmac.compare_digest(
-            bearer.encode(), aliyun.llm_api_key.get_secret_value().encode()
-        ):
+        if aliyun is not None and _same_secret(bearer, aliyun.llm_api_key.get_secret_value()):
             extend = payload.get("extendData")
             if not isinstance(extend, dict):
                 raise _unauthorized("Alibaba request without extendData")
@@ -251,18 +264,19 @@ class VoiceEndpoint:
             raise _unauthorized("the call belongs to another channel")
         if not call.active(self._clock()):
             raise _unauthorized("the call has ended or expired")
-        if (
-            instance is not None
-            and call.instance_id is not None
-            and str(instance) != call.instance_id
+        # both clouds name the instance in every request (ZEGO agent_info, Alibaba extendData)
+        if call.instance_id is not None and (
+            isinstance(instance, bool) or str(instance) != call.instance_id
         ):
             raise _unauthorized("the instance id is not the call's")
         return call, round_value
 
     async def _aliyun_call(self, channel_id: str, data: Any) -> VoiceCallRecord:
         try:
-            parsed = json.loads(data) if isinstance(data, str) else None
-        except ValueError:
+            # channeld's own userData is ~120 characters of flat JSON
+            ok = isinstance(data, str) and len(data) <= MAX_USER_DATA
+            parsed = json.loads(data) if ok else None
+        except (ValueError, RecursionError):
             parsed = None
         if not isinstance(parsed, dict):
             raise _unauthorized("userData is not channeld's")
@@ -280,55 +294,79 @@ class VoiceEndpoint:
     async def speak(self, turn: VoiceTurn, write: Write) -> None:
         """Streams the answer through `write` and stores the round's turns.
 
-        A cloud that hangs up mid-answer (the user spoke over it) leaves the answer stored as far
-        as it was sent, marked interrupted; a failing agent is answered with a short apology that
-        is spoken but not stored.
+        One answer streams per call: a new request cuts the one before (the user spoke over
+        it), and so does the call's end or its expiry. A cut answer is stored as far as it was
+        sent, marked interrupted; a failing agent is answered with a short apology that is
+        spoken but not stored.
         """
-        call, runtime = turn.call, turn.runtime
-        channel = call.channel_id
-        if turn.heard is not None:
-            await self._trim_previous(turn)
-        request = await self._request(turn)
-        framer = ChunkFramer(turn.model)
-        parts: list[str] = []
+        call = turn.call
         outcome = "answered"
-        async with self._slots.hold():
-            stored = asyncio.create_task(
-                self._store.voice_turn_put(
-                    call.conversation_id,
-                    call_id=call.id,
-                    round=turn.round,
-                    role="user",
-                    content=turn.utterance,
-                    now=self._clock(),
-                ),
-                name=f"voice-turn-{call.id}",
-            )
+        parts: list[str] = []
+        with self._streams.streaming(call.id):
+            stored: asyncio.Task[None] | None = None
             try:
-                try:
-                    deltas = timed(
-                        runtime.agent.stream(request), runtime.agent.name, self._observer
-                    )
-                    async for delta in deltas:
-                        if not delta:
-                            continue
-                        await write(framer.delta(delta))
-                        if not parts:
-                            self._observer.voice_first_chunk(
-                                channel, call.provider, time.monotonic() - turn.received
-                            )
-                        parts.append(delta)
-                except ChannelError as exc:
-                    log.warning("voice call %s: the agent failed: %s", call.id, exc)
-                    outcome = "failed"
-                    await write(framer.delta((" " if parts else "") + FAILURE_TEXT))
-                await write(framer.stop())
-            except (ConnectionError, asyncio.CancelledError):
-                outcome = "cut"  # the cloud closed the stream: the user spoke over the answer
+                # nothing is said past the call's end, whoever ends it
+                async with asyncio.timeout(self._remaining(call)):
+                    if turn.heard is not None:
+                        await self._trim_previous(turn)
+                    request = await self._request(turn)
+                    async with self._slots.hold():
+                        stored = asyncio.create_task(
+                            self._store.voice_turn_put(
+                                call.conversation_id,
+                                call_id=call.id,
+                                round=turn.round,
+                                role="user",
+                                content=turn.utterance,
+                                now=self._clock(),
+                            ),
+                            name=f"voice-turn-{call.id}",
+                        )
+                        outcome = await self._stream(turn, request, write, parts)
+            except (ConnectionError, TimeoutError):
+                outcome = "cut"  # the cloud closed the stream, or the call ran out of time
+            except asyncio.CancelledError:
+                outcome = "cut"  # talked over (a newer request), or the call ended
                 raise
             finally:
-                await self._finish(turn, stored, "".join(parts), interrupted=outcome == "cut")
-                self._observer.voice_turn(channel, call.provider, outcome)
+                if stored is not None:
+                    await self._finish(turn, stored, "".join(parts), interrupted=outcome == "cut")
+                self._observer.voice_turn(call.channel_id, call.provider, outcome)
+
+    def _remaining(self, call: VoiceCallRecord) -> float:
+        return max(0.0, (call.expires_at - self._clock()).total_seconds())
+
+    async def _stream(
+        self, turn: VoiceTurn, request: AgentRequest, write: Write, parts: list[str]
+    ) -> str:
+        """The agent's deltas framed and written, `parts` holding what was sent; the outcome."""
+        call, agent = turn.call, turn.runtime.agent
+        framer = ChunkFramer(turn.model)
+        pending = ""  # a high surrogate whose low half is in the next delta
+        outcome = "answered"
+        try:
+            async for delta in timed(agent.stream(request), agent.name, self._observer):
+                text = pending + delta
+                pending = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
+                text = normalize.clean(text[: len(text) - len(pending)])
+                if not text:
+                    continue
+                await write(framer.delta(text))
+                if not parts:
+                    self._observer.voice_first_chunk(
+                        call.channel_id, call.provider, time.monotonic() - turn.received
+                    )
+                parts.append(text)
+            if pending:
+                tail = normalize.clean(pending)  # a half pair at the very end: U+FFFD
+                await write(framer.delta(tail))
+                parts.append(tail)
+        except ChannelError as exc:
+            log.warning("voice call %s: the agent failed: %s", call.id, exc)
+            outcome = "failed"
+            await write(framer.delta((" " if parts else "") + FAILURE_TEXT))
+        await write(framer.stop())
+        return outcome
 
     async def _request(self, turn: VoiceTurn) -> AgentRequest:
         call, runtime = turn.call, turn.runtime
@@ -358,10 +396,12 @@ class VoiceEndpoint:
         last = await self._store.voice_turn_last(turn.call.id, "assistant")
         if last is None or last.interrupted or last.voice_round in (None, turn.round):
             return
-        if last.content != heard:
-            await self._store.voice_turn_trim(
-                turn.call.id, last.voice_round, text=heard, now=self._clock()
-            )
+        # the mark cuts what was said: anything else is only noted as interrupted, so no text
+        # from the cloud takes the assistant's place in the conversation
+        text = heard if last.content.startswith(heard.rstrip()) else None
+        await self._store.voice_turn_trim(
+            turn.call.id, last.voice_round, text=text, now=self._clock()
+        )
 
     async def _finish(
         self, turn: VoiceTurn, stored: asyncio.Task[None], answer: str, *, interrupted: bool
@@ -370,9 +410,6 @@ class VoiceEndpoint:
         call = turn.call
         try:
             await stored
-            last = await self._store.voice_turn_last(call.id, "assistant")
-            if last is not None and last.voice_round == turn.round and last.interrupted:
-                return  # the cloud reported what was heard before this write: that stays
             if answer:
                 await self._store.voice_turn_put(
                     call.conversation_id,
@@ -382,6 +419,12 @@ class VoiceEndpoint:
                     content=answer,
                     now=self._clock(),
                     interrupted=interrupted,
+                    # what the cloud said was heard, stored meanwhile, stays
+                    keep_interrupted=True,
                 )
         except Exception as exc:  # noqa: BLE001 - any storage failure: logged, the call goes on
-            log.error("voice call %s: round %s not stored: %s", call.id, turn.round, exc)
+            # the type only: a database error's text carries the statement's parameters (what
+            # was said)
+            log.error(
+                "voice call %s: round %s not stored: %s", call.id, turn.round, type(exc).__name__
+            )
