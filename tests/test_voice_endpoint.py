@@ -121,13 +121,13 @@ class VoiceStack:
         }
         sent = {"Authorization": f"Bearer {secret}"} if secret else {}
         async with self.http.post(self.url, json=payload, headers={**sent, **(headers or {})}) as r:
-            body = b""
+            received = b""
             try:
                 async for data in r.content.iter_any():
-                    body += data
+                    received += data
             except aiohttp.ClientPayloadError:
                 pass  # the stream was cut: what arrived is the answer as far as it went
-            return r.status, body.decode()
+            return r.status, received.decode()
 
     async def turns(self, conversation_id: str) -> list[MessageRecord]:
         return await self.store.recent_messages(conversation_id, 100)
@@ -312,7 +312,9 @@ async def test_a_bearer_token_of_undecodable_bytes_is_refused_quietly(
     voice: VoiceStack, fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture
 ) -> None:
     await voice.call()
-    port = voice.stack.daemon.webhooks.port if voice.stack.daemon.webhooks else 0
+    assert voice.stack.daemon.webhooks is not None
+    port = voice.stack.daemon.webhooks.port
+    assert port is not None
     body = json.dumps({"stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
     headers = [(b"Authorization", b"Bearer \xc3\x28"), (b"Content-Type", b"application/json")]
     for _ in range(3):
