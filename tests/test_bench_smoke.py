@@ -692,7 +692,7 @@ def test_voice_section_puts_channeld_beside_the_floor() -> None:
     assert "| first SSE chunk, channeld p50 / p95 / max | 208.0 / 210.0 / 213.0 ms |" in text
     assert "| channeld − floor, p50 / p95 | +7.0 / +7.0 ms | +37.0 / +37.0 ms |" in text
     before = (
-        "| of which until the LLM has the request: channeld − floor, p50 / p95 | +4.0 / +4.0 ms"
+        "| of which until the LLM has the request: channeld − floor, p50 | +4.0 ms | +32.0 ms |"
     )
     assert before in text
     assert "| rounds answered: channeld, floor | 10/10, 10/10 | 10/10, 10/10 |" in text
