@@ -419,7 +419,10 @@ def _refuse_redirect(
             for name in names
             if before is MISSING or before is None or getattr(before, name) != getattr(after, name)
         ]
-        needed = {p for p in sealed if p[:-1] == at} - given
+        # the section's own secrets; a section holding none of its own (`voice`, whose
+        # public_base_url carries each call's secret) needs those of every section inside it
+        own = {p for p in sealed if p[:-1] == at}
+        needed = (own or {p for p in sealed if at and p[: len(at)] == at}) - given
         if changed and needed:
             moved.extend(dotted((*at, name)) for name in changed)
             missing |= needed

@@ -237,8 +237,13 @@ async def test_a_patch_merges_into_the_voice_section_and_keeps_its_secrets(
     assert config.voice.aliyun.llm_api_key.get_secret_value() == LLM_KEY
     assert config.voice.aliyun.callback_token.get_secret_value() == CB_TOKEN
 
-    # a provider's object is one value: replaced whole, not merged
+    # a provider's object is one value: replaced whole, not merged; it may name a vendor's URL
+    # and carry its token, so it changes only with the section's secrets given again
     replace_tts = {"voice": {"zego": {"tts": {"Vendor": "ByteDance"}}}}
+    status, view = await admin.call("PATCH", "/channels/api-1", replace_tts)
+    assert status == 409, view
+    zego_secrets = {"server_secret": ZEGO_SECRET, "callback_secret": ZEGO_CALLBACK}
+    replace_tts["voice"]["zego"].update(zego_secrets)
     status, view = await admin.call("PATCH", "/channels/api-1", replace_tts)
     assert status == 200, view
     assert view["settings"]["voice"]["zego"]["tts"] == {"Vendor": "ByteDance"}
@@ -336,11 +341,24 @@ async def test_moving_where_a_voice_section_signs_needs_that_sections_secrets(
     assert status == 409
     assert [f["path"] for f in error["error"]["fields"]] == ["client_secret"]
 
-    # where the clouds reach channeld is not where our secrets go
+    # where the clouds reach channeld is where ZEGO sends each call's secret and the caller's
+    # words: it moves only with every voice secret given again
     moved = "https://voice.example.org"
-    status, view = await admin.call(
+    status, error = await admin.call(
         "PATCH", "/channels/api-1", {"voice": {"public_base_url": moved}}
     )
+    assert status == 409, error
+    assert sorted(f["path"] for f in error["error"]["fields"]) == ALIYUN_SECRETS + ZEGO_SECRETS
+    every = {
+        "public_base_url": moved,
+        "zego": {"server_secret": ZEGO_SECRET, "callback_secret": ZEGO_CALLBACK},
+        "aliyun": {
+            "access_key_secret": AK_SECRET,
+            "llm_api_key": LLM_KEY,
+            "callback_token": CB_TOKEN,
+        },
+    }
+    status, view = await admin.call("PATCH", "/channels/api-1", {"voice": every})
     assert status == 200, view
     assert view["voice_urls"]["callback"] == f"{moved}/hooks/api-1/voice"
 

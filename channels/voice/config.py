@@ -34,8 +34,10 @@ class ZegoVoice(_Section):
     agent_id: str = Field(default="channeld-voice", min_length=1, max_length=128)
     # regional hosts: aigc-aiagent-api-sha|hkg|fra|lax|bom|sgp.zegotech.cn
     api_base: str = Field(default=DEFAULT_ZEGO_API_BASE, json_schema_extra={SENDS_SECRETS: True})
-    tts: _PROVIDER_OBJECT | None = None  # ZEGO's TTS object, passed through
-    asr: _PROVIDER_OBJECT | None = None  # ZEGO's ASR object, passed through
+    # ZEGO's TTS and ASR objects, passed through; they may name a vendor's URL and carry its
+    # token, so changing one asks for this section's secrets again
+    tts: _PROVIDER_OBJECT | None = Field(default=None, json_schema_extra={SENDS_SECRETS: True})
+    asr: _PROVIDER_OBJECT | None = Field(default=None, json_schema_extra={SENDS_SECRETS: True})
     # how many of its own messages ZEGO sends back per request; channeld answers from its own
     # history, so only the last one (the utterance) matters
     window_size: int = Field(default=4, ge=1, le=100)
@@ -75,9 +77,11 @@ class AliyunVoice(_Section):
 class VoiceConfig(_Section):
     """How the clouds reach channeld, how long a call may last, and the clouds offered."""
 
-    # the callback listener as the clouds reach it; the LLM endpoint and the callback URL are
-    # {public_base_url}/voice/{channel}/chat/completions and {public_base_url}/hooks/{channel}/voice
-    public_base_url: str
+    # the callback listener as the clouds reach it: the LLM endpoint is
+    # {public_base_url}/voice/{channel}/chat/completions, the callback URL
+    # {public_base_url}/hooks/{channel}/voice. ZEGO sends each call's secret and the caller's
+    # words there: changing it asks for the clouds' secrets again
+    public_base_url: str = Field(json_schema_extra={SENDS_SECRETS: True})
     max_call_seconds: int = Field(default=1800, ge=30, le=86_400)
     zego: ZegoVoice | None = None
     aliyun: AliyunVoice | None = None
