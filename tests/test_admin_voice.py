@@ -239,12 +239,11 @@ async def test_a_patch_merges_into_the_voice_section_and_keeps_its_secrets(
 
     # a provider's object is one value: replaced whole, not merged; it may name a vendor's URL
     # and carry its token, so it changes only with the section's secrets given again
-    replace_tts = {"voice": {"zego": {"tts": {"Vendor": "ByteDance"}}}}
-    status, view = await admin.call("PATCH", "/channels/api-1", replace_tts)
+    tts: dict[str, Any] = {"tts": {"Vendor": "ByteDance"}}
+    status, view = await admin.call("PATCH", "/channels/api-1", {"voice": {"zego": tts}})
     assert status == 409, view
-    zego_secrets = {"server_secret": ZEGO_SECRET, "callback_secret": ZEGO_CALLBACK}
-    replace_tts["voice"]["zego"].update(zego_secrets)
-    status, view = await admin.call("PATCH", "/channels/api-1", replace_tts)
+    tts.update(server_secret=ZEGO_SECRET, callback_secret=ZEGO_CALLBACK)
+    status, view = await admin.call("PATCH", "/channels/api-1", {"voice": {"zego": tts}})
     assert status == 200, view
     assert view["settings"]["voice"]["zego"]["tts"] == {"Vendor": "ByteDance"}
 
