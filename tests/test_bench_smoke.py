@@ -45,7 +45,7 @@ from tools.bench.coalesce import analyse
 from tools.bench.llm import TracingLLM
 from tools.bench.probe import EmulatorClient
 from tools.bench.report import render_markdown
-from tools.bench.report_voice import voice_goal, voice_section
+from tools.bench.report_voice import Said, summarize, timings, voice_goal, voice_section
 from tools.bench.webhooks import receipts
 
 dingtalk_emulator = dingtalk_support.dingtalk_emulator  # the shared fixture, by name
@@ -613,9 +613,9 @@ def test_generated_voice_config_offers_zego_calls_on_a_zim_channel() -> None:
     assert settings.webhooks.port == 9998
 
 
-def _said(target: str, shape: str, index: int, first: float | None, **kw: Any) -> voice.Said:
+def _said(target: str, shape: str, index: int, first: float | None, **kw: Any) -> Said:
     t = measure.tag(voice.SINGLE_STEP, index)
-    return voice.Said(target, shape, t, kw.pop("posted", 10.0), first, kw.pop("status", 200), **kw)
+    return Said(target, shape, t, kw.pop("posted", 10.0), first, kw.pop("status", 200), **kw)
 
 
 def test_voice_rounds_are_timed_against_the_llm_trace() -> None:
@@ -631,7 +631,7 @@ def test_voice_rounds_are_timed_against_the_llm_trace() -> None:
         measure.tag(voice.SINGLE_STEP, 1): {"started": 10.025, "token_times": [10.226]},
         measure.tag(voice.SINGLE_STEP, 4): {"started": 10.001, "token_times": [10.2012]},
     }
-    first = voice.timings(said[0], traces[said[0].tag])
+    first = timings(said[0], traces[said[0].tag])
     assert first == pytest.approx(
         {
             "first_chunk": 0.215,
@@ -641,8 +641,8 @@ def test_voice_rounds_are_timed_against_the_llm_trace() -> None:
             "after_token": 0.004,
         }
     )
-    assert voice.timings(said[2], None) is None and voice.timings(said[0], {"started": 1}) is None
-    result = voice.summarize(said, traces)
+    assert timings(said[2], None) is None and timings(said[0], {"started": 1}) is None
+    result = summarize(said, traces)
     ours, base = result["channeld"]["single"], result["baseline"]["single"]
     assert (ours["rounds"], ours["answered"], ours["timed"]) == (4, 3, 2)
     assert ours["errors"] == ["HTTP 401: unauthorized"]

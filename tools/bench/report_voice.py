@@ -1,24 +1,105 @@
-"""Pure rendering of scenario `voice`: channeld's first SSE chunk against the LLM's own first token,
+"""The pure parts of scenario `voice`: each round's figures from the emulator's timing and the
+LLM's trace, and their rendering: channeld's first SSE chunk against the LLM's own first token,
 and against the floor, a voice agent asking the same LLM itself."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from tools.bench import stats
 from tools.bench.cells import get, ms, num, table
 
 GOAL_SECONDS = 0.01  # issue 14: first chunk ≤ the agent's first token + 10 ms
+TARGETS = ("baseline", "channeld")
 SHAPES = ("single", "concurrent")
+
+
+@dataclass(frozen=True, slots=True)
+class Said:
+    """One utterance as the emulator's agent timed it."""
+
+    target: str  # "channeld" or "baseline"
+    shape: str  # "single" or "concurrent"; "warmup" is not measured
+    tag: str
+    posted: float  # the harness' time.monotonic() just before it asked the emulator
+    first_chunk: float | None  # seconds from the agent's request to its first `data:` line
+    status: int | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Answered, and read without a framing error."""
+        return self.status == 200 and self.first_chunk is not None and not self.error
+
+
+def quantiles(values: Sequence[float]) -> dict[str, float | int | None]:
+    """Count, p50, p95, p99 and max."""
+    return {
+        "count": len(values),
+        "p50": stats.percentile(values, 50),
+        "p95": stats.percentile(values, 95),
+        "p99": stats.percentile(values, 99),
+        "max": max(values) if values else None,
+    }
+
+
+def timings(said: Said, trace: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """One round's figures in seconds, None without an answer or its LLM trace.
+
+    `overhead` is what the path adds to the LLM's own first-token time: the agent's request on
+    its way (through channeld) until the LLM has all of it, and the first token's way back as a
+    chunk. It splits there; the harness' `posted` stands in for the agent's send, one
+    control-plane hop earlier, so `before_llm` is that hop too long and `after_token` as much
+    too short, alike for both targets: their differences are exact.
+    """
+    times = trace.get("token_times") if trace is not None else None
+    if not said.ok or trace is None or not times or "started" not in trace:
+        return None
+    assert said.first_chunk is not None  # noqa: S101 - `ok` says so; narrows for mypy
+    arrived, first_token = float(trace["started"]), float(times[0])
+    llm_first_token = first_token - arrived
+    return {
+        "first_chunk": said.first_chunk,
+        "llm_first_token": llm_first_token,
+        "overhead": said.first_chunk - llm_first_token,
+        "before_llm": arrived - said.posted,
+        "after_token": said.posted + said.first_chunk - first_token,
+    }
+
+
+FIGURES = ("first_chunk", "llm_first_token", "overhead", "before_llm", "after_token")
+
+
+def summarize(
+    said: Iterable[Said], traces: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """target -> shape -> rounds, answered, timed and the quantiles of each figure."""
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    rounds = list(said)
+    for target in TARGETS:
+        result[target] = {}
+        for shape in SHAPES:
+            mine = [s for s in rounds if s.target == target and s.shape == shape]
+            timed = [t for s in mine if (t := timings(s, traces.get(s.tag))) is not None]
+            result[target][shape] = {
+                "rounds": len(mine),
+                "answered": sum(s.ok for s in mine),
+                "timed": len(timed),
+                "errors": sorted({s.error or f"HTTP {s.status}" for s in mine if not s.ok})[:5],
+                **{name: quantiles([t[name] for t in timed]) for name in FIGURES},
+            }
+    return result
 
 
 def _in_ms(value: float | None) -> str:
     return "–" if value is None else f"{value * 1000:.1f}"
 
 
-def _spread(node: Mapping[str, Any] | None, figure: str, quantiles: tuple[str, ...]) -> str:
-    """ "p50 / p95 / max ms" of one figure."""
-    values = [get(node, figure, q) for q in quantiles]
+def _spread(node: Mapping[str, Any] | None, figure: str, which: tuple[str, ...]) -> str:
+    """Some quantiles of one figure, in ms."""
+    values = [get(node, figure, q) for q in which]
     if all(v is None for v in values):
         return "–"
     return " / ".join(_in_ms(v) for v in values) + " ms"
@@ -28,11 +109,11 @@ def _difference(
     ours: Mapping[str, Any] | None,
     base: Mapping[str, Any] | None,
     figure: str,
-    quantiles: tuple[str, ...] = ("p50", "p95"),
+    which: tuple[str, ...] = ("p50", "p95"),
 ) -> str:
     """channeld's quantiles of a figure minus the floor's."""
     cells = []
-    for q in quantiles:
+    for q in which:
         a, b = get(ours, figure, q), get(base, figure, q)
         cells.append(None if a is None or b is None else a - b)
     if all(c is None for c in cells):

@@ -25,7 +25,7 @@ import itertools
 import json
 import signal
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,10 +37,11 @@ from channels.voice.config import ZegoVoice
 from channels.zego_signing import signed_query
 from daemon.admin_token import read_token, token_path
 from tools.bench import config as cfg
-from tools.bench import e2e, measure, stats
+from tools.bench import e2e, measure
 from tools.bench.llm import TracingLLM
 from tools.bench.probe import EmulatorClient
 from tools.bench.procs import OutsideLoad, Processes, channeld, free_port, python_module
+from tools.bench.report_voice import TARGETS, Said, summarize
 from tools.fake_llm import Behaviour
 
 CHANNEL = "zim-voice"
@@ -49,8 +50,6 @@ VOICE_SECRET = "benchvoice0123456789abcdef012345"  # noqa: S105 - the emulator's
 BASELINE_AGENT = "bench-baseline"
 INSTANCE_LIMIT = 10  # ZEGO's default live agent instances per app
 WARMUP_STEP, SINGLE_STEP, CONCURRENT_STEP = 95, 96, 97  # tags bm95n...: not measured
-TARGETS = ("baseline", "channeld")
-SHAPES = ("single", "concurrent")
 WINDOW: int = ZegoVoice.model_fields["window_size"].default  # channeld's MessageHistory window
 
 
@@ -119,83 +118,6 @@ class FirstTokenFirstLLM(TracingLLM):
         # every request consumes one scripted behaviour (all alike: order does not matter)
         self.script(Behaviour(stall_before_headers=self.first_token_delay, first_token_delay=0))
         return await super()._answer(request)
-
-
-@dataclass(frozen=True, slots=True)
-class Said:
-    """One utterance as the emulator's agent timed it."""
-
-    target: str  # "channeld" or "baseline"
-    shape: str  # "single" or "concurrent"; "warmup" is not measured
-    tag: str
-    posted: float  # the harness' time.monotonic() just before it asked the emulator
-    first_chunk: float | None  # seconds from the agent's request to its first `data:` line
-    status: int | None
-    error: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """Answered, and read without a framing error."""
-        return self.status == 200 and self.first_chunk is not None and not self.error
-
-
-def quantiles(values: Sequence[float]) -> dict[str, float | int | None]:
-    """Count, p50, p95, p99 and max."""
-    return {
-        "count": len(values),
-        "p50": stats.percentile(values, 50),
-        "p95": stats.percentile(values, 95),
-        "p99": stats.percentile(values, 99),
-        "max": max(values) if values else None,
-    }
-
-
-def timings(said: Said, trace: Mapping[str, Any] | None) -> dict[str, float] | None:
-    """One round's figures in seconds, None without an answer or its LLM trace.
-
-    `overhead` is what the path adds to the LLM's own first-token time: the agent's request on
-    its way (through channeld) until the LLM has all of it, and the first token's way back as a
-    chunk. It splits there; the harness' `posted` stands in for the agent's send, one
-    control-plane hop earlier, so `before_llm` is that hop too long and `after_token` as much
-    too short, alike for both targets: their differences are exact.
-    """
-    times = trace.get("token_times") if trace is not None else None
-    if not said.ok or trace is None or not times or "started" not in trace:
-        return None
-    assert said.first_chunk is not None  # noqa: S101 - `ok` says so; narrows for mypy
-    arrived, first_token = float(trace["started"]), float(times[0])
-    llm_first_token = first_token - arrived
-    return {
-        "first_chunk": said.first_chunk,
-        "llm_first_token": llm_first_token,
-        "overhead": said.first_chunk - llm_first_token,
-        "before_llm": arrived - said.posted,
-        "after_token": said.posted + said.first_chunk - first_token,
-    }
-
-
-FIGURES = ("first_chunk", "llm_first_token", "overhead", "before_llm", "after_token")
-
-
-def summarize(
-    said: Iterable[Said], traces: Mapping[str, Mapping[str, Any]]
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """target -> shape -> rounds, answered, timed and the quantiles of each figure."""
-    result: dict[str, dict[str, dict[str, Any]]] = {}
-    rounds = list(said)
-    for target in TARGETS:
-        result[target] = {}
-        for shape in SHAPES:
-            mine = [s for s in rounds if s.target == target and s.shape == shape]
-            timed = [t for s in mine if (t := timings(s, traces.get(s.tag))) is not None]
-            result[target][shape] = {
-                "rounds": len(mine),
-                "answered": sum(s.ok for s in mine),
-                "timed": len(timed),
-                "errors": sorted({s.error or f"HTTP {s.status}" for s in mine if not s.ok})[:5],
-                **{name: quantiles([t[name] for t in timed]) for name in FIGURES},
-            }
-    return result
 
 
 def daemon_config(
@@ -348,6 +270,7 @@ async def rounds(
                     )
                 )
         busy[shape] = outside.percent()
+    busy.pop("warmup")
     return [s for s in said if s.shape != "warmup"], busy
 
 
