@@ -12,7 +12,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.base import CONFLICT_ATTEMPTS, StoreBase, completes, require_aware
-from storage.models import Conversation, Message, PlatformIdentity, UserAccount
+from storage.models import Conversation, Message, PlatformIdentity, UserAccount, VoiceCall
 from storage.records import ConversationRecord, MessageRecord
 
 KNOWN_USERS = 10_000  # accounts remembered in memory, least recently seen forgotten first
@@ -300,8 +300,16 @@ class ConversationRepository(StoreBase):
 
     @completes
     async def conversations_prune(self, older_than: datetime, *, limit: int | None = None) -> int:
-        """Deletes conversations (messages too) last active before older_than; how many."""
-        idle = col(Conversation.last_activity_at) < require_aware(older_than, "older_than")
+        """Deletes conversations (messages too) last active before older_than and without a
+        voice call under way; how many."""
+        calling = sa.exists().where(
+            col(VoiceCall.conversation_id) == col(Conversation.id),
+            col(VoiceCall.ended_at).is_(None),
+        )
+        idle = sa.and_(
+            col(Conversation.last_activity_at) < require_aware(older_than, "older_than"),
+            sa.not_(calling),
+        )
         statement = delete(Conversation)
         if limit is None:
             statement = statement.where(idle)

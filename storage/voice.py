@@ -44,7 +44,8 @@ class VoiceRepository(ConversationRepository):
 
     @completes
     async def voice_call_add(self, record: VoiceCallRecord) -> None:
-        """Stores a new call (before the cloud is asked to start it)."""
+        """Stores a new call (before the cloud is asked to start it); its conversation counts as
+        active from the call's start, unless it was active later already."""
         row = VoiceCall(
             id=record.id,
             channel_id=record.channel_id,
@@ -64,6 +65,14 @@ class VoiceRepository(ConversationRepository):
         )
         async with self._write() as session:
             session.add(row)
+            await session.exec(
+                update(Conversation)
+                .where(
+                    col(Conversation.id) == record.conversation_id,
+                    col(Conversation.last_activity_at) < row.started_at,
+                )
+                .values(last_activity_at=row.started_at)
+            )
             await session.commit()
 
     async def voice_call_get(self, call_id: str) -> VoiceCallRecord | None:
@@ -135,6 +144,16 @@ class VoiceRepository(ConversationRepository):
         if channel_id is not None:
             statement = statement.where(VoiceCall.channel_id == channel_id)
         statement = statement.order_by(col(VoiceCall.started_at), col(VoiceCall.id))
+        async with self._read() as session:
+            return [VoiceCallRecord.from_row(row) for row in await session.exec(statement)]
+
+    async def voice_calls_of_conversation(self, conversation_id: str) -> list[VoiceCallRecord]:
+        """Every call of the conversation, ended or not, in the order they started."""
+        statement = (
+            select(VoiceCall)
+            .where(VoiceCall.conversation_id == conversation_id)
+            .order_by(col(VoiceCall.started_at), col(VoiceCall.id))
+        )
         async with self._read() as session:
             return [VoiceCallRecord.from_row(row) for row in await session.exec(statement)]
 
@@ -227,6 +246,32 @@ class VoiceRepository(ConversationRepository):
         async with self._read() as session:
             row = (await session.exec(statement)).first()
             return None if row is None else MessageRecord.from_row(row)
+
+    async def voice_turn_get(self, call_id: str, round: str, role: str) -> MessageRecord | None:
+        """The call's stored turn of `role` in `round`."""
+        statement = select(Message).where(
+            Message.voice_call_id == call_id, Message.voice_round == round, Message.role == role
+        )
+        async with self._read() as session:
+            row = (await session.exec(statement)).first()
+            return None if row is None else MessageRecord.from_row(row)
+
+    async def voice_turns_of_conversation(
+        self, conversation_id: str, limit: int
+    ) -> list[MessageRecord]:
+        """The conversation's last `limit` voice turns, of every call, oldest first."""
+        statement = (
+            select(Message)
+            .where(
+                Message.conversation_id == conversation_id,
+                col(Message.voice_call_id).is_not(None),
+            )
+            .order_by(col(Message.id).desc())
+            .limit(limit)
+        )
+        async with self._read() as session:
+            rows = list(await session.exec(statement))
+        return [MessageRecord.from_row(row) for row in reversed(rows)]
 
     async def voice_rounds(self, call_id: str) -> set[tuple[str, str]]:
         """The (round, role) pairs stored for the call."""

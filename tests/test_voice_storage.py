@@ -333,6 +333,7 @@ async def test_deleting_old_conversations_takes_their_calls_and_turns(
     await store.voice_turn_put(
         call.conversation_id, call_id=call.id, round="1", role="user", content="hi", now=clock.now
     )
+    await store.voice_call_end(call.id, reason="hangup", now=clock.now)  # a live call is kept
     cutoff = clock.advance(timedelta(days=31))
     assert await store.conversations_prune(cutoff, limit=10) == 1
     assert await store.voice_call_get(call.id) is None
