@@ -340,6 +340,81 @@ async def test_deleting_old_conversations_takes_their_calls_and_turns(
     assert await _sql(store, "SELECT count(*) FROM message") == [(0,)]
 
 
+async def test_a_conversation_with_a_call_under_way_is_not_pruned(
+    store: Store, clock: FakeClock
+) -> None:
+    start = clock.now
+    conversation_id, user_id = await _text_chat(store, start - timedelta(days=40))
+    idle_id, _ = await _text_chat(store, start - timedelta(days=40), user="staff-2", key="k2")
+    call = _call(conversation_id, user_id, start)
+    await store.voice_call_add(call)
+    # the call's start is activity of its conversation; a later activity is not moved back
+    conversation = await store.get_conversation(conversation_id)
+    assert conversation is not None and conversation.last_activity_at == start
+    await store.voice_call_add(_call(conversation_id, user_id, start - MINUTE))
+    conversation = await store.get_conversation(conversation_id)
+    assert conversation is not None and conversation.last_activity_at == start
+
+    # a call longer than retention, or a clock far ahead: a call under way keeps it
+    cutoff = clock.advance(timedelta(days=31))
+    assert await store.conversations_prune(cutoff) == 1  # the idle one only
+    assert await store.get_conversation(idle_id) is None
+    assert await store.get_conversation(conversation_id) is not None
+    for active in await store.voice_calls_active():
+        await store.voice_call_end(active.id, reason="hangup", now=cutoff)
+    assert await store.conversations_prune(cutoff, limit=10) == 1
+    assert await store.get_conversation(conversation_id) is None
+
+
+async def test_a_conversations_calls_and_voice_turns_across_calls(
+    store: Store, clock: FakeClock
+) -> None:
+    start = clock.now
+    conversation_id, user_id = await _text_chat(store, start)
+    later = _call(conversation_id, user_id, start + 2 * MINUTE, provider="aliyun")
+    earlier = _call(conversation_id, user_id, start)
+    elsewhere_id, elsewhere_user = await _text_chat(store, start, user="staff-2", key="k2")
+    elsewhere = _call(elsewhere_id, elsewhere_user, start + MINUTE)
+    for call in (later, earlier, elsewhere):
+        await store.voice_call_add(call)
+    await store.voice_call_end(earlier.id, reason="hangup", now=start + MINUTE)
+
+    calls = await store.voice_calls_of_conversation(conversation_id)
+    assert [(c.id, c.ended_at) for c in calls] == [(earlier.id, start + MINUTE), (later.id, None)]
+    assert await store.voice_calls_of_conversation("no-such-conversation") == []
+
+    for call, round_, role, content in (
+        (earlier, "1", "user", "first call"),
+        (earlier, "1", "assistant", "first answer"),
+        (later, "1", "user", "second call"),
+        (later, "1", "assistant", "second answer"),
+        (elsewhere, "1", "user", "another conversation"),
+    ):
+        await store.voice_turn_put(
+            call.conversation_id,
+            call_id=call.id,
+            round=round_,
+            role=role,
+            content=content,
+            now=clock.now,
+        )
+    await store.append_message(conversation_id, "user", "typed after", now=clock.now)
+
+    turns = await store.voice_turns_of_conversation(conversation_id, 10)
+    assert [(t.voice_call_id, t.content) for t in turns] == [
+        (earlier.id, "first call"),
+        (earlier.id, "first answer"),
+        (later.id, "second call"),
+        (later.id, "second answer"),
+    ]
+    latest = await store.voice_turns_of_conversation(conversation_id, 1)
+    assert [t.content for t in latest] == ["second answer"]
+    found = await store.voice_turn_get(later.id, "1", "assistant")
+    assert found is not None and (found.content, found.voice_call_id) == ("second answer", later.id)
+    assert await store.voice_turn_get(later.id, "2", "assistant") is None
+    assert await store.voice_turn_get(elsewhere.id, "1", "assistant") is None
+
+
 # --- the conversation a call joins --------------------------------------------------------
 
 
