@@ -200,7 +200,12 @@ class OpenAIAgent:
         stream = await self._bounded(
             self._client.chat.completions.create(
                 model=cfg.model,
-                messages=messages,
+                # the messages go as they are, in the body's extra JSON (which replaces this empty
+                # list): the client otherwise walks every message and key of the history to
+                # transform it, about 4 ms of CPU per request at 20 turns, for plain dicts that
+                # need nothing
+                messages=[],
+                extra_body={"messages": messages},
                 stream=True,
                 stream_options={"include_usage": True} if cfg.stream_usage else omit,
                 temperature=cfg.temperature if cfg.temperature is not None else omit,

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +20,7 @@ from channels.live import AgentProfile, ChannelRuntime, LiveChannel, ProviderBui
 from channels.model import ChannelState
 from channels.observer import NullObserver, Observer
 from channels.supervisor import ChannelStatus, Supervisor
+from channels.voice.config import VoiceConfig
 from common.backoff import Backoff
 from common.errors import ConfigError
 from common.redact import scrub
@@ -32,6 +33,10 @@ MAX_ERROR_CHARS = 200  # of a platform's error text in the status the API shows
 # (the daemon passes its graceful_timeout); then it is cut short, as at a shutdown.
 STOP_GRACE = 30.0
 CUT_SHORT_BUDGET = 10.0  # seconds cut-short answers get to end their cards and rows
+
+
+# ends the voice calls of a channel that no longer offers them, given the settings it had
+VoiceGone = Callable[[str, VoiceConfig], Awaitable[object]]
 
 
 def _secrets_shown(value: Any) -> Any:
@@ -108,6 +113,9 @@ class ChannelManager:
         # runtimes of stopped channels, told at the end of a reconcile what replaced them
         self._retired: dict[str, ChannelRuntime] = {}
         self._drains: set[asyncio.Task[None]] = set()  # answers of stopped channels, see _drain
+        # ends the voice calls of a channel that stops offering them (deleted, disabled, its
+        # voice section or a cloud's edited away); a restart or a shutdown keeps them
+        self.voice_gone: VoiceGone | None = None
         self._failed_to_build: dict[str, str] = {}
         self._last_status: dict[str, ChannelStatus] = {}
         self._lock = asyncio.Lock()
@@ -152,17 +160,39 @@ class ChannelManager:
 
     async def reconcile(self) -> None:
         """Make the running supervisors match storage."""
+        voice_gone: list[tuple[str, VoiceConfig]] = []
         async with self._lock:
             records = {r.id: r for r in await self._store.list_channels()}
             for channel_id in list(self._running):
                 record = records.get(channel_id)
                 running = self._running[channel_id]
                 if record is None or not record.enabled or record.version != running.version:
+                    before = running.runtime.config.voice
+                    if before is not None and self._loses_voice(before, record):
+                        voice_gone.append((channel_id, before))
                     await self._stop(channel_id, ChannelState.DISABLED)
             for channel_id, record in records.items():
                 if record.enabled and channel_id not in self._running:
                     self._start(record)
             self._hand_over()
+        for channel_id, voice in voice_gone:
+            if self.voice_gone is not None:
+                await self.voice_gone(channel_id, voice)
+
+    def _loses_voice(self, before: VoiceConfig, record: ChannelRecord | None) -> bool:
+        """Whether the channel stops offering a cloud it offered (the record gone or off, or
+        its new settings without it)."""
+        if record is None or not record.enabled:
+            return True
+        try:
+            after = self.settings(record)
+        except (ConfigError, ValueError):
+            return True
+        voice = after.voice if after is not None else None
+        return voice is None or any(
+            getattr(before, cloud) is not None and getattr(voice, cloud) is None
+            for cloud in ("zego", "aliyun")
+        )
 
     def _hand_over(self) -> None:
         """Tell each stopped channel's runtime what replaced it: its queued messages follow."""

@@ -129,7 +129,9 @@ class Daemon:
             user_data_key=voice_key,
             clock=_utc_now,
             on_active=self.metrics.voice_calls_active,
+            streams=voice_streams,
         )
+        self.manager.voice_gone = self.voice_calls.end_channel
         self.webhooks.serve_voice(
             VoiceEndpoint(
                 self.store,
@@ -139,6 +141,7 @@ class Daemon:
                 user_data_key=voice_key,
                 clock=_utc_now,
                 streams=voice_streams,
+                heard=self.voice_calls.heard,
             ),
             self.voice_calls,
         )

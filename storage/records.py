@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -139,6 +140,22 @@ class MessageRecord:
     voice_call_id: str | None = None
     voice_round: str | None = None  # the cloud's round (ZEGO) or sentence (Alibaba) id
     interrupted: bool = False  # a spoken answer the user cut short
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[str, Any]) -> MessageRecord:
+        """A message read with Core: the columns by name."""
+        return cls(
+            id=row["id"],
+            conversation_id=row["conversation_id"],
+            role=row["role"],
+            content=row["content"],
+            journal_id=row["journal_id"],
+            created_at=row["created_at"],
+            source=TurnSource(row["source"]),
+            voice_call_id=row["voice_call_id"],
+            voice_round=row["voice_round"],
+            interrupted=row["interrupted"],
+        )
 
     @classmethod
     def from_row(cls, row: Message) -> MessageRecord:

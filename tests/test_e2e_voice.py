@@ -398,3 +398,25 @@ async def test_ten_concurrent_zego_calls_each_answer_in_their_own_conversation(
         turns = await voice.turns(call["conversation_id"])
         assert [t.content for t in turns] == [f"caller {n} speaking", f"Echo: caller {n} speaking"]
     assert voice.gauge("zego") == 10
+
+
+async def test_disabling_a_channel_ends_its_calls_and_stops_their_instances(
+    voice: VoiceE2E,
+) -> None:
+    call = await voice.start_call("zego")
+    status, _ = await voice.api("POST", f"/channels/{CHANNEL}/disable", {})
+    assert status == 200
+    status, ended = await voice.api("GET", f"/voice/calls/{call['id']}")
+    assert (status, ended["status"], ended["end_reason"]) == (200, "ended", "channel stopped")
+    await wait_until_instance_ended(voice.zego)
+    assert voice.gauge("zego") == 0
+
+
+async def test_a_restarted_channel_keeps_its_calls(voice: VoiceE2E) -> None:
+    call = await voice.start_call("zego")
+    status, _ = await voice.api("POST", f"/channels/{CHANNEL}/restart", {})
+    assert status == 200
+    await voice.stack.connected()
+    said = await voice.zego.say("still there?")
+    assert said["status"] == 200 and said["answer"] == "Echo: still there?"
+    assert (await voice.api("GET", f"/voice/calls/{call['id']}"))[1]["status"] == "active"

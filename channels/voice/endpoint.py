@@ -198,7 +198,9 @@ class VoiceEndpoint:
         user_data_key: bytes,
         clock: Callable[[], datetime],
         streams: CallStreams,
+        heard: Callable[[str, str], str | None] = lambda call_id, round_id: None,
     ) -> None:
+        self._heard = heard  # what the cloud said was heard of a round, reported ahead
         self._store = store
         self._runtimes = runtimes
         self._streams = streams
@@ -250,7 +252,12 @@ class VoiceEndpoint:
             instance = extend.get("instanceId")
             round_value = extend.get("sentenceId")
         elif voice.zego is not None:
-            found = await self._store.voice_call_by_secret(secret_hash(bearer))
+            hashed = secret_hash(bearer)
+            found = self._streams.known(hashed)
+            if found is None:
+                found = await self._store.voice_call_by_secret(hashed)
+                if found is not None and found.instance_id is not None:
+                    self._streams.remember(hashed, found)
             if found is None or found.provider != "zego":
                 raise _unauthorized("no call has this secret")
             call = found
@@ -302,8 +309,24 @@ class VoiceEndpoint:
         call = turn.call
         outcome = "answered"
         parts: list[str] = []
+        stored: asyncio.Task[None] | None = None
+
+        def store_utterance() -> None:
+            # once the first chunk left (or nothing will be): the write is off the caller's wait
+            nonlocal stored
+            stored = asyncio.create_task(
+                self._store.voice_turn_put(
+                    call.conversation_id,
+                    call_id=call.id,
+                    round=turn.round,
+                    role="user",
+                    content=turn.utterance,
+                    now=self._clock(),
+                ),
+                name=f"voice-turn-{call.id}",
+            )
+
         with self._streams.streaming(call.id):
-            stored: asyncio.Task[None] | None = None
             try:
                 # nothing is said past the call's end, whoever ends it
                 async with asyncio.timeout(self._remaining(call)):
@@ -311,33 +334,28 @@ class VoiceEndpoint:
                         await self._trim_previous(turn)
                     request = await self._request(turn)
                     async with self._slots.hold():
-                        stored = asyncio.create_task(
-                            self._store.voice_turn_put(
-                                call.conversation_id,
-                                call_id=call.id,
-                                round=turn.round,
-                                role="user",
-                                content=turn.utterance,
-                                now=self._clock(),
-                            ),
-                            name=f"voice-turn-{call.id}",
-                        )
-                        outcome = await self._stream(turn, request, write, parts)
+                        outcome = await self._stream(turn, request, write, parts, store_utterance)
             except (ConnectionError, TimeoutError):
                 outcome = "cut"  # the cloud closed the stream, or the call ran out of time
             except asyncio.CancelledError:
                 outcome = "cut"  # talked over (a newer request), or the call ended
                 raise
             finally:
-                if stored is not None:
-                    await self._finish(turn, stored, "".join(parts), interrupted=outcome == "cut")
+                if stored is None:  # nothing was said: the utterance is stored all the same
+                    store_utterance()
+                await self._finish(turn, stored, "".join(parts), interrupted=outcome == "cut")
                 self._observer.voice_turn(call.channel_id, call.provider, outcome)
 
     def _remaining(self, call: VoiceCallRecord) -> float:
         return max(0.0, (call.expires_at - self._clock()).total_seconds())
 
     async def _stream(
-        self, turn: VoiceTurn, request: AgentRequest, write: Write, parts: list[str]
+        self,
+        turn: VoiceTurn,
+        request: AgentRequest,
+        write: Write,
+        parts: list[str],
+        first_left: Callable[[], None],
     ) -> str:
         """The agent's deltas framed and written, `parts` holding what was sent; the outcome."""
         call, agent = turn.call, turn.runtime.agent
@@ -356,6 +374,7 @@ class VoiceEndpoint:
                     self._observer.voice_first_chunk(
                         call.channel_id, call.provider, time.monotonic() - turn.received
                     )
+                    first_left()
                 parts.append(text)
             if pending:
                 tail = normalize.clean(pending)  # a half pair at the very end: U+FFFD
@@ -404,12 +423,17 @@ class VoiceEndpoint:
         )
 
     async def _finish(
-        self, turn: VoiceTurn, stored: asyncio.Task[None], answer: str, *, interrupted: bool
+        self, turn: VoiceTurn, stored: asyncio.Task[None] | None, answer: str, *, interrupted: bool
     ) -> None:
         """Waits for the utterance's write, then stores the answer (what was said of it)."""
         call = turn.call
         try:
-            await stored
+            if stored is not None:
+                await stored
+            played = self._heard(call.id, turn.round)
+            if played is not None and answer.strip().startswith(played.strip()):
+                # the cloud reported the interruption before this write: it was heard this far
+                answer, interrupted = played, True
             if answer:
                 await self._store.voice_turn_put(
                     call.conversation_id,
