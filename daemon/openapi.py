@@ -296,7 +296,8 @@ def _voice_call_paths() -> dict[str, Any]:
         _json(_ref("VoiceCall"), "the call, with what the app needs to join"),
         body=_ref("StartCall"),
         status="201",
-        conflict="the channel has no voice section for this provider (voice_not_configured)",
+        conflict="the channel has no voice section for this provider (voice_not_configured), "
+        "or the call was ended while the cloud started it (conflict; its instance is stopped)",
     )
     start["responses"]["502"] = _json(_ref("Error"), "the cloud did not start the call")
     calls = {
