@@ -44,8 +44,16 @@ from tools.bench import config as cfg
 from tools.bench.coalesce import analyse
 from tools.bench.llm import TracingLLM
 from tools.bench.probe import EmulatorClient
+from tools.bench.procs import OutsideLoad, Processes
 from tools.bench.report import render_markdown
-from tools.bench.report_voice import Said, summarize, timings, voice_goal, voice_section
+from tools.bench.report_voice import (
+    TARGETS,
+    Said,
+    summarize,
+    timings,
+    voice_goal,
+    voice_section,
+)
 from tools.bench.webhooks import receipts
 
 dingtalk_emulator = dingtalk_support.dingtalk_emulator  # the shared fixture, by name
@@ -669,36 +677,172 @@ def _figures(first: float, overhead: float, before: float) -> dict[str, Any]:
     }
 
 
-def test_voice_section_puts_channeld_beside_the_floor() -> None:
-    results: dict[str, Any] = {
+def _voice_results() -> dict[str, Any]:
+    return {
         "settings": {"first_token_delay": 0.2, "token_interval": 0.02, "calls": 10}
-        | {"single_rounds": 10, "concurrent_rounds": 2},
-        "outside_cpu_percent": {"single": 12.0, "concurrent": 30.0},
+        | {"single_rounds": 10, "concurrent_rounds": 2, "staggered_rounds": 3}
+        | {"stagger_window": 1.0, "stagger_seed": 14},
+        "outside_cpu_percent": {"single": 12.0, "concurrent": 30.0, "staggered": 20.0},
         "targets": {
             "channeld": {
                 "single": _figures(0.208, 0.007, 0.006),
                 "concurrent": _figures(0.240, 0.039, 0.035),
+                "staggered": _figures(0.211, 0.010, 0.008),
             },
             "baseline": {
                 "single": _figures(0.201, 0.001, 0.002),
                 "concurrent": _figures(0.203, 0.002, 0.003),
+                "staggered": _figures(0.2015, 0.0015, 0.0025),
             },
         },
     }
+
+
+def test_voice_section_puts_channeld_beside_the_floor() -> None:
+    results = _voice_results()
     text = "\n".join(voice_section(results))
-    goal = "| first SSE chunk p95 ≤ LLM first token + 10 ms | first token + 9.0 ms (1 call),"
-    assert goal + " + 41.0 ms (10 calls) | not met |" in text
-    assert "| figure | 1 call, 10 rounds | 10 calls at once, 2 rounds |" in text
-    assert "| first SSE chunk, channeld p50 / p95 / max | 208.0 / 210.0 / 213.0 ms |" in text
-    assert "| channeld − floor, p50 / p95 | +7.0 / +7.0 ms | +37.0 / +37.0 ms |" in text
+    goal = (
+        "| first SSE chunk p95 ≤ LLM first token + 10 ms | first token + 9.0 ms (1 call),"
+        " + 41.0 ms (10 calls at once), + 12.0 ms (10 calls staggered over 1 s)"
+    )
+    assert goal + " | not met: 10 calls at once, 10 calls staggered over 1 s |" in text
+    header = (
+        "| figure | 1 call, 10 rounds | 10 calls at once, 2 rounds"
+        " | 10 calls staggered over 1 s, 3 rounds |"
+    )
+    assert header in text
+    first = "| first SSE chunk, channeld p50 / p95 / max | 208.0 / 210.0 / 213.0 ms |"
+    assert first + " 240.0 / 242.0 / 245.0 ms | 211.0 / 213.0 / 216.0 ms |" in text
+    floor = "| first SSE chunk, floor (agent → LLM) p50 / p95 / max | 201.0 / 203.0 / 206.0 ms |"
+    assert floor in text and "| 201.5 / 203.5 / 206.5 ms |" in text
+    difference = "| channeld − floor, p50 / p95 | +7.0 / +7.0 ms | +37.0 / +37.0 ms |"
+    assert difference + " +9.5 / +9.5 ms |" in text
+    overhead = "| channeld: first chunk − the LLM's first-token time, p50 / p95 / max |"
+    assert (
+        overhead + " 7.0 / 9.0 / 12.0 ms | 39.0 / 41.0 / 44.0 ms | 10.0 / 12.0 / 15.0 ms |" in text
+    )
     before = (
         "| of which until the LLM has the request: channeld − floor, p50 | +4.0 ms | +32.0 ms |"
     )
-    assert before in text
-    assert "| rounds answered: channeld, floor | 10/10, 10/10 | 10/10, 10/10 |" in text
-    assert "| CPU of other processes meanwhile (% of one core) | 12 | 30 |" in text
-    results["targets"]["channeld"]["concurrent"] = _figures(0.208, 0.008, 0.006)
+    assert before + " +5.5 ms |" in text
+    after = "| of which from the LLM's first token to the chunk: channeld − floor, p50 |"
+    assert after + " +2.0 ms | +5.0 ms | +3.0 ms |" in text
+    answered = "| rounds answered: channeld, floor | 10/10, 10/10 | 10/10, 10/10 | 10/10, 10/10 |"
+    assert answered in text
+    assert "| CPU of other processes meanwhile (% of one core) | 12 | 30 | 20 |" in text
+    assert "every call staggered" in text  # the method says how the moments are drawn
+
+
+def test_voice_goal_names_the_shapes_that_miss_it() -> None:
+    results = _voice_results()
+    ours = results["targets"]["channeld"]
+    ours["staggered"] = _figures(0.210, 0.007, 0.006)
+    assert voice_goal(results)[-1] == "not met: 10 calls at once"
+    ours["concurrent"] = _figures(0.208, 0.008, 0.006)
     assert voice_goal(results)[-1] == "met"
+    for shape in ours:
+        ours[shape] = _figures(0.240, 0.039, 0.035)
+    assert voice_goal(results)[-1] == "not met"
+    for shape in ours:
+        ours[shape] = {"rounds": 0, "answered": 0, "errors": []}
+    assert voice_goal(results)[1:] == [
+        "first token + – (1 call), + – (10 calls at once), + – (10 calls staggered over 1 s)",
+        "–",
+    ]
+
+
+def test_voice_results_from_before_the_staggered_shape_still_render() -> None:
+    results = _voice_results()
+    for key in ("staggered_rounds", "stagger_window", "stagger_seed"):
+        del results["settings"][key]
+    del results["outside_cpu_percent"]["staggered"]
+    for target in results["targets"].values():
+        del target["staggered"]
+    text = "\n".join(voice_section(results))
+    assert (
+        "| figure | 1 call, 10 rounds | 10 calls at once, 2 rounds | 10 calls staggered |" in text
+    )
+    assert "| rounds answered: channeld, floor | 10/10, 10/10 | 10/10, 10/10 | –, – |" in text
+    assert "| CPU of other processes meanwhile (% of one core) | 12 | 30 | – |" in text
+    assert voice_goal(results)[-1] == "not met: 10 calls at once"
+
+
+def test_staggered_moments_are_seeded_and_within_the_window() -> None:
+    moments = voice.stagger(14, 3, 10, 1.0)
+    assert moments == voice.stagger(14, 3, 10, 1.0)  # every run alike
+    assert moments != voice.stagger(15, 3, 10, 1.0)
+    assert len(moments) == 3 and all(len(r) == 10 for r in moments)
+    assert all(0 <= m <= 1.0 for r in moments for m in r)
+    assert len({m for r in moments for m in r}) == 30  # no two callers in the same instant
+    assert max(m for r in moments for m in r) - min(m for r in moments for m in r) > 0.5
+
+
+def test_the_voice_plan_staggers_every_call_after_the_same_shapes_as_before() -> None:
+    settings = voice.VoiceSettings.for_run(quick=True)
+    shapes = {shape.name: shape for shape in voice.plan(settings)}
+    assert list(shapes) == ["warmup", "single", "concurrent", "staggered"]
+    assert [len(s.moments) for s in shapes.values()] == [1, 12, 4, 3]
+    assert [s.calls for s in shapes.values()] == [10, 1, 10, 10]
+    assert len({s.step for s in shapes.values()}) == 4  # each shape's tags its own
+    assert all(
+        m == 0
+        for name in ("warmup", "single", "concurrent")
+        for r in shapes[name].moments
+        for m in r
+    )
+    staggered = shapes["staggered"]
+    assert staggered.moments == voice.stagger(14, 3, 10, 1.0)
+    # the quick run's staggered rounds wait about this long for their callers: ~1 s a round each
+    assert sum(max(r) for r in staggered.moments) * len(TARGETS) < 7
+    assert len(voice.plan(voice.VoiceSettings())[-1].moments) == 10
+
+
+async def test_voice_rounds_speak_at_each_rounds_moments_for_both_targets(tmp_path: Path) -> None:
+    llm = TracingLLM(first_token_delay=0.005, token_interval=0.001)
+    await llm.start()
+    settings = voice.VoiceSettings(
+        calls=3, single_rounds=1, concurrent_rounds=1, staggered_rounds=2, stagger_window=0.3
+    )
+    (moments,) = [s.moments for s in voice.plan(settings) if s.name == "staggered"]
+    try:
+        async with (
+            VoiceEmulatorThread(
+                "zego",
+                [voice.BASELINE_AGENT],
+                app_id=str(voice.VOICE_APP_ID),
+                server_secret=voice.VOICE_SECRET,
+            ) as cloud,
+            aiohttp.ClientSession() as session,
+        ):
+            made = [await voice.baseline_instance(session, cloud.url, n, llm.url) for n in range(6)]
+            instances = {"channeld": made[:3], "baseline": made[3:]}
+            said, busy = await voice.rounds(
+                EmulatorClient(session, cloud.url),
+                instances,
+                settings,
+                OutsideLoad(Processes(tmp_path)),
+            )
+    finally:
+        await llm.stop()
+    assert set(busy) == {"single", "concurrent", "staggered"}
+    assert all(s.ok for s in said)
+    counts = {(s.target, s.shape): 0 for s in said}
+    for s in said:
+        counts[s.target, s.shape] += 1
+    assert counts == {
+        (t, shape): n
+        for t in TARGETS
+        for shape, n in [("single", 1), ("concurrent", 3), ("staggered", 6)]
+    }
+    staggered = [s for s in said if s.shape == "staggered"]
+    assert all(s.tag.startswith(f"bm{voice.STAGGERED_STEP}n") for s in staggered)
+    # each target's round, its calls in order: they spoke in the order of the round's moments
+    for number in range(4):
+        group = staggered[3 * number : 3 * number + 3]
+        spoke = sorted(range(3), key=lambda k: group[k].posted)
+        due = sorted(range(3), key=lambda k: moments[number // 2][k])
+        assert spoke == due, (number, [s.posted for s in group], moments[number // 2])
+    assert {s.target for s in staggered[:6]} == set(TARGETS)  # a round: both targets, in turn
 
 
 async def test_the_voice_llm_sends_its_first_chunk_with_its_first_token() -> None:

@@ -1,6 +1,7 @@
 """Scenario `voice`: how soon a caller hears channeld's answer begin, against the LLM's own first
-token (issue 14: receipt → first SSE chunk ≤ the agent's first token + 10 ms), for one call and
-for ten at once (ZEGO's default limit of live agent instances per app).
+token (issue 14: receipt → first SSE chunk ≤ the agent's first token + 10 ms), for one call, for
+ten at once (ZEGO's default limit of live agent instances per app), and for ten whose callers each
+speak at a random moment of a one-second window, as callers do.
 
 Processes: the ZEGO AI Agent emulator (`channeld emulate voice --provider zego`), a daemon with
 one ZIM channel (and the ZIM emulator it connects to) offering ZEGO calls, and this scenario's
@@ -23,6 +24,7 @@ import contextvars
 import dataclasses
 import itertools
 import json
+import random
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -49,25 +51,34 @@ VOICE_APP_ID = 1234567890
 VOICE_SECRET = "benchvoice0123456789abcdef012345"  # noqa: S105 - the emulator's throwaway
 BASELINE_AGENT = "bench-baseline"
 INSTANCE_LIMIT = 10  # ZEGO's default live agent instances per app
-WARMUP_STEP, SINGLE_STEP, CONCURRENT_STEP = 95, 96, 97  # tags bm95n...: not measured
+WARMUP_STEP, SINGLE_STEP, CONCURRENT_STEP, STAGGERED_STEP = 95, 96, 97, 98  # bm95n...: not measured
 WINDOW: int = ZegoVoice.model_fields["window_size"].default  # channeld's MessageHistory window
 
 
 @dataclass(frozen=True, slots=True)
 class VoiceSettings:
-    """What sizes the scenario; `for_run(quick=True)` keeps it under half a minute."""
+    """What sizes the scenario; `for_run(quick=True)` keeps it around half a minute."""
 
     first_token_delay: float = 0.2
     token_interval: float = 0.02
     calls: int = INSTANCE_LIMIT
     single_rounds: int = 40  # per target, one call
     concurrent_rounds: int = 10  # per target, every call at once
+    staggered_rounds: int = 10  # per target, every call once at its own moment of the window
+    stagger_window: float = 1.0  # each call speaks uniform(0, window) s into its round
+    stagger_seed: int = 14  # the same moments in every run, and for both targets
     words: int = 6  # an utterance: its tag and filler; the echo answer has one token more
 
     @classmethod
     def for_run(cls, *, quick: bool) -> VoiceSettings:
         """The full or the quick scenario."""
-        return cls(single_rounds=12, concurrent_rounds=4) if quick else cls()
+        return cls(single_rounds=12, concurrent_rounds=4, staggered_rounds=3) if quick else cls()
+
+
+def stagger(seed: int, rounds: int, calls: int, window: float) -> list[list[float]]:
+    """Per round, when each call speaks: seconds into the round, uniform in [0, window]."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible moments, nothing secret
+    return [[rng.uniform(0, window) for _ in range(calls)] for _ in range(rounds)]
 
 
 _RECEIVED: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar(
@@ -216,8 +227,12 @@ async def say(
     step: int,
     index: int,
     words: int,
+    after: float = 0.0,
 ) -> Said:
-    """The caller of `instance` says one tagged utterance; returns once the answer was read."""
+    """The caller of `instance` says one tagged utterance `after` seconds from now; returns once
+    the answer was read."""
+    if after > 0:
+        await asyncio.sleep(after)  # the caller's own moment to speak, not a wait for anything
     posted = time.monotonic()
     text = measure.user_text(step, index, words)
     result = await emu.post("voice/say", {"text": text, "instance_id": instance})
@@ -233,26 +248,51 @@ async def say(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """One part of the run: how many calls speak in each round, and when."""
+
+    name: str
+    step: int  # the tags' step
+    calls: int
+    moments: Sequence[Sequence[float]]  # per round, when each call speaks (seconds into the round)
+
+    @classmethod
+    def at_once(cls, name: str, step: int, calls: int, rounds: int) -> Shape:
+        """Every call speaks the moment its round starts."""
+        return cls(name, step, calls, [[0.0] * calls for _ in range(rounds)])
+
+
+def plan(settings: VoiceSettings) -> list[Shape]:
+    """A warm-up on every call, then one call, then every call at once, then staggered."""
+    calls = settings.calls
+    moments = stagger(
+        settings.stagger_seed, settings.staggered_rounds, calls, settings.stagger_window
+    )
+    return [
+        Shape.at_once("warmup", WARMUP_STEP, calls, 1),
+        Shape.at_once("single", SINGLE_STEP, 1, settings.single_rounds),
+        Shape.at_once("concurrent", CONCURRENT_STEP, calls, settings.concurrent_rounds),
+        Shape("staggered", STAGGERED_STEP, calls, moments),
+    ]
+
+
 async def rounds(
     emu: EmulatorClient,
     instances: Mapping[str, Sequence[str]],
     settings: VoiceSettings,
     outside: OutsideLoad,
 ) -> tuple[list[Said], dict[str, float]]:
-    """A warm-up on every call, then one call round after round, then every call at once; the
-    targets take turns, first one then the other. Also the other processes' CPU per shape."""
+    """Each shape round after round; in a round the targets take turns, first one then the
+    other, each with the round's moments. Also the other processes' CPU per shape."""
     numbers = itertools.count()
-    plan = [
-        ("warmup", WARMUP_STEP, settings.calls, 1),
-        ("single", SINGLE_STEP, 1, settings.single_rounds),
-        ("concurrent", CONCURRENT_STEP, settings.calls, settings.concurrent_rounds),
-    ]
     said: list[Said] = []
     busy: dict[str, float] = {}
-    for shape, step, calls, count in plan:
-        print(f"  voice: {shape}, {calls} call(s) at a time, {count} round(s) each", flush=True)
+    for shape in plan(settings):
+        count = len(shape.moments)
+        print(f"  voice: {shape.name}, {shape.calls} call(s), {count} round(s) each", flush=True)
         outside.start()
-        for number in range(count):
+        for number, moments in enumerate(shape.moments):
             order = TARGETS if number % 2 == 0 else TARGETS[::-1]
             for target in order:
                 said += await asyncio.gather(
@@ -260,16 +300,19 @@ async def rounds(
                         say(
                             emu,
                             target,
-                            shape,
+                            shape.name,
                             instance,
-                            step=step,
+                            step=shape.step,
                             index=next(numbers),
                             words=settings.words,
+                            after=after,
                         )
-                        for instance in instances[target][:calls]
+                        for instance, after in zip(
+                            instances[target][: shape.calls], moments, strict=True
+                        )
                     )
                 )
-        busy[shape] = outside.percent()
+        busy[shape.name] = outside.percent()
     busy.pop("warmup")
     return [s for s in said if s.shape != "warmup"], busy
 
