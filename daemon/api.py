@@ -13,7 +13,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
-from channels.voice.calls import CallError, StartCall, VoiceCalls
+from channels.voice.calls import VoiceCalls
+from channels.voice.requests import CallError, StartCall
 from daemon.channel_service import ApiError, ChannelService
 from daemon.openapi import openapi_document
 from storage.repository import Store

@@ -7,7 +7,7 @@ from typing import Any
 
 from channels import registry
 from channels.platform import Platform
-from channels.voice.calls import StartCall
+from channels.voice.requests import StartCall
 
 REF = "#/components/schemas/{model}"
 

@@ -283,7 +283,7 @@ async def test_an_alibaba_call_through_the_sdk_with_interruption_and_reconciliat
     assert ended is not None
     config = voice.stack.daemon.settings.channels[0].voice
     assert config is not None and config.aliyun is not None
-    api = voice.daemon.voice_calls._aliyun(config.aliyun)
+    api = voice.daemon.voice_calls._clouds.aliyun_api(config.aliyun)
     try:
         assert await voice.daemon.voice_calls.reconcile(ended, api) == 0
     finally:

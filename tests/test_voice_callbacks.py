@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from channels.callbacks import Callback, CallbackMalformed, CallbackRejected
-from channels.voice import aliyun, zego
+from channels.voice import aliyun_callbacks as aliyun
+from channels.voice import zego
 from channels.voice.events import CallEnded, OtherEvent, TurnInterrupted, TurnTranscript
 from channels.zego_signing import api_signature, callback_signature
 

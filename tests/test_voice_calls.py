@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from channels.voice import calls as voice_calls
 from channels.voice.aliyun import Dialogue
 from channels.voice.calls import VoiceCalls
 from channels.voice.emulator.zego import DEFAULT_APP_ID, DEFAULT_SECRET
+from channels.voice.heard import HeardParts
+from channels.voice.reconcile import RECONCILE_ADDED, RECONCILE_TEXT
 from channels.voice.streams import CallStreams
 from channels.zego_signing import callback_signature
 from storage.repository import Store, VoiceCallRecord
@@ -174,7 +175,7 @@ async def test_an_interruption_before_its_answer_is_stored_waits_for_the_endpoin
 
 
 async def test_what_was_heard_waits_in_a_bounded_memory() -> None:
-    parts = voice_calls.HeardParts(limit=3)
+    parts = HeardParts(limit=3)
     for n in range(5):
         parts.put("call-1", str(n), f"heard {n}")
     assert [parts.take("call-1", str(n)) for n in range(5)] == [
@@ -471,13 +472,13 @@ async def test_reconciliation_skips_what_any_call_stored_and_is_bounded(alone: A
 
     added = await alone.calls.reconcile(call, Recorded(said))
 
-    assert added == voice_calls.RECONCILE_ADDED
+    assert added == RECONCILE_ADDED
     turns = await alone.store.voice_turns_of_conversation(call.conversation_id, 1000)
     mine = [t for t in turns if t.voice_call_id == call.id]
-    assert len(mine) == voice_calls.RECONCILE_ADDED
-    assert mine[0].content == "x" * voice_calls.RECONCILE_TEXT
+    assert len(mine) == RECONCILE_ADDED
+    assert mine[0].content == "x" * RECONCILE_TEXT
     assert "said in an earlier call" not in [t.content for t in mine]
-    assert mine[-1].content == f"sentence {voice_calls.RECONCILE_ADDED - 2}"
+    assert mine[-1].content == f"sentence {RECONCILE_ADDED - 2}"
 
 
 async def test_ending_a_call_cuts_the_answer_streaming_to_it(alone: Alone) -> None:

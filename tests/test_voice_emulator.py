@@ -29,8 +29,8 @@ from alibabacloud_tea_openapi.utils_models import Config  # type: ignore[import-
 
 from channels.callbacks import Callback
 from channels.voice.aliyun import AliyunVoiceApi
-from channels.voice.aliyun import check_callback as check_aliyun
-from channels.voice.aliyun import parse_event as parse_aliyun
+from channels.voice.aliyun_callbacks import check_callback as check_aliyun
+from channels.voice.aliyun_callbacks import parse_event as parse_aliyun
 from channels.voice.emulator import VoiceEmulatorThread, ZegoAgentEmulator
 from channels.voice.emulator.aliyun import (
     DEFAULT_ACCESS_KEY_ID,

@@ -1,4 +1,5 @@
-"""Alibaba Cloud IMS AI agents: the official SDK's calls channeld makes, and the agent callbacks.
+"""Alibaba Cloud IMS AI agents: the official SDK's calls channeld makes (the agent callbacks are
+checked and read in aliyun_callbacks.py).
 
 Written against `alibabacloud-ice20201109` 6.20.2 (`alibabacloud-tea-openapi` 0.4.6,
 `darabonba-core` 1.0.9); docs/platforms/voice.md §2 has the facts. Two SDK habits shape this:
@@ -18,11 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -37,9 +36,7 @@ from alibabacloud_tea_openapi.utils_models import Config  # type: ignore[import-
 from darabonba.runtime import RuntimeOptions  # type: ignore[import-untyped]
 
 from channels import normalize
-from channels.callbacks import Callback, CallbackMalformed, CallbackRejected, proof_matches
 from channels.http import MAX_PLATFORM_MESSAGE
-from channels.voice.events import CallEnded, OtherEvent, TurnTranscript, VoiceEvent
 from common.endpoint import http_base_url, https_unless_loopback
 from common.errors import (
     AuthError,
@@ -61,7 +58,7 @@ _AUTH_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "IncompleteSignatu
 # StopAIAgentInstance on an instance that ended or never existed: no code is documented; any
 # code naming something not found is taken for "already stopped" [unverified, voice.md §2.4].
 _GONE = re.compile(r"(?i)not.?found|not.?exist")
-_ROLES: dict[str, Literal["user", "assistant"]] = {
+ROLES: dict[str, Literal["user", "assistant"]] = {
     "user": "user",
     "agent": "assistant",
     "assistant": "assistant",
@@ -240,7 +237,7 @@ class AliyunVoiceApi:
         )
         body = _body(answer)
         fields = {
-            name: _str(getattr(body, name, None))
+            name: str_field(getattr(body, name, None))
             for name in ("instance_id", "channel_id", "token", "user_id", "aiagent_user_id")
         }
         if not (fields["instance_id"] and fields["channel_id"] and fields["token"]):
@@ -253,7 +250,7 @@ class AliyunVoiceApi:
             rtc_join_token=fields["token"],
             rtc_user_id=fields["user_id"] or user_id,
             agent_user_id=fields["aiagent_user_id"],
-            request_id=_str(getattr(body, "request_id", None)),
+            request_id=str_field(getattr(body, "request_id", None)),
         )
 
     async def start_instance(
@@ -285,7 +282,7 @@ class AliyunVoiceApi:
                 self._client.start_aiagent_instance_with_options_async, request, self._options()
             ),
         )
-        instance = _str(getattr(_body(answer), "instance_id", None))
+        instance = str_field(getattr(_body(answer), "instance_id", None))
         if not instance:
             raise TransientError(self._text(action, "the answer names no InstanceId"))
         return instance
@@ -334,7 +331,8 @@ class AliyunVoiceApi:
         self._closed = True
 
 
-def _str(value: Any) -> str:
+def str_field(value: Any) -> str:
+    """A field that should be a string; "" when it is not."""
     return value if isinstance(value, str) else ""
 
 
@@ -342,7 +340,7 @@ def _body(answer: Any) -> Any:
     return getattr(answer, "body", None)
 
 
-def _id(value: Any) -> str:
+def id_field(value: Any) -> str:
     """A round or sentence id, which may come as a number or a string; "" when neither."""
     if isinstance(value, bool):
         return ""
@@ -352,92 +350,12 @@ def _id(value: Any) -> str:
 
 
 def _dialogue(item: Any) -> Dialogue | None:
-    role = _ROLES.get(_str(getattr(item, "producer", None)))
-    round_id = _id(getattr(item, "round_id", None))
+    role = ROLES.get(str_field(getattr(item, "producer", None)))
+    round_id = id_field(getattr(item, "round_id", None))
     text = getattr(item, "text", None)
     moment = getattr(item, "time", None)
     if role is None or not round_id or not isinstance(text, str):
         return None
     time_ms = moment if isinstance(moment, int) and not isinstance(moment, bool) else 0
-    source = _str(getattr(item, "source", None))
+    source = str_field(getattr(item, "source", None))
     return Dialogue(round_id, role, normalize.text(text), time_ms, normalize.name(source))
-
-
-# -- callbacks ---------------------------------------------------------------------------------
-
-_MAX_STAMP = 64  # characters of an ISO 8601 time worth parsing
-_MAX_DATA = 1 << 20  # characters of a `data` given as a JSON string
-
-
-def check_callback(callback: Callback, *, token: str, now: float, window: float = 600.0) -> None:
-    """Raises CallbackRejected unless `Authorization` is the console's callback `token`
-    verbatim ("key") and a zoned ISO 8601 `timestamp`, when the body has one, lies within
-    `window` seconds of `now` ("stale"). A time without a zone cannot be placed: not checked."""
-    given = callback.headers.get("authorization")
-    if given is None:
-        raise CallbackRejected("key", "no Authorization header")
-    if not token or not proof_matches(given, token):
-        raise CallbackRejected("key", "the Authorization token is wrong")
-    payload = callback.payload
-    stamp = payload.get("timestamp") if isinstance(payload, Mapping) else None
-    if not isinstance(stamp, str) or len(stamp) > _MAX_STAMP:
-        return
-    try:
-        moment = datetime.fromisoformat(stamp)
-    except ValueError:
-        return
-    if moment.tzinfo is None:
-        return
-    skew = abs(now - moment.timestamp())
-    if skew > window:
-        raise CallbackRejected(
-            "stale", f"the timestamp is {skew:.0f}s away (at most {window:.0f}s)"
-        )
-
-
-def _data(payload: Mapping[str, Any]) -> Mapping[str, Any]:
-    """`data` as an object: it may come as one, or as a JSON string of one."""
-    data = payload.get("data")
-    if isinstance(data, str) and len(data) <= _MAX_DATA:
-        try:
-            data = json.loads(data)
-        except (ValueError, RecursionError):
-            return {}
-    return data if isinstance(data, Mapping) else {}
-
-
-def _transcript(instance: str, item: Any, fallback_round: str) -> TurnTranscript | None:
-    if not isinstance(item, Mapping):
-        return None
-    role = _ROLES.get(_str(item.get("producer")) or _str(item.get("role")))
-    round_id = _id(item.get("roundId")) or _id(item.get("sentenceId")) or fallback_round
-    text = item.get("text")
-    if role is None or not round_id or not isinstance(text, str):
-        return None
-    return TurnTranscript(instance, round_id, role, normalize.text(text))
-
-
-def parse_event(payload: Mapping[str, Any]) -> list[VoiceEvent]:
-    """What one checked callback says, as a list: a `chat_record` may hold several sentences
-    (one TurnTranscript each). CallbackMalformed when it names no instance or event."""
-    if not isinstance(payload, Mapping):
-        raise CallbackMalformed("an Alibaba agent callback is a JSON object")
-    instance, event = payload.get("instanceId"), payload.get("event")
-    if not isinstance(instance, str) or not instance or not isinstance(event, str):
-        raise CallbackMalformed("a callback without instanceId or event")
-    instance = normalize.platform_id(instance)
-    if event == "agent_stop":
-        code = payload.get("code")
-        failed = isinstance(code, int) and not isinstance(code, bool) and code != 0
-        return [CallEnded(instance, f"code {code}" if failed else "stopped")]
-    if event == "chat_record":
-        data = _data(payload)
-        extend = payload.get("extendData")
-        fallback = _id(extend.get("sentenceId")) if isinstance(extend, Mapping) else ""
-        items = data.get("dialogues")
-        items = items if isinstance(items, list) else [data]  # the voice variant may be flat
-        turns: list[VoiceEvent] = [
-            t for item in items if (t := _transcript(instance, item, fallback)) is not None
-        ]
-        return turns or [OtherEvent(instance, event)]
-    return [OtherEvent(instance, normalize.name(event))]
