@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ PRIVATE_DIR_MODE = 0o700  # the state directory: the database and the secret key
 PRIVATE_FILE_MODE = 0o600
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 SQLITE_BUSY_TIMEOUT_MS = 5000
+MIGRATION_BUSY_TIMEOUT_MS = 120_000  # a replica waits this long for another's migration
 WAL_SWITCH_RETRY_DELAY = 0.05  # seconds
 # Execution option that makes a SQLite transaction take the write lock at BEGIN (_begin_sqlite).
 WRITE_OPTION = "channeld_write"
@@ -183,8 +184,27 @@ async def _upgrade_through(engine: AsyncEngine) -> None:
     # On SQLite the migration's transaction takes the write lock up front, like any writer.
     writer = engine.execution_options(**{WRITE_OPTION: True})
     async with writer.connect() as conn:
-        await conn.run_sync(_upgrade_to_head)
-        await conn.commit()
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite:
+            # replicas starting together wait out each other's whole migration (a table
+            # rebuild takes seconds on a large history), not only a writer's usual turn
+            await _busy_timeout(conn, MIGRATION_BUSY_TIMEOUT_MS)
+        try:
+            await conn.run_sync(_upgrade_to_head)
+            await conn.commit()
+        finally:
+            if sqlite:
+                await _busy_timeout(conn, SQLITE_BUSY_TIMEOUT_MS)
+
+
+async def _busy_timeout(conn: AsyncConnection, milliseconds: int) -> None:
+    """Set SQLite's busy timeout on the driver connection, outside any transaction."""
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if not isinstance(driver, aiosqlite.Connection):
+        raise TypeError(f"expected an aiosqlite connection, got {driver!r}")
+    cursor = await driver.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
+    await cursor.close()
 
 
 async def open_engine(url: str | URL) -> AsyncEngine:
