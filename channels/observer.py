@@ -29,6 +29,8 @@ class Observer(Protocol):
         self, channel: str, platform: str, endpoint: str, status: int | str
     ) -> None: ...
     def llm_request(self, agent: str, seconds: float) -> None: ...
+    def user_resolution(self, mapper: str, outcome: str) -> None: ...
+    def directory_latency(self, mapper: str, seconds: float) -> None: ...
 
 
 class NullObserver:
@@ -70,4 +72,10 @@ class NullObserver:
         """Ignored."""
 
     def llm_request(self, agent: str, seconds: float) -> None:
+        """Ignored."""
+
+    def user_resolution(self, mapper: str, outcome: str) -> None:
+        """Ignored."""
+
+    def directory_latency(self, mapper: str, seconds: float) -> None:
         """Ignored."""

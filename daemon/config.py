@@ -12,7 +12,8 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -249,6 +250,73 @@ class WebhooksSection(BaseModel):
         return f"http://{host}:{port or self.port}/hooks/{channel_id}"
 
 
+# what each mapper cannot do without, and what the key is for (check-config says both)
+_MAPPER_NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "file": (("users_file", "the TOML file listing [[users]] with their identities"),),
+    "http": (("http_url", "the URL the directory is POSTed each new sender to"),),
+    "ldap": (
+        ("ldap_url", "the server, ldaps://host or ldap://host (StartTLS)"),
+        ("ldap_base_dn", "where people are searched, e.g. ou=people,dc=example,dc=com"),
+    ),
+}
+
+
+class UsersSection(BaseModel):
+    """Who a sender is: each platform identity its own user ("auto") or a directory's person."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mapper: Literal["auto", "file", "http", "ldap"] = "auto"
+    on_miss: Literal["create", "refuse"] = "create"
+    default_email_domain: str = "im-platform.invalid"
+    enrich: bool = True  # accepted; the platforms' user-info calls are not made yet
+    cache_seconds: float = Field(default=3600.0, ge=0, le=30 * 86400)
+    refused_text: str = Field(default="You are not allowed to use this assistant.", min_length=1)
+    blocked_text: str = Field(default="You have been blocked from this assistant.", min_length=1)
+    users_file: Path | None = None
+    http_url: str = ""
+    http_timeout: float = Field(default=5.0, gt=0, le=60)
+    http_retries: int = Field(default=1, ge=0, le=5)
+    ldap_url: str = ""
+    ldap_bind_dn: str = ""
+    ldap_bind_password: SecretStr | None = None
+    ldap_base_dn: str = ""
+    ldap_filter: str = "(|(mail={email})(employeeNumber={employee_no}))"
+    ldap_groups_attribute: str = "memberOf"
+
+    @field_validator("http_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            raise ValueError("must be https unless the directory is on this machine (loopback)")
+        return value
+
+    @field_validator("ldap_url")
+    @classmethod
+    def _ldap_url(cls, value: str) -> str:
+        if value and (
+            urlsplit(value).scheme not in {"ldap", "ldaps"} or not urlsplit(value).hostname
+        ):
+            raise ValueError(f"must be ldaps://host[:port] or ldap://host[:port], got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _mapper_keys(self) -> UsersSection:
+        missing = [
+            f"{key} ({why})"
+            for key, why in _MAPPER_NEEDS.get(self.mapper, ())
+            if not getattr(self, key)
+        ]
+        if missing:
+            raise ValueError(f'mapper = "{self.mapper}" needs ' + " and ".join(missing))
+        return self
+
+
 class Settings(BaseModel):
     """The whole validated configuration."""
 
@@ -258,6 +326,7 @@ class Settings(BaseModel):
     admin: AdminSection = AdminSection()
     emulator: EmulatorSection = EmulatorSection()
     webhooks: WebhooksSection = WebhooksSection()
+    users: UsersSection = UsersSection()
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     channels: list[ChannelConfig] = Field(default_factory=list)
 

@@ -37,6 +37,8 @@ FIRST_UPDATE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.
 # A voice answer's first chunk waits for the model's first token; a caller hears every 100 ms
 VOICE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 LLM_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+# A directory lookup: a file answers in microseconds, HTTP and LDAP in milliseconds to a timeout.
+DIRECTORY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 CHANNEL = ("channel", "platform")
@@ -201,6 +203,21 @@ class Metrics:
             buckets=VOICE_BUCKETS,
             registry=r,
         )
+        self._user_resolutions = Counter(
+            "channeld_user_resolutions",
+            "Senders resolved to users, by mapper (file, http, ldap) and outcome: hit, miss or"
+            " error for the directory's answer, cached for one from memory, created or refused"
+            " for what on_miss did with someone the directory did not know or could not say.",
+            ["mapper", "outcome"],
+            registry=r,
+        )
+        self._directory_seconds = Histogram(
+            "channeld_directory_seconds",
+            "One directory lookup, answered or failed.",
+            ["mapper"],
+            buckets=DIRECTORY_BUCKETS,
+            registry=r,
+        )
         # Label sets created per channel, so that forgetting a channel removes every one of them.
         self._series: dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
 
@@ -320,6 +337,14 @@ class Metrics:
     def llm_request(self, agent: str, seconds: float) -> None:
         """One whole answer from an agent."""
         self._llm_seconds.labels(agent).observe(seconds)
+
+    def user_resolution(self, mapper: str, outcome: str) -> None:
+        """One step of resolving a sender (channels/users/resolver.py, Outcome)."""
+        self._user_resolutions.labels(mapper, outcome).inc()
+
+    def directory_latency(self, mapper: str, seconds: float) -> None:
+        """How long one directory lookup took."""
+        self._directory_seconds.labels(mapper).observe(seconds)
 
     def llm_tokens(self, agent: str, prompt: int, completion: int) -> None:
         """Token usage of one answer, as the model reported it."""
