@@ -1,4 +1,4 @@
-"""`channeld` command line: run, check-config, migrate, emulate, chat."""
+"""`channeld` command line: run, check-config, migrate, emulate, chat, channels, users."""
 
 from __future__ import annotations
 
@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     from daemon.channels_cli import register as register_channels
 
     register_channels(sub)
+    from daemon.users_cli import register as register_users
+
+    register_users(sub)
     return parser
 
 
