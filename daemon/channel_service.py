@@ -344,6 +344,10 @@ def _masked(settings: Mapping[str, Any], paths: Iterable[Path]) -> dict[str, Any
 def _voice_or_none(settings: Any) -> VoiceConfig | None:
     if not isinstance(settings, Mapping):
         return None
+    zego = settings.get("zego")
+    if isinstance(zego, Mapping):
+        # the provider objects arrive masked, which no JSON object parses; URLs need neither
+        settings = {**settings, "zego": {k: v for k, v in zego.items() if k not in ("tts", "asr")}}
     try:
         return VoiceConfig.model_validate(settings)  # its secrets arrive masked, which parses
     except ValidationError:

@@ -47,7 +47,8 @@ NEW_SECRET = "rotated-voice-secret-3e8d"
 PLAINTEXTS = (ZEGO_SECRET, ZEGO_CALLBACK, AK_SECRET, LLM_KEY, CB_TOKEN, DINGTALK_CLIENT_SECRET)
 PUBLIC = "https://bot.example.com"
 TTS = {"Vendor": "CosyVoice", "Params": {"voice": "longxiaochun"}}
-ZEGO_SECRETS = ["voice.zego.callback_secret", "voice.zego.server_secret"]
+# the TTS object too: it may carry a vendor's token, and it goes to ZEGO's api_base
+ZEGO_SECRETS = ["voice.zego.callback_secret", "voice.zego.server_secret", "voice.zego.tts"]
 ALIYUN_SECRETS = [
     "voice.aliyun.access_key_secret",
     "voice.aliyun.callback_token",
@@ -178,7 +179,7 @@ async def test_voice_secrets_are_sealed_at_rest_and_masked_in_every_view(
     created = await create(admin, dingtalk_emulator)
     voice = created["settings"]["voice"]
     assert_masked(voice)
-    assert voice["zego"]["tts"] == TTS  # a provider's object passes through, whole
+    assert voice["zego"]["tts"] == MASK  # a provider's object may carry a vendor's token
     assert voice["aliyun"]["access_key_id"] == "LTAI-test-id"  # not a secret: shown
     assert created["voice_urls"] == {
         "llm_endpoint": f"{PUBLIC}/voice/api-1/chat/completions",
@@ -231,21 +232,20 @@ async def test_a_patch_merges_into_the_voice_section_and_keeps_its_secrets(
     assert config.voice.public_base_url == PUBLIC
     assert config.voice.zego.window_size == 2
     assert config.voice.zego.app_id == 1234567890
-    assert config.voice.zego.tts == TTS
+    assert config.voice.zego.tts_object() == TTS
     assert config.voice.zego.server_secret.get_secret_value() == ZEGO_SECRET
     assert config.voice.zego.callback_key() == ZEGO_CALLBACK
     assert config.voice.aliyun.llm_api_key.get_secret_value() == LLM_KEY
     assert config.voice.aliyun.callback_token.get_secret_value() == CB_TOKEN
 
-    # a provider's object is one value: replaced whole, not merged; it may name a vendor's URL
-    # and carry its token, so it changes only with the section's secrets given again
+    # a provider's object is one secret value: replaced whole, never shown
     tts: dict[str, Any] = {"tts": {"Vendor": "ByteDance"}}
     status, view = await admin.call("PATCH", "/channels/api-1", {"voice": {"zego": tts}})
-    assert status == 409, view
-    tts.update(server_secret=ZEGO_SECRET, callback_secret=ZEGO_CALLBACK)
-    status, view = await admin.call("PATCH", "/channels/api-1", {"voice": {"zego": tts}})
     assert status == 200, view
-    assert view["settings"]["voice"]["zego"]["tts"] == {"Vendor": "ByteDance"}
+    assert view["settings"]["voice"]["zego"]["tts"] == MASK
+    replaced = await admin.decoded("api-1")
+    assert replaced.voice is not None and replaced.voice.zego is not None
+    assert replaced.voice.zego.tts_object() == {"Vendor": "ByteDance"}
 
     # one secret replaced, the others kept
     status, view = await admin.call(
@@ -317,14 +317,15 @@ async def test_moving_where_a_voice_section_signs_needs_that_sections_secrets(
         "voice.zego.api_base decides where the channel's secrets are sent"
         in (error["error"]["message"])
     )
-    # one of the two is not enough
+    # one of them is not enough
     status, error = await admin.call(
         "PATCH",
         "/channels/api-1",
         {"voice": {"zego": {"api_base": elsewhere, "server_secret": NEW_SECRET}}},
     )
     assert status == 409
-    assert [f["path"] for f in error["error"]["fields"]] == ["voice.zego.callback_secret"]
+    missing = [f["path"] for f in error["error"]["fields"]]
+    assert missing == ["voice.zego.callback_secret", "voice.zego.tts"]
     spec = await admin.spec("api-1")
     assert get(spec["settings"], ("voice", "zego", "api_base")) != elsewhere
 
@@ -350,7 +351,7 @@ async def test_moving_where_a_voice_section_signs_needs_that_sections_secrets(
     assert sorted(f["path"] for f in error["error"]["fields"]) == ALIYUN_SECRETS + ZEGO_SECRETS
     every = {
         "public_base_url": moved,
-        "zego": {"server_secret": ZEGO_SECRET, "callback_secret": ZEGO_CALLBACK},
+        "zego": {"server_secret": ZEGO_SECRET, "callback_secret": ZEGO_CALLBACK, "tts": TTS},
         "aliyun": {
             "access_key_secret": AK_SECRET,
             "llm_api_key": LLM_KEY,
@@ -371,6 +372,7 @@ async def test_moving_where_a_voice_section_signs_needs_that_sections_secrets(
                     "api_base": elsewhere,
                     "server_secret": NEW_SECRET,
                     "callback_secret": ZEGO_CALLBACK,
+                    "tts": TTS,
                 },
                 "aliyun": {
                     "endpoint": "http://127.0.0.1:9",  # an emulator's: http on loopback

@@ -321,7 +321,5 @@ def test_the_endpoint_settings_are_marked_in_the_openapi_document() -> None:
         ("EasemobChannelConfig", "api_base"),
         ("ZegoVoice", "api_base"),  # [channels.voice.zego]: where the server secret signs to
         ("AliyunVoice", "endpoint"),  # [channels.voice.aliyun]: where the access key signs to
-        ("ZegoVoice", "tts"),  # a vendor's URL and token, passed to ZEGO
-        ("ZegoVoice", "asr"),
         ("VoiceConfig", "public_base_url"),  # where ZEGO sends each call's secret
     }

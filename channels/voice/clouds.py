@@ -102,8 +102,8 @@ class CloudAgents:
                     config.agent_id,
                     name="channeld",
                     llm={**llm, "ApiKey": "per-instance", "AgentExtraInfo": {}},
-                    tts=config.tts,
-                    asr=config.asr,
+                    tts=config.tts_object(),
+                    asr=config.asr_object(),
                 )
                 self._registered.add(key)
             instance = await api.create_instance(
@@ -116,8 +116,8 @@ class CloudAgents:
                     "UserStreamId": join.user_stream_id,
                 },
                 llm=llm,
-                tts=config.tts,
-                asr=config.asr,
+                tts=config.tts_object(),
+                asr=config.asr_object(),
                 # the history is channeld's: ZEGO keeps only a short window of its own, and no
                 # ZIM sync (which would store a second copy of the call)
                 message_history={"SyncMode": 1, "Messages": [], "WindowSize": config.window_size},

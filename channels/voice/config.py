@@ -7,17 +7,48 @@ may offer both. docs/platforms/voice.md has the facts behind each setting.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from common.endpoint import SENDS_SECRETS, http_base_url, https_unless_loopback
 
 DEFAULT_ZEGO_API_BASE = "https://aigc-aiagent-api.zegotech.cn"
 DEFAULT_ALIYUN_REGION = "cn-shanghai"
 _SECRET = Annotated[SecretStr, Field(min_length=1)]
-_PROVIDER_OBJECT = Annotated[dict[str, Any], Field(max_length=64)]
+MAX_PROVIDER_OBJECT = 16_384  # characters of a TTS or ASR object as JSON
+
+
+def _provider_object(value: Any) -> Any:
+    """ZEGO's TTS or ASR object, which may carry a vendor's token: kept as a secret holding the
+    object's JSON. The config file gives a table; the admin API a table or its JSON text."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise ValueError("must be a JSON object (ZEGO's TTS or ASR object)") from None
+    if not isinstance(value, dict):
+        raise ValueError("must be an object (ZEGO's TTS or ASR object)")
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    if len(text) > MAX_PROVIDER_OBJECT:
+        raise ValueError(f"must be at most {MAX_PROVIDER_OBJECT} characters as JSON")
+    return SecretStr(text)
+
+
+# write-only like every secret: shown as ***, replaced whole
+_PROVIDER_OBJECT = Annotated[SecretStr, BeforeValidator(_provider_object)]
 
 
 class _Section(BaseModel):
@@ -34,10 +65,10 @@ class ZegoVoice(_Section):
     agent_id: str = Field(default="channeld-voice", min_length=1, max_length=128)
     # regional hosts: aigc-aiagent-api-sha|hkg|fra|lax|bom|sgp.zegotech.cn
     api_base: str = Field(default=DEFAULT_ZEGO_API_BASE, json_schema_extra={SENDS_SECRETS: True})
-    # ZEGO's TTS and ASR objects, passed through; they may name a vendor's URL and carry its
-    # token, so changing one asks for this section's secrets again
-    tts: _PROVIDER_OBJECT | None = Field(default=None, json_schema_extra={SENDS_SECRETS: True})
-    asr: _PROVIDER_OBJECT | None = Field(default=None, json_schema_extra={SENDS_SECRETS: True})
+    # ZEGO's TTS and ASR objects, passed through; they may carry a vendor's token, so they are
+    # secrets (write-only, replaced whole)
+    tts: _PROVIDER_OBJECT | None = None
+    asr: _PROVIDER_OBJECT | None = None
     # how many of its own messages ZEGO sends back per request; channeld answers from its own
     # history, so only the last one (the utterance) matters
     window_size: int = Field(default=4, ge=1, le=100)
@@ -47,10 +78,23 @@ class ZegoVoice(_Section):
     def _https(cls, value: str) -> str:
         return https_unless_loopback(value)
 
+    def tts_object(self) -> dict[str, Any] | None:
+        """The TTS object as ZEGO takes it."""
+        return None if self.tts is None else _loaded(self.tts)
+
+    def asr_object(self) -> dict[str, Any] | None:
+        """The ASR object as ZEGO takes it."""
+        return None if self.asr is None else _loaded(self.asr)
+
     def callback_key(self) -> str:
         """The secret that signs ZEGO's callbacks."""
         secret = self.callback_secret or self.server_secret
         return secret.get_secret_value()
+
+
+def _loaded(secret: SecretStr) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(secret.get_secret_value())
+    return loaded
 
 
 class AliyunVoice(_Section):
