@@ -28,6 +28,7 @@ from channels.live import ChannelRuntime, RuntimeRetired
 from channels.model import ChatType, InboundMessage
 from channels.observer import Observer
 from channels.prefetch import PrefetchedAnswer
+from channels.users.resolver import Resolution, UserResolver
 from common.backoff import Backoff
 from storage.repository import AnswerTurn, JournalState, MessageRecord, Store
 
@@ -60,8 +61,11 @@ class Answerer:
         slots: AnswerSlots,
         observer: Observer,
         clock: Callable[[], datetime],
+        users: UserResolver | None = None,
     ) -> None:
         self._store = store
+        # who wrote; without a resolver, each platform identity is a user of its own
+        self._users = users or UserResolver(store, None, clock=clock, observer=observer)
         self._slots = slots  # the daemon's cap on answers in progress, shared by every channel
         self._observer = observer
         self._clock = clock
@@ -100,12 +104,11 @@ class Answerer:
     async def _answer_on(self, runtime: ChannelRuntime, job: Job) -> None:
         message, config = job.message, runtime.config
         now = self._clock()
-        user_id = await self._store.resolve_user(
-            message.platform,
-            message.tenant,
-            message.sender.platform_id,
-            message.sender.display_name,
-        )
+        resolution = await self._users.resolve(message)
+        if resolution.refused or resolution.blocked:
+            await self._turn_away(runtime, job, resolution)
+            return
+        user_id = resolution.user_id
         if job.command is Command.HELP:
             await self._reply_plain(runtime, job, HELP_TEXT)
             return
@@ -155,6 +158,18 @@ class Answerer:
                 await self._reply_streamed(runtime, job, conversation.id, now, answer)
             finally:
                 await answer.aclose()
+
+    async def _turn_away(self, runtime: ChannelRuntime, job: Job, resolution: Resolution) -> None:
+        """Someone nothing may be answered for: refused (told every time) or blocked (told at
+        most once a day, silence otherwise); no agent is asked, no conversation opened."""
+        if resolution.refused:
+            await self._reply_plain(runtime, job, self._users.refused_text)
+        elif await self._users.block_notice_due(resolution.user_id):
+            await self._reply_plain(runtime, job, self._users.blocked_text)
+        else:
+            await self._store.journal_update(
+                job.entry_id, state=JournalState.FAILED, error="blocked"
+            )
 
     async def _reply_streamed(
         self,

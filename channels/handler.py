@@ -29,6 +29,7 @@ from channels.emitter import ReplyOutcome
 from channels.live import ChannelRuntime
 from channels.model import ChatType, InboundMessage, inbound_to_json
 from channels.observer import UNSTORABLE, NullObserver, Observer
+from channels.users.resolver import UserResolver
 from common.errors import ChannelError, TransientError
 from storage.errors import describe as describe_storage_error
 from storage.errors import unstorable
@@ -47,10 +48,13 @@ class MessageHandler:
         slots: AnswerSlots,
         observer: Observer | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        users: UserResolver | None = None,
     ) -> None:
         self._store = store
         self._observer = observer or NullObserver()
-        self._answerer = Answerer(store, slots=slots, observer=self._observer, clock=clock)
+        self._answerer = Answerer(
+            store, slots=slots, observer=self._observer, clock=clock, users=users
+        )
         self._workers: dict[WorkerKey, ConversationWorker] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._closing = False

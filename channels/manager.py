@@ -20,6 +20,7 @@ from channels.live import AgentProfile, ChannelRuntime, LiveChannel, ProviderBui
 from channels.model import ChannelState
 from channels.observer import NullObserver, Observer
 from channels.supervisor import ChannelStatus, Supervisor
+from channels.users.resolver import UserResolver
 from channels.voice.config import VoiceConfig
 from common.backoff import Backoff
 from common.errors import ConfigError
@@ -99,6 +100,7 @@ class ChannelManager:
         backoff: Backoff | None = None,
         observer: Observer | None = None,
         stop_grace: float = STOP_GRACE,
+        users: UserResolver | None = None,
     ) -> None:
         self._store = store
         self._stop_grace = stop_grace
@@ -119,7 +121,9 @@ class ChannelManager:
         self._failed_to_build: dict[str, str] = {}
         self._last_status: dict[str, ChannelStatus] = {}
         self._lock = asyncio.Lock()
-        self.handler = MessageHandler(store, slots=answer_slots, observer=self._observer)
+        self.handler = MessageHandler(
+            store, slots=answer_slots, observer=self._observer, users=users
+        )
         self.started = False
 
     # -- desired state --------------------------------------------------------------------------

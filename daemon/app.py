@@ -11,6 +11,9 @@ import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
+from sqlmodel import col
+
 from agents.base import Agent
 from agents.registry import build_agents, close_agents
 from channels.config import ChannelConfigBase
@@ -20,10 +23,15 @@ from channels.manager import ChannelManager
 from channels.model import ChannelState
 from channels.recovery import recover
 from channels.registry import build_provider  # the provider of each channel's platform
+from channels.users.directory import Directory
+from channels.users.file import FileDirectory
+from channels.users.http import HttpDirectory
+from channels.users.resolver import OnMiss, UserResolver
 from channels.voice.calls import VoiceCalls
 from channels.voice.endpoint import VoiceEndpoint
 from channels.voice.streams import CallStreams
 from common.backoff import Backoff
+from common.errors import ConfigError
 from daemon.admin import AdminServer
 from daemon.api import AdminApi
 from daemon.channel_service import (
@@ -32,7 +40,7 @@ from daemon.channel_service import (
     sealed_channels,
     takes_callbacks,
 )
-from daemon.config import ConfigurationError, Settings, load
+from daemon.config import ConfigurationError, Settings, UsersSection, load
 from daemon.embedded import EmbeddedEmulator
 from daemon.metrics import EventLoopLagMonitor, Metrics, metrics_handler
 from daemon.retention import Pruner
@@ -40,6 +48,7 @@ from daemon.sdnotify import Notifier, WatchdogPinger, watchdog_interval
 from daemon.secrets import SecretBox, load_key
 from daemon.webhooks import CallbackListener
 from storage.engine import private_directory
+from storage.models import UserAccount
 from storage.repository import Store
 
 log = logging.getLogger("channeld")
@@ -50,6 +59,28 @@ def _utc_now() -> datetime:
 
 
 STARTUP_CONNECT_GRACE = 10.0  # seconds to wait for channels before reporting "started"
+
+
+async def blocked_user_ids(store: Store) -> set[str]:
+    """The ids of the blocked users: one indexed read, a few rows."""
+    # belongs beside the other user operations in storage/users.py (UserRepository)
+    statement = sa.select(col(UserAccount.id)).where(col(UserAccount.blocked).is_(True))
+    async with store.engine.connect() as connection:
+        return set((await connection.execute(statement)).scalars())
+
+
+def build_directory(users: UsersSection) -> Directory | None:
+    """The directory `[users] mapper` names (None for "auto"); a bad one is a config error."""
+    try:
+        if users.mapper == "file" and users.users_file is not None:
+            return FileDirectory(users.users_file)
+        if users.mapper == "http":
+            return HttpDirectory(users.http_url, users.http_timeout, users.http_retries)
+    except ConfigError as exc:
+        raise ConfigurationError(f"users: {exc}") from None
+    if users.mapper == "ldap":
+        raise ConfigurationError('users.mapper: "ldap" is not available in this version yet')
+    return None
 
 
 class Daemon:
@@ -65,6 +96,8 @@ class Daemon:
         self.channels: ChannelService | None = None
         self.webhooks: CallbackListener | None = None
         self.voice_calls: VoiceCalls | None = None
+        self.directory: Directory | None = None
+        self.users: UserResolver | None = None
         self.notifier = Notifier()
         self._ready_task: asyncio.Task[None] | None = None
         self._watchdog = WatchdogPinger(self.notifier, watchdog_interval())
@@ -94,6 +127,20 @@ class Daemon:
             await self.emulator.start()
         channels = self._channels(settings)
         self.store = await Store.open(settings.daemon.effective_database_url)
+        # the users file is read here, off the loop; a bad one stops the start (exit 11)
+        self.directory = await asyncio.to_thread(build_directory, settings.users)
+        self.users = UserResolver(
+            self.store,
+            self.directory,
+            on_miss=OnMiss(settings.users.on_miss),
+            cache_seconds=settings.users.cache_seconds,
+            clock=_utc_now,
+            observer=self.metrics,
+            blocked_users=functools.partial(blocked_user_ids, self.store),
+            refused_text=settings.users.refused_text,
+            blocked_text=settings.users.blocked_text,
+        )
+        await self.users.start()
         self._agents = build_agents(settings.agents, on_usage=self.metrics.llm_tokens)
         profiles = {
             name: AgentProfile(
@@ -118,6 +165,7 @@ class Daemon:
             backoff=self._backoff,
             observer=self.metrics,
             stop_grace=settings.daemon.graceful_timeout,
+            users=self.users,
         )
         self.webhooks = CallbackListener(settings.webhooks, self.manager.live, self.metrics)
         # Alibaba's UserData is signed with this: only channeld can name a call in it
@@ -130,6 +178,7 @@ class Daemon:
             clock=_utc_now,
             on_active=self.metrics.voice_calls_active,
             streams=voice_streams,
+            users=self.users,
         )
         self.manager.voice_gone = self.voice_calls.end_channel
         self.webhooks.serve_voice(
@@ -225,12 +274,28 @@ class Daemon:
             return
         if settings.agents != self.settings.agents:
             log.warning("agent changes take effect at the next restart, not on reload")
+        if settings.users != self.settings.users:
+            log.warning(
+                "[users] changes take effect at the next restart; the users file is re-read"
+            )
+        await self._reload_users()
         self.settings = self.settings.model_copy(update={"channels": settings.channels})
         await self.manager.provision(self._channels(settings))
         await self._serve_callbacks()
         await self.manager.reconcile()
         log.info("configuration reloaded: %s", self.channel_summary())
         self.notifier.status(self.channel_summary())
+
+    async def _reload_users(self) -> None:
+        """SIGHUP: the users file read again; a bad one leaves the previous one answering."""
+        if not isinstance(self.directory, FileDirectory) or self.users is None:
+            return
+        try:
+            await asyncio.to_thread(self.directory.reload)
+        except ConfigError as exc:
+            log.error("users file not reloaded, keeping the previous one: %s", exc)
+            return
+        self.users.forget()  # who is who may have changed: everyone is asked again
 
     def channel_summary(self) -> str:
         states = list(self.manager.states().values()) if self.manager else []
@@ -264,6 +329,8 @@ class Daemon:
         if self.manager is not None:
             await self.manager.close(self.settings.daemon.graceful_timeout)
         await close_agents(self._agents)
+        if self.users is not None:
+            await self.users.stop()  # after the handler: no answer resolves anyone any more
         if self.store is not None:
             await self.store.close()
         if self.emulator is not None:

@@ -26,6 +26,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from channels.callbacks import Callback
+from channels.users.directory import Who
+from channels.users.resolver import UserResolver
 from channels.voice.cloud_callbacks import CloudCallbacks
 from channels.voice.clouds import CloudAgents
 from channels.voice.config import AliyunVoice, VoiceConfig, ZegoVoice
@@ -58,8 +60,11 @@ class VoiceCalls:
         on_active: Callable[[str, str, int], None],
         streams: CallStreams | None = None,
         request_timeout: float = 10.0,
+        users: UserResolver | None = None,
     ) -> None:
         self._store = store
+        # who may call: a refused or blocked person may not (without it, everyone may)
+        self._users = users
         self._runtimes = runtimes
         self._clock = clock
         self._active = CallObserver(on_active)
@@ -97,6 +102,17 @@ class VoiceCalls:
 
     # -- the admin API's operations ----------------------------------------------------------
 
+    async def _admit(self, platform: str, user_id: str) -> None:
+        """CallError 403 for a person nothing may be answered for: refused or blocked."""
+        if self._users is None:
+            return
+        # the app names the caller by platform id alone: an identity without a tenant
+        resolution = await self._users.resolve_who(Who(platform, "", user_id))
+        if resolution.refused:
+            raise CallError(403, "refused", "this user is not allowed to use the assistant")
+        if resolution.blocked:
+            raise CallError(403, "blocked", "this user is blocked from the assistant")
+
     async def start_call(self, start: StartCall) -> dict[str, Any]:
         """Opens the call, starts the cloud's agent and returns what the app needs to join."""
         runtime = self._runtimes(start.channel_id)
@@ -109,6 +125,7 @@ class VoiceCalls:
                 "voice_not_configured",
                 f"channel {start.channel_id!r} has no [channels.voice.{start.provider}] section",
             )
+        await self._admit(runtime.config.type, start.user_id)
         now = self._clock()
         conversation, user = await self._store.conversation_for_user(
             start.channel_id,
