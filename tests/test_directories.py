@@ -4,16 +4,23 @@ real slapd on loopback (skipped, saying why, where Debian's slapd is not install
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import ldap3
 import pytest
 from aiohttp import web
 
 from channels.users.directory import DirectoryError, Person, Who
 from channels.users.file import FileDirectory
 from channels.users.http import HttpDirectory
+from channels.users.ldap import LdapDirectory, escape
 from common.errors import ConfigError
 
 USERS_TOML = """\
@@ -351,3 +358,321 @@ async def test_http_hostile_sender_reaches_the_directory_cleaned(
 def test_http_url_that_would_leak_is_refused(url: str) -> None:
     with pytest.raises(ConfigError, match="users http_url"):
         HttpDirectory(url)
+
+
+# --- LDAP, against Debian's slapd on loopback -------------------------------------------------
+
+SLAPD = shutil.which("slapd") or shutil.which("slapd", path="/usr/sbin:/usr/local/sbin")
+BASE = "dc=example,dc=org"
+ADMIN_DN, ADMIN_PASSWORD = f"cn=admin,{BASE}", "admin-secret"
+READER_DN, READER_PASSWORD = f"cn=channeld,{BASE}", "reader-secret"
+FILTER = "(|(mail={email})(employeeNumber={employee_no}))"
+SLAPD_CONF = """\
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+modulepath /usr/lib/ldap
+moduleload back_mdb
+moduleload memberof
+pidfile {dir}/slapd.pid
+database mdb
+maxsize 10485760
+suffix "{base}"
+rootdn "{admin}"
+rootpw {password}
+directory {dir}/db
+overlay memberof
+access to attrs=userPassword by anonymous auth by * none
+access to * by users read by * none
+"""
+
+
+class Slapd:
+    """A throwaway OpenLDAP server on a loopback port, its database in a temporary folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        (folder / "db").mkdir(parents=True)
+        (folder / "slapd.conf").write_text(
+            SLAPD_CONF.format(dir=folder, base=BASE, admin=ADMIN_DN, password=ADMIN_PASSWORD)
+        )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"ldap://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert SLAPD is not None
+        log = (self.folder / "slapd.log").open("ab")
+        self._process = subprocess.Popen(  # -d 0: stay in the foreground, log nothing
+            [SLAPD, "-f", str(self.folder / "slapd.conf"), "-h", self.url + "/", "-d", "0"],
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        deadline = time.monotonic() + 15
+        while True:  # no event to wait on across processes: poll the port, bounded
+            if self._process.poll() is not None:
+                raise RuntimeError((self.folder / "slapd.log").read_text())
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=15)
+            self._process = None
+
+    def populate(self) -> None:
+        server = ldap3.Server(self.url, get_info=ldap3.NONE)
+        admin = ldap3.Connection(server, ADMIN_DN, ADMIN_PASSWORD, auto_bind=True)
+        try:
+            people, groups = f"ou=people,{BASE}", f"ou=groups,{BASE}"
+            entries: list[tuple[str, list[str], dict[str, Any]]] = [
+                (BASE, ["dcObject", "organization"], {"o": "Example", "dc": "example"}),
+                (people, ["organizationalUnit"], {"ou": "people"}),
+                (groups, ["organizationalUnit"], {"ou": "groups"}),
+                (READER_DN, ["person"], {"sn": "svc", "userPassword": READER_PASSWORD}),
+                (
+                    f"uid=ada,{people}",
+                    ["inetOrgPerson"],
+                    {
+                        "cn": "Ada L.",
+                        "sn": "Lovelace",
+                        "displayName": "Ada Lovelace",
+                        "mail": "ada@example.com",
+                        "employeeNumber": "1001",
+                    },
+                ),
+                (
+                    f"uid=grace,{people}",
+                    ["inetOrgPerson"],
+                    {
+                        "cn": "Grace Hopper",
+                        "sn": "Hopper",
+                        "mail": "grace@example.com",
+                        "employeeNumber": "1002",
+                    },
+                ),
+                (
+                    f"uid=bob,{people}",
+                    ["inetOrgPerson"],
+                    {"cn": "Bob (ops) *", "sn": "Ops", "mail": "bob\\ops@example.com"},
+                ),
+                (
+                    f"cn=engineering,{groups}",
+                    ["groupOfNames"],
+                    {"member": [f"uid=ada,{people}", f"uid=grace,{people}"]},
+                ),
+                (f"cn=admins,{groups}", ["groupOfNames"], {"member": [f"uid=ada,{people}"]}),
+            ]
+            for dn, classes, attributes in entries:
+                assert admin.add(dn, classes, attributes), (dn, admin.result)
+        finally:
+            admin.unbind()  # ldap3's `with` leaves a connection bound before it open
+
+
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    if SLAPD is None:
+        if os.environ.get("CHANNELD_REQUIRE_SLAPD"):
+            pytest.fail("slapd is not installed (apt-get install slapd ldap-utils)")
+        pytest.skip("slapd is not installed (Debian: apt-get install slapd ldap-utils)")
+    server = Slapd(tmp_path_factory.mktemp("slapd"))
+    server.start()
+    try:
+        server.populate()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def ldap_directory(slapd: Slapd) -> AsyncIterator[LdapDirectory]:
+    directory = _ldap(slapd.url)
+    yield directory
+    await directory.aclose()
+
+
+def _ldap(url: str, filter: str = FILTER, password: str = READER_PASSWORD) -> LdapDirectory:
+    return LdapDirectory(
+        url,
+        bind_dn=READER_DN,
+        bind_password=password,
+        base_dn=BASE,
+        filter=filter,
+        groups_attribute="memberOf",
+        timeout=3.0,
+    )
+
+
+ADA_DN = f"uid=ada,ou=people,{BASE}"
+
+
+async def test_ldap_person_found_by_email_with_groups(ldap_directory: LdapDirectory) -> None:
+    person = await ldap_directory.lookup(
+        Who("dingtalk", "corp", "0612345", email="ada@example.com")
+    )
+    assert person == Person(
+        directory_id=f"ldap:{ADA_DN}",
+        name="Ada Lovelace",
+        email="ada@example.com",
+        groups=(
+            f"cn=engineering,ou=groups,{BASE}",
+            f"cn=admins,{BASE}".replace(BASE, "ou=groups," + BASE),
+        ),
+    )
+    assert ldap_directory.source == "ldap"
+
+
+async def test_ldap_unknown_value_matches_nobody_and_the_other_still_finds(
+    ldap_directory: LdapDirectory,
+) -> None:
+    # no e-mail known: (mail=\00) matches nobody, the employee number still finds Grace
+    person = await ldap_directory.lookup(Who("feishu", "t", "ou_1", employee_no="1002"))
+    assert person is not None
+    assert person.directory_id == f"ldap:uid=grace,ou=people,{BASE}"
+    assert person.name == "Grace Hopper"  # no displayName: the cn
+    assert person.groups == (f"cn=engineering,ou=groups,{BASE}",)
+
+
+async def test_ldap_nobody_found_is_none(ldap_directory: LdapDirectory) -> None:
+    assert await ldap_directory.lookup(Who("zim", "", "u", email="nobody@example.com")) is None
+    who = Who("zim", "", "u", name="Ada Lovelace")  # the filter names neither e-mail nor number
+    assert ldap_directory.filter_for(who) is None
+    assert await ldap_directory.lookup(who) is None
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "*",
+        "*)(objectClass=*",
+        "ada@example.com)(|(mail=*",
+        "*)(|(employeeNumber=*)",
+        "\\2a",  # an escape written by the sender is a literal backslash, not a wildcard
+        "ada@example.com\ud800",
+        "a*",
+    ],
+)
+async def test_ldap_injection_in_a_name_or_email_finds_nothing(slapd: Slapd, hostile: str) -> None:
+    directory = _ldap(slapd.url, filter="(|(mail={email})(cn={name}))")
+    try:
+        assert await directory.lookup(Who("feishu", "t", "ou_x", name=hostile)) is None
+        assert await directory.lookup(Who("feishu", "t", "ou_x", email=hostile)) is None
+    finally:
+        await directory.aclose()
+
+
+async def test_ldap_metacharacters_in_a_real_value_match_literally(slapd: Slapd) -> None:
+    directory = _ldap(slapd.url, filter="(|(mail={email})(cn={name}))")
+    try:
+        by_name = await directory.lookup(Who("feishu", "t", "ou_b", name="Bob (ops) *"))
+        by_mail = await directory.lookup(Who("feishu", "t", "ou_b", email="bob\\ops@example.com"))
+        assert by_name is not None and by_name.directory_id == f"ldap:uid=bob,ou=people,{BASE}"
+        assert by_mail == by_name
+    finally:
+        await directory.aclose()
+
+
+def test_ldap_escape_covers_rfc_4515() -> None:
+    assert escape("a*b(c)d\\e\x00f") == "a\\2ab\\28c\\29d\\5ce\\00f"
+    assert escape("Zoë 张") == "Zoë 张"  # UTF-8 passes as it is
+
+
+def test_ldap_filter_never_carries_a_raw_nul_or_surrogate(slapd: Slapd) -> None:
+    directory = _ldap(slapd.url, filter="(cn={name})")
+    text = directory.filter_for(Who("feishu", "t", "u", name="x\x00\ud800)(cn=*"))
+    assert text == "(cn=x\ufffd\\29\\28cn=\\2a)"
+
+
+async def test_ldap_filter_naming_two_people_is_an_error(ldap_directory: LdapDirectory) -> None:
+    who = Who("zim", "", "u", email="ada@example.com", employee_no="1002")
+    with pytest.raises(DirectoryError, match="found 2 entries for one sender"):
+        await ldap_directory.lookup(who)
+
+
+async def test_ldap_wrong_bind_password_is_an_error_that_does_not_show_it(slapd: Slapd) -> None:
+    directory = _ldap(slapd.url, password="wrong-reader-secret")
+    try:
+        with pytest.raises(DirectoryError, match="LDAPInvalidCredentialsResult") as caught:
+            await directory.lookup(Who("zim", "", "u", email="ada@example.com"))
+        assert "wrong-reader-secret" not in str(caught.value)
+    finally:
+        await directory.aclose()
+
+
+async def test_ldap_server_down_is_an_error_and_a_restart_is_survived(
+    tmp_path: Path, slapd: Slapd
+) -> None:
+    own = Slapd(tmp_path / "own")
+    directory = _ldap(own.url)
+    try:
+        with pytest.raises(DirectoryError, match="LDAPSocketOpenError"):
+            await directory.lookup(Who("zim", "", "u", email="ada@example.com"))
+        own.start()
+        own.populate()
+        assert await directory.lookup(Who("zim", "", "u", email="ada@example.com")) is not None
+        own.stop()
+        own.start()  # the kept connection broke: one reconnect, no error
+        assert await directory.lookup(Who("zim", "", "u", email="ada@example.com")) is not None
+    finally:
+        await directory.aclose()
+        own.stop()
+
+
+async def test_ldap_lookups_run_beside_the_loop(ldap_directory: LdapDirectory) -> None:
+    whos = [Who("zim", "", str(n), email="ada@example.com") for n in range(20)]
+    people = await asyncio.gather(*(ldap_directory.lookup(who) for who in whos))
+    assert {p.directory_id for p in people if p is not None} == {f"ldap:{ADA_DN}"}
+    assert len(people) == 20
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"filter": "(mail={mail})"}, r"unknown placeholder \{mail\}"),
+        ({"filter": "(mail={email!r})"}, r"unknown placeholder \{email\}"),
+        ({"filter": "(mail={email:>9})"}, r"unknown placeholder"),
+        ({"filter": "(mail={email.__class__})"}, r"unknown placeholder"),
+        ({"filter": "(objectClass=person)"}, "names no placeholder"),
+        ({"filter": "mail={email}"}, "one parenthesised filter"),
+        ({"filter": "(mail={email)"}, "literal brace"),
+        ({"url": "http://ldap.example.com"}, "ldaps://host"),
+        ({"url": "ldaps://ldap.example.com/dc=example"}, "only a scheme, host and port"),
+        ({"url": "ldaps://u:p@ldap.example.com"}, "only a scheme, host and port"),
+        ({"url": "ldaps://ldap.example.com:99999"}, "port must be a number"),
+    ],
+)
+def test_ldap_settings_that_cannot_work_are_refused(kwargs: dict[str, str], error: str) -> None:
+    settings = {"url": "ldaps://ldap.example.com", "filter": FILTER} | kwargs
+    with pytest.raises(ConfigError, match=error):
+        LdapDirectory(
+            settings["url"],
+            bind_dn=READER_DN,
+            bind_password=READER_PASSWORD,
+            base_dn=BASE,
+            filter=settings["filter"],
+        )
+
+
+@pytest.mark.parametrize(
+    ("url", "start_tls"),
+    [
+        ("ldap://ldap.example.com", True),  # the password never travels in clear text
+        ("ldaps://ldap.example.com:636", False),  # TLS from the first byte
+        ("ldap://127.0.0.1:3389", False),  # loopback: a test server or a local proxy
+        ("ldap://localhost", False),
+    ],
+)
+def test_ldap_beyond_loopback_speaks_tls(url: str, start_tls: bool) -> None:
+    directory = LdapDirectory(
+        url, bind_dn=READER_DN, bind_password=READER_PASSWORD, base_dn=BASE, filter=FILTER
+    )
+    assert directory.start_tls is start_tls
