@@ -26,6 +26,7 @@ from channels.registry import build_provider  # the provider of each channel's p
 from channels.users.directory import Directory
 from channels.users.file import FileDirectory
 from channels.users.http import HttpDirectory
+from channels.users.ldap import LdapDirectory
 from channels.users.resolver import OnMiss, UserResolver
 from channels.voice.calls import VoiceCalls
 from channels.voice.endpoint import VoiceEndpoint
@@ -76,10 +77,20 @@ def build_directory(users: UsersSection) -> Directory | None:
             return FileDirectory(users.users_file)
         if users.mapper == "http":
             return HttpDirectory(users.http_url, users.http_timeout, users.http_retries)
+        if users.mapper == "ldap":
+            password = users.ldap_bind_password
+            return LdapDirectory(
+                users.ldap_url,
+                bind_dn=users.ldap_bind_dn,
+                bind_password=password.get_secret_value() if password is not None else "",
+                base_dn=users.ldap_base_dn,
+                filter=users.ldap_filter,
+                groups_attribute=users.ldap_groups_attribute,
+                timeout=users.ldap_timeout,
+                ca_file=str(users.ldap_ca_file) if users.ldap_ca_file is not None else None,
+            )
     except ConfigError as exc:
         raise ConfigurationError(f"users: {exc}") from None
-    if users.mapper == "ldap":
-        raise ConfigurationError('users.mapper: "ldap" is not available in this version yet')
     return None
 
 

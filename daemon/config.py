@@ -283,6 +283,8 @@ class UsersSection(BaseModel):
     ldap_base_dn: str = ""
     ldap_filter: str = "(|(mail={email})(employeeNumber={employee_no}))"
     ldap_groups_attribute: str = "memberOf"
+    ldap_timeout: float = Field(default=5.0, gt=0, le=60)
+    ldap_ca_file: Path | None = None  # a private CA's PEM bundle; default: the system's
 
     @field_validator("http_url")
     @classmethod

@@ -15,8 +15,10 @@ import pytest
 from channels.model import ChannelId, ChatType, InboundMessage, Sender
 from channels.users.directory import DirectoryError, Person, Who
 from channels.users.file import FileDirectory
+from channels.users.http import HttpDirectory
+from channels.users.ldap import LdapDirectory
 from channels.users.resolver import OnMiss, Resolution, UserResolver, auto_email
-from daemon.app import blocked_user_ids
+from daemon.app import blocked_user_ids, build_directory
 from daemon.config import ConfigurationError, validate
 from storage import Store
 from tests.storage_support import FakeClock, sqlite_url
@@ -269,3 +271,30 @@ def test_config_names_what_the_chosen_mapper_needs() -> None:
         validate({**echo, "users": {"on_miss": "ignore"}})
     loopback = validate({**echo, "users": {"mapper": "http", "http_url": "http://127.0.0.1:9/who"}})
     assert loopback.users.http_timeout == 5.0
+
+
+def test_the_daemon_builds_the_directory_the_mapper_names(tmp_path: Path) -> None:
+    echo = {"agents": {"default": {"type": "echo"}}}
+    people = tmp_path / "users.toml"
+    people.write_text(PEOPLE, encoding="utf-8")
+
+    def built(users: dict[str, object]) -> object:
+        return build_directory(validate({**echo, "users": users}).users)
+
+    assert built({}) is None
+    assert isinstance(built({"mapper": "file", "users_file": str(people)}), FileDirectory)
+    assert isinstance(
+        built({"mapper": "http", "http_url": "https://hr.example.com/who"}), HttpDirectory
+    )
+    ldap = built(
+        {
+            "mapper": "ldap",
+            "ldap_url": "ldaps://ldap.example.com",
+            "ldap_base_dn": "ou=people,dc=example,dc=com",
+            "ldap_bind_password": "s3cret-pw",
+        }
+    )
+    assert isinstance(ldap, LdapDirectory)
+    people.write_text("[[users]]\nname = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=r"users: .*users\.toml"):
+        built({"mapper": "file", "users_file": str(people)})
