@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,10 +19,13 @@ from channels.users.file import FileDirectory
 from channels.users.http import HttpDirectory
 from channels.users.ldap import LdapDirectory
 from channels.users.resolver import OnMiss, Resolution, UserResolver, auto_email
+from channels.voice.calls import VoiceCalls
+from channels.voice.requests import CallError, StartCall
 from daemon.app import blocked_user_ids, build_directory
 from daemon.config import ConfigurationError, validate
 from storage import Store
 from tests.storage_support import FakeClock, sqlite_url
+from tests.test_e2e_voice import ZEGO_JOIN
 
 START = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 PEOPLE = """
@@ -298,3 +302,44 @@ def test_the_daemon_builds_the_directory_the_mapper_names(tmp_path: Path) -> Non
     people.write_text("[[users]]\nname = 1\n", encoding="utf-8")
     with pytest.raises(ConfigurationError, match=r"users: .*users\.toml"):
         built({"mapper": "file", "users_file": str(people)})
+
+
+async def test_a_voice_call_for_a_refused_or_blocked_person_is_403(
+    store: Store, clock: FakeClock
+) -> None:
+    # the runtime's parts start_call reads before anything else: the platform, a ZEGO section
+    runtime = SimpleNamespace(
+        config=SimpleNamespace(type="dingtalk", voice=SimpleNamespace(zego=object()))
+    )
+    start = StartCall.model_validate(
+        {"provider": "zego", "channel_id": "c1", "user_id": "u9", "zego": ZEGO_JOIN}
+    )
+
+    def calls(users: UserResolver) -> VoiceCalls:
+        return VoiceCalls(
+            store,
+            lambda _channel: runtime,  # type: ignore[arg-type,return-value]  # a stand-in
+            user_data_key=b"k" * 32,
+            clock=clock,
+            on_active=lambda _channel, _provider, _count: None,
+            users=users,
+        )
+
+    refusing = resolver(store, Scripted(), clock, Counts(), on_miss=OnMiss.REFUSE)
+    with pytest.raises(CallError) as refused:
+        await calls(refusing).start_call(start)
+    assert (refused.value.status, refused.value.code) == (403, "refused")
+    user_id = await store.resolve_user("dingtalk", "", "u9", "")
+    await store.set_blocked(user_id, True, now=clock())
+    blocking = UserResolver(
+        store,
+        None,
+        clock=clock,
+        observer=Counts(),
+        blocked_users=functools.partial(blocked_user_ids, store),
+    )
+    await blocking.refresh_blocked()
+    with pytest.raises(CallError) as blocked:
+        await calls(blocking).start_call(start)
+    assert (blocked.value.status, blocked.value.code) == (403, "blocked")
+    assert await store.voice_calls_active() == []  # no call was opened
