@@ -22,7 +22,7 @@ from channels.users.resolver import OnMiss, Resolution, UserResolver, auto_email
 from channels.voice.calls import VoiceCalls
 from channels.voice.requests import CallError, StartCall
 from daemon.app import blocked_user_ids, build_directory
-from daemon.config import ConfigurationError, validate
+from daemon.config import ConfigurationError, load, validate
 from storage import Store
 from tests.storage_support import FakeClock, sqlite_url
 from tests.test_e2e_voice import ZEGO_JOIN
@@ -343,3 +343,16 @@ async def test_a_voice_call_for_a_refused_or_blocked_person_is_403(
         await calls(blocking).start_call(start)
     assert (blocked.value.status, blocked.value.code) == (403, "blocked")
     assert await store.voice_calls_active() == []  # no call was opened
+
+
+def test_the_example_users_section_is_valid_once_uncommented(tmp_path: Path) -> None:
+    example = (Path(__file__).resolve().parent.parent / "channeld.example.toml").read_text()
+    start = example.index("# [users]\n")
+    block = example[start : example.index("\n\n", start)]
+    uncommented = "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    path = tmp_path / "channeld.toml"
+    path.write_text(uncommented + "\n", encoding="utf-8")
+    users = load(path, {"LDAP_BIND_PASSWORD": "pw"}).users
+    assert users.mapper == "auto"
+    assert users.ldap_filter == "(|(mail={email})(employeeNumber={employee_no}))"
+    assert users.ldap_bind_password is not None
