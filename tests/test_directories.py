@@ -4,8 +4,10 @@ real slapd on loopback (skipped, saying why, where Debian's slapd is not install
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -16,6 +18,10 @@ from typing import Any
 import ldap3
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from channels.users.directory import DirectoryError, Person, Who
 from channels.users.file import FileDirectory
@@ -388,40 +394,56 @@ access to * by users read by * none
 
 
 class Slapd:
-    """A throwaway OpenLDAP server on a loopback port, its database in a temporary folder."""
+    """A throwaway OpenLDAP server on loopback ports, its database in a temporary folder; with
+    `tls`, also ldaps (and StartTLS) with a certificate for "localhost" from a CA of its own."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, tls: bool = False) -> None:
         self.folder = folder
         (folder / "db").mkdir(parents=True)
-        (folder / "slapd.conf").write_text(
-            SLAPD_CONF.format(dir=folder, base=BASE, admin=ADMIN_DN, password=ADMIN_PASSWORD)
-        )
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        conf = SLAPD_CONF.format(dir=folder, base=BASE, admin=ADMIN_DN, password=ADMIN_PASSWORD)
+        self.port, self.tls_port = _free_port(), _free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
+        listen = [self.url + "/"]
+        if tls:
+            self.ca_file = _certificates(folder)
+            tls_conf = (
+                f"TLSCACertificateFile {self.ca_file}\n"
+                f"TLSCertificateFile {folder}/server.pem\n"
+                f"TLSCertificateKeyFile {folder}/server.key\n"
+            )
+            conf = conf.replace("pidfile", tls_conf + "pidfile", 1)
+            listen.append(f"ldaps://127.0.0.1:{self.tls_port}/")
+        (folder / "slapd.conf").write_text(conf)
+        self._listen = " ".join(listen)
+        self._ports = [self.port, self.tls_port] if tls else [self.port]
         self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
 
     def start(self) -> None:
         assert SLAPD is not None
         log = (self.folder / "slapd.log").open("ab")
         self._process = subprocess.Popen(  # -d 0: stay in the foreground, log nothing
-            [SLAPD, "-f", str(self.folder / "slapd.conf"), "-h", self.url + "/", "-d", "0"],
+            [SLAPD, "-f", str(self.folder / "slapd.conf"), "-h", self._listen, "-d", "0"],
             stdout=log,
             stderr=log,
         )
         log.close()
         deadline = time.monotonic() + 15
-        while True:  # no event to wait on across processes: poll the port, bounded
-            if self._process.poll() is not None:
-                raise RuntimeError((self.folder / "slapd.log").read_text())
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        for port in self._ports:
+            while True:  # no event to wait on across processes: poll the port, bounded
+                if self._process.poll() is not None:
+                    raise RuntimeError((self.folder / "slapd.log").read_text())
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
 
     def stop(self) -> None:
         if self._process is not None:
@@ -478,6 +500,46 @@ class Slapd:
             admin.unbind()  # ldap3's `with` leaves a connection bound before it open
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _certificates(folder: Path) -> Path:
+    """A CA and a server certificate for "localhost" signed by it; the CA's file."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(
+        subject: str, issuer: str, key: ec.EllipticCurvePrivateKey
+    ) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = build("test CA", "test CA", ca_key).add_extension(
+        x509.BasicConstraints(ca=True, path_length=None), critical=True
+    )
+    server = build("localhost", "test CA", key).add_extension(
+        x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+    )
+    pem = serialization.Encoding.PEM
+    (folder / "ca.pem").write_bytes(ca.sign(ca_key, hashes.SHA256()).public_bytes(pem))
+    (folder / "server.pem").write_bytes(server.sign(ca_key, hashes.SHA256()).public_bytes(pem))
+    (folder / "server.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return folder / "ca.pem"
+
+
 @pytest.fixture(scope="module")
 def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
     if SLAPD is None:
@@ -493,6 +555,17 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def tls_slapd(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[Slapd]:
+    server = Slapd(tmp_path_factory.mktemp("slapd-tls"), tls=True)
+    server.start()
+    try:
+        server.populate()
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 async def ldap_directory(slapd: Slapd) -> AsyncIterator[LdapDirectory]:
     directory = _ldap(slapd.url)
@@ -500,7 +573,14 @@ async def ldap_directory(slapd: Slapd) -> AsyncIterator[LdapDirectory]:
     await directory.aclose()
 
 
-def _ldap(url: str, filter: str = FILTER, password: str = READER_PASSWORD) -> LdapDirectory:
+def _ldap(
+    url: str,
+    filter: str = FILTER,
+    password: str = READER_PASSWORD,
+    *,
+    timeout: float = 3.0,
+    ca_file: Path | None = None,
+) -> LdapDirectory:
     return LdapDirectory(
         url,
         bind_dn=READER_DN,
@@ -508,7 +588,8 @@ def _ldap(url: str, filter: str = FILTER, password: str = READER_PASSWORD) -> Ld
         base_dn=BASE,
         filter=filter,
         groups_attribute="memberOf",
-        timeout=3.0,
+        timeout=timeout,
+        ca_file=None if ca_file is None else str(ca_file),
     )
 
 
@@ -676,3 +757,67 @@ def test_ldap_beyond_loopback_speaks_tls(url: str, start_tls: bool) -> None:
         url, bind_dn=READER_DN, bind_password=READER_PASSWORD, base_dn=BASE, filter=FILTER
     )
     assert directory.start_tls is start_tls
+
+
+ADA_BY_MAIL = Who("zim", "", "u", email="ada@example.com")
+
+
+async def test_ldap_server_that_stalls_is_an_error_within_the_timeout(tmp_path: Path) -> None:
+    own = Slapd(tmp_path / "own")
+    own.start()
+    directory = _ldap(own.url, timeout=0.5)
+    try:
+        own.populate()
+        os.kill(own.pid, signal.SIGSTOP)  # the kernel still accepts; nothing answers
+        started = time.monotonic()
+        with pytest.raises(DirectoryError, match=r"LDAP directory at 127\.0\.0\.1 failed"):
+            await directory.lookup(ADA_BY_MAIL)
+        assert time.monotonic() - started < 5  # bounded by the timeout, not by the server
+    finally:
+        os.kill(own.pid, signal.SIGCONT)
+        await directory.aclose()
+        own.stop()
+
+
+async def test_ldaps_verifies_the_certificate_and_the_host_name(tls_slapd: Slapd) -> None:
+    ldaps = f"ldaps://localhost:{tls_slapd.tls_port}"
+    trusted = _ldap(ldaps, ca_file=tls_slapd.ca_file)
+    untrusted = _ldap(ldaps)  # the system's CAs do not know this one
+    wrong_name = _ldap(f"ldaps://127.0.0.1:{tls_slapd.tls_port}", ca_file=tls_slapd.ca_file)
+    try:
+        person = await trusted.lookup(ADA_BY_MAIL)
+        assert person is not None and person.directory_id == f"ldap:{ADA_DN}"
+        with pytest.raises(DirectoryError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusted.lookup(ADA_BY_MAIL)
+        # one readable line: the TLS error as Python words it, no nested tuple reprs
+        mismatch = (
+            r"failed: LDAPSocketOpenError: socket ssl wrapping error: \[SSL: "
+            r"CERTIFICATE_VERIFY_FAILED\] certificate verify failed: IP address mismatch, "
+            r"certificate is not valid for '127\.0\.0\.1'"
+        )
+        with pytest.raises(DirectoryError, match=mismatch):
+            await wrong_name.lookup(ADA_BY_MAIL)
+    finally:
+        for directory in (trusted, untrusted, wrong_name):
+            await directory.aclose()
+
+
+async def test_ldap_start_tls_before_the_bind(tls_slapd: Slapd) -> None:
+    url = f"ldap://localhost:{tls_slapd.port}"
+    directory, untrusted = _ldap(url, ca_file=tls_slapd.ca_file), _ldap(url)
+    # a loopback URL speaks plain LDAP; a remote one would StartTLS: forced here, as no name but
+    # loopback resolves in the tests
+    directory.start_tls = untrusted.start_tls = True
+    try:
+        person = await directory.lookup(ADA_BY_MAIL)
+        assert person is not None and person.directory_id == f"ldap:{ADA_DN}"
+        with pytest.raises(DirectoryError, match=r"LDAPStartTLSError.*CERTIFICATE_VERIFY_FAILED"):
+            await untrusted.lookup(ADA_BY_MAIL)
+    finally:
+        await directory.aclose()
+        await untrusted.aclose()
+
+
+def test_ldap_ca_file_that_cannot_be_read_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="users ldap CA file"):
+        _ldap("ldaps://ldap.example.com", ca_file=tmp_path / "missing.pem")

@@ -17,6 +17,7 @@ loopback host.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import ipaddress
 import logging
@@ -24,6 +25,7 @@ import math
 import socket
 import ssl
 import string
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -84,6 +86,44 @@ def _loopback(host: str) -> bool:
         return False
 
 
+class _VerifiedTls(ldap3.Tls):  # type: ignore[misc]  # ldap3 is untyped: Tls is Any to mypy
+    """TLS with Python's own certificate and host name checks.
+
+    ldap3 2.9.1 turns the context's host name check off and calls `ssl.match_hostname`, which
+    Python 3.12 removed (3.11 warns); here the handshake itself verifies the certificate chain and
+    that it names the host in `ldap_url`, and sends that name as SNI.
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED)
+        self._context = context
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        """ldap3's hook: `connection.socket` wrapped, on connect (ldaps) or after StartTLS."""
+        connection.socket = self._context.wrap_socket(
+            connection.socket,
+            server_side=False,
+            do_handshake_on_connect=do_handshake,
+            server_hostname=connection.server.host,
+        )
+
+
+def _unwrapped(text: str) -> str:
+    """An ldap3 error's text without the tuple reprs it wraps a socket error's text in."""
+    text = text[:1000]
+    for _ in range(3):
+        if not text.startswith(("(", "[")):
+            break
+        try:
+            value = ast.literal_eval(text)  # literals only: nothing is executed
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            break
+        if not (isinstance(value, tuple | list) and value and isinstance(value[0], str)):
+            break
+        text = value[0]
+    return text
+
+
 def _unbind(connection: Any) -> None:
     try:
         connection.unbind()
@@ -117,6 +157,7 @@ class LdapDirectory:
         filter: str,  # the config key's name (ldap_filter)
         groups_attribute: str = "memberOf",
         timeout: float = 5.0,
+        ca_file: str | None = None,  # PEM CA bundle for a private CA; default: the system's
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
@@ -132,7 +173,10 @@ class LdapDirectory:
         self._host = parts.hostname
         # plain LDAP only to loopback (a test server, a local proxy); elsewhere StartTLS first
         self.start_tls = parts.scheme == "ldap" and not _loopback(parts.hostname)
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            tls = _VerifiedTls(ssl.create_default_context(cafile=ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"users ldap CA file {ca_file}: {exc}") from exc
         self._server = ldap3.Server(
             parts.hostname,
             port=port,
@@ -147,7 +191,11 @@ class LdapDirectory:
         self._groups_attribute = groups_attribute
         self._timeout = timeout
         self._connection: Any = None  # ldap3.Connection, opened on first use, reused
-        self._lock = asyncio.Lock()  # one request at a time on the one connection
+        # one request at a time on the one connection: the asyncio lock queues callers without
+        # holding worker threads; the thread lock still holds when a caller was cancelled while
+        # its thread went on (a thread cannot be cancelled)
+        self._lock = asyncio.Lock()
+        self._thread_lock = threading.Lock()
 
     def filter_for(self, who: Who) -> str | None:
         """The search filter for `who`; None when every value it names is unknown."""
@@ -205,6 +253,10 @@ class LdapDirectory:
     def _search(self, search_filter: str) -> list[dict[str, Any]]:
         """Runs in a worker thread: one search, reconnecting once when a kept connection broke
         (the server restarted, an idle timeout closed it)."""
+        with self._thread_lock:
+            return self._search_once_or_twice(search_filter)
+
+    def _search_once_or_twice(self, search_filter: str) -> list[dict[str, Any]]:
         for attempt in (1, 2):
             reused = self._connection is not None
             try:
@@ -229,7 +281,7 @@ class LdapDirectory:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _describe(self, exc: Exception) -> str:
-        text = scrub(str(exc), [self._password])[:200]
+        text = scrub(_unwrapped(str(exc)), [self._password])[:200]
         return f"the LDAP directory at {self._host} failed: {type(exc).__name__}: {text}"
 
     def _person(self, entry: dict[str, Any]) -> Person:
@@ -258,4 +310,8 @@ class LdapDirectory:
     async def aclose(self) -> None:
         """Unbinds the connection, if one is open."""
         async with self._lock:
-            await asyncio.to_thread(self._drop)
+            await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._thread_lock:
+            self._drop()
