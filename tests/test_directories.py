@@ -362,8 +362,14 @@ async def test_http_hostile_sender_reaches_the_directory_cleaned(
     ],
 )
 def test_http_url_that_would_leak_is_refused(url: str) -> None:
-    with pytest.raises(ConfigError, match="users http_url"):
+    with pytest.raises(ConfigError, match=r"users http_url (must|may)"):
         HttpDirectory(url)
+
+
+def test_http_plain_text_names_what_it_would_show() -> None:
+    with pytest.raises(ConfigError, match=r"https:// URL.*e-mail addresses and mobile numbers"):
+        HttpDirectory("http://hr.example.com/im-lookup")
+    assert HttpDirectory("http://localhost:8080/im-lookup").source == "http"  # an emulator
 
 
 # --- LDAP, against Debian's slapd on loopback -------------------------------------------------

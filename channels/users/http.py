@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from channels import normalize
-from channels.users.directory import DirectoryError, Person, Who
+from channels.users.directory import DirectoryError, Person, Who, loopback
 from common.backoff import Backoff
-from common.endpoint import https_unless_loopback
+from common.endpoint import http_base_url
 from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,18 @@ class HttpDirectory:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         try:
-            # a base URL: scheme, host, port, path; https unless loopback (a sender's details
-            # travel there)
-            self._url = https_unless_loopback(url)
+            self._url = http_base_url(url)  # scheme, host, port and path; nothing else
         except ValueError as exc:
             raise ConfigError(f"users http_url {exc}") from exc
+        parts = urlsplit(self._url)
+        if parts.scheme == "http" and not loopback(parts.hostname or ""):
+            raise ConfigError(
+                "users http_url must be an https:// URL (http only for a loopback host): "
+                "senders' names, e-mail addresses and mobile numbers travel on it"
+            )
         if timeout <= 0 or retries < 0:
             raise ConfigError("users http_timeout must be positive and retries at least 0")
-        self._host = urlsplit(self._url).netloc  # errors name the host, never the path
+        self._host = parts.netloc  # errors name the host, never the path
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retries = retries
         self._session = session

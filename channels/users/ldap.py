@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import ipaddress
 import logging
 import math
 import socket
@@ -33,7 +32,7 @@ import ldap3
 from ldap3.core import exceptions as ldap_errors
 
 from channels import normalize
-from channels.users.directory import DirectoryError, Person, Who
+from channels.users.directory import DirectoryError, Person, Who, loopback
 from common.errors import ConfigError
 from common.redact import scrub
 
@@ -75,15 +74,6 @@ def _placeholders(template: str) -> frozenset[str]:
     if not (template.startswith("(") and template.endswith(")")):
         raise ConfigError("users ldap_filter must be one parenthesised filter, like (mail={email})")
     return frozenset(used)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _VerifiedTls(ldap3.Tls):  # type: ignore[misc]  # ldap3 is untyped: Tls is Any to mypy
@@ -172,7 +162,7 @@ class LdapDirectory:
         self._placeholders = _placeholders(filter)
         self._host = parts.hostname
         # plain LDAP only to loopback (a test server, a local proxy); elsewhere StartTLS first
-        self.start_tls = parts.scheme == "ldap" and not _loopback(parts.hostname)
+        self.start_tls = parts.scheme == "ldap" and not loopback(parts.hostname)
         try:
             tls = _VerifiedTls(ssl.create_default_context(cafile=ca_file))
         except (OSError, ssl.SSLError) as exc:
