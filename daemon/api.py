@@ -1,5 +1,5 @@
-"""Admin REST API under /api/v1: channels (CRUD, enable, disable, restart), conversations and
-voice calls."""
+"""Admin REST API under /api/v1: channels (CRUD, enable, disable, restart), conversations, users
+(identities linked and unlinked by hand, blocking) and voice calls."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +18,8 @@ from channels.voice.calls import VoiceCalls
 from channels.voice.requests import CallError, StartCall
 from daemon.channel_service import ApiError, ChannelService
 from daemon.openapi import openapi_document
+from storage.base import Clock, utc_now
+from storage.records import IdentityRecord, UserRecord
 from storage.repository import Store
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,57 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _when(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def identity_view(identity: IdentityRecord) -> dict[str, Any]:
+    """An IM account as the API shows it: which platform calls whom what, and whose it is."""
+    return {
+        "id": identity.id,
+        "platform": identity.platform,
+        "tenant": identity.tenant,
+        "platform_user_id": identity.platform_user_id,
+        "display_name": identity.display_name,
+        "user_id": identity.user_id,
+        "created_at": _when(identity.created_at),
+        "updated_at": _when(identity.updated_at),
+    }
+
+
+def user_view(user: UserRecord, identities: list[IdentityRecord] | None = None) -> dict[str, Any]:
+    """A person as the API shows it; with their identities when `identities` is given."""
+    view: dict[str, Any] = {
+        "id": user.id,
+        "name": user.display_name,
+        "email": user.email,
+        "groups": list(user.groups),
+        "auth_source": user.auth_source,
+        "directory_id": user.directory_id,
+        "blocked": user.blocked,
+        "last_seen_at": _when(user.last_seen_at),
+        "created_at": _when(user.created_at),
+        "updated_at": _when(user.updated_at),
+    }
+    if identities is not None:
+        view["identities"] = [identity_view(i) for i in identities]
+    return view
+
+
+def _identity_id(raw: Any, where: str) -> int:
+    """An identity id: a positive integer, in a path segment or a JSON body."""
+    if isinstance(raw, str) and raw.isdigit() and len(raw) <= 18:
+        raw = int(raw)
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw < 2**63:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"{where}: must be a positive integer (an identity's id)",
+            [{"path": where, "message": "positive integer"}],
+        )
+    return raw
+
+
 def _limit(request: web.Request, default: int) -> int:
     raw = request.query.get("limit", str(default))
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
@@ -135,11 +189,14 @@ class AdminApi:
         store: Store,
         agents: list[dict[str, str]],
         voice: VoiceCalls | None = None,
+        *,
+        clock: Clock = utc_now,
     ) -> None:
         self._service = service
         self._store = store
         self._agents = agents
         self._voice = voice
+        self._clock = clock
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -155,6 +212,12 @@ class AdminApi:
         r.add_post(f"{PREFIX}/channels/{{id}}/restart", self.restart_channel)
         r.add_get(f"{PREFIX}/conversations", self.list_conversations)
         r.add_get(f"{PREFIX}/conversations/{{id}}/messages", self.list_messages)
+        r.add_get(f"{PREFIX}/users", self.list_users)
+        r.add_get(f"{PREFIX}/users/{{id}}", self.get_user)
+        r.add_post(f"{PREFIX}/users/{{id}}/identities", self.link_identity)
+        r.add_delete(f"{PREFIX}/users/{{id}}/identities/{{identity_id}}", self.unlink_identity)
+        r.add_post(f"{PREFIX}/users/{{id}}/block", self.block_user)
+        r.add_post(f"{PREFIX}/users/{{id}}/unblock", self.unblock_user)
         r.add_get(f"{PREFIX}/voice/calls", self.list_calls)
         r.add_post(f"{PREFIX}/voice/calls", self.start_call)
         r.add_get(f"{PREFIX}/voice/calls/{{id}}", self.get_call)
@@ -197,6 +260,7 @@ class AdminApi:
         if channel is not None:
             await self._service.get_record(channel)
         records = await self._store.list_conversations(channel, limit=_limit(request, 100))
+        people = await self._people({c.user_id for c in records})
         return web.json_response(
             {
                 "conversations": [
@@ -205,6 +269,7 @@ class AdminApi:
                         "channel_id": c.channel_id,
                         "key": c.key,
                         "user_id": c.user_id,
+                        "user": people.get(c.user_id, {"id": c.user_id, "name": "", "email": None}),
                         "created_at": c.created_at.isoformat(),
                         "last_activity_at": c.last_activity_at.isoformat(),
                     }
@@ -233,6 +298,67 @@ class AdminApi:
                 ]
             }
         )
+
+    async def _people(self, user_ids: set[str]) -> dict[str, dict[str, Any]]:
+        """Who each user is ({id, name, email}), for the conversation list: one read."""
+        users = await self._store.get_users(user_ids)
+        return {
+            u.id: {"id": u.id, "name": u.display_name, "email": u.email} for u in users.values()
+        }
+
+    # -- users ------------------------------------------------------------------------------
+
+    async def _user(self, user_id: str) -> tuple[UserRecord, list[IdentityRecord]]:
+        found = await self._store.get_user(user_id)
+        if found is None:
+            raise ApiError(404, "not_found", f"no user {user_id!r}")
+        return found
+
+    async def list_users(self, request: web.Request) -> web.Response:
+        search = request.query.get("search", "").strip() or None
+        users = await self._store.list_users(search=search, limit=_limit(request, 100))
+        return web.json_response({"users": [user_view(u) for u in users]})
+
+    async def get_user(self, request: web.Request) -> web.Response:
+        return web.json_response(user_view(*await self._user(request.match_info["id"])))
+
+    async def link_identity(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        identity_id = _identity_id(body.get("identity_id"), "identity_id")
+        user, _ = await self._user(request.match_info["id"])
+        identity = await self._store.get_identity(identity_id)
+        if identity is None:
+            raise ApiError(404, "not_found", f"no identity {identity_id}")
+        await self._store.link_identity(
+            identity.platform,
+            identity.tenant,
+            identity.platform_user_id,
+            user.id,
+            display_name=identity.display_name,
+            now=self._clock(),
+        )
+        return web.json_response(user_view(*await self._user(user.id)))
+
+    async def unlink_identity(self, request: web.Request) -> web.Response:
+        identity_id = _identity_id(request.match_info["identity_id"], "identity_id")
+        user, identities = await self._user(request.match_info["id"])
+        if not any(i.id == identity_id for i in identities):
+            raise ApiError(404, "not_found", f"user {user.id!r} has no identity {identity_id}")
+        moved = await self._store.unlink_identity(identity_id)
+        if moved is None:  # deleted meanwhile
+            raise ApiError(404, "not_found", f"no identity {identity_id}")
+        return web.json_response(identity_view(moved))
+
+    async def block_user(self, request: web.Request) -> web.Response:
+        return await self._set_blocked(request.match_info["id"], blocked=True)
+
+    async def unblock_user(self, request: web.Request) -> web.Response:
+        return await self._set_blocked(request.match_info["id"], blocked=False)
+
+    async def _set_blocked(self, user_id: str, *, blocked: bool) -> web.Response:
+        if await self._store.set_blocked(user_id, blocked, now=self._clock()) is None:
+            raise ApiError(404, "not_found", f"no user {user_id!r}")
+        return web.json_response(user_view(*await self._user(user_id)))
 
     # -- voice calls ------------------------------------------------------------------------
 

@@ -220,10 +220,29 @@ def _schemas(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
         "Conversation": {
             "type": "object",
             "properties": {
-                k: {"type": "string"}
-                for k in ("id", "channel_id", "key", "user_id", "created_at", "last_activity_at")
+                **{
+                    k: {"type": "string"}
+                    for k in (
+                        "id",
+                        "channel_id",
+                        "key",
+                        "user_id",
+                        "created_at",
+                        "last_activity_at",
+                    )
+                },
+                "user": {
+                    "type": "object",
+                    "description": "the person who writes in this conversation",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "email": nullable_str,
+                    },
+                },
             },
         },
+        **_user_schemas(),
         "Message": {
             "type": "object",
             "properties": {
@@ -284,6 +303,114 @@ def _schemas(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
                 }
             },
         },
+    }
+
+
+def _user_schemas() -> dict[str, Any]:
+    nullable_str = {"type": ["string", "null"]}
+    user = {
+        "id": {"type": "string"},
+        "name": {"type": "string"},
+        "email": nullable_str,
+        "groups": {"type": "array", "items": {"type": "string"}},
+        "auth_source": {
+            "type": "string",
+            "description": "who vouched for this person: auto (created on first contact), "
+            "file, http, ldap (the directory), or a platform's name",
+        },
+        "directory_id": {
+            "type": ["string", "null"],
+            "description": "the directory's id of this person (file:, http: or ldap: and the "
+            "entry's email, id or DN); null for people the directory does not know",
+        },
+        "blocked": {
+            "type": "boolean",
+            "description": "a blocked person is told so at most once a day; nothing they send "
+            "reaches an agent",
+        },
+        "last_seen_at": nullable_str,
+        "created_at": {"type": "string"},
+        "updated_at": {"type": "string"},
+    }
+    return {
+        "User": {"type": "object", "properties": user},
+        "UserDetail": {
+            "type": "object",
+            "properties": {
+                **user,
+                "identities": {"type": "array", "items": _ref("Identity")},
+            },
+        },
+        "Identity": {
+            "type": "object",
+            "description": "An IM account (platform, tenant, the platform's id of the person) "
+            "and the user it belongs to",
+            "properties": {
+                "id": {"type": "integer"},
+                "platform": {"type": "string"},
+                "tenant": {"type": "string"},
+                "platform_user_id": {"type": "string"},
+                "display_name": {"type": "string"},
+                "user_id": {"type": "string"},
+                "created_at": {"type": "string"},
+                "updated_at": {"type": "string"},
+            },
+        },
+        "LinkIdentity": {
+            "type": "object",
+            "properties": {"identity_id": {"type": "integer", "minimum": 1}},
+            "required": ["identity_id"],
+        },
+    }
+
+
+def _user_paths() -> dict[str, Any]:
+    """The /api/v1/users routes: search, show, link, unlink, block, unblock."""
+    detail = _json(_ref("UserDetail"))
+    users = {"type": "object", "properties": {"users": {"type": "array", "items": _ref("User")}}}
+    search = {
+        "name": "search",
+        "in": "query",
+        "required": False,
+        "description": "part of a name, an e-mail, a platform user id or display name "
+        "(case-insensitive)",
+        "schema": {"type": "string"},
+    }
+    identity = {
+        "name": "identity_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "integer"},
+    }
+    return {
+        "/api/v1/users": {
+            "get": _op("People, searched", _json(users), params=[search, LIMIT_PARAM])
+        },
+        "/api/v1/users/{id}": {
+            "get": _op("One person with their identities", detail, params=[ID_PARAM])
+        },
+        "/api/v1/users/{id}/identities": {
+            "post": _op(
+                "Link an existing identity to this person (it leaves its previous user, whose "
+                "conversations stay)",
+                detail,
+                params=[ID_PARAM],
+                body=_ref("LinkIdentity"),
+            )
+        },
+        "/api/v1/users/{id}/identities/{identity_id}": {
+            "delete": _op(
+                "Unlink an identity: it gets a new user of its own (the identity is answered)",
+                _json(_ref("Identity")),
+                params=[ID_PARAM, identity],
+            )
+        },
+        "/api/v1/users/{id}/block": {
+            "post": _op(
+                "Block a person: nothing they send reaches an agent", detail, params=[ID_PARAM]
+            )
+        },
+        "/api/v1/users/{id}/unblock": {"post": _op("Unblock a person", detail, params=[ID_PARAM])},
     }
 
 
@@ -418,6 +545,7 @@ def _document(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
                     ],
                 )
             },
+            **_user_paths(),
             **_voice_call_paths(),
             "/api/v1/conversations/{id}/messages": {
                 "get": _op(
