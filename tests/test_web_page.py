@@ -532,6 +532,106 @@ async def test_hostile_strings_are_shown_as_text(
     assert await page.evaluate("window.pwned") is None
 
 
+async def test_the_users_view_shows_links_blocks_and_unlinks_a_person(
+    page: Page, stack: Stack
+) -> None:
+    """An operator finds who wrote, links their DingTalk account to the directory's person,
+    blocks and unblocks them, and unlinks an account; hostile names stay text."""
+    assert stack.daemon.store is not None
+    store = stack.daemon.store
+    now = datetime.now(UTC)
+    await enter_token(page)
+    sent = await stack.say("Where is my order?", sender_staff_id="staff-7", sender_nick="Zhang San")
+    await stack.wait_bot_items(
+        sent.conversation_id, lambda items: any(i.get("done") for i in items)
+    )
+    await stack.idle()
+    person = await store.user_for_person(
+        directory_id="file:zhang.san@example.com",
+        name="Zhang San",
+        email="zhang.san@example.com",
+        groups=["support", "shanghai"],
+        auth_source="file",
+        now=now,
+    )
+    await store.link_identity("feishu", "tenant-1", "ou_zs", person, display_name="张三", now=now)
+    hostile = await store.resolve_user("feishu", "tenant-1", "ou_x", HOSTILE)
+    [written] = await store.list_conversations(CHANNEL)
+    found = await store.get_user(written.user_id)
+    assert found is not None
+    auto, [dingtalk] = found
+
+    # the conversation names the person who wrote, not an opaque id
+    conversation = page.locator("button.conversation").first
+    await expect(conversation.locator(".conv-person")).to_have_text("Zhang San")
+    await conversation.click()
+    await expect(page.locator("#thread .person-link")).to_have_text("Zhang San")
+
+    # the Users view lists everyone; a search finds the directory's person by e-mail
+    users = page.locator("#user-list button.person-item")
+    await expect(users).to_have_count(3)
+    await page.locator("#user-search").fill("ZHANG.SAN@")
+    await expect(users).to_have_count(1)
+    await users.first.click()
+    panel = page.locator("#person")
+    await expect(panel.locator("#person-name")).to_have_text("Zhang San")
+    await expect(panel.locator(".facts")).to_contain_text("support, shanghai")
+    await expect(panel.locator(".facts")).to_contain_text("file:zhang.san@example.com")
+    rows = panel.locator("tr[data-identity-id]")
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("ou_zs")
+
+    # link the DingTalk account by its id: one person on both platforms
+    await panel.locator("#link-identity").fill(str(dingtalk.id))
+    await panel.get_by_role("button", name="Link identity").click()
+    await expect(rows).to_have_count(2)
+    await expect(panel.locator(f'tr[data-identity-id="{dingtalk.id}"]')).to_contain_text("staff-7")
+    owner = await store.identity_owner(dingtalk.platform, dingtalk.tenant, "staff-7")
+    assert owner is not None and owner.id == person
+
+    # block, then unblock: the badge follows the daemon's state
+    await panel.get_by_role("button", name="Block").click()
+    await expect(panel.locator(".badge-blocked")).to_have_text("blocked")
+    await expect(page.locator(f'#user-list [data-user-id="{person}"]')).to_have_attribute(
+        "data-blocked", "true"
+    )
+    blocked = await store.get_user(person)
+    assert blocked is not None and blocked[0].blocked
+    await panel.get_by_role("button", name="Unblock").click()
+    await expect(panel.locator(".badge-blocked")).to_have_count(0)
+    unblocked = await store.get_user(person)
+    assert unblocked is not None and not unblocked[0].blocked
+
+    # unlink the Feishu account: it becomes a person of its own
+    feishu = panel.locator("tr[data-identity-id]", has_text="ou_zs")
+    await feishu.get_by_role("button", name="Unlink").click()
+    await expect(rows).to_have_count(1)
+    await expect(page.locator(".toast", has_text="feishu ou_zs is now user")).to_be_visible()
+    moved = await store.identity_owner("feishu", "tenant-1", "ou_zs")
+    assert moved is not None and moved.id != person
+
+    # a wrong id is refused with the server's reason, nothing changes
+    await panel.locator("#link-identity").fill("987654")
+    await panel.get_by_role("button", name="Link identity").click()
+    await expect(page.locator(".toast-error", has_text="no identity 987654")).to_be_visible()
+    await expect(rows).to_have_count(1)
+
+    # the person from a conversation: the search is cleared and the person selected
+    await page.locator("#thread .person-link").click()
+    await expect(page.locator("#user-search")).to_have_value("")
+    await expect(page.locator(f'#user-list [data-user-id="{auto.id}"]')).to_have_attribute(
+        "aria-pressed", "true"
+    )
+
+    # a hostile display name is text in the list and the panel
+    await page.locator(f'#user-list [data-user-id="{hostile}"]').click()
+    await expect(panel.locator("#person-name")).to_have_text(HOSTILE)
+    for container in ("#user-list", "#person"):
+        await expect(page.locator(f"{container} img")).to_have_count(0)
+        await expect(page.locator(f"{container} script")).to_have_count(0)
+    assert await page.evaluate("window.pwned") is None
+
+
 async def test_the_login_url_signs_the_tab_in_and_leaves_the_address_bar(
     browser: Any, tmp_path: Path, dingtalk_emulator: EmulatorThread
 ) -> None:

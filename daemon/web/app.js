@@ -1,4 +1,5 @@
-// channeld admin page: live channel list and actions, channel forms, conversation browser.
+// channeld admin page: live channel list and actions, channel forms, conversation browser,
+// the people who write to the bots (their identities, linking, blocking).
 // A plain ES module with no dependencies: the daemon serves this file as it is, offline.
 // Every string that comes from the API reaches the DOM as text (text nodes, textContent or
 // attribute values), never as markup.
@@ -189,6 +190,7 @@ function refresh() {
       const { channels } = await api("GET", "/channels");
       renderChannels(channels);
       await refreshConversations();
+      await refreshUsers();
       tickRelativeTimes();
       setLive("live", `Live · updated ${clockFormat.format(new Date())}`);
     } catch (error) {
@@ -976,7 +978,7 @@ async function refreshConversations() {
 }
 
 function renderConversationList(conversations) {
-  const keys = conversations.map((c) => [c.id, c.last_activity_at]);
+  const keys = conversations.map((c) => [c.id, c.last_activity_at, c.user?.name, c.user?.email]);
   const signature = JSON.stringify([keys, browser.selected?.id]);
   if (signature === browser.listSignature) return;
   browser.listSignature = signature;
@@ -1001,6 +1003,7 @@ function renderConversationList(conversations) {
           onclick: () => selectConversation(c),
         },
         el("span", { class: "conv-top" }, el("span", { class: "conv-title" }, title), when),
+        el("span", { class: "conv-person" }, personText(c.user, c.user_id)),
         el("span", { class: "conv-key" }, channel, " ", c.key),
       );
       return el("li", {}, item);
@@ -1057,7 +1060,19 @@ async function refreshThread() {
   const atBottom = thread.scrollHeight - thread.scrollTop - thread.clientHeight < 24;
   const started = el("time");
   setTime(started, conversation.created_at, false);
-  const user = conversation.user_id ? `user ${conversation.user_id}` : null;
+  const userId = conversation.user?.id ?? conversation.user_id;
+  const person = userId
+    ? el(
+        "button",
+        {
+          type: "button",
+          class: "btn btn-small btn-quiet person-link",
+          title: "Show this person in Users",
+          onclick: () => showPerson(userId),
+        },
+        personText(conversation.user, conversation.user_id),
+      )
+    : null;
   thread.replaceChildren(
     el(
       "div",
@@ -1065,7 +1080,7 @@ async function refreshThread() {
       el("strong", {}, conversationTitle(conversation)),
       el("span", { class: "badge" }, conversation.channel_id),
       el("code", { class: "thread-key", title: "conversation key" }, conversation.key),
-      user ? el("code", { class: "thread-key" }, user) : null,
+      person,
       el("span", { class: "sub" }, "started ", started),
     ),
     messages.length
@@ -1073,6 +1088,255 @@ async function refreshThread() {
       : el("p", { class: "empty" }, "No messages."),
   );
   if (atBottom) thread.scrollTop = thread.scrollHeight;
+}
+
+// ---- users: who writes, on which platforms; link, unlink, block -----------------------------
+
+const people = { search: "", selected: null, listSignature: "", detailSignature: "" };
+const SOURCES = { auto: "created on first contact", file: "users file", http: "HTTP directory", ldap: "LDAP" };
+
+/** "Name <e-mail>", else whichever is known, else the opaque id. */
+function personText(user, fallbackId) {
+  const name = user?.name?.trim();
+  const email = user?.email;
+  if (name && email) return `${name} <${email}>`;
+  return name || email || `user ${user?.id ?? fallbackId ?? "?"}`;
+}
+
+async function refreshUsers() {
+  const query = new URLSearchParams({ limit: "50" });
+  if (people.search) query.set("search", people.search);
+  const { users } = await api("GET", `/users?${query}`);
+  renderUserList(users);
+  if (people.selected) await refreshPerson();
+}
+
+function renderUserList(users) {
+  const keys = users.map((u) => [u.id, u.name, u.email, u.blocked, u.last_seen_at]);
+  const signature = JSON.stringify([keys, people.selected, people.search]);
+  if (signature === people.listSignature) return;
+  people.listSignature = signature;
+  $("#user-count").textContent = users.length ? String(users.length) : "";
+  const list = $("#user-list");
+  if (!users.length) {
+    const text = people.search ? "Nobody matches." : "Nobody has written yet.";
+    list.replaceChildren(el("li", { class: "empty" }, text));
+    return;
+  }
+  list.replaceChildren(
+    ...users.map((u) => {
+      const seen = el("time", { class: "conv-time" });
+      setTime(seen, u.last_seen_at ?? u.created_at, true);
+      const blocked = u.blocked ? el("span", { class: "badge badge-blocked" }, "blocked") : null;
+      const item = el(
+        "button",
+        {
+          type: "button",
+          class: "person-item",
+          "data-user-id": u.id,
+          "data-blocked": String(Boolean(u.blocked)),
+          "aria-pressed": String(u.id === people.selected),
+          onclick: () => selectUser(u.id),
+        },
+        el(
+          "span",
+          { class: "conv-top" },
+          el("span", { class: "conv-title" }, u.name || u.email || u.id),
+          seen,
+        ),
+        el("span", { class: "conv-key" }, blocked, blocked ? " " : null, u.email ?? "no e-mail"),
+      );
+      return el("li", {}, item);
+    }),
+  );
+}
+
+function selectUser(id) {
+  people.selected = id;
+  people.detailSignature = "";
+  people.listSignature = ""; // redraw the pressed state
+  refresh();
+}
+
+/** From a conversation: the person in the Users view, found by id whatever the search. */
+function showPerson(id) {
+  if (people.search) {
+    people.search = "";
+    $("#user-search").value = "";
+  }
+  selectUser(id);
+  $("#users-title").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+function showPersonPlaceholder(text) {
+  people.detailSignature = "";
+  $("#person").replaceChildren(el("p", { class: "empty" }, text));
+}
+
+async function refreshPerson() {
+  let user;
+  try {
+    user = await api("GET", `/users/${encodeURIComponent(people.selected)}`);
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    people.selected = null;
+    showPersonPlaceholder("That person no longer exists.");
+    return;
+  }
+  // redrawn only when something changed: a half-typed identity id survives the polls
+  const signature = JSON.stringify(user);
+  if (signature === people.detailSignature) return;
+  people.detailSignature = signature;
+  renderPerson(user);
+}
+
+function fact(label, value) {
+  return [el("dt", {}, label), el("dd", {}, value)];
+}
+
+function renderPerson(user) {
+  const path = `/users/${encodeURIComponent(user.id)}`;
+  const seen = el("time");
+  setTime(seen, user.last_seen_at, false);
+  const created = el("time");
+  setTime(created, user.created_at, false);
+  const source = SOURCES[user.auth_source] ?? user.auth_source;
+  const block = user.blocked
+    ? button("Unblock", () => personAction(`${path}/unblock`, `${personText(user)} unblocked`))
+    : button(
+        "Block",
+        () => personAction(`${path}/block`, `${personText(user)} blocked`),
+        "btn-danger-quiet",
+      );
+  block.id = "person-block";
+  const facts = el(
+    "dl",
+    { class: "facts" },
+    fact("E-mail", user.email ?? "—"),
+    fact("Groups", user.groups.length ? user.groups.join(", ") : "—"),
+    fact("Source", source),
+    fact("Directory id", user.directory_id ?? "—"),
+    fact("Last seen", seen),
+    fact("First seen", created),
+    fact("User id", el("code", {}, user.id)),
+  );
+  const identities = user.identities.length
+    ? el(
+        "table",
+        { class: "channels identities" },
+        el(
+          "thead",
+          {},
+          el(
+            "tr",
+            {},
+            ["Id", "Platform", "Tenant", "Platform user id", "Name there", ""].map((h) =>
+              el("th", { scope: "col" }, h),
+            ),
+          ),
+        ),
+        el(
+          "tbody",
+          {},
+          user.identities.map((i) =>
+            el(
+              "tr",
+              { "data-identity-id": String(i.id) },
+              el("td", { class: "num" }, String(i.id)),
+              el("td", {}, i.platform),
+              el("td", {}, el("code", {}, i.tenant || "—")),
+              el("td", {}, el("code", {}, i.platform_user_id)),
+              el("td", {}, i.display_name || "—"),
+              el(
+                "td",
+                {},
+                button("Unlink", () => unlinkIdentity(user, i), "btn-quiet"),
+              ),
+            ),
+          ),
+        ),
+      )
+    : el("p", { class: "empty" }, "No identities: every platform account went to another user.");
+  const input = el("input", {
+    id: "link-identity",
+    type: "text",
+    inputmode: "numeric",
+    pattern: "[0-9]+",
+    placeholder: "identity id",
+    autocomplete: "off",
+    "aria-label": "Identity id to link",
+  });
+  const link = el(
+    "form",
+    {
+      class: "link-form",
+      onsubmit: (event) => {
+        event.preventDefault();
+        linkIdentity(user, input);
+      },
+    },
+    input,
+    el("button", { type: "submit", class: "btn btn-small" }, "Link identity"),
+    el(
+      "span",
+      { class: "field-hint" },
+      "An identity's id is shown beside it on its current person.",
+    ),
+  );
+  $("#person").replaceChildren(
+    el(
+      "div",
+      { class: "thread-head" },
+      el("strong", { id: "person-name" }, user.name || user.email || user.id),
+      user.blocked ? el("span", { class: "badge badge-blocked" }, "blocked") : null,
+      el("span", { class: "badge" }, user.auth_source),
+      el("span", { class: "sub" }, block),
+    ),
+    facts,
+    el("h3", { class: "person-section" }, "Identities"),
+    identities,
+    link,
+  );
+}
+
+async function personAction(path, done, body) {
+  try {
+    const answer = await api("POST", path, body);
+    toast(done);
+    people.listSignature = "";
+    people.detailSignature = "";
+    hurry();
+    return answer;
+  } catch (error) {
+    if (error.status !== 401) toast(error.message, "error");
+    return null;
+  }
+}
+
+async function linkIdentity(user, input) {
+  const text = input.value.trim();
+  if (!/^[0-9]+$/.test(text)) {
+    toast("An identity id is a number (see the identities of the person it belongs to).", "error");
+    return;
+  }
+  const path = `/users/${encodeURIComponent(user.id)}/identities`;
+  const body = { identity_id: Number(text) };
+  if (await personAction(path, `Identity ${text} linked to ${personText(user)}`, body)) {
+    input.value = "";
+  }
+}
+
+async function unlinkIdentity(user, identity) {
+  const path = `/users/${encodeURIComponent(user.id)}/identities/${identity.id}`;
+  try {
+    const moved = await api("DELETE", path);
+    toast(`${identity.platform} ${identity.platform_user_id} is now user ${moved.user_id}`);
+    people.listSignature = "";
+    people.detailSignature = "";
+    hurry();
+  } catch (error) {
+    if (error.status !== 401) toast(error.message, "error");
+  }
 }
 
 // ---- toasts and start-up -------------------------------------------------------------------
@@ -1096,6 +1360,16 @@ function start() {
     browser.listSignature = "";
     showThreadPlaceholder("Select a conversation to read its messages.");
     refresh();
+  });
+  let searchTimer = null;
+  $("#user-search").addEventListener("input", (event) => {
+    // one request once typing pauses, not one per key
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => {
+      people.search = event.target.value.trim();
+      people.listSignature = "";
+      refresh();
+    }, 250);
   });
   refresh();
 }
