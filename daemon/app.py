@@ -145,6 +145,7 @@ class Daemon:
             self.directory,
             on_miss=OnMiss(settings.users.on_miss),
             cache_seconds=settings.users.cache_seconds,
+            email_domain=settings.users.default_email_domain,
             clock=_utc_now,
             observer=self.metrics,
             blocked_users=functools.partial(blocked_user_ids, self.store),

@@ -239,9 +239,13 @@ async def test_auto_mode_keeps_one_user_per_identity_and_blocks(
     assert card_text(await both.on_dingtalk("staff-ada", "first")).endswith("first")
     assert card_text(await both.on_feishu("ou_ada", "second")).endswith("second")
     assert len(await both.store.list_users(search="ada", limit=10)) == 2  # no directory
-    dingtalk_user = next(u for u in await both.store.list_users(search="staff-ada", limit=10))
-    assert await both.store.set_blocked(dingtalk_user.id, True, now=dingtalk_user.created_at)
     assert both.daemon.users is not None
+    await both.daemon.users.write_seen()  # what the background round does every 30 s
+    [dingtalk_user] = await both.store.list_users(search="dingtalk-staff-ada@", limit=10)
+    assert dingtalk_user.email == "dingtalk-staff-ada@im-platform.invalid"
+    assert dingtalk_user.auth_source == "dingtalk"
+    assert dingtalk_user.last_seen_at is not None
+    assert await both.store.set_blocked(dingtalk_user.id, True, now=dingtalk_user.created_at)
     await both.daemon.users.refresh_blocked()  # what the admin API's block does at once
     asked = len(fake_llm.requests)
     items = await both.on_dingtalk("staff-ada", "still there?")

@@ -134,6 +134,23 @@ async def test_auto_mode_is_the_store_own_resolution(store: Store, clock: FakeCl
     assert auto_email("dingtalk", "staff-1", "im.invalid") == "dingtalk-staff-1@im.invalid"
 
 
+async def test_auto_users_get_their_email_source_and_last_seen_in_the_background(
+    store: Store, clock: FakeClock
+) -> None:
+    users = UserResolver(store, None, email_domain="im.invalid", clock=clock, observer=Counts())
+    made = await users.resolve(message("dingtalk", "staff-1", tenant="corp", name="Alice"))
+    found = await store.get_user(made.user_id)
+    assert found is not None and found[0].email is None  # nothing written on the answer path
+    clock.advance(timedelta(minutes=5))
+    await users.resolve(message("dingtalk", "staff-1", tenant="corp"))
+    await users.write_seen()
+    found = await store.get_user(made.user_id)
+    assert found is not None
+    user = found[0]
+    assert (user.email, user.auth_source) == ("dingtalk-staff-1@im.invalid", "dingtalk")
+    assert user.last_seen_at == clock()
+
+
 async def test_two_platforms_listed_for_one_person_are_one_user(
     tmp_path: Path, store: Store, clock: FakeClock
 ) -> None:
@@ -158,6 +175,11 @@ async def test_two_platforms_listed_for_one_person_are_one_user(
         ("feishu", "ou_ada"),
     }
     assert counts.outcomes == {("file", "hit"): 2}
+    await users.write_seen()  # a directory's person keeps the directory's e-mail and source
+    found = await store.get_user(ding.user_id)
+    assert found is not None
+    assert (found[0].email, found[0].auth_source) == ("ada@example.com", "file")
+    assert found[0].last_seen_at == clock()
 
 
 async def test_a_returning_person_costs_no_lookup_within_the_cache(

@@ -33,7 +33,11 @@ KNOWN_PEOPLE = 10_000  # identities remembered, least recently seen forgotten fi
 # After a failed lookup, how long a known person is served their last answer before the
 # directory is asked again: one message waits for the timeout, not every message of an outage.
 RETRY_AFTER_ERROR = timedelta(seconds=60)
-BLOCKED_REFRESH = 30.0  # seconds between reads of the blocked users (other replicas' blocks)
+# Seconds between the background rounds: blocked users read again (other replicas' blocks), the
+# users seen since written (last_seen_at), new auto users given their e-mail and source. Off the
+# answer path: a message costs no write for them.
+BLOCKED_REFRESH = 30.0
+KNOWN_IDENTITIES = 10_000  # auto identities already labelled, least recently seen forgotten first
 BLOCK_NOTICE_EVERY = timedelta(days=1)
 REFUSED_TEXT = "You are not allowed to use this assistant."
 BLOCKED_TEXT = "You have been blocked from this assistant."
@@ -95,6 +99,12 @@ class UserStore(Protocol):
 
     async def block_notice_due(self, user_id: str, *, now: datetime, every: timedelta) -> bool: ...
 
+    async def touch_user(self, user_id: str, *, now: datetime) -> None: ...
+
+    async def label_auto_user(
+        self, user_id: str, *, email: str | None, auth_source: str
+    ) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
@@ -143,6 +153,7 @@ class UserResolver:
         *,
         on_miss: OnMiss = OnMiss.CREATE,
         cache_seconds: float = 3600.0,
+        email_domain: str = "im-platform.invalid",
         clock: Callable[[], datetime],
         observer: UserObserver,
         blocked_users: Callable[[], Awaitable[Collection[str]]] | None = None,
@@ -165,6 +176,10 @@ class UserResolver:
         self._blocked_refresh = blocked_refresh
         self._refresher: asyncio.Task[None] | None = None
         self._failing = False  # the directory's last answer was an error (logged once)
+        self._email_domain = email_domain
+        self._seen: dict[str, datetime] = {}  # user id -> last seen, written in the background
+        self._to_label: dict[str, tuple[str, str]] = {}  # auto user id -> (e-mail, platform)
+        self._labelled: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
     @property
     def mapper(self) -> str:
@@ -174,18 +189,20 @@ class UserResolver:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Reads the blocked users, then keeps them fresh in the background."""
+        """Reads the blocked users, then keeps them fresh (and writes who was seen) in the
+        background."""
         await self.refresh_blocked()
-        if self._refresher is None and self._blocked_users is not None:
-            self._refresher = asyncio.create_task(self._refresh_loop(), name="blocked-users")
+        if self._refresher is None:
+            self._refresher = asyncio.create_task(self._refresh_loop(), name="user-upkeep")
 
     async def stop(self) -> None:
-        """Ends the refresh and closes the directory."""
+        """Ends the background rounds (writing what is left) and closes the directory."""
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
             self._refresher = None
+            await self.write_seen()
         if self._directory is not None:
             await self._directory.aclose()
 
@@ -198,9 +215,23 @@ class UserResolver:
         """Forget every remembered answer: the directory changed (a reloaded users file)."""
         self._known.clear()
 
+    async def write_seen(self) -> None:
+        """Write who was seen (last_seen_at) and the auto users made since the last round;
+        best effort: a busy database loses a last_seen_at, never an answer."""
+        seen, self._seen = self._seen, {}
+        labels, self._to_label = self._to_label, {}
+        try:
+            for user_id, (email, platform) in labels.items():
+                await self._store.label_auto_user(user_id, email=email, auth_source=platform)
+            for user_id, at in seen.items():
+                await self._store.touch_user(user_id, now=at)
+        except Exception as exc:  # noqa: BLE001 - any storage failure; the next round goes on
+            log.warning("users seen not recorded: %s", exc)
+
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self._blocked_refresh)
+            await self.write_seen()
             try:
                 await self.refresh_blocked()
             except Exception as exc:  # noqa: BLE001 - any storage failure; the last set stays
@@ -215,10 +246,7 @@ class UserResolver:
     async def resolve_who(self, who: Who) -> Resolution:
         """The user behind `who`, as `resolve` finds it (voice calls know only the identity)."""
         if self._directory is None:
-            user_id = await self._store.resolve_user(
-                who.platform, who.tenant, who.user_id, who.name
-            )
-            return self._with_block(Resolution(user_id))
+            return self._with_block(Resolution(await self._auto_user(who)))
         key = (who.platform, who.tenant, who.user_id)
         now = self._clock()
         known = self._known.get(key)
@@ -286,8 +314,24 @@ class UserResolver:
             self._count(Outcome.REFUSED)
             return Resolution("", refused=True)
         self._count(Outcome.CREATED)
+        return Resolution(await self._auto_user(who))
+
+    async def _auto_user(self, who: Who) -> str:
+        """The identity's own user, as the store always made it; once per identity and process,
+        it is given its e-mail and the platform as its source (in the background)."""
         user_id = await self._store.resolve_user(who.platform, who.tenant, who.user_id, who.name)
-        return Resolution(user_id)
+        key = (who.platform, who.tenant, who.user_id)
+        if key in self._labelled:
+            self._labelled.move_to_end(key)
+        else:
+            # a user a directory made or linked keeps its e-mail and source: the store labels
+            # only users with no e-mail and source "auto"
+            email = auto_email(who.platform, who.user_id, self._email_domain)
+            self._to_label[user_id] = (email, who.platform)
+            self._labelled[key] = None
+            if len(self._labelled) > KNOWN_IDENTITIES:
+                self._labelled.popitem(last=False)
+        return user_id
 
     def _remember(self, key: tuple[str, str, str], resolution: Resolution, now: datetime) -> None:
         self._known[key] = _Known(resolution, now + self._cache_for)
@@ -296,6 +340,8 @@ class UserResolver:
             self._known.popitem(last=False)
 
     def _with_block(self, resolution: Resolution) -> Resolution:
+        if resolution.user_id:
+            self._seen[resolution.user_id] = self._clock()
         if resolution.user_id and resolution.user_id in self._blocked:
             return Resolution(resolution.user_id, blocked=True, groups=resolution.groups)
         return resolution
