@@ -329,9 +329,11 @@ def test_the_daemon_builds_the_directory_the_mapper_names(tmp_path: Path) -> Non
 async def test_a_voice_call_for_a_refused_or_blocked_person_is_403(
     store: Store, clock: FakeClock
 ) -> None:
-    # the runtime's parts start_call reads before anything else: the platform, a ZEGO section
+    # the runtime's parts start_call reads before a cloud is asked: platform, ZEGO, idle reset
     runtime = SimpleNamespace(
-        config=SimpleNamespace(type="dingtalk", voice=SimpleNamespace(zego=object()))
+        config=SimpleNamespace(
+            type="dingtalk", voice=SimpleNamespace(zego=object()), idle_reset_minutes=60
+        )
     )
     start = StartCall.model_validate(
         {"provider": "zego", "channel_id": "c1", "user_id": "u9", "zego": ZEGO_JOIN}
@@ -351,7 +353,8 @@ async def test_a_voice_call_for_a_refused_or_blocked_person_is_403(
     with pytest.raises(CallError) as refused:
         await calls(refusing).start_call(start)
     assert (refused.value.status, refused.value.code) == (403, "refused")
-    user_id = await store.resolve_user("dingtalk", "", "u9", "")
+    # the caller chatted before, in their tenant: that user is the one blocked
+    user_id = await store.resolve_user("dingtalk", "corp", "u9", "Uma")
     await store.set_blocked(user_id, True, now=clock())
     blocking = UserResolver(
         store,
@@ -365,6 +368,7 @@ async def test_a_voice_call_for_a_refused_or_blocked_person_is_403(
         await calls(blocking).start_call(start)
     assert (blocked.value.status, blocked.value.code) == (403, "blocked")
     assert await store.voice_calls_active() == []  # no call was opened
+    assert len(await store.list_users(search="u9", limit=5)) == 1  # nor another user made
 
 
 def test_the_example_users_section_is_valid_once_uncommented(tmp_path: Path) -> None:

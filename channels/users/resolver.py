@@ -186,6 +186,15 @@ class UserResolver:
         """ "auto", or the directory's source: "file", "http", "ldap"."""
         return self._mapper
 
+    @property
+    def asks_directory(self) -> bool:
+        """Whether a directory is asked (else nobody is refused)."""
+        return self._directory is not None
+
+    def is_blocked(self, user_id: str) -> bool:
+        """Whether the user is blocked, as of the last read of the blocked users."""
+        return user_id in self._blocked
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:

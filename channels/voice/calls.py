@@ -103,14 +103,16 @@ class VoiceCalls:
     # -- the admin API's operations ----------------------------------------------------------
 
     async def _admit(self, platform: str, user_id: str) -> None:
-        """CallError 403 for a person nothing may be answered for: refused or blocked."""
-        if self._users is None:
-            return
-        # the app names the caller by platform id alone: an identity without a tenant
-        resolution = await self._users.resolve_who(Who(platform, "", user_id))
-        if resolution.refused:
+        """CallError 403 for someone the directory refuses (before anything is opened)."""
+        if self._users is None or not self._users.asks_directory:
+            return  # without a directory nobody is refused; blocking is checked on the user
+        # the app names the caller by platform id alone: asked as an identity without a tenant
+        if (await self._users.resolve_who(Who(platform, "", user_id))).refused:
             raise CallError(403, "refused", "this user is not allowed to use the assistant")
-        if resolution.blocked:
+
+    def _not_blocked(self, user_id: str) -> None:
+        """CallError 403 for a blocked user."""
+        if self._users is not None and self._users.is_blocked(user_id):
             raise CallError(403, "blocked", "this user is blocked from the assistant")
 
     async def start_call(self, start: StartCall) -> dict[str, Any]:
@@ -134,6 +136,7 @@ class VoiceCalls:
             idle_reset=timedelta(minutes=runtime.config.idle_reset_minutes),
             now=now,
         )
+        self._not_blocked(user)  # the user the call would belong to, whatever its tenant
         secret = secrets.token_urlsafe(32)
         call = VoiceCallRecord(
             id=uuid.uuid4().hex,
