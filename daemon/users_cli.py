@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     users.set_defaults(func=main)
     actions = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
-    listing = actions.add_parser("list", parents=[common], help="people, newest first")
+    listing = actions.add_parser(
+        "list", parents=[common], help="people, the most recently seen first"
+    )
     listing.add_argument(
         "--search", "-s", metavar="TEXT", help="part of a name, e-mail or platform user id"
     )
