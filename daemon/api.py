@@ -154,16 +154,16 @@ def user_view(user: UserRecord, identities: list[IdentityRecord] | None = None) 
     return view
 
 
-def _identity_id(raw: Any, where: str) -> int:
-    """An identity id: a positive integer, in a path segment or a JSON body."""
-    if isinstance(raw, str) and raw.isdigit() and len(raw) <= 18:
+def _identity_id(raw: Any, *, in_path: bool = False) -> int:
+    """An identity id: a positive integer in JSON, its digits in a path segment."""
+    if in_path and isinstance(raw, str) and raw.isdigit() and len(raw) <= 18:
         raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw < 2**63:
         raise ApiError(
             422,
             "validation_error",
-            f"{where}: must be a positive integer (an identity's id)",
-            [{"path": where, "message": "positive integer"}],
+            "identity_id: must be a positive integer (an identity's id)",
+            [{"path": "identity_id", "message": "positive integer"}],
         )
     return raw
 
@@ -324,7 +324,7 @@ class AdminApi:
 
     async def link_identity(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
-        identity_id = _identity_id(body.get("identity_id"), "identity_id")
+        identity_id = _identity_id(body.get("identity_id"))
         user, _ = await self._user(request.match_info["id"])
         identity = await self._store.get_identity(identity_id)
         if identity is None:
@@ -340,7 +340,7 @@ class AdminApi:
         return web.json_response(user_view(*await self._user(user.id)))
 
     async def unlink_identity(self, request: web.Request) -> web.Response:
-        identity_id = _identity_id(request.match_info["identity_id"], "identity_id")
+        identity_id = _identity_id(request.match_info["identity_id"], in_path=True)
         user, identities = await self._user(request.match_info["id"])
         if not any(i.id == identity_id for i in identities):
             raise ApiError(404, "not_found", f"user {user.id!r} has no identity {identity_id}")

@@ -195,7 +195,14 @@ async def test_identities_are_linked_and_unlinked_by_hand(admin: Admin, people: 
         404,
         "not_found",
     )
-    for body in ({}, {"identity_id": "x"}, {"identity_id": True}, {"identity_id": 1.5}):
+    for body in (
+        {},
+        {"identity_id": "x"},
+        {"identity_id": str(feishu["id"])},
+        {"identity_id": True},
+        {"identity_id": 1.5},
+        {"identity_id": 2**63},
+    ):
         assert await admin.error("POST", link, body) == (422, "validation_error"), body
     assert await admin.error("POST", link, ["not", "an", "object"]) == (400, "bad_request")
 
