@@ -16,6 +16,7 @@ from sqlmodel import Field, SQLModel
 ID_LENGTH = 32  # uuid4().hex
 NAME_LENGTH = 128
 PLATFORM_ID_LENGTH = 255
+EMAIL_LENGTH = 320  # RFC 5321: 64 for the local part, @, 255 for the domain
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -81,11 +82,34 @@ class UserAccount(StorageModel, table=True):
     """An internal user; "user" itself is reserved in PostgreSQL."""
 
     __tablename__ = "user_account"
+    __table_args__ = (
+        # Unique indexes, not constraints: SQLite adds an index in place, while a constraint
+        # means rebuilding the table, whose DROP would cascade to every identity and
+        # conversation. NULLs are distinct on both backends: only real values are unique.
+        sa.Index("uq_user_account_email", "email", unique=True),
+        sa.Index("uq_user_account_directory_id", "directory_id", unique=True),
+    )
 
     id: str = Field(primary_key=True, sa_type=sa.String(ID_LENGTH))
     display_name: str = Field(sa_type=sa.String(PLATFORM_ID_LENGTH))
     created_at: datetime = _when()
     updated_at: datetime = _when()
+    email: str | None = Field(default=None, sa_type=sa.String(EMAIL_LENGTH))  # lower-cased
+    groups: list[str] = Field(
+        default_factory=list,
+        sa_type=sa.JSON,
+        nullable=False,
+        sa_column_kwargs={"server_default": "[]"},
+    )
+    # "auto" | "file" | "http" | "ldap" | a platform's name: who vouched for this person
+    auth_source: str = Field(
+        default="auto", sa_type=sa.String(64), sa_column_kwargs={"server_default": "auto"}
+    )
+    # what the directory calls the person ("file:..", "http:..", "ldap:" + DN); None for auto users
+    directory_id: str | None = Field(default=None, sa_type=sa.String(PLATFORM_ID_LENGTH))
+    blocked: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    blocked_notice_at: datetime | None = Field(default=None, sa_type=UtcDateTime, nullable=True)
+    last_seen_at: datetime | None = Field(default=None, sa_type=UtcDateTime, nullable=True)
 
 
 class PlatformIdentity(StorageModel, table=True):

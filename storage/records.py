@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from storage.models import Channel, Conversation, InboundJournal, Message, VoiceCall
+from storage.models import (
+    Channel,
+    Conversation,
+    InboundJournal,
+    Message,
+    PlatformIdentity,
+    UserAccount,
+    VoiceCall,
+)
 
 
 class JournalState(enum.StrEnum):
@@ -215,4 +223,68 @@ class VoiceCallRecord:
             details=dict(row.details),
             ended_at=row.ended_at,
             end_reason=row.end_reason,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A person: one internal user, however many platform identities point at it."""
+
+    id: str
+    display_name: str
+    email: str | None  # lower-cased; None for auto users
+    groups: tuple[str, ...]  # as the directory last said
+    auth_source: str  # "auto" | "file" | "http" | "ldap" | a platform's name
+    directory_id: str | None  # the directory's id for the person; None for auto users
+    blocked: bool
+    blocked_notice_at: datetime | None  # when a blocked person was last told so
+    last_seen_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: UserAccount) -> UserRecord:
+        """Copies a user row."""
+        return cls(
+            id=row.id,
+            display_name=row.display_name,
+            email=row.email,
+            groups=tuple(row.groups),
+            auth_source=row.auth_source,
+            directory_id=row.directory_id,
+            blocked=row.blocked,
+            blocked_notice_at=row.blocked_notice_at,
+            last_seen_at=row.last_seen_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRecord:
+    """An IM account (platform, tenant, platform user id) and the user it belongs to."""
+
+    id: int
+    platform: str
+    tenant: str
+    platform_user_id: str
+    user_id: str
+    display_name: str  # the name the platform last gave
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: PlatformIdentity) -> IdentityRecord:
+        """Copies an identity row."""
+        if row.id is None:
+            raise ValueError("identity row was never flushed")
+        return cls(
+            id=row.id,
+            platform=row.platform,
+            tenant=row.tenant,
+            platform_user_id=row.platform_user_id,
+            user_id=row.user_id,
+            display_name=row.display_name,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
         )

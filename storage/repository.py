@@ -16,24 +16,29 @@ from storage.journal import JournalRepository
 from storage.records import (
     ChannelRecord,
     ConversationRecord,
+    IdentityRecord,
     JournalEntry,
     JournalState,
     MessageRecord,
     TurnSource,
+    UserRecord,
     VoiceCallRecord,
 )
 from storage.replies import AnswerTurn, ReplyRepository
+from storage.users import UserRepository
 from storage.voice import VoiceRepository
 
 __all__ = [
     "AnswerTurn",
     "ChannelRecord",
     "ConversationRecord",
+    "IdentityRecord",
     "JournalEntry",
     "JournalState",
     "MessageRecord",
     "Store",
     "TurnSource",
+    "UserRecord",
     "VoiceCallRecord",
 ]
 
@@ -42,7 +47,12 @@ PING_TIMEOUT = 5.0  # seconds
 
 
 class Store(
-    VoiceRepository, ReplyRepository, JournalRepository, ConversationRepository, ChannelRepository
+    UserRepository,
+    VoiceRepository,
+    ReplyRepository,
+    JournalRepository,
+    ConversationRepository,
+    ChannelRepository,
 ):
     """Async access to channeld's database; one short transaction per call."""
 
