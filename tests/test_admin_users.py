@@ -20,14 +20,22 @@ import aiohttp
 import pytest
 
 from channels.dingtalk.emulator import EmulatorThread
+from channels.model import ChannelState
 from daemon.app import Daemon
 from daemon.channels_args import TOKEN_ENV
+from daemon.config import validate
 from daemon.users_cli import register, users_table
 from storage.repository import Store
-from tests.dingtalk_support import dingtalk_emulator
-from tests.e2e_support import Stack, start_stack
+from tests.dingtalk_support import DINGTALK_CLIENT_ID, DINGTALK_CLIENT_SECRET, dingtalk_emulator
+from tests.e2e_support import FAST_BACKOFF, Stack, settings_for, start_stack, wait_until
+from tests.feishu_support import (
+    FEISHU_APP_ID,
+    FEISHU_APP_SECRET,
+    FeishuEmulatorThread,
+    feishu_emulator,
+)
 
-__all__ = ["dingtalk_emulator"]
+__all__ = ["dingtalk_emulator", "feishu_emulator"]
 
 NOW = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 
@@ -231,6 +239,98 @@ async def test_conversations_name_the_person_who_writes(admin: Admin, stack: Sta
     assert user["id"] == conversations[0]["user_id"]
     assert user["name"] == "Zhang San"
     assert user["email"] is None  # an auto user of the store (the resolver adds the domain's)
+
+
+PEOPLE_FILE = """
+[[users]]
+name = "Ada Lovelace"
+email = "ada@example.com"
+groups = ["engineering"]
+identities = [{platform = "dingtalk", user_id = "staff-ada"},
+              {platform = "feishu", user_id = "ou_ada"}]
+"""
+
+
+@pytest.fixture
+async def two_platforms(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, feishu_emulator: FeishuEmulatorThread
+) -> AsyncIterator[Daemon]:
+    """Channels "dt" (DingTalk) and "fs" (Feishu), people from a users file, echo answers."""
+    people = tmp_path / "users.toml"
+    people.write_text(PEOPLE_FILE, encoding="utf-8")
+    base = settings_for(tmp_path, dingtalk_emulator.url, None).model_dump(mode="python")
+    dingtalk = {**base["channels"][0], "client_secret": DINGTALK_CLIENT_SECRET}
+    feishu = {
+        "id": "fs",
+        "type": "feishu",
+        "agent": "default",
+        "app_id": FEISHU_APP_ID,
+        "app_secret": FEISHU_APP_SECRET,
+        "domain": feishu_emulator.url,
+        "card_update_interval": 0.1,
+        "request_timeout": 3,
+    }
+    settings = validate(
+        {
+            "daemon": {"state_dir": str(tmp_path), "graceful_timeout": 0},
+            "admin": {"listen": "127.0.0.1:0"},
+            "agents": {"default": {"type": "echo", "delay": 0.01}},
+            "channels": [dingtalk, feishu],
+            "users": {"mapper": "file", "users_file": str(people)},
+        }
+    )
+    daemon = Daemon(settings, backoff=FAST_BACKOFF)
+    await daemon.start()
+    try:
+        manager = daemon.manager
+        assert manager is not None
+        await wait_until(
+            lambda: all(manager.status(c).state is ChannelState.CONNECTED for c in ("dt", "fs"))
+        )
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+async def test_one_person_on_dingtalk_and_feishu_is_one_user_in_the_api(
+    two_platforms: Daemon,
+    dingtalk_emulator: EmulatorThread,
+    feishu_emulator: FeishuEmulatorThread,
+) -> None:
+    sent = await dingtalk_emulator.send_user_message(
+        DINGTALK_CLIENT_ID, text="from dingtalk", sender_staff_id="staff-ada", sender_nick="ada"
+    )
+    assert sent.delivered, sent.reason
+    written = await feishu_emulator.send_user_message(
+        FEISHU_APP_ID, text="from feishu", sender_open_id="ou_ada", sender_name="Ada L."
+    )
+    assert written.delivered, written.reason
+    async with aiohttp.ClientSession() as http:
+        admin = Admin(http, two_platforms)
+        async with asyncio.timeout(10):  # both messages resolved and their conversations opened
+            while len((await admin.ok("GET", "/conversations"))["conversations"]) < 2:
+                await asyncio.sleep(0.02)
+        [ada] = (await admin.ok("GET", "/users"))["users"]
+        assert (ada["name"], ada["email"], ada["groups"]) == (
+            "Ada Lovelace",
+            "ada@example.com",
+            ["engineering"],
+        )
+        assert ada["auth_source"] == "file"
+        shown = await admin.ok("GET", f"/users/{ada['id']}")
+        assert sorted((i["platform"], i["platform_user_id"]) for i in shown["identities"]) == [
+            ("dingtalk", "staff-ada"),
+            ("feishu", "ou_ada"),
+        ]
+        # two chats, one person, named in both
+        conversations = (await admin.ok("GET", "/conversations"))["conversations"]
+        assert sorted(c["channel_id"] for c in conversations) == ["dt", "fs"]
+        assert {json.dumps(c["user"], sort_keys=True) for c in conversations} == {
+            json.dumps(
+                {"email": "ada@example.com", "id": ada["id"], "name": "Ada Lovelace"},
+                sort_keys=True,
+            )
+        }
 
 
 # -- the command line ---------------------------------------------------------------------------
