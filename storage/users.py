@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from storage.base import CONFLICT_ATTEMPTS, Clock, StoreBase, completes, require_aware, utc_now
-from storage.models import PlatformIdentity, UserAccount
+from storage.models import EMAIL_LENGTH, PLATFORM_ID_LENGTH, PlatformIdentity, UserAccount
 from storage.records import IdentityRecord, UserRecord
 
 AUTO_SOURCE = "auto"
@@ -34,9 +34,9 @@ def _new_id() -> str:
 
 def normal_email(email: str | None) -> str | None:
     """An e-mail as stored: trimmed and lower-cased (what people mean by the same address);
-    None when empty."""
+    None when empty, or too long to be an address (RFC 5321)."""
     email = (email or "").strip().lower()
-    return email or None
+    return email if email and len(email) <= EMAIL_LENGTH else None
 
 
 def _like(search: str) -> str:
@@ -73,10 +73,14 @@ class UserRepository(StoreBase):
         e-mail (which takes the directory id: a DN changes when a person moves), else a new one.
         Name, e-mail, groups and source follow the directory; returns the user id.
 
-        An e-mail another user holds stays with that user; an empty name keeps the one known.
+        An e-mail another user holds stays with that user; an empty name keeps the one known, a
+        long one is cut to the column. ValueError for a directory id longer than its column.
         """
         now = require_aware(now, "now")
+        if len(directory_id) > PLATFORM_ID_LENGTH:
+            raise ValueError(f"directory id longer than {PLATFORM_ID_LENGTH} characters")
         email = normal_email(email)
+        name = name[:PLATFORM_ID_LENGTH]
         for attempt in range(1, CONFLICT_ATTEMPTS + 1):
             async with self._write() as session:
                 user = await self._user_where(session, UserAccount.directory_id == directory_id)

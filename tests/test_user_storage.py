@@ -170,6 +170,17 @@ async def test_an_email_another_user_holds_stays_with_them(store: Store, clock: 
     assert (await _user(store, nobody))[0].email is None
 
 
+async def test_what_does_not_fit_its_column_is_cut_dropped_or_refused(
+    store: Store, clock: FakeClock
+) -> None:
+    long_name = "A" * 300
+    user_id = await _person(store, clock, name=long_name, email="a" * 310 + "@example.com")
+    user, _ = await _user(store, user_id)
+    assert (user.display_name, user.email) == ("A" * 255, None)
+    with pytest.raises(ValueError, match="directory id longer than 255"):
+        await _person(store, clock, directory_id="ldap:" + "x" * 251)
+
+
 async def test_concurrent_lookups_of_one_person_make_one_user(
     store: Store, clock: FakeClock
 ) -> None:
