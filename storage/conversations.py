@@ -70,6 +70,24 @@ class ConversationRepository(StoreBase):
                 ):
                     return identity.user_id
                 now = self._now()
+                if identity is None and tenant:
+                    # a voice call before any message knew the person only by platform id (no
+                    # tenant): their first message gives that identity its tenant, so the call
+                    # and the chat stay one person
+                    untenanted = (
+                        await session.exec(
+                            select(PlatformIdentity)
+                            .where(
+                                PlatformIdentity.platform == platform,
+                                PlatformIdentity.tenant == "",
+                                PlatformIdentity.platform_user_id == platform_user_id,
+                            )
+                            .with_for_update()
+                        )
+                    ).first()
+                    if untenanted is not None:
+                        untenanted.tenant = tenant
+                        identity = untenanted
                 if identity is None:
                     identity = await self._create_user(
                         session,

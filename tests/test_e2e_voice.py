@@ -420,3 +420,24 @@ async def test_a_restarted_channel_keeps_its_calls(voice: VoiceE2E) -> None:
     said = await voice.zego.say("still there?")
     assert said["status"] == 200 and said["answer"] == "Echo: still there?"
     assert (await voice.api("GET", f"/voice/calls/{call['id']}"))[1]["status"] == "active"
+
+
+async def test_a_call_before_any_chat_and_the_chat_after_it_are_one_person(
+    voice: VoiceE2E, fake_llm: FakeLLM
+) -> None:
+    call = await voice.start_call("zego")
+    assert (await voice.zego.say("I call before I ever wrote"))["status"] == 200
+    await voice.chat("and now I write")
+    store = voice.daemon.store
+    assert store is not None
+    (person,) = await store.list_users(search=None, limit=10)
+    conversation = await store.get_conversation(call["conversation_id"])
+    assert conversation is not None and conversation.user_id == person.id
+    found = await store.get_user(person.id)
+    assert found is not None
+    _, identities = found
+    assert [(i.platform, i.platform_user_id) for i in identities] == [("dingtalk", USER)]
+    assert identities[0].tenant  # the first message gave the call's identity its tenant
+    assert {"role": "user", "content": "I call before I ever wrote"} in fake_llm.requests[-1].body[
+        "messages"
+    ]
