@@ -553,6 +553,22 @@ _OLD_MESSAGE = sa.table(
     sa.column("journal_id"),
     sa.column("created_at", UtcDateTime),
 )
+_OLD_USER = sa.table(
+    "user_account",
+    sa.column("id"),
+    sa.column("display_name"),
+    sa.column("created_at", UtcDateTime),
+    sa.column("updated_at", UtcDateTime),
+)
+_OLD_CONVERSATION = sa.table(
+    "conversation",
+    sa.column("id"),
+    sa.column("channel_id"),
+    sa.column("key"),
+    sa.column("user_id"),
+    sa.column("created_at", UtcDateTime),
+    sa.column("last_activity_at", UtcDateTime),
+)
 VOICE_COLUMNS = {"source", "voice_call_id", "voice_round", "interrupted"}
 
 
@@ -563,16 +579,34 @@ async def test_the_migration_keeps_existing_turns_and_goes_down_and_up_again(
     old = await Store.open(empty_url, migrate=False, clock=clock)
     try:
         entry_id = await old.journal_accept(CHANNEL, "m1", None, "{}")
-        user_id = await old.resolve_user("dingtalk", "corp", "staff-1", "Alice")
-        conversation, _ = await old.conversation_with_history(
-            CHANNEL, "direct:cid-1", user_id, idle_reset=IDLE, now=clock.now, limit=0
-        )
+        # rows written as revision 0002 knew them (today's models have later columns)
+        user_id, conversation_id = "u" * 32, "c" * 32
         async with old.engine.begin() as conn:
+            await conn.execute(
+                sa.insert(_OLD_USER),
+                {
+                    "id": user_id,
+                    "display_name": "Alice",
+                    "created_at": clock.now,
+                    "updated_at": clock.now,
+                },
+            )
+            await conn.execute(
+                sa.insert(_OLD_CONVERSATION),
+                {
+                    "id": conversation_id,
+                    "channel_id": CHANNEL,
+                    "key": "direct:cid-1",
+                    "user_id": user_id,
+                    "created_at": clock.now,
+                    "last_activity_at": clock.now,
+                },
+            )
             await conn.execute(
                 sa.insert(_OLD_MESSAGE),
                 [
                     {
-                        "conversation_id": conversation.id,
+                        "conversation_id": conversation_id,
                         "role": role,
                         "content": content,
                         "journal_id": entry_id if role == "user" else None,
@@ -590,23 +624,23 @@ async def test_the_migration_keeps_existing_turns_and_goes_down_and_up_again(
     assert differences == [], "models and migrations disagree"
     store = await Store.open(empty_url, migrate=False, clock=clock)
     try:
-        history = await store.recent_messages(conversation.id, 10)
+        history = await store.recent_messages(conversation_id, 10)
         assert [(m.content, m.journal_id, m.source, m.interrupted) for m in history] == [
             ("typed before", entry_id, TurnSource.TEXT, False),
             ("answered", None, TurnSource.TEXT, False),
         ]
-        call = _call(conversation.id, user_id, clock.now)
+        call = _call(conversation_id, user_id, clock.now)
         await store.voice_call_add(call)
         for content in ("first", "again"):  # the rebuilt table still has its unique key
             await store.voice_turn_put(
-                conversation.id,
+                conversation_id,
                 call_id=call.id,
                 round="1",
                 role="user",
                 content=content,
                 now=clock.now,
             )
-        assert len(await store.recent_messages(conversation.id, 10)) == 3
+        assert len(await store.recent_messages(conversation_id, 10)) == 3
     finally:
         await store.close()
 
