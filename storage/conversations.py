@@ -100,9 +100,13 @@ class ConversationRepository(StoreBase):
                 else:
                     identity.display_name = display_name
                     identity.updated_at = now
+                    # a directory's person keeps the directory's name, whatever the platform says
                     await session.exec(
                         update(UserAccount)
-                        .where(col(UserAccount.id) == identity.user_id)
+                        .where(
+                            col(UserAccount.id) == identity.user_id,
+                            col(UserAccount.directory_id).is_(None),
+                        )
                         .values(display_name=display_name, updated_at=now)
                     )
                 try:

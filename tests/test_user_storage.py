@@ -228,6 +228,16 @@ async def test_identities_on_two_platforms_link_to_one_person(
     assert await store.get_identity(identities[1].id + 1000) is None
 
 
+async def test_a_platform_name_change_renames_the_identity_not_the_directory_person(
+    store: Store, clock: FakeClock
+) -> None:
+    alice = await _person(store, clock)
+    await store.link_identity("dingtalk", "corp", "s1", alice, display_name="Ali", now=clock.now)
+    assert await store.resolve_user("dingtalk", "corp", "s1", "Ali 2") == alice
+    user, identities = await _user(store, alice)
+    assert (user.display_name, [i.display_name for i in identities]) == ("Alice Smith", ["Ali 2"])
+
+
 async def test_linking_to_an_unknown_user_fails_and_changes_nothing(
     store: Store, clock: FakeClock
 ) -> None:

@@ -30,6 +30,10 @@ def _configure(**kwargs: Any) -> None:
         render_item=_render_item,
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=True,
+        # SQLite's DDL is transactional, but Alembic assumes not and commits after each
+        # revision; a replica waiting for the write lock could then get it between two revisions
+        # and apply one the first replica was about to apply ("table voice_call already exists").
+        transactional_ddl=True,
         **kwargs,
     )
 
