@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
+from channels.users.resolver import UserResolver
 from channels.voice.calls import VoiceCalls
 from channels.voice.requests import CallError, StartCall
 from daemon.channel_service import ApiError, ChannelService
@@ -191,12 +192,15 @@ class AdminApi:
         voice: VoiceCalls | None = None,
         *,
         clock: Clock = utc_now,
+        users: UserResolver | None = None,
     ) -> None:
         self._service = service
         self._store = store
         self._agents = agents
         self._voice = voice
         self._clock = clock
+        # told of blocks and links made here, so they apply now rather than at its next round
+        self._users = users
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -337,6 +341,8 @@ class AdminApi:
             display_name=identity.display_name,
             now=self._clock(),
         )
+        if self._users is not None:
+            self._users.forget()  # who is who changed: asked again
         return web.json_response(user_view(*await self._user(user.id)))
 
     async def unlink_identity(self, request: web.Request) -> web.Response:
@@ -347,6 +353,8 @@ class AdminApi:
         moved = await self._store.unlink_identity(identity_id)
         if moved is None:  # deleted meanwhile
             raise ApiError(404, "not_found", f"no identity {identity_id}")
+        if self._users is not None:
+            self._users.forget()
         return web.json_response(identity_view(moved))
 
     async def block_user(self, request: web.Request) -> web.Response:
@@ -358,6 +366,8 @@ class AdminApi:
     async def _set_blocked(self, user_id: str, *, blocked: bool) -> web.Response:
         if await self._store.set_blocked(user_id, blocked, now=self._clock()) is None:
             raise ApiError(404, "not_found", f"no user {user_id!r}")
+        if self._users is not None:
+            await self._users.refresh_blocked()  # on this replica at once, the others within 30 s
         return web.json_response(user_view(*await self._user(user_id)))
 
     # -- voice calls ------------------------------------------------------------------------

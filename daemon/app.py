@@ -219,7 +219,9 @@ class Daemon:
             settings.admin,
             self._ready,
             state_dir=settings.daemon.state_dir,
-            api=AdminApi(self.channels, self.store, agents_view, self.voice_calls),
+            api=AdminApi(
+                self.channels, self.store, agents_view, self.voice_calls, users=self.users
+            ),
             metrics=metrics_handler(self.metrics),
         )
         self._lag_monitor.start()

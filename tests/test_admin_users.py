@@ -215,13 +215,19 @@ async def test_identities_are_linked_and_unlinked_by_hand(admin: Admin, people: 
     assert await admin.error("POST", link, ["not", "an", "object"]) == (400, "bad_request")
 
 
-async def test_a_person_is_blocked_and_unblocked(admin: Admin, people: People) -> None:
+async def test_a_person_is_blocked_and_unblocked(
+    admin: Admin, people: People, stack: Stack
+) -> None:
+    users = stack.daemon.users
+    assert users is not None
     blocked = await admin.ok("POST", f"/users/{people.li}/block")
     assert blocked["blocked"] is True and blocked["id"] == people.li
+    assert users.is_blocked(people.li)  # at once, not at the resolver's next round
     assert [u["blocked"] for u in (await admin.ok("GET", "/users?search=100%25"))["users"]] == [
         True
     ]
     assert (await admin.ok("POST", f"/users/{people.li}/unblock"))["blocked"] is False
+    assert not users.is_blocked(people.li)
     assert (await admin.ok("GET", f"/users/{people.li}"))["blocked"] is False
     assert await admin.error("POST", "/users/nobody/block") == (404, "not_found")
     assert await admin.error("POST", "/users/nobody/unblock") == (404, "not_found")
