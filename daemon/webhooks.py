@@ -150,7 +150,7 @@ class CallbackListener:
             return web.Response(status=answer.status)
         return web.json_response(answer.body, status=answer.status)
 
-    def _log_refusal(self, channel: str, refused: _Refused) -> None:
+    def _log_refusal(self, channel: str, refused: _Refused, what: str = "callback") -> None:
         key = (channel, refused.reason)
         now = time.monotonic()
         last, since = self._refusals_logged.get(key, (float("-inf"), 0))
@@ -159,7 +159,7 @@ class CallbackListener:
             return
         self._refusals_logged[key] = (now, 0)
         more = f" ({since} more since the last such line)" if since else ""
-        log.info("callback for %r refused (%s): %s%s", channel, refused.reason, refused, more)
+        log.info("%s for %r refused (%s): %s%s", what, channel, refused.reason, refused, more)
 
     async def _answer(self, request: web.Request, live: LiveChannel | None) -> CallbackAnswer:
         _not_a_browser(request)
@@ -201,7 +201,10 @@ class CallbackListener:
         return Callback(request.rel_url.raw_query_string, headers, body, payload)
 
     async def _guarded(
-        self, channel_id: str, kind: str, work: Callable[[], Awaitable[web.StreamResponse]]
+        self,
+        channel_id: str,
+        what: str,
+        work: Callable[[], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
         """Runs a voice route's `work` under the in-flight cap; refusals answered and counted."""
         try:
@@ -213,13 +216,13 @@ class CallbackListener:
             finally:
                 self._in_flight -= 1
         except _Refused as refused:
-            self._log_refusal(channel_id, refused)
-            self._metrics.callback(channel_id, kind, "rejected", refused.reason)
+            self._log_refusal(channel_id, refused, what)
+            self._metrics.callback(channel_id, "voice", "rejected", refused.reason)
             return web.json_response({"error": refused.reason}, status=refused.status)
         except Exception as exc:  # noqa: BLE001 - a bug or a broken database: answered, logged
             # rate-limited like a refusal: whoever can reach the port must not flood the log
-            self._log_refusal(channel_id, _Refused(500, "internal", type(exc).__name__))
-            self._metrics.callback(channel_id, kind, "rejected", "internal")
+            self._log_refusal(channel_id, _Refused(500, "internal", type(exc).__name__), what)
+            self._metrics.callback(channel_id, "voice", "rejected", "internal")
             return web.json_response({"error": "internal"}, status=500)
 
     async def _voice_hook(self, request: web.Request) -> web.StreamResponse:
@@ -247,7 +250,7 @@ class CallbackListener:
             self._metrics.callback(label, "voice", "ok")
             return web.json_response({"code": 0, "message": "ok"})
 
-        return await self._guarded(label, "voice", work)
+        return await self._guarded(label, "voice callback", work)
 
     async def _voice(self, request: web.Request) -> web.StreamResponse:
         """A voice agent's LLM request: authenticated, then answered as a stream."""
@@ -278,7 +281,7 @@ class CallbackListener:
                 self._log_refusal(channel_id, _Refused(500, "internal", type(exc).__name__))
             return response
 
-        return await self._guarded(label, "voice", work)
+        return await self._guarded(label, "voice LLM request", work)
 
     def _voice_channel(self, channel_id: str) -> bool:
         live = self._channels(channel_id)

@@ -29,7 +29,11 @@ def check_callback(callback: Callback, *, token: str, now: float, window: float 
     if given is None:
         raise CallbackRejected("key", "no Authorization header")
     if not token or not proof_matches(given, token):
-        raise CallbackRejected("key", "the Authorization token is wrong")
+        raise CallbackRejected(
+            "key",
+            "the Authorization token is wrong (compare voice.aliyun.callback_token with the "
+            "agent callback token in Alibaba's console)",
+        )
     payload = callback.payload
     stamp = payload.get("timestamp") if isinstance(payload, Mapping) else None
     if not isinstance(stamp, str) or len(stamp) > _MAX_STAMP:
@@ -81,7 +85,11 @@ def parse_event(payload: Mapping[str, Any]) -> list[VoiceEvent]:
     if event == "agent_stop":
         code = payload.get("code")
         failed = isinstance(code, int) and not isinstance(code, bool) and code != 0
-        return [CallEnded(instance, f"code {code}" if failed else "stopped")]
+        message = payload.get("message")
+        why = message if isinstance(message, str) and message.isascii() and message else ""
+        # the console's own words when it gives some ("expired", "user left"): else "stopped"
+        reason = f"code {code}" if failed else (f"stopped: {why}" if why else "stopped")
+        return [CallEnded(instance, reason[:32])]
     if event == "chat_record":
         data = _data(payload)
         extend = payload.get("extendData")

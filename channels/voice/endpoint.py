@@ -227,7 +227,9 @@ class VoiceEndpoint:
                 if found is not None and found.instance_id is not None:
                     self._streams.remember(hashed, found)
             if found is None or found.provider != "zego":
-                raise _unauthorized("no call has this secret")
+                raise _unauthorized(
+                    "the bearer is neither voice.aliyun.llm_api_key nor the secret of a call"
+                )
             call = found
             info = payload.get("agent_info")
             info = info if isinstance(info, dict) else {}

@@ -241,7 +241,11 @@ def check_callback(callback: Callback, *, secret: str, now: float, window: float
     if not timestamp or not nonce or not isinstance(given, str):
         raise CallbackRejected("signature", "no Signature, Timestamp or Nonce")
     if not proof_matches(given.lower(), callback_signature(secret, timestamp, nonce)):
-        raise CallbackRejected("signature", "the callback's signature is wrong")
+        raise CallbackRejected(
+            "signature",
+            "the callback's signature is wrong (compare voice.zego.callback_secret, else "
+            "server_secret, with the console's callback secret)",
+        )
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= _DIGITS):
         raise CallbackRejected("stale", "the Timestamp is not a number of milliseconds")
     skew = abs(now - int(timestamp) / 1000)
