@@ -60,6 +60,7 @@ _test_entry_points = (
     # product code that only tests call, each the direct way in to behaviour they check
     _.access_token,  # DingTalkApi: its token cache (FeishuApi.tenant_token is the product twin)
     _.append_message,  # Store: seeds conversation history (answers store turns in reply_*)
+    _.identity_owner,  # Store: who holds an IM account (tests check links and unlinks with it)
 )
 
 _import_linter = (
