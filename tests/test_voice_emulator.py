@@ -925,4 +925,4 @@ async def test_channelds_own_clients_and_callback_readers_accept_the_emulators(
         TurnInterrupted(instance, str(turn["round"]), "You"),
         CallEnded(instance, "deleted"),
     ]
-    assert ali_events == [CallEnded(call.instance_id, "stopped")]
+    assert ali_events == [CallEnded(call.instance_id, "stopped: stop")]  # the console's words
