@@ -43,6 +43,15 @@ class Sender:
 
 
 @dataclass(frozen=True, slots=True)
+class SenderProfile:
+    """What a platform's user-info API tells about a sender; "" where it said nothing."""
+
+    email: str = ""
+    mobile: str = ""
+    employee_no: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Attachment:
     kind: str  # "picture", "file", "video", "audio"
     name: str = ""

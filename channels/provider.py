@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from channels.model import ChannelId, ChannelState, Delivered, InboundMessage
+from channels.model import ChannelId, ChannelState, Delivered, InboundMessage, SenderProfile
+from common.errors import ChannelError
+
+
+class ProfileUnavailable(ChannelError):
+    """The app may not read the sender's profile: `permission` names what to grant."""
+
+    def __init__(self, message: str, permission: str) -> None:
+        super().__init__(message)
+        self.permission = permission
+
 
 # The provider hands every inbound message to this sink and acks the platform once it returns:
 # returning means "journaled" (or a recognised duplicate). Raising means "do not ack".
@@ -65,6 +75,12 @@ class ChannelProvider(Protocol):
 
     async def resume_stream(self, message: InboundMessage, card_id: str, shown: str) -> ReplyStream:
         """Take over a card left streaming by an earlier process, showing `shown` so far."""
+        ...
+
+    async def sender_profile(self, message: InboundMessage) -> SenderProfile:
+        """Ask the platform who sent `message` (e-mail, mobile, employee number), bounded by the
+        API client's timeout; never on the ack path. Raises ProfileUnavailable when the app lacks
+        the permission, another classified ChannelError when the call failed."""
         ...
 
 

@@ -27,7 +27,7 @@ from channels.cards import CardReplyStream, MessageSender
 from channels.config import ChannelConfigBase
 from channels.connection import SessionSocket
 from channels.http import HttpOptions
-from channels.model import ChannelId, ChannelState, Delivered, InboundMessage
+from channels.model import ChannelId, ChannelState, Delivered, InboundMessage, SenderProfile
 from channels.observer import NullObserver, Observer
 from channels.provider import InboundSink, ReplyStream
 from channels.splitting import split_text
@@ -204,6 +204,11 @@ class SessionProvider(ABC, Generic[ConfigT, ApiT, SessionT]):
         reply.adopt(card_id, shown)
         self._hold()
         return _HeldReply(reply, self._release)
+
+    async def sender_profile(self, message: InboundMessage) -> SenderProfile:
+        """Nothing asked: a platform with a user-info API overrides this; webhook platforms pass
+        what their callbacks carry in the message itself."""
+        return SenderProfile()
 
     # -- for subclasses ----------------------------------------------------------------------------
 
