@@ -15,29 +15,23 @@ from typing import Any, Unpack
 
 from channels import normalize
 from channels.callbacks import Callback, CallbackMalformed, CallbackRejected, proof_matches
-from channels.http import MAX_PLATFORM_MESSAGE, Answer, HttpOptions, PlatformApi
+from channels.http import HttpOptions
 from channels.voice.events import CallEnded, OtherEvent, TurnInterrupted, TurnTranscript, VoiceEvent
-from channels.zego_signing import callback_signature, signed_query
+from channels.zego_signing import SIGNATURE_EXPIRED, ZegoServerApi, callback_signature
 from channels.zim.convert import url_decoded
 from common.endpoint import https_unless_loopback
 from common.errors import (
-    AuthError,
-    ChannelError,
     ConfigError,
-    PermanentError,
-    RateLimited,
     TransientError,
 )
-from common.retry_after import retry_after
 
 AGENT_EXISTS = 410001008  # RegisterAgent: "智能体已存在", which is what we wanted
 INSTANCE_NOT_FOUND = 410001002  # DeleteAgentInstance: the instance is gone already
 INSTANCE_ENDING = 410001041  # DeleteAgentInstance: a graceful shutdown is under way already
 
-_SIGNATURE_EXPIRED = 100000004
 # Codes a later call may not meet: gateway and service trouble, a clock off by minutes.
 _TRANSIENT = {
-    _SIGNATURE_EXPIRED,
+    SIGNATURE_EXPIRED,
     100000012,  # the gateway could not read the body
     100000015,  # gateway internal error
     410000001,  # system error
@@ -74,11 +68,14 @@ def _code(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-class ZegoAgentApi(PlatformApi):
+class ZegoAgentApi(ZegoServerApi):
     """One ZEGO project's AI Agent server API; a channel shares one for all its calls."""
 
     platform = "zego ai agent"
-    token_margin = 0.0  # no token: every call is signed
+    transient_codes = frozenset(_TRANSIENT)
+    rate_codes = frozenset(_RATE)
+    auth_codes = frozenset(_AUTH)
+    auth_hint = "check app_id, server_secret and the AI Agent service"
 
     def __init__(
         self,
@@ -93,49 +90,21 @@ class ZegoAgentApi(PlatformApi):
             base = https_unless_loopback(api_base)
         except ValueError as exc:
             raise ConfigError(f"ZEGO AI Agent api_base: {exc}") from None
-        super().__init__(app_id=str(app_id), app_secret=server_secret, base_url=base, **options)
-        self._app = app_id
-        self._wall_clock = wall_clock
+        super().__init__(
+            app_id=app_id,
+            server_secret=server_secret,
+            api_base=base,
+            wall_clock=wall_clock,
+            **options,
+        )
 
     # -- plumbing ----------------------------------------------------------------------------------
-
-    async def _fetch_token(self) -> tuple[str, float]:
-        return "", float("inf")
-
-    def _token_headers(self, token: str) -> dict[str, str]:
-        return {}
-
-    def _token_rejected(self, answer: Answer) -> bool:
-        return False
-
-    def _business_error(self, action: str, code: int, message: str) -> ChannelError:
-        detail = self._text(action, f"Code {code}: {message[:MAX_PLATFORM_MESSAGE]}".rstrip(": "))
-        if code in _RATE:
-            return RateLimited(detail)
-        if code in _TRANSIENT:
-            if code == _SIGNATURE_EXPIRED:
-                detail += " (the signature expired: is this machine's clock right?)"
-            return TransientError(detail)
-        if code in _AUTH:
-            return AuthError(f"{detail} (check app_id, server_secret and the AI Agent service)")
-        return PermanentError(detail)
-
-    def _http_error(self, action: str, answer: Answer) -> ChannelError:
-        message = answer.get("Message")
-        detail = self._status_text(action, answer.status, "", str(message or "")[:300])
-        if answer.status in (401, 403):
-            return AuthError(detail)
-        if answer.status == 429:
-            return RateLimited(detail, retry_after(answer.headers))
-        if 400 <= answer.status < 500 and answer.status != 408:
-            return PermanentError(detail)
-        return TransientError(detail)  # 5xx, 408, 3xx: what was not asked for
 
     async def _call(
         self, action: str, body: Mapping[str, Any], *, accept: frozenset[int] = frozenset()
     ) -> tuple[int, Mapping[str, Any]]:
         """One signed call: its `Code` and `Data` when the code is 0 or one of `accept`."""
-        query = signed_query(action, self._app, self._secret, int(self._wall_clock()))
+        query = self._signed_query(action)
         answer = await self._send(action, "POST", self._base + "/", body=dict(body), params=query)
         code = _code(answer.get("Code"))
         if not answer.ok:

@@ -9,38 +9,26 @@ first takes a token from one bucket below that rate. Texts never carry the secre
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Unpack
 
-from channels.http import MAX_PLATFORM_MESSAGE, Answer, HttpOptions, PlatformApi
+from channels.http import HttpOptions
 from channels.ratelimit import TokenBucket
+from channels.zego_signing import SIGNATURE_EXPIRED, ZegoServerApi
 
 # re-exported: the tests sign with it from here
 from channels.zego_signing import api_signature as api_signature  # noqa: PLC0414
-from channels.zego_signing import signed_query
 from common.errors import (
-    AuthError,
-    ChannelError,
-    PermanentError,
     RateLimited,
     TransientError,
 )
-from common.retry_after import retry_after
 
 TEXT = 1  # MessageType of a text message
 PRIORITY_MEDIUM = 2
 EDIT_TEXT = 1  # EditType bit: the message's text
 ROBOT_EXISTS = 660700002  # RobotRegister: "Bot already exists", which is what we wanted
-
-# Codes that a later call may not meet: busy, rate, server trouble, a clock off by minutes.
-_TRANSIENT = {1, 100000004, 660000001}
-_RATE = {7, 660300005, 660700001}
-# The credentials: 3 "authentication failed", 100000005 "signature error", 100000010 an AppId
-# the gateway has no ServerSecret for.
-_AUTH = {3, 100000005, 100000010}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +48,15 @@ def _entries(payload: Any, key: str) -> list[dict[str, Any]]:
     return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
 
 
-class ZimApi(PlatformApi):
+class ZimApi(ZegoServerApi):
     """One ZIM app's server API as one robot uses it; a channel shares one for all calls."""
 
     platform = "zim"
-    token_margin = 0.0  # no token: every call is signed
+    transient_codes = frozenset({1, SIGNATURE_EXPIRED, 660000001})  # busy, server trouble
+    rate_codes = frozenset({7, 660300005, 660700001})
+    # 3 "authentication failed", 100000005 "signature error", 100000010 an AppId the gateway has
+    # no ServerSecret for
+    auth_codes = frozenset({3, 100000005, 100000010})
 
     def __init__(
         self,
@@ -77,49 +69,18 @@ class ZimApi(PlatformApi):
         wall_clock: Callable[[], float] = time.time,
         **options: Unpack[HttpOptions],
     ) -> None:
-        super().__init__(app_id=str(app_id), app_secret=server_secret, base_url=api_base, **options)
+        super().__init__(
+            app_id=app_id,
+            server_secret=server_secret,
+            api_base=api_base,
+            wall_clock=wall_clock,
+            **options,
+        )
         self.robot_id = robot_id
-        self._app = app_id
-        self._wall_clock = wall_clock
         # a burst of one: at most rate + 1 calls fall in any second, whichever second ZIM counts
         self.bucket = TokenBucket(requests_per_second, 1)
 
     # -- plumbing ----------------------------------------------------------------------------------
-
-    async def _fetch_token(self) -> tuple[str, float]:
-        return "", math.inf
-
-    def _token_headers(self, token: str) -> dict[str, str]:
-        return {}
-
-    def _token_rejected(self, answer: Answer) -> bool:
-        return False
-
-    def _signed_query(self, action: str) -> dict[str, str]:
-        return signed_query(action, self._app, self._secret, int(self._wall_clock()))
-
-    def _business_error(self, action: str, code: int, message: str) -> ChannelError:
-        detail = self._text(action, f"Code {code}: {message[:MAX_PLATFORM_MESSAGE]}".rstrip(": "))
-        if code in _RATE:
-            return RateLimited(detail)
-        if code in _TRANSIENT:
-            if code == 100000004:
-                detail += " (the signature expired: is this machine's clock right?)"
-            return TransientError(detail)
-        if code in _AUTH:
-            return AuthError(f"{detail} (check app_id and server_secret)")
-        return PermanentError(detail)
-
-    def _http_error(self, action: str, answer: Answer) -> ChannelError:
-        message = answer.get("Message")
-        detail = self._status_text(action, answer.status, "", str(message or "")[:300])
-        if answer.status in (401, 403):
-            return AuthError(detail)
-        if answer.status == 429:
-            return RateLimited(detail, retry_after(answer.headers))
-        if 400 <= answer.status < 500 and answer.status != 408:
-            return PermanentError(detail)
-        return TransientError(detail)  # 5xx, 408, and what was not asked for
 
     async def _call(
         self, action: str, body: dict[str, Any], *, accept: frozenset[int] = frozenset()
