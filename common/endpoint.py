@@ -59,7 +59,7 @@ def https_unless_loopback(value: str) -> str:
     API that receives an app's secret or tokens, which plain http would show to the network."""
     url = http_base_url(value)
     parts = urlsplit(url)
-    if parts.scheme == "http" and not _loopback(parts.hostname or ""):
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
         raise ValueError(
             "must be an https:// URL (http only for a loopback host, such as an emulator): "
             "the app's secret and tokens travel on this connection"
@@ -67,7 +67,8 @@ def https_unless_loopback(value: str) -> str:
     return url
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback name or address: it never leaves this machine."""
     if host == "localhost":
         return True
     try:

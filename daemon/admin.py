@@ -11,11 +11,12 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from common.endpoint import is_loopback
 from daemon import admin_token
 from daemon.admin_guard import HostPolicy, make_guard_middleware, security_headers
 from daemon.api import PREFIX, AdminApi, Handler, error_response, make_error_middleware
 from daemon.channel_service import ApiError
-from daemon.config import AdminSection, is_loopback
+from daemon.config import AdminSection
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,6 @@ Precedence: embedded defaults < the TOML file < `CHANNELD_<SECTION>__<KEY>` envi
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -31,7 +30,7 @@ from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
 from agents.registry import fallback_order
 from channels import registry
 from channels.config import ChannelConfigBase
-from common.endpoint import http_base_url
+from common.endpoint import http_base_url, is_loopback
 from common.errors import ConfigError as ChannelConfigError
 from daemon.hosts import parse_host
 
@@ -49,16 +48,6 @@ def _registered_channel(value: Any) -> ChannelConfigBase:
 ChannelConfig = Annotated[SerializeAsAny[ChannelConfigBase], PlainValidator(_registered_channel)]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def is_loopback(host: str) -> bool:
-    """True for names and addresses that never leave this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class ConfigurationError(Exception):

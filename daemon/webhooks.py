@@ -31,8 +31,9 @@ from channels.model import ChannelState
 from channels.voice.calls import VoiceCalls
 from channels.voice.endpoint import VoiceEndpoint, VoiceRefused
 from channels.voice.sse import CONTENT_TYPE
+from common.endpoint import is_loopback
 from common.errors import ChannelError
-from daemon.config import WebhooksSection, is_loopback, unproven_error
+from daemon.config import WebhooksSection, unproven_error
 from daemon.metrics import Metrics
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import EXIT_CONFIG_ERROR, is_loopback, load
+from common.endpoint import is_loopback
+from daemon.config import EXIT_CONFIG_ERROR, load
 from tests.systemd_support import (
     CODE_STEP,
     CONFIG_STEP,

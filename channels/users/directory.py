@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, fields
 from typing import Protocol
 
@@ -64,14 +63,3 @@ class Directory(Protocol):
     async def aclose(self) -> None:
         """Releases connections; the directory is not asked again."""
         ...
-
-
-def loopback(host: str) -> bool:
-    """Whether `host` is a loopback name or address: the one place a directory may be reached
-    without TLS (a test server, a local proxy)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from channels import normalize
-from channels.users.directory import DirectoryError, Person, Who, loopback
+from channels.users.directory import DirectoryError, Person, Who
 from common.backoff import Backoff
-from common.endpoint import http_base_url
+from common.endpoint import http_base_url, is_loopback
 from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class HttpDirectory:
         except ValueError as exc:
             raise ConfigError(f"users http_url {exc}") from exc
         parts = urlsplit(self._url)
-        if parts.scheme == "http" and not loopback(parts.hostname or ""):
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
             raise ConfigError(
                 "users http_url must be an https:// URL (http only for a loopback host): "
                 "senders' names, e-mail addresses and mobile numbers travel on it"

@@ -32,7 +32,8 @@ import ldap3
 from ldap3.core import exceptions as ldap_errors
 
 from channels import normalize
-from channels.users.directory import DirectoryError, Person, Who, loopback
+from channels.users.directory import DirectoryError, Person, Who
+from common.endpoint import is_loopback
 from common.errors import ConfigError
 from common.redact import scrub
 
@@ -162,7 +163,7 @@ class LdapDirectory:
         self._placeholders = _placeholders(filter)
         self._host = parts.hostname
         # plain LDAP only to loopback (a test server, a local proxy); elsewhere StartTLS first
-        self.start_tls = parts.scheme == "ldap" and not loopback(parts.hostname)
+        self.start_tls = parts.scheme == "ldap" and not is_loopback(parts.hostname)
         try:
             tls = _VerifiedTls(ssl.create_default_context(cafile=ca_file))
         except (OSError, ssl.SSLError) as exc:
