@@ -104,7 +104,10 @@ class Answerer:
     async def _answer_on(self, runtime: ChannelRuntime, job: Job) -> None:
         message, config = job.message, runtime.config
         now = self._clock()
-        resolution = await self._users.resolve(message)
+        # the platform is asked who a new sender is here, after the ack (enrich)
+        resolution = await self._users.resolve(
+            message, lambda: runtime.provider.sender_profile(message)
+        )
         if resolution.refused or resolution.blocked:
             await self._turn_away(runtime, job, resolution)
             return

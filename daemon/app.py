@@ -151,13 +151,9 @@ class Daemon:
             blocked_users=functools.partial(blocked_user_ids, self.store),
             refused_text=settings.users.refused_text,
             blocked_text=settings.users.blocked_text,
+            enrich=settings.users.enrich,
         )
         await self.users.start()
-        if settings.users.enrich:
-            log.warning(
-                "[users] enrich = true: asking the platforms for e-mail, mobile and employee "
-                "number is not built yet; directories get what the platforms' messages carry"
-            )
         self._agents = build_agents(settings.agents, on_usage=self.metrics.llm_tokens)
         profiles = {
             name: AgentProfile(

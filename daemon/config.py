@@ -258,8 +258,9 @@ class UsersSection(BaseModel):
     mapper: Literal["auto", "file", "http", "ldap"] = "auto"
     on_miss: Literal["create", "refuse"] = "create"
     default_email_domain: str = "im-platform.invalid"
-    # ask the platforms for senders' e-mail, mobile and employee number: not built yet (the start
-    # log says so); the directory gets what the platforms' messages carry
+    # ask DingTalk and Feishu for a new sender's e-mail, mobile and employee number (the app needs
+    # the permission); off by default: it is one platform call per new sender, and the directory
+    # otherwise gets what the platforms' messages carry
     enrich: bool = False
     cache_seconds: float = Field(default=3600.0, ge=0, le=30 * 86400)
     refused_text: str = Field(default="You are not allowed to use this assistant.", min_length=1)

@@ -5,9 +5,13 @@ Without a directory (mapper "auto") every platform identity is a user of its own
 for `cache_seconds`: a returning person costs no directory call and, once linked, no store write.
 A directory that cannot answer never stops a known person (the last answer is served, the outage
 logged once and counted); someone new then follows `on_miss`, as someone the directory does not
-know does. Blocked users are read as a set, refreshed in the background (a block applies within
-BLOCKED_REFRESH seconds on every replica, at once where `refresh_blocked()` is called), so that
-checking costs the message path nothing.
+know does. With `enrich`, the platform is first asked who a new sender is (their e-mail, mobile
+and employee number, remembered as long as the answer), so a directory can match on them and an
+automatic user is known by the platform's e-mail; an app without the permission is named once in
+the log, and a failed ask is only a missing detail, never a missing answer. Blocked users are read
+as a set, refreshed in the background (a block applies within BLOCKED_REFRESH seconds on every
+replica, at once where `refresh_blocked()` is called), so that checking costs the message path
+nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Protocol
 
 from channels.model import InboundMessage
 from channels.users.directory import Directory, DirectoryError, Person, Who
+from channels.users.profiles import ProfileSource, SenderProfiles
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +165,7 @@ class UserResolver:
         blocked_refresh: float = BLOCKED_REFRESH,
         refused_text: str = REFUSED_TEXT,
         blocked_text: str = BLOCKED_TEXT,
+        enrich: bool = False,
     ) -> None:
         self.refused_text = refused_text  # what a refused sender is told, every time
         self.blocked_text = blocked_text  # what a blocked one is told, once a day
@@ -180,6 +186,10 @@ class UserResolver:
         self._seen: dict[str, datetime] = {}  # user id -> last seen, written in the background
         self._to_label: dict[str, tuple[str, str]] = {}  # auto user id -> (e-mail, platform)
         self._labelled: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._enrich = enrich  # ask the platform who a new sender is
+        self._profiles = SenderProfiles(
+            clock=clock, keep=self._cache_for, retry_after_error=RETRY_AFTER_ERROR
+        )
 
     @property
     def mapper(self) -> str:
@@ -248,14 +258,28 @@ class UserResolver:
 
     # -- resolving ---------------------------------------------------------------------------
 
-    async def resolve(self, message: InboundMessage) -> Resolution:
-        """The sender's user; refused or blocked when nothing may reach an agent for them."""
-        return await self.resolve_who(who_wrote(message))
+    async def resolve(
+        self, message: InboundMessage, profile: ProfileSource | None = None
+    ) -> Resolution:
+        """The sender's user; refused or blocked when nothing may reach an agent for them.
+
+        With `enrich`, `profile` is asked first about a sender not resolved yet (or no longer
+        fresh), its details added to what the message carries."""
+        who = who_wrote(message)
+        complete = True
+        if self._enrich and profile is not None and self._wants_profile(who):
+            who, complete = await self._profiles.enrich(message.channel_id, who, profile)
+        return await self._resolve(who, complete=complete)
 
     async def resolve_who(self, who: Who) -> Resolution:
         """The user behind `who`, as `resolve` finds it (voice calls know only the identity)."""
+        return await self._resolve(who, complete=True)
+
+    async def _resolve(self, who: Who, *, complete: bool) -> Resolution:
+        """`complete` False: the platform could not say who this is; what the directory answers
+        without it is asked again after RETRY_AFTER_ERROR (an auto user is labelled later)."""
         if self._directory is None:
-            return self._with_block(Resolution(await self._auto_user(who)))
+            return self._with_block(Resolution(await self._auto_user(who, label=complete)))
         key = (who.platform, who.tenant, who.user_id)
         now = self._clock()
         known = self._known.get(key)
@@ -276,17 +300,18 @@ class UserResolver:
                 self._count(Outcome.CACHED)
                 return self._with_block(known.resolution)
             # someone new: on_miss decides, and the directory is asked at their next message
-            return self._with_block(await self._missing(who, now))
+            return self._with_block(await self._missing(who, label=complete))
         if self._failing:
             self._failing = False
             log.info("the %s directory answers again", self._mapper)
         if person is None:
             self._count(Outcome.MISS)
-            resolution = await self._missing(who, now)
+            resolution = await self._missing(who, label=complete)
         else:
             self._count(Outcome.HIT)
             resolution = await self._linked(who, person, now)
-        self._remember(key, resolution, now)
+        keep = self._cache_for if complete else min(RETRY_AFTER_ERROR, self._cache_for)
+        self._remember(key, resolution, now + keep)
         return self._with_block(resolution)
 
     async def block_notice_due(self, user_id: str) -> bool:
@@ -317,36 +342,49 @@ class UserResolver:
         )
         return Resolution(user_id, groups=person.groups)
 
-    async def _missing(self, who: Who, now: datetime) -> Resolution:
+    async def _missing(self, who: Who, *, label: bool) -> Resolution:
         """Someone the directory does not know (or could not say): on_miss decides."""
         if self._on_miss is OnMiss.REFUSE:
             self._count(Outcome.REFUSED)
             return Resolution("", refused=True)
         self._count(Outcome.CREATED)
-        return Resolution(await self._auto_user(who))
+        return Resolution(await self._auto_user(who, label=label))
 
-    async def _auto_user(self, who: Who) -> str:
+    async def _auto_user(self, who: Who, *, label: bool = True) -> str:
         """The identity's own user, as the store always made it; once per identity and process,
-        it is given its e-mail and the platform as its source (in the background)."""
+        it is given its e-mail and the platform as its source (in the background). `label`
+        False: the platform could not say who this is, so the label waits for a later message."""
         user_id = await self._store.resolve_user(who.platform, who.tenant, who.user_id, who.name)
         key = (who.platform, who.tenant, who.user_id)
         if key in self._labelled:
             self._labelled.move_to_end(key)
-        else:
+        elif label:
             # a user a directory made or linked keeps its e-mail and source: the store labels
-            # only users with no e-mail and source "auto"
-            email = auto_email(who.platform, who.user_id, self._email_domain)
+            # only users with no e-mail and source "auto"; with enrich, the platform's e-mail
+            email = (self._enrich and who.email) or auto_email(
+                who.platform, who.user_id, self._email_domain
+            )
             self._to_label[user_id] = (email, who.platform)
             self._labelled[key] = None
             if len(self._labelled) > KNOWN_IDENTITIES:
                 self._labelled.popitem(last=False)
         return user_id
 
-    def _remember(self, key: tuple[str, str, str], resolution: Resolution, now: datetime) -> None:
-        self._known[key] = _Known(resolution, now + self._cache_for)
+    def _remember(
+        self, key: tuple[str, str, str], resolution: Resolution, fresh_until: datetime
+    ) -> None:
+        self._known[key] = _Known(resolution, fresh_until)
         self._known.move_to_end(key)
         if len(self._known) > KNOWN_PEOPLE:
             self._known.popitem(last=False)
+
+    def _wants_profile(self, who: Who) -> bool:
+        """Whether this sender is about to be resolved afresh (else the profile is not needed)."""
+        key = (who.platform, who.tenant, who.user_id)
+        if self._directory is None:
+            return key not in self._labelled  # only an auto user's label uses it
+        known = self._known.get(key)
+        return known is None or self._clock() >= known.fresh_until
 
     def _with_block(self, resolution: Resolution) -> Resolution:
         if resolution.user_id:
