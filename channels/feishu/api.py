@@ -1,4 +1,5 @@
-"""Async Feishu/Lark OpenAPI client: endpoint discovery, tenant token, messages, CardKit cards.
+"""Async Feishu/Lark OpenAPI client: endpoint discovery, tenant token, messages, CardKit cards,
+a user's profile.
 
 Non-blocking and bounded by a timeout (lark-oapi's discovery is a blocking `requests.post` with
 none, docs/platforms/feishu.md §1.1). Every failure becomes one of `common.errors`, classified
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 from channels.http import MAX_PLATFORM_MESSAGE, Answer, PlatformApi
+from channels.model import SenderProfile
+from channels.provider import ProfileUnavailable
 from common.errors import (
     AuthError,
     ChannelError,
@@ -34,6 +38,15 @@ SEQUENCE_CONFLICT = 300317
 STREAMING_CLOSED = frozenset({300309, 200850})
 # discovery: these codes are "try again later"; every other non-zero code is fatal (§1.1)
 DISCOVERY_RETRYABLE = frozenset({1, 1000040343})
+# contact/v3 users (§4.8): the app has none of the contacts API scopes ...
+SCOPE_MISSING = 99991672
+# ... or the user lies outside its contacts range (41050; 40004 is the department twin)
+OUT_OF_RANGE = frozenset({41050, 40004})
+CONTACT_SCOPES = (
+    "contact:contact.base:readonly (获取通讯录基本信息), and for the fields "
+    "contact:user.email:readonly, contact:user.phone:readonly, contact:user.employee_number:read"
+)
+CONTACT_RANGE = "a contacts range (通讯录权限范围) that includes the sender"
 
 
 class FeishuApiError(ChannelError):
@@ -247,3 +260,38 @@ class FeishuApi(PlatformApi):
         await self._call(
             "cardkit.settings", "PATCH", f"/open-apis/cardkit/v1/cards/{card_id}/settings", body
         )
+
+    # -- contacts ----------------------------------------------------------------------------------
+
+    async def user_profile(self, open_id: str) -> SenderProfile:
+        """A user's e-mail, mobile and employee number; a field the app may not read is "".
+
+        ProfileUnavailable when the app may not ask (no contacts scope, or the user is outside
+        its contacts range); other failures are classified like every call.
+        """
+        name = "contact.user"
+        url = f"{self._base}/open-apis/contact/v3/users/{quote(open_id, safe='')}"
+        params = {"user_id_type": "open_id"}
+        answer = await self._send(name, "GET", url, params=params, authorized=True)
+        code, _ = _code(answer.payload)
+        if answer.status == 200 and code == 0:
+            data = answer.get("data")
+            user = data.get("user") if isinstance(data, dict) else None
+            if not isinstance(user, dict):
+                raise TransientError(f"feishu {name}: answer without data.user")
+            return SenderProfile(
+                email=_field(user, "email") or _field(user, "enterprise_email"),
+                mobile=_field(user, "mobile"),
+                employee_no=_field(user, "employee_no"),
+            )
+        error = self._error(name, answer)
+        if code == SCOPE_MISSING:
+            raise ProfileUnavailable(str(error), CONTACT_SCOPES) from error
+        if code in OUT_OF_RANGE:
+            raise ProfileUnavailable(str(error), CONTACT_RANGE) from error
+        raise error
+
+
+def _field(user: dict[str, Any], key: str) -> str:
+    value = user.get(key)
+    return value.strip() if isinstance(value, str) else ""

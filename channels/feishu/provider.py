@@ -1,4 +1,5 @@
-"""The Feishu/Lark channel provider: long connection, event conversion, CardKit replies."""
+"""The Feishu/Lark channel provider: long connection, event conversion, CardKit replies, the
+sender's profile."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from channels.feishu.config import FeishuChannelConfig
 from channels.feishu.connection import LongConnection
 from channels.feishu.convert import MESSAGE_RECEIVED, PLATFORM, event_type, to_inbound
 from channels.feishu.frames import ClientConfig
-from channels.model import InboundMessage
+from channels.model import InboundMessage, SenderProfile
 from channels.observer import Observer
 from channels.provider import InboundSink
 from channels.sessions import SessionProvider
@@ -63,6 +64,11 @@ class FeishuProvider(SessionProvider[FeishuChannelConfig, FeishuApi, LongConnect
 
     def _new_reply(self, message: InboundMessage) -> CardReplyStream:
         return FeishuReplyStream(self._api, self._sender, message)
+
+    async def sender_profile(self, message: InboundMessage) -> SenderProfile:
+        """The sender's e-mail, mobile and employee number from the contacts API, by open_id."""
+        async with self._holding():  # a channel stopping meanwhile closes the client after it
+            return await self._api.user_profile(message.sender.platform_id)
 
     async def _learn_bot_identity(self) -> None:
         try:

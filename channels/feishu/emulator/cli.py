@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from channels.emulator import cli
+from channels.feishu.emulator.contact import DENIALS
 from channels.feishu.emulator.server import DEFAULT_APP_ID, DEFAULT_APPS, FeishuEmulator
 from channels.feishu.emulator.state import FeishuApp
 
@@ -25,6 +26,13 @@ OPTIONS: list[cli.Option] = [
         "--group-msg-scope",
         False,
         "deliver group messages that do not @ the bot (the im:message.group_msg scope)",
+    ),
+    (
+        "--contact-denied",
+        "",
+        "answer the contacts user-info API as for an app without the permission: 'scope' (no "
+        "contacts API scope), 'range' (the sender outside its contacts range) or 'fields' (no "
+        "e-mail, mobile and employee number field permissions)",
     ),
 ]
 
@@ -49,6 +57,9 @@ async def main(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"--redelivery must be numbers, got {args.redelivery!r}", file=sys.stderr)
         return 2
+    if args.contact_denied not in ("", *DENIALS):
+        print(f"--contact-denied must be one of {', '.join(DENIALS)}", file=sys.stderr)
+        return 2
     return await COMMAND.run(
         args,
         ping_interval=args.ping_interval,
@@ -58,4 +69,5 @@ async def main(args: argparse.Namespace) -> int:
         streaming_timeout=args.streaming_timeout,
         redelivery_schedule=schedule,
         group_msg_scope=args.group_msg_scope,
+        contact_denied=args.contact_denied,
     )

@@ -1,5 +1,6 @@
 """The Feishu emulator's `/_emulator/` routes beyond the shared ones: raw events, redelivery,
-handshake rejections, gateway refusals and the ClientConfig handed to clients."""
+handshake rejections, gateway refusals, the ClientConfig handed to clients, and the contacts
+(users and the permission-denied mode)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ class Control(ControlPlane["FeishuEmulator"]):
             ("POST", "handshakes/reject", self.handshakes),
             ("POST", "connections/refuse", self.refuse),
             ("POST", "client_config", self.client_config),
+            ("POST", "contact/denied", self.contact_denied),
+            ("POST", "contact/users", self.contact_user),
         ]
 
     def fault_options(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -94,3 +97,13 @@ class Control(ControlPlane["FeishuEmulator"]):
     async def client_config(self, request: web.Request) -> web.Response:
         body = await json_body(request)
         return web.json_response(self.emu.set_client_config(**body))
+
+    async def contact_denied(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        return web.json_response({"denied": self.emu.contact.deny(optional(body, "denied"))})
+
+    async def contact_user(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        open_id = str(body.pop("open_id", ""))
+        fields = {str(k): str(v) for k, v in body.items()}
+        return web.json_response(asdict(self.emu.contact.add_user(open_id, **fields)))

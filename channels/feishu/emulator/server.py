@@ -18,6 +18,7 @@ from channels.emulator.server import EmulatorServer
 from channels.emulator.state import RecordedCall, app_records
 from channels.feishu import frames
 from channels.feishu.emulator.cardkit import CardKit
+from channels.feishu.emulator.contact import Contact
 from channels.feishu.emulator.control import Control
 from channels.feishu.emulator.events import REDELIVERY_SCHEDULE, Delivery
 from channels.feishu.emulator.gateway import FORBIDDEN, ConnectionInfo, Gateway
@@ -74,6 +75,7 @@ class FeishuEmulator(EmulatorServer[Fault, CallRecord, CardState, ConnectionInfo
         max_connections: int = 50,
         ticket_ttl: float = 300.0,
         group_msg_scope: bool = False,
+        contact_denied: str = "",
         rng: random.Random | None = None,
     ) -> None:
         super().__init__()
@@ -100,13 +102,15 @@ class FeishuEmulator(EmulatorServer[Fault, CallRecord, CardState, ConnectionInfo
             card_ops_per_second=card_ops_per_second,
             app_ops_per_second=app_ops_per_second,
         )
+        self.contact = Contact(self.openapi.authenticate, denied=contact_denied)
         self.group_msg_scope = group_msg_scope
 
     def add_routes(self, app: web.Application) -> None:
-        """Discovery and `/ws/v2`, the OpenAPI, CardKit and the control plane."""
+        """Discovery and `/ws/v2`, the OpenAPI, CardKit, contacts and the control plane."""
         self.gateway.add_routes(app)
         self.openapi.add_routes(app)
         self.cardkit.add_routes(app)
+        self.contact.add_routes(app)
         Control(self).add_routes(app)
 
     def fault_response(self, request: web.Request, fault: Fault) -> web.Response:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from channels.emulator import thread
+from channels.feishu.emulator.contact import ContactUser
 from channels.feishu.emulator.events import Delivery
 from channels.feishu.emulator.server import DEFAULT_APPS, FeishuEmulator
 from channels.feishu.emulator.state import AppSpec, CallRecord
@@ -56,3 +57,11 @@ class FeishuEmulatorThread(thread.EmulatorThread[FeishuEmulator]):
     async def set_client_config(self, **changes: float) -> dict[str, int | float]:
         """See `FeishuEmulator.set_client_config`."""
         return await self.call(lambda e: e.set_client_config(**changes))
+
+    async def deny_contact(self, mode: str | None) -> str:
+        """See `Contact.deny`: "scope", "range", "fields", or None (granted)."""
+        return await self.call(lambda e: e.contact.deny(mode))
+
+    async def add_contact_user(self, open_id: str, **fields: str) -> ContactUser:
+        """See `Contact.add_user`."""
+        return await self.call(lambda e: e.contact.add_user(open_id, **fields))
