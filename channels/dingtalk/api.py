@@ -1,4 +1,5 @@
-"""Async DingTalk OpenAPI client: gateway ticket, access token, AI cards, robot and webhook sends.
+"""Async DingTalk OpenAPI client: gateway ticket, access token, AI cards, robot and webhook sends,
+and a sender's profile from the contacts API (on the older `oapi` host).
 
 The SDK's own helpers block the loop, open a session per call and swallow failures
 (docs/platforms/dingtalk.md §5.1); this client is non-blocking, bounded by a timeout, and turns
@@ -12,7 +13,10 @@ import re
 import uuid
 from typing import Any, Unpack
 
+from channels.dingtalk.config import DEFAULT_OAPI_BASE
 from channels.http import MAX_PLATFORM_MESSAGE, Answer, HttpOptions, PlatformApi
+from channels.model import SenderProfile
+from channels.provider import ProfileUnavailable
 from common.errors import (
     AuthError,
     ChannelError,
@@ -28,6 +32,39 @@ BATCH_LIMIT = 20  # oToMessages/batchSend takes at most 20 userIds
 _THROTTLE = re.compile(r"qps|throttl|limit|flow ?control|too many|频率|限流", re.IGNORECASE)
 _TRANSIENT_CODES = {"systemError", "ServiceUnavailable", "InternalError"}
 _RETRY_AUTH_CODES = {"InvalidAuthentication"}  # a stale token: refresh and retry once
+# The oapi host answers HTTP 200 with an `errcode` (docs/platforms/dingtalk.md §3.6); 88 is
+# "authentication failed" with the real reason in `sub_code`.
+_OAPI_STALE_TOKEN = {"40001", "40014", "42001"}  # invalid or expired access_token
+_OAPI_NO_PERMISSION = {"60011"}
+_OAPI_THROTTLED = {"90001", "90002", "90003", "90004", "90005", "90006"}
+_OAPI_TRANSIENT = {"-1"}  # "system busy"
+PROFILE_PERMISSION = "qyapi_get_member (成员信息读权限)"
+
+
+def _oapi_code(payload: Any) -> str:
+    """The errcode of an oapi answer, the sub_code when the errcode is 88; "0" is success."""
+    if not isinstance(payload, dict):
+        return ""
+    code = str(payload.get("errcode", ""))
+    if code == "88" and payload.get("sub_code") not in (None, ""):
+        return str(payload["sub_code"])
+    return code
+
+
+def _oapi_message(payload: Any) -> str:
+    if not isinstance(payload, dict):
+        return ""
+    message = payload.get("sub_msg") or payload.get("errmsg") or ""
+    return str(message)[:MAX_PLATFORM_MESSAGE]
+
+
+def _field(result: dict[str, Any], *keys: str) -> str:
+    """The first of `keys` holding a non-empty string (DingTalk omits what it may not show)."""
+    for key in keys:
+        value = result.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            return str(value).strip()
+    return ""
 
 
 def _platform_error(payload: Any) -> tuple[str, str]:
@@ -52,10 +89,12 @@ class DingTalkApi(PlatformApi):
         client_secret: str,
         api_base: str,
         robot_code: str,
+        oapi_base: str = DEFAULT_OAPI_BASE,
         **options: Unpack[HttpOptions],
     ) -> None:
         super().__init__(app_id=client_id, app_secret=client_secret, base_url=api_base, **options)
         self._robot_code = robot_code or client_id
+        self._oapi = oapi_base.rstrip("/")
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -272,3 +311,56 @@ class DingTalkApi(PlatformApi):
             "msgParam": json.dumps({"title": title, "text": markdown}, ensure_ascii=False),
         }
         await self._call("robot.groupSend", "POST", "/v1.0/robot/groupMessages/send", body)
+
+    # -- contacts (oapi host) ----------------------------------------------------------------------
+
+    async def user_profile(self, staff_id: str) -> SenderProfile:
+        """A member's e-mail, mobile and job number by staff id (`topapi/v2/user/get`).
+
+        DingTalk leaves out the e-mail and the mobile unless the app was granted them (they come
+        back as ""); raises ProfileUnavailable when the app may not read members at all.
+        """
+        name = "user.get"
+        payload = await self._oapi_call(
+            name, "/topapi/v2/user/get", {"userid": staff_id, "language": "zh_CN"}
+        )
+        result = payload.get("result")
+        if not isinstance(result, dict):
+            raise TransientError(self._text(name, "answer without result"))
+        return SenderProfile(
+            email=_field(result, "email", "org_email"),
+            mobile=_field(result, "mobile"),
+            employee_no=_field(result, "job_number"),
+        )
+
+    async def _oapi_call(self, name: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A call to the oapi host, the access token in its query string; a token refused as
+        invalid or expired is refreshed and the call made again, once."""
+        url = self._oapi + path
+        token = await self._tokens.get()
+        answer = await self._send(name, "POST", url, body=body, params={"access_token": token})
+        if _oapi_code(answer.payload) in _OAPI_STALE_TOKEN and self._tokens.invalidate(token):
+            token = await self._tokens.get()
+            answer = await self._send(name, "POST", url, body=body, params={"access_token": token})
+        if not answer.ok:
+            raise self._error(name, answer, credentials=False)
+        code = _oapi_code(answer.payload)
+        if code not in _OAPI_STALE_TOKEN:
+            self._tokens.accepted(token)
+        if code == "0" and isinstance(answer.payload, dict):
+            return answer.payload
+        raise self._oapi_error(name, code, _oapi_message(answer.payload))
+
+    def _oapi_error(self, name: str, code: str, message: str) -> ChannelError:
+        detail = self._text(name, f"errcode {code or '(none)'}: {message}".rstrip(": "))
+        if code in _OAPI_NO_PERMISSION:
+            return ProfileUnavailable(
+                f"{detail}; grant the app {PROFILE_PERMISSION}", PROFILE_PERMISSION
+            )
+        if code in _OAPI_STALE_TOKEN:
+            return AuthError(detail)
+        if code in _OAPI_THROTTLED or _THROTTLE.search(message):
+            return RateLimited(detail)
+        if code in _OAPI_TRANSIENT or not code:
+            return TransientError(detail)
+        return PermanentError(detail)  # e.g. 33012 / 60121: no such member

@@ -8,8 +8,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from channels.config import SENDS_SECRETS, ChannelConfigBase, NonEmptySecret, http_base_url
+from common.endpoint import https_unless_loopback
 
 DEFAULT_API_BASE = "https://api.dingtalk.com"
+DEFAULT_OAPI_BASE = "https://oapi.dingtalk.com"  # the older OpenAPI host: contacts (topapi)
 
 
 def default_api_base() -> str:
@@ -33,6 +35,9 @@ class DingTalkChannelConfig(ChannelConfigBase):
         validate_default=True,
         json_schema_extra={SENDS_SECRETS: True},
     )
+    # where the contact calls go (the sender's profile when `[users] enrich` is on); they carry
+    # the access token in the query string, so https unless an emulator on a loopback host
+    oapi_base: str = Field(default=DEFAULT_OAPI_BASE, json_schema_extra={SENDS_SECRETS: True})
     request_timeout: float = Field(default=10.0, gt=0, le=120)
     watchdog_seconds: float = Field(default=120.0, ge=1, le=3600)  # silence before a reconnect
 
@@ -40,6 +45,11 @@ class DingTalkChannelConfig(ChannelConfigBase):
     @classmethod
     def _api_base_is_http(cls, value: str) -> str:
         return http_base_url(value)
+
+    @field_validator("oapi_base")
+    @classmethod
+    def _oapi_base_is_https(cls, value: str) -> str:
+        return https_unless_loopback(value)
 
     @property
     def effective_robot_code(self) -> str:

@@ -51,6 +51,7 @@ def _demo_channel(url: str) -> DingTalkChannelConfig:
         client_secret=SecretStr(DEMO_CLIENT_SECRET),
         card_template_id=DEMO_TEMPLATE,
         api_base=url,
+        oapi_base=url,  # the emulator serves both hosts' calls on one port
     )
 
 

@@ -10,7 +10,7 @@ from channels.dingtalk.cards import DingTalkMessageSender, DingTalkReplyStream
 from channels.dingtalk.config import DingTalkChannelConfig
 from channels.dingtalk.connection import DingTalkSession
 from channels.dingtalk.convert import PLATFORM, to_inbound
-from channels.model import InboundMessage
+from channels.model import InboundMessage, SenderProfile
 from channels.sessions import SessionProvider
 
 
@@ -26,6 +26,7 @@ class DingTalkProvider(SessionProvider[DingTalkChannelConfig, DingTalkApi, DingT
             client_secret=self._config.client_secret.get_secret_value(),
             api_base=self._config.api_base,
             robot_code=self._config.effective_robot_code,
+            oapi_base=self._config.oapi_base,
             **self._http_options(self._config.request_timeout),
         )
 
@@ -52,6 +53,15 @@ class DingTalkProvider(SessionProvider[DingTalkChannelConfig, DingTalkApi, DingT
             template_id=self._config.card_template_id,
             content_key=self._config.card_content_key,
         )
+
+    async def sender_profile(self, message: InboundMessage) -> SenderProfile:
+        """The sender's e-mail, mobile and job number from the contacts API, by staff id; nothing
+        is asked for a sender without one (someone outside the organisation)."""
+        staff_id = message.sender.extra_ids.get("staff_id", "")
+        if not staff_id:
+            return SenderProfile()
+        async with self._holding():
+            return await self._api.user_profile(staff_id)
 
     async def _on_bot_message(self, frame_id: str, payload: dict[str, Any]) -> None:
         await self._deliver(lambda: to_inbound(self.channel_id, payload, frame_id), "bot message")

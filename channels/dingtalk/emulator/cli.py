@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Mapping
 
 from channels.dingtalk.emulator.server import DEFAULT_APPS, DEFAULT_TEMPLATE, DingTalkEmulator
-from channels.dingtalk.emulator.state import EmulatorApp
+from channels.dingtalk.emulator.state import PROFILE_ACCESS, EmulatorApp
 from channels.emulator import cli
 
 DEFAULT_LISTEN = "127.0.0.1:8788"
@@ -41,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TEMPLATE_ID[=CONTENT_KEY]",
         help=f"known card template and its streaming key (repeatable; default {DEFAULT_TEMPLATE})",
     )
+    parser.add_argument(
+        "--profile-access",
+        choices=PROFILE_ACCESS,
+        default="full",
+        help="what apps may read of members (topapi/v2/user/get): full, basic (no e-mail or "
+        "mobile) or none (the permission-denied answer); default full",
+    )
 
 
 def _templates(values: list[str] | None) -> Mapping[str, str]:
@@ -60,4 +67,5 @@ async def main(args: argparse.Namespace) -> int:
         session_validity=args.session_validity,
         token_ttl=args.token_ttl,
         deliver_unmentioned=args.deliver_unmentioned,
+        profile_access=args.profile_access,
     )

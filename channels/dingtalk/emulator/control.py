@@ -1,5 +1,6 @@
 """The DingTalk emulator's `/_emulator/` routes beyond the shared ones: Stream frames, SYSTEM
-disconnects, gateway outages, expired sessionWebhooks and failing card deliveries."""
+disconnects, gateway outages, expired sessionWebhooks, failing card deliveries, and the members
+the contacts API knows with what apps may read of them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from channels.dingtalk.emulator.state import Fault
+from channels.dingtalk.emulator.state import EmulatedUser, Fault
 from channels.emulator.control import ControlPlane, Route, json_body, optional
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ class Control(ControlPlane["DingTalkEmulator"]):
             ("POST", "gateway/outage", self.outage),
             ("POST", "sessions/expire", self.expire_sessions),
             ("POST", "deliveries/fail", self.fail_deliveries),
+            ("GET", "users", self.users),
+            ("POST", "users", self.add_user),
+            ("POST", "users/access", self.profile_access),
         ]
 
     def add_fault(self, body: dict[str, Any]) -> Fault:
@@ -118,3 +122,29 @@ class Control(ControlPlane["DingTalkEmulator"]):
             int(body.get("times", 1)), str(body.get("error_msg", "robot is not in the group"))
         )
         return web.json_response({"pending": len(self.emu.state.failing_deliveries)})
+
+    def _users(self) -> web.Response:
+        state = self.emu.state
+        return web.json_response(
+            {
+                "access": state.profile_access,
+                "users": [user.to_json() for user in state.users.values()],
+            }
+        )
+
+    async def users(self, request: web.Request) -> web.Response:
+        return self._users()
+
+    async def add_user(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        user = EmulatedUser.default(str(body["staff_id"]), str(body.get("name", "")))
+        for key in ("email", "mobile", "job_number"):  # made up unless given ("" for none)
+            if key in body:
+                setattr(user, key, str(body[key]))
+        self.emu.add_user(user)
+        return self._users()
+
+    async def profile_access(self, request: web.Request) -> web.Response:
+        body = await json_body(request)
+        self.emu.set_profile_access(str(body.get("access", "none")))  # ValueError: a 400
+        return self._users()

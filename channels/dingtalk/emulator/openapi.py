@@ -1,11 +1,14 @@
-"""The emulator's OpenAPI: access tokens, cards and card streaming, robot sends, sessionWebhook."""
+"""The emulator's OpenAPI: access tokens, cards and card streaming, robot sends, sessionWebhook,
+and the older oapi host's member details (`topapi/v2/user/get`), served on the same port."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
@@ -24,6 +27,15 @@ SPACE_PREFIX = "dtv1.card//"
 MSG_KEYS = ("sampleText", "sampleMarkdown", "sampleLink", "sampleActionCard", "sampleImageMsg")
 BATCH_LIMIT = 20
 SESSION_MISSING = {"errcode": 300001, "errmsg": "session 不存在"}  # what DingTalk answers, HTTP 200
+# the oapi host's answers (HTTP 200 with an errcode)
+OAPI_BAD_TOKEN = {"errcode": 40014, "errmsg": "不合法的access_token"}
+OAPI_NO_PERMISSION = {
+    "errcode": 88,
+    "sub_code": "60011",
+    "sub_msg": "没有调用该接口的权限",
+    "errmsg": "ding talk error[subcode=60011,submsg=没有调用该接口的权限]",
+}
+OAPI_NO_USER = {"errcode": 60121, "errmsg": "找不到该用户"}
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
@@ -78,6 +90,7 @@ class OpenApi:
         r.add_post("/v1.0/robot/oToMessages/batchSend", self._batch_send)
         r.add_post("/v1.0/robot/groupMessages/send", self._group_send)
         r.add_post("/robot/sendBySession", self._send_by_session)
+        r.add_post("/topapi/v2/user/get", self._user_get)
 
     async def _access_token(self, request: web.Request) -> web.Response:
         body = await json_object(request)
@@ -334,3 +347,37 @@ class OpenApi:
         )
         self._state.add_item(conv, item)
         return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    async def _user_get(self, request: web.Request) -> web.Response:
+        # DingTalk takes the parameters as a JSON body or as a form, the token in the query
+        # string (or the form)
+        raw = await request.text()
+        try:
+            body = json.loads(raw) if raw.lstrip().startswith("{") else dict(parse_qsl(raw))
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        token = request.query.get("access_token") or str(body.get("access_token", ""))
+        client_id = self._state.app_for_token(token)
+        if client_id is None:
+            return web.json_response(OAPI_BAD_TOKEN)
+        request[APP_KEY] = client_id
+        access = self._state.profile_access
+        if access == "none":
+            return web.json_response({**OAPI_NO_PERMISSION, "request_id": uuid.uuid4().hex[:12]})
+        user = self._state.users.get(str(body.get("userid", "")))
+        if user is None:
+            return web.json_response(OAPI_NO_USER)
+        result: dict[str, Any] = {
+            "userid": user.staff_id,
+            "name": user.name,
+            "job_number": user.job_number,
+            "active": True,
+            "dept_id_list": [1],
+        }
+        if access == "full":  # the e-mail and the mobile each need a permission of their own
+            result.update(email=user.email, mobile=user.mobile, state_code="86")
+        return web.json_response(
+            {"errcode": 0, "errmsg": "ok", "result": result, "request_id": uuid.uuid4().hex[:12]}
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import secrets
 import time
@@ -22,11 +23,13 @@ from channels.dingtalk.emulator.payloads import (
 )
 from channels.dingtalk.emulator.state import (
     DEFAULT_CONTENT_KEY,
+    PROFILE_ACCESS,
     AckRecord,
     AppSpec,
     CallRecord,
     CardState,
     ChatItem,
+    EmulatedUser,
     EmulatorApp,
     EmulatorState,
     Fault,
@@ -65,6 +68,7 @@ class DingTalkEmulator(EmulatorServer[Fault, CallRecord, CardState, ConnectionIn
         corp_id: str = DEFAULT_CORP_ID,
         rng: random.Random | None = None,
         hold_when_offline: bool = False,
+        profile_access: str = "full",
     ) -> None:
         super().__init__()
         if not isinstance(templates, Mapping):
@@ -84,6 +88,7 @@ class DingTalkEmulator(EmulatorServer[Fault, CallRecord, CardState, ConnectionIn
         self.session_validity = session_validity
         self.deliver_unmentioned = deliver_unmentioned
         self.corp_id = corp_id
+        self.set_profile_access(profile_access)
 
     def add_routes(self, app: web.Application) -> None:
         """The Stream gateway, the OpenAPI and the control plane."""
@@ -102,11 +107,14 @@ class DingTalkEmulator(EmulatorServer[Fault, CallRecord, CardState, ConnectionIn
     def call_record(
         self, request: web.Request, response: web.StreamResponse | None, call: RecordedCall
     ) -> CallRecord:
-        """The call and the app it was made for (known from a route, else from its token)."""
+        """The call and the app it was made for (known from a route, else from its token); an
+        access token in the query string (the oapi host's calls) is masked."""
         client_id = request.get(APP_KEY, "")
         if not client_id:
             token = request.headers.get(TOKEN_HEADER, "")
             client_id = (self.state.app_for_token(token) or "") if token else ""
+        if "access_token" in call.query:
+            call = dataclasses.replace(call, query={**call.query, "access_token": "***"})
         return call.extended(CallRecord, client_id=client_id)
 
     def describe(self) -> list[str]:
@@ -115,6 +123,7 @@ class DingTalkEmulator(EmulatorServer[Fault, CallRecord, CardState, ConnectionIn
         lines = [
             f"DingTalk emulator listening on {url}",
             f"  DINGTALK_OPENAPI_ENDPOINT={url}  (api_base for channeld)",
+            f"  oapi_base={url}  (member details, profile access: {self.state.profile_access})",
         ]
         # These are the emulator's own throwaway credentials, printed so a user can copy them.
         lines += [
@@ -149,6 +158,8 @@ class DingTalkEmulator(EmulatorServer[Fault, CallRecord, CardState, ConnectionIn
     ) -> UserMessage:
         """A user writes to the bot: records it in the chat and pushes the CALLBACK frame."""
         app = self.state.apps[client_id]
+        if sender_staff_id not in self.state.users:
+            self.add_user(EmulatedUser.default(sender_staff_id, sender_nick))
         if conversation_id is None:
             if conversation_type == "1":
                 conversation_id = self.state.direct_conversation_id(client_id, sender_staff_id)
@@ -239,6 +250,20 @@ class DingTalkEmulator(EmulatorServer[Fault, CallRecord, CardState, ConnectionIn
     async def redeliver(self, frame_message_id: str) -> SentFrame:
         """Sends an earlier frame again, identical, as DingTalk does after a missing ack."""
         return await self.gateway.redeliver(frame_message_id)
+
+    def add_user(self, user: EmulatedUser) -> None:
+        """A member the contacts API knows (replacing one with the same staff id); whoever sends
+        a message is added with made-up details unless added before."""
+        self.state.users[user.staff_id] = user
+        self.state.notify()
+
+    def set_profile_access(self, access: str) -> None:
+        """What the contacts API lets apps read: "full", "basic" (no e-mail, no mobile) or
+        "none" (the permission-denied answer)."""
+        if access not in PROFILE_ACCESS:
+            raise ValueError(f"profile access must be one of {', '.join(PROFILE_ACCESS)}")
+        self.state.profile_access = access
+        self.state.notify()
 
     # -- faults ----------------------------------------------------------------------------------
 

@@ -38,6 +38,38 @@ class EmulatorApp:
         return self.robot_code or self.client_id
 
 
+@dataclass
+class EmulatedUser:
+    """A member of the emulated organisation, as the contacts API shows them."""
+
+    staff_id: str
+    name: str = ""
+    email: str = ""
+    mobile: str = ""
+    job_number: str = ""
+
+    @classmethod
+    def default(cls, staff_id: str, name: str = "") -> EmulatedUser:
+        """Someone the emulator made up: `<staff id>@example.com`, a mobile and a job number
+        derived from the staff id (the same on every run)."""
+        digits = str(int(hashlib.sha256(staff_id.encode()).hexdigest(), 16))
+        return cls(
+            staff_id,
+            name or staff_id,
+            f"{staff_id}@example.com",
+            "138" + digits[:8],
+            "E" + digits[8:13],
+        )
+
+    def to_json(self) -> dict[str, str]:
+        """A JSON-ready summary for the control plane."""
+        return json_fields(self)
+
+
+# what the app was granted of the contacts API: "full" (members, e-mail and mobile), "basic"
+# (members, without e-mail and mobile), "none" (no member reads: errcode 88, sub_code 60011)
+PROFILE_ACCESS = ("full", "basic", "none")
+
 # an app, or (client_id, client_secret[, robot_code])
 AppSpec = EmulatorApp | tuple[str, str] | tuple[str, str, str]
 
@@ -247,6 +279,8 @@ class EmulatorState(EmulatorStateBase[Fault, CallRecord, CardState]):
         self.direct: dict[tuple[str, str], str] = {}  # (client_id, staff id) -> conversation id
         self.sessions: dict[str, Session] = {}
         self.failing_deliveries: list[str] = []  # errorMsg of forced deliverResult failures
+        self.users: dict[str, EmulatedUser] = {}  # by staff id
+        self.profile_access = "full"  # see PROFILE_ACCESS
         self._item_seq = 0
 
     def direct_conversation_id(self, client_id: str, staff_id: str) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from channels.dingtalk.emulator.server import DEFAULT_APPS, DingTalkEmulator
-from channels.dingtalk.emulator.state import AppSpec
+from channels.dingtalk.emulator.state import AppSpec, EmulatedUser
 from channels.emulator import thread
 
 
@@ -28,3 +28,11 @@ class EmulatorThread(thread.EmulatorThread[DingTalkEmulator]):
     async def expire_sessions(self) -> int:
         """See `DingTalkEmulator.expire_sessions`."""
         return await self.call(lambda e: e.expire_sessions())
+
+    async def add_user(self, user: EmulatedUser) -> None:
+        """See `DingTalkEmulator.add_user`."""
+        await self.call(lambda e: e.add_user(user))
+
+    async def set_profile_access(self, access: str) -> None:
+        """See `DingTalkEmulator.set_profile_access`."""
+        await self.call(lambda e: e.set_profile_access(access))
