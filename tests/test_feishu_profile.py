@@ -5,8 +5,14 @@ blocks), its permission-denied modes, and its control plane."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -21,10 +27,12 @@ from channels.feishu.provider import FeishuProvider
 from channels.model import ChannelId, ChatType, InboundMessage, Sender, SenderProfile
 from channels.provider import ProfileUnavailable
 from common.errors import ChannelError, RateLimited, TransientError
+from tests.test_feishu_fidelity import lark_python
 
 ID = "cli_0123456789abcdef"
 SECRET = "feishu-profile-secret-8c1d"  # distinctive, so a leak into a message is detectable
 USERS = "/open-apis/contact/v3/users"
+LARK_DRIVER = Path(__file__).with_name("lark_contact_driver.py")
 
 
 class Recorder:
@@ -222,3 +230,51 @@ async def test_the_command_line_option_denies_and_is_checked() -> None:
     assert parser.parse_args(["--contact-denied", "fields"]).contact_denied == "fields"
     assert parser.parse_args([]).contact_denied == ""
     assert await cli.main(parser.parse_args(["--contact-denied", "all"])) == 2
+
+
+# -- the official SDK reads the same answers -------------------------------------------------
+
+
+async def _lark_profile(url: str, open_id: str) -> dict[str, Any]:
+    """What lark-oapi's `contact.v3.user.get` makes of the emulator's answer (a subprocess)."""
+    env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    proc = await asyncio.create_subprocess_exec(
+        lark_python(),
+        str(LARK_DRIVER),
+        *("--domain", url, "--app-id", ID, "--app-secret", SECRET, "--open-id", open_id),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        async with asyncio.timeout(30):
+            output, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    prefix = "@@lark-contact "
+    lines = [line for line in output.decode().splitlines() if line.startswith(prefix)]
+    assert lines, output.decode()[-2000:]
+    record: dict[str, Any] = json.loads(lines[-1][len(prefix) :])
+    return record
+
+
+async def test_the_sdk_reads_the_same_profile_and_the_same_denial(
+    emulator: FeishuEmulator, api: FeishuApi
+) -> None:
+    emulator.contact.add_user("ou_erin", email="", enterprise_email="erin@corp.example")
+    record = await _lark_profile(emulator.url, "ou_erin")
+    ours = await api.user_profile("ou_erin")
+    assert (record["code"], record["enterprise_email"], record["email"]) == (
+        0,
+        "erin@corp.example",
+        "",
+    )
+    assert (record["mobile"], record["employee_no"]) == (ours.mobile, ours.employee_no)
+    assert ours.email == "erin@corp.example"
+    emulator.contact.deny("scope")
+    denied = await _lark_profile(emulator.url, "ou_erin")
+    assert denied["code"] == 99991672
+    assert "contact:contact.base:readonly" in denied["msg"]
+    assert denied["email"] is None
