@@ -15,7 +15,7 @@ import pytest
 from channels.config import sends_secrets
 from channels.dingtalk.api import PROFILE_PERMISSION, DingTalkApi
 from channels.dingtalk.config import DEFAULT_OAPI_BASE, DingTalkChannelConfig
-from channels.dingtalk.emulator import DingTalkEmulator
+from channels.dingtalk.emulator import DingTalkEmulator, EmulatorThread
 from channels.dingtalk.emulator.cli import add_arguments
 from channels.dingtalk.emulator.state import EmulatedUser
 from channels.dingtalk.provider import DingTalkProvider
@@ -273,3 +273,25 @@ def test_cli_option_sets_the_profile_access() -> None:
     assert parser.parse_args(["--profile-access", "none"]).profile_access == "none"
     with pytest.raises(SystemExit):
         parser.parse_args(["--profile-access", "some"])
+
+
+async def test_threaded_emulator_takes_members_and_the_access_switch() -> None:
+    async with EmulatorThread([(ID, SECRET)], ping_interval=None, profile_access="basic") as emu:
+        client = DingTalkApi(
+            client_id=ID,
+            client_secret=SECRET,
+            api_base=emu.url,
+            oapi_base=emu.url,
+            robot_code=ID,
+            timeout=2.0,
+        )
+        try:
+            await emu.add_user(ALICE)
+            assert await client.user_profile("alice") == SenderProfile("", "", "E1001")
+            await emu.set_profile_access("full")
+            assert (await client.user_profile("alice")).email == "alice@corp.example"
+            await emu.set_profile_access("none")
+            with pytest.raises(ProfileUnavailable):
+                await client.user_profile("alice")
+        finally:
+            await client.close()
