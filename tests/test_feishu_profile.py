@@ -230,6 +230,10 @@ async def test_the_command_line_option_denies_and_is_checked() -> None:
     assert parser.parse_args(["--contact-denied", "fields"]).contact_denied == "fields"
     assert parser.parse_args([]).contact_denied == ""
     assert await cli.main(parser.parse_args(["--contact-denied", "all"])) == 2
+    # what main hands the emulator, checked again there
+    assert FeishuEmulator(contact_denied="fields").contact.denied == "fields"
+    with pytest.raises(ValueError, match="denied must be one of"):
+        FeishuEmulator(contact_denied="all")
 
 
 # -- the official SDK reads the same answers -------------------------------------------------
