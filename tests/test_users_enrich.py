@@ -9,17 +9,31 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
+from channels.dingtalk.emulator import EmulatorThread
+from channels.dingtalk.emulator.state import EmulatedUser
 from channels.model import ChannelId, ChatType, InboundMessage, Sender, SenderProfile
 from channels.provider import ProfileUnavailable
 from channels.users.directory import Person, Who
 from channels.users.profiles import ERROR_LOG_EVERY, SenderProfiles
 from channels.users.resolver import RETRY_AFTER_ERROR, OnMiss, Resolution, UserResolver
 from common.errors import AuthError, RateLimited
+from daemon.app import Daemon
+from daemon.config import validate
 from storage import Store
+from tests.agents_support import fake_llm_fixture
+from tests.dingtalk_support import dingtalk_emulator
+from tests.e2e_support import FAST_BACKOFF
+from tests.feishu_support import FeishuEmulatorThread, feishu_emulator
 from tests.storage_support import FakeClock, sqlite_url
+from tests.test_e2e_users import Both, card_text, config
+from tools.fake_llm import FakeLLM
+
+__all__ = ["dingtalk_emulator", "fake_llm_fixture", "feishu_emulator"]
 
 START = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 ADA = SenderProfile(email="ada@example.com", mobile="+86-13800000000", employee_no="E-0042")
@@ -327,3 +341,146 @@ async def test_without_enrich_an_auto_user_keeps_the_label_whatever_the_message_
     await users.write_seen()
     found = await store.get_user(made.user_id)
     assert found is not None and found[0].email == "dingtalk-staff-ada@im.invalid"
+
+
+# -- end to end: one daemon, DingTalk and Feishu on their emulators, an HR lookup by e-mail ------
+
+
+class HrByEmail:
+    """An organisation's lookup service on loopback that knows people by e-mail alone (a user id
+    of one platform means nothing to it): the same person on two platforms is one entry."""
+
+    def __init__(self) -> None:
+        self.people = {
+            "ada@example.com": {
+                "id": "hr-7",
+                "name": "Ada Lovelace",
+                "email": "ada@example.com",
+                "groups": ["engineering"],
+            }
+        }
+        self.requests: list[dict[str, Any]] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/im-lookup", self._lookup)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/im-lookup"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _lookup(self, request: web.Request) -> web.Response:
+        self.requests.append(await request.json())
+        person = self.people.get(self.requests[-1]["email"])
+        if person is None:
+            return web.json_response({"error": "not found"}, status=404)
+        return web.json_response({"user": person})
+
+    def asked(self, platform: str) -> list[tuple[str, str, str, str]]:
+        """(user id, e-mail, mobile, employee number) of each lookup for `platform`."""
+        return [
+            (r["user_id"], r["email"], r["mobile"], r["employee_no"])
+            for r in self.requests
+            if r["platform"] == platform
+        ]
+
+
+@pytest.fixture
+async def hr() -> AsyncIterator[HrByEmail]:
+    server = HrByEmail()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def enriched(
+    tmp_path: Path,
+    hr: HrByEmail,
+    dingtalk_emulator: EmulatorThread,
+    feishu_emulator: FeishuEmulatorThread,
+    fake_llm: FakeLLM,
+) -> AsyncIterator[Both]:
+    """The daemon with an HTTP directory matching by e-mail and enrich on."""
+    users = {"mapper": "http", "http_url": hr.url, "enrich": True}
+    raw = config(dingtalk_emulator, feishu_emulator, fake_llm, tmp_path, users)
+    raw["channels"][0]["oapi_base"] = dingtalk_emulator.url  # one port serves both hosts
+    daemon = Daemon(validate(raw), backoff=FAST_BACKOFF)
+    await daemon.start()
+    running = Both(daemon, dingtalk_emulator, feishu_emulator)
+    try:
+        await running.connected()
+        yield running
+    finally:
+        await daemon.stop()
+
+
+async def test_the_same_email_on_dingtalk_and_feishu_is_one_person(
+    enriched: Both,
+    hr: HrByEmail,
+    dingtalk_emulator: EmulatorThread,
+    feishu_emulator: FeishuEmulatorThread,
+) -> None:
+    await dingtalk_emulator.add_user(
+        EmulatedUser("staff-ada", "Ada", "ada@example.com", "13800000001", "E-0042")
+    )
+    await feishu_emulator.add_contact_user(
+        "ou_ada", email="ada@example.com", mobile="+8613800000001", employee_no="E-0042"
+    )
+    assert card_text(await enriched.on_dingtalk("staff-ada", "from dingtalk")).endswith(
+        "from dingtalk"
+    )
+    assert card_text(await enriched.on_feishu("ou_ada", "from feishu")).endswith("from feishu")
+    # the directory was asked with what each platform said, not with what the messages carried
+    assert hr.asked("dingtalk") == [("staff-ada", "ada@example.com", "13800000001", "E-0042")]
+    assert hr.asked("feishu") == [("ou_ada", "ada@example.com", "+8613800000001", "E-0042")]
+    [ada] = await enriched.store.list_users(search="ada@example.com", limit=10)
+    assert (ada.display_name, ada.groups, ada.auth_source) == (
+        "Ada Lovelace",
+        ("engineering",),
+        "http",
+    )
+    shown = await enriched.store.get_user(ada.id)
+    assert shown is not None
+    assert sorted((i.platform, i.platform_user_id) for i in shown[1]) == [
+        ("dingtalk", "staff-ada"),
+        ("feishu", "ou_ada"),
+    ]
+    assert enriched.resolutions("http", "hit") == 2
+    # a returning sender costs neither a platform call nor a lookup within cache_seconds
+    await enriched.on_dingtalk("staff-ada", "again")
+    assert len(hr.requests) == 2
+
+
+async def test_without_the_permission_the_fields_are_empty_and_the_log_names_it_once(
+    enriched: Both,
+    hr: HrByEmail,
+    dingtalk_emulator: EmulatorThread,
+    feishu_emulator: FeishuEmulatorThread,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await dingtalk_emulator.set_profile_access("none")
+    await feishu_emulator.deny_contact("scope")
+    with caplog.at_level(logging.WARNING, logger="channels.users"):
+        for staff in ("staff-ada", "staff-bob"):
+            assert card_text(await enriched.on_dingtalk(staff, "hi")).endswith("hi")
+        for open_id in ("ou_ada", "ou_bob"):
+            assert card_text(await enriched.on_feishu(open_id, "hi")).endswith("hi")
+    # answered all the same, each as a user of their own: the directory got no e-mail to match
+    assert [r["email"] for r in hr.requests] == ["", "", "", ""]
+    assert enriched.resolutions("http", "created") == 4
+    named = [r.getMessage() for r in caplog.records if "grant the app" in r.getMessage()]
+    assert len(named) == 2, named
+    dingtalk_line, feishu_line = sorted(named)
+    assert dingtalk_line.startswith("channel dt:") and "qyapi_get_member" in dingtalk_line
+    assert feishu_line.startswith("channel fs:") and "contact:" in feishu_line
