@@ -13,7 +13,7 @@ import pydantic
 import pytest
 
 from channels.config import sends_secrets
-from channels.dingtalk.api import PROFILE_PERMISSION, DingTalkApi
+from channels.dingtalk.api import PROFILE_PERMISSION, PROFILE_RANGE, DingTalkApi
 from channels.dingtalk.config import DEFAULT_OAPI_BASE, DingTalkChannelConfig
 from channels.dingtalk.emulator import DingTalkEmulator, EmulatorThread
 from channels.dingtalk.emulator.cli import add_arguments
@@ -126,6 +126,16 @@ async def test_permission_denied_names_the_permission_to_grant(
     assert SECRET not in str(caught.value)
     assert await api.access_token() not in str(caught.value)
     assert len(emulator.calls(USER_PATH)) == 1  # a missing permission is not a stale token
+
+
+async def test_a_member_outside_the_apps_range_names_the_range_to_widen(
+    api: DingTalkApi, emulator: DingTalkEmulator
+) -> None:
+    emulator.add_fault(USER_PATH, 200, body={"errcode": 50002, "errmsg": "企业员工不在授权范围"})
+    with pytest.raises(ProfileUnavailable) as caught:
+        await api.user_profile("alice")
+    assert caught.value.permission == PROFILE_RANGE
+    assert "授权范围" in caught.value.permission
 
 
 async def test_without_the_contact_field_permissions_email_and_mobile_are_empty(

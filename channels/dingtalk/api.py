@@ -36,9 +36,16 @@ _RETRY_AUTH_CODES = {"InvalidAuthentication"}  # a stale token: refresh and retr
 # "authentication failed" with the real reason in `sub_code`.
 _OAPI_STALE_TOKEN = {"40001", "40014", "42001"}  # invalid or expired access_token
 _OAPI_NO_PERMISSION = {"60011"}
+_OAPI_OUT_OF_RANGE = {"50002"}  # the member lies outside the app's contacts or visible range
 _OAPI_THROTTLED = {"90001", "90002", "90003", "90004", "90005", "90006"}
 _OAPI_TRANSIENT = {"-1"}  # "system busy"
-PROFILE_PERMISSION = "qyapi_get_member (成员信息读权限)"
+PROFILE_PERMISSION = (
+    "qyapi_get_member (成员信息读权限), and for the fields "
+    "企业员工手机号信息 (mobile) and 邮箱等个人信息 (e-mail)"
+)
+PROFILE_RANGE = (
+    "a contacts range (通讯录权限 > 授权范围) and a visible range that include the sender"
+)
 
 
 def _oapi_code(payload: Any) -> str:
@@ -357,6 +364,8 @@ class DingTalkApi(PlatformApi):
             return ProfileUnavailable(
                 f"{detail}; grant the app {PROFILE_PERMISSION}", PROFILE_PERMISSION
             )
+        if code in _OAPI_OUT_OF_RANGE:
+            return ProfileUnavailable(f"{detail}; give the app {PROFILE_RANGE}", PROFILE_RANGE)
         if code in _OAPI_STALE_TOKEN:
             return AuthError(detail)
         if code in _OAPI_THROTTLED or _THROTTLE.search(message):
