@@ -90,12 +90,13 @@ class SenderProfiles:
             # nothing to learn until an operator grants the permission: as good as an answer
             if channel not in self._unpermitted:
                 self._unpermitted.add(channel)
+                answered = str(exc).replace(f"; grant the app {exc.permission}", "")
                 log.warning(
-                    "channel %s: the platform does not say who senders are (%s); grant the app "
-                    "%s to give the directory their e-mail, mobile and employee number",
+                    "channel %s: grant the app %s for the platform to say who senders are "
+                    "(e-mail, mobile, employee number); until then they are empty (%s)",
                     channel,
-                    exc,
                     exc.permission,
+                    answered,
                 )
             return _Answer(SenderProfile(), now + self._keep, complete=True)
         except ChannelError as exc:
