@@ -32,6 +32,7 @@ from channels.model import (
     Delivered,
     InboundMessage,
     Sender,
+    SenderProfile,
 )
 from channels.observer import Observer
 from channels.provider import InboundSink, ReplyStream
@@ -90,6 +91,9 @@ class RecordingProvider:
 
     async def close(self) -> None:
         self._closed.set()
+
+    async def sender_profile(self, message: InboundMessage) -> SenderProfile:
+        return SenderProfile()  # a platform that tells nothing about its senders
 
     async def send(self, message: InboundMessage, text: str) -> None:
         self.sent.append(text)

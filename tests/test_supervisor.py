@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from channels.model import ChannelId, ChannelState, ChatType, InboundMessage, Sender
+from channels.model import (
+    ChannelId,
+    ChannelState,
+    ChatType,
+    InboundMessage,
+    Sender,
+    SenderProfile,
+)
 from channels.provider import InboundSink, ReplyStream
 from channels.supervisor import Supervisor
 from common.backoff import Backoff
@@ -59,6 +66,9 @@ class ScriptedProvider:
 
     async def close(self) -> None:
         self.closed += 1
+
+    async def sender_profile(self, message: InboundMessage) -> SenderProfile:
+        return SenderProfile()  # a platform that tells nothing about its senders
 
     async def send(self, message: InboundMessage, text: str) -> None:
         raise NotImplementedError
