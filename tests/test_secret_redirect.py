@@ -315,6 +315,7 @@ def test_the_endpoint_settings_are_marked_in_the_openapi_document() -> None:
     }
     assert marked == {
         ("DingTalkChannelConfig", "api_base"),
+        ("DingTalkChannelConfig", "oapi_base"),  # the member-details call takes the token there
         ("FeishuChannelConfig", "domain"),
         ("WuKongIMChannelConfig", "api_base"),
         ("ZimChannelConfig", "api_base"),
