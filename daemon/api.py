@@ -263,7 +263,12 @@ class AdminApi:
         channel = request.query.get("channel") or None
         if channel is not None:
             await self._service.get_record(channel)
-        records = await self._store.list_conversations(channel, limit=_limit(request, 100))
+        user_id = request.query.get("user") or None
+        if user_id is not None and not await self._store.get_users([user_id]):
+            raise ApiError(404, "not_found", f"no user {user_id!r}")
+        records = await self._store.list_conversations(
+            channel, limit=_limit(request, 100), user_id=user_id
+        )
         people = await self._people({c.user_id for c in records})
         return web.json_response(
             {
@@ -350,9 +355,9 @@ class AdminApi:
         user, identities = await self._user(request.match_info["id"])
         if not any(i.id == identity_id for i in identities):
             raise ApiError(404, "not_found", f"user {user.id!r} has no identity {identity_id}")
-        moved = await self._store.unlink_identity(identity_id)
-        if moved is None:  # deleted meanwhile
-            raise ApiError(404, "not_found", f"no identity {identity_id}")
+        moved = await self._store.unlink_identity(identity_id, owner=user.id)
+        if moved is None:  # linked elsewhere meanwhile: the check above no longer holds
+            raise ApiError(404, "not_found", f"user {user.id!r} has no identity {identity_id}")
         if self._users is not None:
             self._users.forget()
         return web.json_response(identity_view(moved))

@@ -400,7 +400,8 @@ def _user_paths() -> dict[str, Any]:
         },
         "/api/v1/users/{id}/identities/{identity_id}": {
             "delete": _op(
-                "Unlink an identity: it gets a new user of its own (the identity is answered)",
+                "Unlink an identity: it gets a new user of its own (the identity is answered); "
+                "404 when it is not, or no longer, this person's",
                 _json(_ref("Identity")),
                 params=[ID_PARAM, identity],
             )
@@ -539,6 +540,16 @@ def _document(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
                             "name": "channel",
                             "in": "query",
                             "required": False,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "user",
+                            "in": "query",
+                            "required": False,
+                            "description": "a person's id: the conversations opened for them "
+                            "(their user_id). An identity linked to the person later keeps its "
+                            "earlier conversations under the user it had then: they are not "
+                            "listed here. 404 for an unknown user.",
                             "schema": {"type": "string"},
                         },
                         LIMIT_PARAM,

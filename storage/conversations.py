@@ -320,12 +320,16 @@ class ConversationRepository(StoreBase):
         return [MessageRecord.from_row(row) for row in reversed(rows)]
 
     async def list_conversations(
-        self, channel_id: str | None = None, limit: int = 100
+        self, channel_id: str | None = None, limit: int = 100, *, user_id: str | None = None
     ) -> list[ConversationRecord]:
-        """Conversations, open and closed, most recently active first."""
+        """Conversations, open and closed, most recently active first; `user_id`: only those
+        opened for that user (an identity linked to a person later leaves its earlier
+        conversations with the user it had)."""
         statement = select(Conversation)
         if channel_id is not None:
             statement = statement.where(Conversation.channel_id == channel_id)
+        if user_id is not None:
+            statement = statement.where(Conversation.user_id == user_id)
         statement = statement.order_by(
             col(Conversation.last_activity_at).desc(), col(Conversation.id)
         ).limit(limit)

@@ -181,11 +181,18 @@ class UserRepository(StoreBase):
         raise AssertionError("unreachable")
 
     @completes
-    async def unlink_identity(self, identity_id: int) -> IdentityRecord | None:
+    async def unlink_identity(
+        self, identity_id: int, *, owner: str | None = None
+    ) -> IdentityRecord | None:
         """Gives the identity a fresh auto user of its own (the previous user keeps its
-        conversations); the moved identity, None when unknown."""
+        conversations); the moved identity, None when unknown, or, with `owner`, when it no
+        longer belongs to that user (read locked in the same transaction: a link made meanwhile
+        is not undone)."""
+        conditions = [PlatformIdentity.id == identity_id]
+        if owner is not None:
+            conditions.append(PlatformIdentity.user_id == owner)
         async with self._write() as session:
-            identity = await self._identity_where(session, PlatformIdentity.id == identity_id)
+            identity = await self._identity_where(session, *conditions)
             if identity is None:
                 return None
             now = self._now()

@@ -303,6 +303,53 @@ async def test_unlinking_gives_the_identity_a_fresh_user_of_its_own(
     assert await store.unlink_identity(10_000) is None
 
 
+async def test_unlinking_for_an_owner_leaves_an_identity_that_moved_meanwhile(
+    store: Store, clock: FakeClock
+) -> None:
+    """The admin API checks whose identity it is, then unlinks: a link made in between wins."""
+    alice = await _person(store, clock)
+    bob = await _person(store, clock, directory_id="file:bob", name="Bob", email="bob@example.com")
+    await store.link_identity(
+        "dingtalk", "corp", "staff-1", alice, display_name="Alice D", now=clock.now
+    )
+    [identity] = (await _user(store, alice))[1]
+    # checked as Alice's, then moved to Bob before the unlink
+    await store.link_identity("dingtalk", "corp", "staff-1", bob, display_name="", now=clock.now)
+    assert await store.unlink_identity(identity.id, owner=alice) is None
+    assert [i.id for i in (await _user(store, bob))[1]] == [identity.id]  # still Bob's
+    assert await store.resolve_user("dingtalk", "corp", "staff-1", "Alice D") == bob
+
+    moved = await store.unlink_identity(identity.id, owner=bob)
+    assert moved is not None and moved.user_id not in (alice, bob)
+    assert (await _user(store, bob))[1] == []
+    assert await store.unlink_identity(10_000, owner=bob) is None
+
+
+async def test_a_persons_conversations_are_the_ones_opened_for_them(
+    store: Store, clock: FakeClock
+) -> None:
+    alice = await store.resolve_user("dingtalk", "corp", "staff-1", "Alice")
+    bob = await store.resolve_user("feishu", "tenant", "ou_b", "Bob")
+    first, _ = await store.conversation_with_history(
+        "ding", "direct:staff-1", alice, idle_reset=IDLE, now=clock.now, limit=5
+    )
+    clock.advance(timedelta(minutes=1))
+    await store.conversation_with_history(
+        "lark", "direct:ou_b", bob, idle_reset=IDLE, now=clock.now, limit=5
+    )
+    later, _ = await store.conversation_with_history(
+        "lark", "group:g1", alice, idle_reset=IDLE, now=clock.advance(timedelta(minutes=1)), limit=5
+    )
+    assert [c.id for c in await store.list_conversations(user_id=alice)] == [later.id, first.id]
+    assert [c.id for c in await store.list_conversations("ding", user_id=alice)] == [first.id]
+    assert [c.id for c in await store.list_conversations(user_id=alice, limit=1)] == [later.id]
+    assert await store.list_conversations(user_id="nobody") == []
+    # Bob's Feishu account linked to Alice later: its conversation stays Bob's
+    await store.link_identity("feishu", "tenant", "ou_b", alice, display_name="", now=clock.now)
+    assert len(await store.list_conversations(user_id=alice)) == 2
+    assert len(await store.list_conversations(user_id=bob)) == 1
+
+
 async def test_get_users_reads_many_at_once(store: Store, clock: FakeClock) -> None:
     alice = await _person(store, clock)
     bob = await store.resolve_user("dingtalk", "corp", "staff-2", "Bob")
