@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -38,6 +38,7 @@ from tests.feishu_support import (
 __all__ = ["dingtalk_emulator", "feishu_emulator"]
 
 NOW = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
+IDLE = timedelta(hours=12)
 
 
 class Admin:
@@ -245,6 +246,38 @@ async def test_conversations_name_the_person_who_writes(admin: Admin, stack: Sta
     assert user["id"] == conversations[0]["user_id"]
     assert user["name"] == "Zhang San"
     assert user["email"] is None  # an auto user of the store (the resolver adds the domain's)
+
+
+async def test_a_persons_conversations_are_listed_newest_first(
+    admin: Admin, people: People, stack: Stack
+) -> None:
+    store = stack.daemon.store
+    assert store is not None
+    opened = []
+    for minutes, (channel, key, user) in enumerate(
+        [
+            ("dt", "direct:staff-1", people.wang),
+            ("dt", "direct:staff-2", people.li),
+            ("fs", "group:oc_1", people.wang),
+        ]
+    ):
+        conversation, _ = await store.conversation_with_history(
+            channel, key, user, idle_reset=IDLE, now=NOW + timedelta(minutes=minutes), limit=1
+        )
+        opened.append(conversation.id)
+
+    async def listed(query: str) -> list[str]:
+        conversations = (await admin.ok("GET", f"/conversations?{query}"))["conversations"]
+        return [c["id"] for c in conversations]
+
+    assert await listed(f"user={people.wang}") == [opened[2], opened[0]]
+    assert await listed(f"user={people.wang}&channel=dt") == [opened[0]]
+    assert await listed(f"user={people.wang}&limit=1") == [opened[2]]
+    assert await listed(f"user={people.li}") == [opened[1]]
+    assert await listed(f"user={people.feishu_wang}") == []  # a person who never wrote
+    [shown] = (await admin.ok("GET", f"/conversations?user={people.li}"))["conversations"]
+    assert shown["user"] == {"id": people.li, "name": "Li_100%", "email": None}
+    assert await admin.error("GET", "/conversations?user=nobody") == (404, "not_found")
 
 
 PEOPLE_FILE = """
