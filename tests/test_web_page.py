@@ -632,6 +632,62 @@ async def test_the_users_view_shows_links_blocks_and_unlinks_a_person(
     assert await page.evaluate("window.pwned") is None
 
 
+async def test_from_a_person_to_what_they_asked(page: Page, stack: Stack) -> None:
+    """Who is this person and what did they ask: the Users view lists a person's conversations,
+    newest first, and a click reads one in the conversation browser."""
+    asked = "Can I get a refund for order 1042?"
+    later = "Team: who has the release checklist?"
+    other = "Li Si's own question"
+    for text, staff_id, nick, chat in (
+        (asked, "staff-7", "Zhang San", "1"),
+        (other, "staff-8", "Li Si", "1"),
+        (later, "staff-7", "Zhang San", "2"),  # a group chat
+    ):
+        # one at a time: a conversation's last activity (its answer) comes before the next one's
+        sent = await stack.say(
+            text, sender_staff_id=staff_id, sender_nick=nick, conversation_type=chat
+        )
+        await stack.wait_bot_items(
+            sent.conversation_id, lambda items: any(i.get("done") for i in items)
+        )
+        await stack.idle()
+    await enter_token(page)
+    # the browser shows another channel: opening the person's conversation shows every channel
+    await page.locator("#conversation-channel").select_option(BROKEN)
+    await expect(page.locator("#conversation-list .empty")).to_have_text("No conversations yet.")
+
+    await page.locator("#user-search").fill("zhang")
+    users = page.locator("#user-list button.person-item")
+    await expect(users).to_have_count(1)
+    await users.first.click()
+    panel = page.locator("#person")
+    await expect(panel.locator("#person-name")).to_have_text("Zhang San")
+    theirs = panel.locator("#person-conversations button.conversation")
+    await expect(theirs).to_have_count(2)  # not Li Si's
+    await expect(theirs.locator(".conv-title")).to_have_text(["Group chat", "Direct chat"])
+    await expect(theirs.locator(".badge")).to_have_text([CHANNEL, CHANNEL])
+
+    await theirs.nth(1).click()
+    await expect(page.locator("#conversation-channel")).to_have_value("")
+    messages = page.locator("#thread .message")
+    await expect(messages).to_have_count(2)
+    await expect(messages.nth(0)).to_have_attribute("data-role", "user")
+    await expect(messages.nth(0).locator(".bubble")).to_have_text(asked)
+    await expect(page.locator("#thread .person-link")).to_have_text("Zhang San")
+    direct = await theirs.nth(1).get_attribute("data-conversation-id")
+    await expect(
+        page.locator(f'#conversation-list [data-conversation-id="{direct}"]')
+    ).to_have_attribute("aria-pressed", "true")
+    await expect(theirs.nth(1)).to_have_attribute("aria-pressed", "true")
+    await expect(page.locator("#conversation-list button.conversation")).to_have_count(3)
+
+    # the other one: the group question, the same person
+    await theirs.nth(0).click()
+    await expect(messages.nth(0).locator(".bubble")).to_have_text(later)
+    await expect(theirs.nth(0)).to_have_attribute("aria-pressed", "true")
+    assert other not in await page.locator("#thread").inner_text()
+
+
 async def test_the_login_url_signs_the_tab_in_and_leaves_the_address_bar(
     browser: Any, tmp_path: Path, dingtalk_emulator: EmulatorThread
 ) -> None:

@@ -1092,7 +1092,14 @@ async function refreshThread() {
 
 // ---- users: who writes, on which platforms; link, unlink, block -----------------------------
 
-const people = { search: "", selected: null, listSignature: "", detailSignature: "" };
+const people = {
+  search: "",
+  selected: null,
+  listSignature: "",
+  detailSignature: "",
+  conversationsSignature: "",
+};
+const PERSON_CONVERSATIONS = 20; // the latest ones; the browser's channel filter shows more
 const SOURCES = { auto: "created on first contact", file: "users file", http: "HTTP directory", ldap: "LDAP" };
 
 /** "Name <e-mail>", else whichever is known, else the opaque id. */
@@ -1175,19 +1182,81 @@ function showPersonPlaceholder(text) {
 
 async function refreshPerson() {
   let user;
+  let conversations;
   try {
     user = await api("GET", `/users/${encodeURIComponent(people.selected)}`);
+    const query = new URLSearchParams({ user: user.id, limit: String(PERSON_CONVERSATIONS) });
+    ({ conversations } = await api("GET", `/conversations?${query}`));
   } catch (error) {
     if (error.status !== 404) throw error;
     people.selected = null;
     showPersonPlaceholder("That person no longer exists.");
     return;
   }
-  // redrawn only when something changed: a half-typed identity id survives the polls
+  // redrawn only when something changed: a half-typed identity id survives the polls, and a
+  // person who keeps writing redraws only their conversations
   const signature = JSON.stringify(user);
-  if (signature === people.detailSignature) return;
-  people.detailSignature = signature;
-  renderPerson(user);
+  if (signature !== people.detailSignature) {
+    people.detailSignature = signature;
+    people.conversationsSignature = "";
+    renderPerson(user);
+  }
+  renderPersonConversations(conversations);
+}
+
+/** The person's conversations, newest activity first; a click opens one in the browser. */
+function renderPersonConversations(conversations) {
+  const keys = conversations.map((c) => [c.id, c.last_activity_at]);
+  const signature = JSON.stringify([keys, browser.selected?.id]);
+  if (signature === people.conversationsSignature) return;
+  people.conversationsSignature = signature;
+  const list = $("#person-conversations");
+  if (!conversations.length) {
+    list.replaceChildren(
+      el(
+        "li",
+        { class: "empty" },
+        "No conversations yet. An account linked to this person later keeps its earlier " +
+          "conversations with the person it had then.",
+      ),
+    );
+    return;
+  }
+  list.replaceChildren(
+    ...conversations.map((c) => {
+      const when = el("time", { class: "conv-time" });
+      setTime(when, c.last_activity_at, true);
+      const item = el(
+        "button",
+        {
+          type: "button",
+          class: "conversation",
+          "data-conversation-id": c.id,
+          "aria-pressed": String(c.id === browser.selected?.id),
+          title: "Read this conversation",
+          onclick: () => openConversation(c),
+        },
+        el(
+          "span",
+          { class: "conv-top" },
+          el("span", { class: "conv-title" }, conversationTitle(c)),
+          when,
+        ),
+        el("span", { class: "conv-key" }, el("span", { class: "badge" }, c.channel_id), " ", c.key),
+      );
+      return el("li", {}, item);
+    }),
+  );
+}
+
+/** From a person: their conversation in the browser (all channels if another was chosen). */
+function openConversation(conversation) {
+  if (browser.channel && browser.channel !== conversation.channel_id) {
+    browser.channel = "";
+    $("#conversation-channel").value = "";
+  }
+  selectConversation(conversation);
+  $("#conversations-title").scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
 function fact(label, value) {
@@ -1293,6 +1362,12 @@ function renderPerson(user) {
       el("span", { class: "sub" }, block),
     ),
     facts,
+    el("h3", { class: "person-section" }, "Conversations"),
+    el("ul", {
+      id: "person-conversations",
+      class: "person-conversations",
+      "aria-label": "Conversations of this person",
+    }),
     el("h3", { class: "person-section" }, "Identities"),
     identities,
     link,
