@@ -325,6 +325,46 @@ async def test_unlinking_for_an_owner_leaves_an_identity_that_moved_meanwhile(
     assert await store.unlink_identity(10_000, owner=bob) is None
 
 
+async def _waiting_for_a_row_lock(store: Store) -> None:
+    """Returns once a session of this database waits for a lock another one holds."""
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with asyncio.timeout(10):
+        while await _sql(store, waiting) != [(1,)]:
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.postgres
+async def test_an_unlink_waiting_for_a_link_in_flight_leaves_the_identity_linked(
+    postgres: PostgresDatabase, clock: FakeClock
+) -> None:
+    """PostgreSQL, two replicas: the unlink's locked read waits for the other replica's link to
+    commit, then finds the identity no longer the owner's."""
+    store = await Store.open(await postgres.clean(), clock=clock)
+    try:
+        alice = await _person(store, clock)
+        bob = await _person(store, clock, directory_id="file:bob", name="Bob", email="b@x.org")
+        await store.link_identity(
+            "dingtalk", "corp", "staff-1", alice, display_name="A", now=clock.now
+        )
+        [identity] = (await _user(store, alice))[1]
+        async with store.engine.connect() as replica:  # its link, not committed yet
+            await replica.execute(
+                text("UPDATE platform_identity SET user_id = :bob WHERE id = :id"),
+                {"bob": bob, "id": identity.id},
+            )
+            unlink = asyncio.ensure_future(store.unlink_identity(identity.id, owner=alice))
+            await _waiting_for_a_row_lock(store)
+            await replica.commit()
+        assert await unlink is None
+        owner = await store.identity_owner("dingtalk", "corp", "staff-1")
+        assert owner is not None and owner.id == bob
+    finally:
+        await store.close()
+
+
 async def test_a_persons_conversations_are_the_ones_opened_for_them(
     store: Store, clock: FakeClock
 ) -> None:
