@@ -54,6 +54,8 @@ _test_doubles = (
     _.wait_idle,
     _.QPS_LIMIT_BODY,  # a DingTalk fault body the emulator offers; tests inject it
     _.unregister,  # channels/registry.py: tests take away the dummy platform they registered
+    _.deny_contact,  # FeishuEmulatorThread: tests play an app without the contacts permission
+    _.add_contact_user,  # ... and register the people its contacts API knows
 )
 
 _test_entry_points = (
