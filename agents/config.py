@@ -29,6 +29,8 @@ class OpenAIAgentConfig(BaseModel):
     # asking for the token usage chunk.
     stream_usage: bool = True
     fallback: str | None = None  # agent answering when this one fails before any text
+    circuit_failures: int = Field(default=5, ge=1)  # consecutive failures opening the breaker
+    circuit_cooldown: float = Field(default=30.0, gt=0)  # seconds open before one trial call
 
     @field_validator("base_url")
     @classmethod
@@ -45,6 +47,8 @@ class EchoAgentConfig(BaseModel):
     system_prompt: str = ""
     history_messages: int = Field(default=20, ge=0)
     fallback: str | None = None
+    circuit_failures: int = Field(default=5, ge=1)
+    circuit_cooldown: float = Field(default=30.0, gt=0)
     delay: float = Field(default=0.02, ge=0, le=5)  # seconds between words, so cards visibly stream
 
 

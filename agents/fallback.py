@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from agents.base import Agent, AgentRequest
+from agents.circuit import CircuitOpen
 from common.errors import ChannelError
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ class FallbackAgent:
         except ChannelError as exc:
             if yielded:
                 raise
-            # Classified messages carry no secrets by contract, so the reason can be logged.
-            logger.warning(
+            # Classified messages carry no secrets by contract, so the reason can be logged; an
+            # open breaker was already logged once when it opened, not again on every message.
+            logger.log(
+                logging.DEBUG if isinstance(exc, CircuitOpen) else logging.WARNING,
                 "agent %r failed before answering (%s: %s); answering with %r",
                 self.primary.name,
                 type(exc).__name__,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 from agents.base import Agent
+from agents.circuit import CircuitAgent, CircuitBreaker, CircuitObserver
 from agents.config import AgentConfig, EchoAgentConfig
 from agents.echo import EchoAgent
 from agents.fallback import FallbackAgent
@@ -51,18 +53,45 @@ def build_agent(name: str, config: AgentConfig, *, on_usage: UsageCallback | Non
     return OpenAIAgent(name, config, on_usage=on_usage)
 
 
-def build_agents(
-    configs: Mapping[str, AgentConfig], *, on_usage: NamedUsageCallback | None = None
-) -> dict[str, Agent]:
-    """Every configured agent by name, each wrapped with its fallback chain when it has one.
+def build_breakers(
+    configs: Mapping[str, AgentConfig],
+    *,
+    observer: CircuitObserver | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, CircuitBreaker]:
+    """One circuit breaker per configured agent, from its circuit_failures and circuit_cooldown."""
+    return {
+        name: CircuitBreaker(
+            name,
+            failures=config.circuit_failures,
+            cooldown=config.circuit_cooldown,
+            clock=clock,
+            observer=observer,
+        )
+        for name, config in configs.items()
+    }
 
-    `on_usage(agent_name, prompt_tokens, completion_tokens)` reports token usage per agent.
+
+def build_agents(
+    configs: Mapping[str, AgentConfig],
+    *,
+    on_usage: NamedUsageCallback | None = None,
+    breakers: Mapping[str, CircuitBreaker] | None = None,
+) -> dict[str, Agent]:
+    """Every configured agent by name, behind its breaker, wrapped with its fallback chain.
+
+    `on_usage(agent_name, prompt_tokens, completion_tokens)` reports token usage per agent;
+    `breakers` (from build_breakers) lets the caller watch them; without it each gets its own.
     """
     order = fallback_order(configs)  # validates before any client is created
+    if breakers is None:
+        breakers = build_breakers(configs)
     agents: dict[str, Agent] = {}
     for name in order:
         usage = functools.partial(on_usage, name) if on_usage is not None else None
-        agent = build_agent(name, configs[name], on_usage=usage)
+        agent: Agent = CircuitAgent(
+            build_agent(name, configs[name], on_usage=usage), breakers[name]
+        )
         target = configs[name].fallback
         # The target was built first (fallback_order), already wrapped with its own fallback.
         agents[name] = agent if target is None else FallbackAgent(agent, agents[target])
