@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from pydantic import ValidationError
 
+from agents.circuit import CircuitBreaker
 from channels.users.resolver import UserResolver
 from channels.voice.calls import VoiceCalls
 from channels.voice.requests import CallError, StartCall
@@ -193,6 +194,7 @@ class AdminApi:
         *,
         clock: Clock = utc_now,
         users: UserResolver | None = None,
+        circuits: Mapping[str, CircuitBreaker] | None = None,
     ) -> None:
         self._service = service
         self._store = store
@@ -201,6 +203,7 @@ class AdminApi:
         self._clock = clock
         # told of blocks and links made here, so they apply now rather than at its next round
         self._users = users
+        self._circuits = circuits or {}
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -231,7 +234,12 @@ class AdminApi:
         return web.json_response(openapi_document())
 
     async def list_agents(self, _: web.Request) -> web.Response:
-        return web.json_response({"agents": self._agents})
+        agents: list[dict[str, Any]] = []
+        for agent in self._agents:
+            breaker = self._circuits.get(agent["name"])
+            circuit = None if breaker is None else breaker.snapshot()
+            agents.append({**agent, "circuit": circuit})
+        return web.json_response({"agents": agents})
 
     async def list_channels(self, _: web.Request) -> web.Response:
         return web.json_response({"channels": await self._service.list()})

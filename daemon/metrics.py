@@ -148,6 +148,13 @@ class Metrics:
         self._llm_tokens = Counter(
             "channeld_llm_tokens", "Tokens reported by the model.", ["agent", "kind"], registry=r
         )
+        self._circuit_open = Gauge(
+            "channeld_agent_circuit_open",
+            "1 while the agent's circuit breaker is open or half-open (skipped, the fallback"
+            " answers), 0 while closed.",
+            ["agent"],
+            registry=r,
+        )
         self._loop_lag = Histogram(
             "channeld_event_loop_lag_seconds",
             "How late a timer on the event loop fired.",
@@ -218,6 +225,12 @@ class Metrics:
             buckets=DIRECTORY_BUCKETS,
             registry=r,
         )
+        self._faq_answers = Counter(
+            "channeld_faq_answers",
+            "Questions answered from the [[faq]] table, without a model call.",
+            ["channel"],
+            registry=r,
+        )
         # Label sets created per channel, so that forgetting a channel removes every one of them.
         self._series: dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
 
@@ -243,6 +256,7 @@ class Metrics:
             self._child(self._replies, channel, platform, outcome)
         for reason in DROP_REASONS:
             self._child(self._dropped, channel, platform, reason)
+        self._child(self._faq_answers, channel)
 
     def set_channel_state(self, channel: str, platform: str, state: str) -> None:
         """Record the channel's state (a `ChannelState` value); `up` follows `connected`."""
@@ -338,6 +352,10 @@ class Metrics:
         """One whole answer from an agent."""
         self._llm_seconds.labels(agent).observe(seconds)
 
+    def faq_answer(self, channel: str) -> None:
+        """One question answered from the FAQ."""
+        self._child(self._faq_answers, channel).inc()
+
     def user_resolution(self, mapper: str, outcome: str) -> None:
         """One step of resolving a sender (channels/users/resolver.py, Outcome)."""
         self._user_resolutions.labels(mapper, outcome).inc()
@@ -350,6 +368,10 @@ class Metrics:
         """Token usage of one answer, as the model reported it."""
         self._llm_tokens.labels(agent, "prompt").inc(prompt)
         self._llm_tokens.labels(agent, "completion").inc(completion)
+
+    def agent_circuit(self, agent: str, is_open: bool) -> None:
+        """An agent's circuit breaker opened (or is half-open) or closed."""
+        self._circuit_open.labels(agent).set(1 if is_open else 0)
 
     def loop_lag(self, seconds: float) -> None:
         """How late the loop ran a timer."""

@@ -136,6 +136,38 @@ def _schemas(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
     nullable_str = {"type": ["string", "null"]}
     return {
         **_channel_schemas(platforms),
+        "Agent": {
+            "type": "object",
+            "required": ["name", "type", "circuit"],
+            "properties": {
+                "name": {"type": "string"},
+                "type": {"type": "string", "examples": ["openai", "echo"]},
+                "circuit": {"oneOf": [_ref("Circuit"), {"type": "null"}]},
+            },
+        },
+        "Circuit": {
+            "type": "object",
+            "description": (
+                "The agent's circuit breaker: closed (called as usual); open after "
+                "circuit_failures consecutive failed answers (skipped without a request, its "
+                "fallback answers) for circuit_cooldown seconds; half_open after that (one trial "
+                "call at a time: success closes, failure reopens)."
+            ),
+            "required": ["state", "failures", "opened_at"],
+            "properties": {
+                "state": {"type": "string", "enum": ["closed", "open", "half_open"]},
+                "failures": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "consecutive failed answers",
+                },
+                "opened_at": {
+                    "type": ["string", "null"],
+                    "format": "date-time",
+                    "description": "when it last opened (UTC); null while closed",
+                },
+            },
+        },
         "ChannelPatch": {
             "type": "object",
             "description": (
@@ -480,7 +512,18 @@ def _document(platforms: tuple[Platform[Any], ...]) -> dict[str, Any]:
             "/api/v1/openapi.json": {
                 "get": {**_op("This document", _json({"type": "object"})), "security": []}
             },
-            "/api/v1/agents": {"get": _op("Configured agents", _json({"type": "object"}))},
+            "/api/v1/agents": {
+                "get": _op(
+                    "Configured agents, each with its circuit breaker's state",
+                    _json(
+                        {
+                            "type": "object",
+                            "required": ["agents"],
+                            "properties": {"agents": {"type": "array", "items": _ref("Agent")}},
+                        }
+                    ),
+                )
+            },
             "/api/v1/channels": {
                 "get": _op(
                     "All channels with live status",
