@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from agents.base import AgentRequest, Turn
+from agents.base import Agent, AgentRequest, Turn
+from agents.faq import FaqAgent
 from channels.commands import HELP_TEXT, NEW_TEXT, Command
 from channels.conversations import AnswerSlots, Job, WorkerKey, direct_key
 from channels.emitter import ReplyOutcome
@@ -147,16 +148,21 @@ class Answerer:
             user_text=job.text,
             user_id=user_id,
         )
+        # a FAQ question is answered by its fixed text in place of the agent, down the same path
+        hit = runtime.faq.match(job.text) if runtime.faq is not None else None
+        agent: Agent = runtime.agent if hit is None else FaqAgent(hit.entry.answer)
         # A burst across many conversations waits here for a slot, in order, rather than
         # opening an LLM stream and a card each at once.
         async with self._slots.hold():
             _still_running(runtime)  # the channel may have stopped while this waited
             # the LLM is asked now; the card and the journal follow while it thinks (a crash
             # before they are recorded leaves the row "received": answered again)
-            answer = PrefetchedAnswer(
-                timed(runtime.agent.stream(request), runtime.agent.name, self._observer),
-                name=f"llm-{message.channel_id}",
-            )
+            deltas = agent.stream(request)
+            if hit is None:
+                deltas = timed(deltas, agent.name, self._observer)
+            else:
+                self._observer.faq_answer(message.channel_id)
+            answer = PrefetchedAnswer(deltas, name=f"llm-{message.channel_id}")
             try:
                 await self._reply_streamed(runtime, job, conversation.id, now, answer)
             finally:

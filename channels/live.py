@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from agents.base import Agent
+from agents.faq import FaqMatcher
 from channels.callbacks import Callback, CallbackAnswer, CallbackProvider, Intake
 from channels.config import ChannelConfigBase
 from channels.emitter import EmitterSettings, ResponseEmitter
@@ -31,6 +32,7 @@ class AgentProfile:
     agent: Agent
     system_prompt: str
     history_messages: int
+    faq: FaqMatcher | None = None  # questions answered before the agent is asked
 
 
 class RuntimeRetired(Exception):
@@ -47,6 +49,7 @@ class ChannelRuntime:
     system_prompt: str
     history_messages: int
     emitter: ResponseEmitter
+    faq: FaqMatcher | None = None  # questions answered without asking `agent`
     # Set when the channel stops; resolved by the manager with the runtime that took its place
     # (a restart, an edit) or None (disabled, deleted), so queued messages follow the channel.
     _successor: asyncio.Future[ChannelRuntime | None] | None = field(
@@ -155,6 +158,7 @@ class LiveChannel:
             system_prompt=profile.system_prompt,
             history_messages=profile.history_messages,
             emitter=emitter,
+            faq=profile.faq,
         )
 
     async def _receive(self, message: InboundMessage) -> None:

@@ -29,6 +29,7 @@ class Observer(Protocol):
         self, channel: str, platform: str, endpoint: str, status: int | str
     ) -> None: ...
     def llm_request(self, agent: str, seconds: float) -> None: ...
+    def faq_answer(self, channel: str) -> None: ...
     def user_resolution(self, mapper: str, outcome: str) -> None: ...
     def directory_latency(self, mapper: str, seconds: float) -> None: ...
 
@@ -72,6 +73,9 @@ class NullObserver:
         """Ignored."""
 
     def llm_request(self, agent: str, seconds: float) -> None:
+        """Ignored."""
+
+    def faq_answer(self, channel: str) -> None:
         """Ignored."""
 
     def user_resolution(self, mapper: str, outcome: str) -> None:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from agents.base import Agent
+from agents.faq import FaqMatcher
 from agents.registry import build_agents, close_agents
 from channels.config import ChannelConfigBase
 from channels.conversations import AnswerSlots
@@ -155,11 +156,13 @@ class Daemon:
         )
         await self.users.start()
         self._agents = build_agents(settings.agents, on_usage=self.metrics.llm_tokens)
+        faq = FaqMatcher(settings.faq, threshold=settings.faq_threshold)
         profiles = {
             name: AgentProfile(
                 agent=self._agents[name],
                 system_prompt=config.system_prompt,
                 history_messages=config.history_messages,
+                faq=faq if faq else None,
             )
             for name, config in settings.agents.items()
         }

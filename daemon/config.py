@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
+from agents.faq import DEFAULT_THRESHOLD, FaqEntry
 from agents.registry import fallback_order
 from channels import registry
 from channels.config import ChannelConfigBase
@@ -323,6 +324,8 @@ class Settings(BaseModel):
     users: UsersSection = UsersSection()
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
     channels: list[ChannelConfig] = Field(default_factory=list)
+    faq: list[FaqEntry] = Field(default_factory=list)  # answered before any model is asked
+    faq_threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0, le=100)  # fuzzy match score
 
     @field_validator("channels")
     @classmethod
