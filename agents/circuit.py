@@ -90,8 +90,14 @@ class CircuitBreaker:
             self._opened_at = None
             self._notify()
 
-    def failed(self) -> None:
-        """A call failed with a classified error; opens at the threshold or after a trial."""
+    def failed(self, *, admitted_closed: bool = False) -> None:
+        """A call failed with a classified error; opens at the threshold or after a trial.
+
+        `admitted_closed`: the call was let through while closed; if the breaker has opened
+        since, its late failure changes nothing (and must not settle the trial in flight).
+        """
+        if admitted_closed and self._state is not CircuitState.CLOSED:
+            return
         self._failures += 1
         trial = self._state is CircuitState.HALF_OPEN
         self._trial_running = False
@@ -107,10 +113,11 @@ class CircuitBreaker:
             )
             self._notify()
 
-    def abandoned(self) -> None:
+    def abandoned(self, *, admitted_closed: bool = False) -> None:
         """A call ended without a verdict (cancelled, stopped before any text): counts nothing,
-        but frees the trial slot so the next call may try."""
-        self._trial_running = False
+        but frees the trial slot, when it held it, so the next call may try."""
+        if not admitted_closed:
+            self._trial_running = False
 
     def snapshot(self) -> dict[str, Any]:
         """State, consecutive failures and when it last opened (ISO 8601, UTC), for the API."""
@@ -138,6 +145,7 @@ class CircuitAgent:
 
     async def stream(self, request: AgentRequest) -> AsyncIterator[str]:
         """The agent's deltas; its classified errors count against the breaker."""
+        admitted_closed = self.breaker.state is CircuitState.CLOSED
         if not self.breaker.allow():
             raise CircuitOpen(f"agent {self.name!r} skipped: its circuit breaker is open")
         answered = False
@@ -147,7 +155,7 @@ class CircuitAgent:
                 answered = True
                 yield delta
         except ChannelError:
-            self.breaker.failed()
+            self.breaker.failed(admitted_closed=admitted_closed)
             raise
         except BaseException:
             # a stop after text (the model was answering) is a success; a stop, cancellation
@@ -155,7 +163,7 @@ class CircuitAgent:
             if answered:
                 self.breaker.succeeded()
             else:
-                self.breaker.abandoned()
+                self.breaker.abandoned(admitted_closed=admitted_closed)
             raise
         finally:
             aclose: Any = getattr(deltas, "aclose", None)  # the Agent protocol does not promise it

@@ -179,6 +179,29 @@ async def test_only_one_trial_call_runs_while_half_open() -> None:
     assert breaker.state is CircuitState.CLOSED
 
 
+async def test_a_late_failure_from_before_the_opening_leaves_the_trial_alone() -> None:
+    clock = FakeClock()
+    breaker = _breaker(clock, failures=1, cooldown=10)
+    early, trial = GatedAgent(), GatedAgent()
+    early.error = TransientError("late")
+    late_call = asyncio.create_task(collect(CircuitAgent(early, breaker), make_request()))
+    await early.started.wait()  # let through while closed
+    breaker.failed()  # another call opened it meanwhile
+    clock.now += 10
+    trial_call = asyncio.create_task(collect(CircuitAgent(trial, breaker), make_request()))
+    await trial.started.wait()
+    early.gate.set()
+    with pytest.raises(TransientError, match="late"):
+        await late_call
+    assert breaker.snapshot()["state"] == "half_open"  # not reopened by a stale verdict
+    assert breaker.snapshot()["failures"] == 1
+    with pytest.raises(CircuitOpen):  # the trial still holds the one slot
+        await collect(CircuitAgent(GatedAgent(), breaker), make_request())
+    trial.gate.set()
+    assert await trial_call == ["ok"]
+    assert breaker.snapshot()["state"] == "closed"
+
+
 async def test_a_failed_trial_reopens_and_skips_without_a_call() -> None:
     clock = FakeClock()
     breaker = _breaker(clock, failures=2, cooldown=10)
