@@ -66,6 +66,26 @@ class FaqHit:
     score: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Table:
+    threshold: float
+    exact: dict[str, FaqEntry]  # every entry's normalised patterns, the first entry's kept
+    fuzzy_patterns: list[str]  # the fuzzy entries' normalised patterns, in entry order
+    fuzzy_entries: list[FaqEntry]  # the entry of each pattern above
+
+
+def _table(entries: Sequence[FaqEntry], threshold: float) -> _Table:
+    table = _Table(threshold, {}, [], [])
+    for entry in entries:
+        for pattern in entry.patterns:
+            key = normalise(pattern)
+            table.exact.setdefault(key, entry)  # the first entry keeps a repeated pattern
+            if entry.match == "fuzzy":
+                table.fuzzy_patterns.append(key)
+                table.fuzzy_entries.append(entry)
+    return table
+
+
 class FaqMatcher:
     """Finds the FAQ entry for a question: equality with a normalised pattern of any entry first,
     then the best WRatio score against the fuzzy entries' patterns at or above the threshold; the
@@ -74,29 +94,24 @@ class FaqMatcher:
     def __init__(
         self, entries: Sequence[FaqEntry], *, threshold: float = DEFAULT_THRESHOLD
     ) -> None:
-        self._threshold = threshold
-        self._exact: dict[str, FaqEntry] = {}
-        self._fuzzy_patterns: list[str] = []
-        self._fuzzy_entries: list[FaqEntry] = []
-        for entry in entries:
-            for pattern in entry.patterns:
-                key = normalise(pattern)
-                self._exact.setdefault(key, entry)  # the first entry keeps a repeated pattern
-                if entry.match == "fuzzy":
-                    self._fuzzy_patterns.append(key)
-                    self._fuzzy_entries.append(entry)
+        self._table = _table(entries, threshold)
 
     def __bool__(self) -> bool:
-        return bool(self._exact)
+        return bool(self._table.exact)
+
+    def replace(self, entries: Sequence[FaqEntry], *, threshold: float = DEFAULT_THRESHOLD) -> None:
+        """Match against new entries from now on (a reload); a match in progress is not torn."""
+        self._table = _table(entries, threshold)
 
     def match(self, question: str) -> FaqHit | None:
         """The entry answering `question`, or None when the model should be asked."""
+        table = self._table
         key = normalise(question)
         if not key:
             return None
-        if (entry := self._exact.get(key)) is not None:
+        if (entry := table.exact.get(key)) is not None:
             return FaqHit(entry, 100.0)
-        if not self._fuzzy_patterns:
+        if not table.fuzzy_patterns:
             return None
         # WRatio rather than token_set_ratio: Chinese has no spaces to split tokens on, where
         # WRatio's partial comparison still finds a pattern inside a longer question (scaled down
@@ -105,15 +120,15 @@ class FaqMatcher:
         # patterns in C and keeps the first of equal scores.
         found = process.extractOne(
             key,
-            self._fuzzy_patterns,
+            table.fuzzy_patterns,
             scorer=fuzz.WRatio,
             processor=None,
-            score_cutoff=self._threshold,
+            score_cutoff=table.threshold,
         )
         if found is None:
             return None
         _, score, index = found
-        return FaqHit(self._fuzzy_entries[index], float(score))
+        return FaqHit(table.fuzzy_entries[index], float(score))
 
 
 class FaqAgent:

@@ -120,6 +120,8 @@ class Daemon:
         self.metrics.watch_answers(lambda: slots.running, lambda: slots.waiting)
         self._pruner: Pruner | None = None
         self._agents: dict[str, Agent] = {}
+        # one matcher for every channel, its table replaced on reload
+        self._faq = FaqMatcher(settings.faq, threshold=settings.faq_threshold)
 
     async def _ready(self) -> bool:
         return (
@@ -156,13 +158,12 @@ class Daemon:
         )
         await self.users.start()
         self._agents = build_agents(settings.agents, on_usage=self.metrics.llm_tokens)
-        faq = FaqMatcher(settings.faq, threshold=settings.faq_threshold)
         profiles = {
             name: AgentProfile(
                 agent=self._agents[name],
                 system_prompt=config.system_prompt,
                 history_messages=config.history_messages,
-                faq=faq if faq else None,
+                faq=self._faq,
             )
             for name, config in settings.agents.items()
         }
@@ -297,7 +298,14 @@ class Daemon:
                 "[users] changes take effect at the next restart; the users file is re-read"
             )
         await self._reload_users()
-        self.settings = self.settings.model_copy(update={"channels": settings.channels})
+        self._faq.replace(settings.faq, threshold=settings.faq_threshold)
+        self.settings = self.settings.model_copy(
+            update={
+                "channels": settings.channels,
+                "faq": settings.faq,
+                "faq_threshold": settings.faq_threshold,
+            }
+        )
         await self.manager.provision(self._channels(settings))
         await self._serve_callbacks()
         await self.manager.reconcile()

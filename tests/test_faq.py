@@ -201,3 +201,30 @@ async def test_faq_answered_in_a_card_without_the_llm_and_kept_in_history(
         assert faq_answers(daemon) == 1
     finally:
         await stack.stop()
+
+
+async def test_reload_replaces_the_faq_for_running_channels(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    settings = settings_for(tmp_path, dingtalk_emulator.url, fake_llm)
+    daemon = Daemon(settings, backoff=FAST_BACKOFF)  # no [[faq]] at start
+    await daemon.start()
+    stack = Stack(daemon, dingtalk_emulator, fake_llm)
+    try:
+        await stack.connected()
+        await daemon.reload(
+            settings.model_copy(
+                update={"faq": [entry("returns policy", answer=RETURNS, match="exact")]}
+            )
+        )
+        sent = await stack.say("Returns policy?")
+        items = await stack.wait_bot_items(
+            sent.conversation_id, lambda i: len(cards(i)) == 1 and finished(cards(i)[0])
+        )
+        assert cards(items)[0]["text"] == RETURNS
+        await stack.idle()
+        assert fake_llm.requests == []
+        assert faq_answers(daemon) == 1
+        assert daemon.settings.faq[0].answer == RETURNS
+    finally:
+        await stack.stop()
