@@ -16,7 +16,7 @@ from sqlmodel import col
 
 from agents.base import Agent
 from agents.faq import FaqMatcher
-from agents.registry import build_agents, close_agents
+from agents.registry import build_agents, build_breakers, close_agents
 from channels.config import ChannelConfigBase
 from channels.conversations import AnswerSlots
 from channels.live import AgentProfile
@@ -157,7 +157,11 @@ class Daemon:
             enrich=settings.users.enrich,
         )
         await self.users.start()
-        self._agents = build_agents(settings.agents, on_usage=self.metrics.llm_tokens)
+        # one breaker per agent: a dead model is skipped for its cooldown, its fallback answers
+        breakers = build_breakers(settings.agents, observer=self.metrics.agent_circuit)
+        self._agents = build_agents(
+            settings.agents, on_usage=self.metrics.llm_tokens, breakers=breakers
+        )
         profiles = {
             name: AgentProfile(
                 agent=self._agents[name],
@@ -225,7 +229,12 @@ class Daemon:
             self._ready,
             state_dir=settings.daemon.state_dir,
             api=AdminApi(
-                self.channels, self.store, agents_view, self.voice_calls, users=self.users
+                self.channels,
+                self.store,
+                agents_view,
+                self.voice_calls,
+                users=self.users,
+                circuits=breakers,
             ),
             metrics=metrics_handler(self.metrics),
         )

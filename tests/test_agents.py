@@ -16,6 +16,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from agents.base import Role
+from agents.circuit import CircuitAgent
 from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
 from agents.echo import EchoAgent
 from agents.fallback import FallbackAgent
@@ -428,9 +429,9 @@ async def test_build_agents_wires_fallback_chains(fake_llm: FakeLLM) -> None:
         assert "".join(await collect(agents["main"], make_request("hey"))) == "You said: hey"
     finally:
         await close_agents(agents)
-    primary = agents["main"].primary
-    assert isinstance(primary, OpenAIAgent)
-    assert primary._client.is_closed()
+    primary = agents["main"].primary  # behind its circuit breaker
+    assert isinstance(primary, CircuitAgent) and isinstance(primary.agent, OpenAIAgent)
+    assert primary.agent._client.is_closed()
 
 
 # -- echo -----------------------------------------------------------------------------------
