@@ -22,11 +22,12 @@ from typing import Any
 
 from agents.base import Agent, AgentRequest, Turn
 from agents.faq import FaqAgent
+from agents.routes import MessageFacts
 from channels.commands import HELP_TEXT, NEW_TEXT, Command
 from channels.conversations import AnswerSlots, Job, WorkerKey, direct_key
 from channels.emitter import ReplyOutcome
-from channels.live import ChannelRuntime, RuntimeRetired
-from channels.model import ChatType, InboundMessage
+from channels.live import AgentProfile, ChannelRuntime, RuntimeRetired
+from channels.model import ChatType, InboundMessage, describe_attachment
 from channels.observer import Observer
 from channels.prefetch import PrefetchedAnswer
 from channels.users.resolver import Resolution, UserResolver
@@ -113,6 +114,10 @@ class Answerer:
             await self._turn_away(runtime, job, resolution)
             return
         user_id = resolution.user_id
+        # the agent that answers unless the FAQ does: chosen before the history is read, whose
+        # length is the chosen agent's
+        routed = _route(runtime, job, resolution)
+        profile = routed[1] if routed is not None else _own_profile(runtime)
         if job.command is Command.HELP:
             await self._reply_plain(runtime, job, HELP_TEXT)
             return
@@ -131,14 +136,14 @@ class Answerer:
                 user_id,
                 idle_reset=timedelta(minutes=config.idle_reset_minutes),
                 now=now,
-                limit=runtime.history_messages,
+                limit=profile.history_messages,
                 # a voice call before any chat opened the user's conversation under their id
                 adopt=direct_key(message.sender.platform_id)
                 if message.chat_type is ChatType.DIRECT
                 else None,
             )
         request = AgentRequest(
-            system_prompt=runtime.system_prompt,
+            system_prompt=profile.system_prompt,
             history=tuple(
                 Turn("user" if m.role == "user" else "assistant", m.content)
                 for m in history
@@ -150,7 +155,7 @@ class Answerer:
         )
         # a FAQ question is answered by its fixed text in place of the agent, down the same path
         hit = runtime.faq.match(job.text) if runtime.faq is not None else None
-        agent: Agent = runtime.agent if hit is None else FaqAgent(hit.entry.answer)
+        agent: Agent = profile.agent if hit is None else FaqAgent(hit.entry.answer)
         # A burst across many conversations waits here for a slot, in order, rather than
         # opening an LLM stream and a card each at once.
         async with self._slots.hold():
@@ -160,6 +165,8 @@ class Answerer:
             deltas = agent.stream(request)
             if hit is None:
                 deltas = timed(deltas, agent.name, self._observer)
+                if routed is not None:
+                    self._observer.route(message.channel_id, routed[0])
             else:
                 self._observer.faq_answer(message.channel_id)
             answer = PrefetchedAnswer(deltas, name=f"llm-{message.channel_id}")
@@ -296,6 +303,35 @@ class Answerer:
         await self._store.journal_update(
             job.entry_id, state=JournalState.REPLIED, delivered_text=text
         )
+
+
+def _own_profile(runtime: ChannelRuntime) -> AgentProfile:
+    """The channel's own agent, as a route's would be."""
+    return AgentProfile(runtime.agent, runtime.system_prompt, runtime.history_messages)
+
+
+def _route(
+    runtime: ChannelRuntime, job: Job, resolution: Resolution
+) -> tuple[str, AgentProfile] | None:
+    """The agent `[[routes]]` picks for the job, and its profile; None: the channel's own."""
+    routing = runtime.routing
+    if routing is None or not routing.table:
+        return None
+    message = job.message
+    # the user's own words: the notes naming attachments (channels/convert.py) are not theirs
+    notes = {describe_attachment(a) for a in message.attachments}
+    text = "\n".join(line for line in job.text.split("\n") if line not in notes)
+    kinds = {a.kind for a in message.attachments}
+    if text.strip():
+        kinds.add("text")
+    facts = MessageFacts(
+        channel=message.channel_id,
+        platform=message.platform,
+        groups=resolution.groups,
+        text=text,
+        content_types=frozenset(kinds),
+    )
+    return routing.choose(facts)
 
 
 def _still_running(runtime: ChannelRuntime) -> None:

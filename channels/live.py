@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agents.base import Agent
 from agents.faq import FaqMatcher
+from agents.routes import MessageFacts, RouteTable
 from channels.callbacks import Callback, CallbackAnswer, CallbackProvider, Intake
 from channels.config import ChannelConfigBase
 from channels.emitter import EmitterSettings, ResponseEmitter
@@ -33,6 +34,23 @@ class AgentProfile:
     system_prompt: str
     history_messages: int
     faq: FaqMatcher | None = None  # questions answered before the agent is asked
+    routing: Routing | None = None  # another agent chosen per message by `[[routes]]`
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """The `[[routes]]` table and the agents its routes may name (the daemon's, without routing
+    of their own: a routed message is not routed again)."""
+
+    table: RouteTable
+    agents: Mapping[str, AgentProfile]
+
+    def choose(self, facts: MessageFacts) -> tuple[str, AgentProfile] | None:
+        """The agent of the first matching route and its profile; None: the channel's agent."""
+        route = self.table.choose(facts)
+        if route is None or (profile := self.agents.get(route.agent)) is None:
+            return None
+        return route.agent, profile
 
 
 class RuntimeRetired(Exception):
@@ -50,6 +68,7 @@ class ChannelRuntime:
     history_messages: int
     emitter: ResponseEmitter
     faq: FaqMatcher | None = None  # questions answered without asking `agent`
+    routing: Routing | None = None  # another agent chosen per message
     # Set when the channel stops; resolved by the manager with the runtime that took its place
     # (a restart, an edit) or None (disabled, deleted), so queued messages follow the channel.
     _successor: asyncio.Future[ChannelRuntime | None] | None = field(
@@ -159,6 +178,7 @@ class LiveChannel:
             history_messages=profile.history_messages,
             emitter=emitter,
             faq=profile.faq,
+            routing=profile.routing,
         )
 
     async def _receive(self, message: InboundMessage) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import logging
@@ -17,9 +18,10 @@ from sqlmodel import col
 from agents.base import Agent
 from agents.faq import FaqMatcher
 from agents.registry import build_agents, build_breakers, close_agents
+from agents.routes import RouteTable
 from channels.config import ChannelConfigBase
 from channels.conversations import AnswerSlots
-from channels.live import AgentProfile
+from channels.live import AgentProfile, Routing
 from channels.manager import ChannelManager
 from channels.model import ChannelState
 from channels.recovery import recover
@@ -122,6 +124,7 @@ class Daemon:
         self._agents: dict[str, Agent] = {}
         # one matcher for every channel, its table replaced on reload
         self._faq = FaqMatcher(settings.faq, threshold=settings.faq_threshold)
+        self._routes = RouteTable(settings.routes)  # likewise shared, replaced on reload
 
     async def _ready(self) -> bool:
         return (
@@ -162,7 +165,7 @@ class Daemon:
         self._agents = build_agents(
             settings.agents, on_usage=self.metrics.llm_tokens, breakers=breakers
         )
-        profiles = {
+        unrouted = {
             name: AgentProfile(
                 agent=self._agents[name],
                 system_prompt=config.system_prompt,
@@ -170,6 +173,11 @@ class Daemon:
                 faq=self._faq,
             )
             for name, config in settings.agents.items()
+        }
+        routing = Routing(self._routes, unrouted)
+        profiles = {
+            name: dataclasses.replace(profile, routing=routing)
+            for name, profile in unrouted.items()
         }
         # never a fresh key over sealed secrets: SecretKeyError is a config error (exit 11)
         sealed = sealed_channels(await self.store.list_channels())
@@ -308,11 +316,22 @@ class Daemon:
             )
         await self._reload_users()
         self._faq.replace(settings.faq, threshold=settings.faq_threshold)
+        routes = settings.routes
+        if unknown := sorted({r.agent for r in routes} - set(self._agents)):
+            # agents change only at a restart: a route to one not running yet waits for it
+            log.error(
+                "routes not reloaded, keeping the previous ones: agent(s) %s not running"
+                " until the next restart",
+                ", ".join(unknown),
+            )
+            routes = self.settings.routes
+        self._routes.replace(routes)
         self.settings = self.settings.model_copy(
             update={
                 "channels": settings.channels,
                 "faq": settings.faq,
                 "faq_threshold": settings.faq_threshold,
+                "routes": routes,
             }
         )
         await self.manager.provision(self._channels(settings))

@@ -29,6 +29,7 @@ from pydantic import (
 from agents.config import AgentConfig, EchoAgentConfig, OpenAIAgentConfig
 from agents.faq import DEFAULT_THRESHOLD, FaqEntry
 from agents.registry import fallback_order
+from agents.routes import Route
 from channels import registry
 from channels.config import ChannelConfigBase
 from common.endpoint import http_base_url, is_loopback
@@ -326,6 +327,7 @@ class Settings(BaseModel):
     channels: list[ChannelConfig] = Field(default_factory=list)
     faq: list[FaqEntry] = Field(default_factory=list)  # answered before any model is asked
     faq_threshold: float = Field(default=DEFAULT_THRESHOLD, ge=0, le=100)  # fuzzy match score
+    routes: list[Route] = Field(default_factory=list)  # first match picks the agent, after the FAQ
 
     @field_validator("channels")
     @classmethod
@@ -349,6 +351,7 @@ class Settings(BaseModel):
                     f"channels.{index}.agent: unknown agent {channel.agent!r} "
                     f"(defined: {', '.join(sorted(self.agents)) or 'none'})"
                 )
+        self._check_routes()
         for name, agent in self.agents.items():
             if agent.fallback is not None and agent.fallback not in self.agents:
                 raise ConfigurationError(
@@ -358,6 +361,29 @@ class Settings(BaseModel):
             for channel in self.channels:
                 if (reason := channel.unproven_callbacks()) is not None:
                     raise ConfigurationError(unproven_error(channel.id, reason, self.webhooks))
+
+    def _check_routes(self) -> None:
+        channel_ids = {channel.id for channel in self.channels}
+        for index, route in enumerate(self.routes):
+            if route.agent not in self.agents:
+                raise ConfigurationError(
+                    f"routes.{index}.agent: unknown agent {route.agent!r} "
+                    f"(defined: {', '.join(sorted(self.agents)) or 'none'})"
+                )
+            # channels added through the admin API are not in the file: a route naming one
+            # is refused here, as a typo would be
+            for channel_id in route.channels or ():
+                if channel_id not in channel_ids:
+                    raise ConfigurationError(
+                        f"routes.{index}.channels: unknown channel {channel_id!r} "
+                        f"(in this file: {', '.join(sorted(channel_ids)) or 'none'})"
+                    )
+            for platform in route.platforms or ():
+                if platform not in registry.names():
+                    raise ConfigurationError(
+                        f"routes.{index}.platforms: unknown platform {platform!r} "
+                        f"(known: {', '.join(sorted(registry.names()))})"
+                    )
 
 
 def expand_variables(value: Any, environ: Mapping[str, str], path: str = "") -> Any:

@@ -231,6 +231,12 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+        self._routes = Counter(
+            "channeld_route",
+            "Answers given by the agent a [[routes]] entry chose in place of the channel's own.",
+            ["channel", "agent"],
+            registry=r,
+        )
         # Label sets created per channel, so that forgetting a channel removes every one of them.
         self._series: dict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = {}
 
@@ -355,6 +361,10 @@ class Metrics:
     def faq_answer(self, channel: str) -> None:
         """One question answered from the FAQ."""
         self._child(self._faq_answers, channel).inc()
+
+    def route(self, channel: str, agent: str) -> None:
+        """One answer routed to `agent` by a [[routes]] entry."""
+        self._child(self._routes, channel, agent).inc()
 
     def user_resolution(self, mapper: str, outcome: str) -> None:
         """One step of resolving a sender (channels/users/resolver.py, Outcome)."""
