@@ -3,15 +3,18 @@ a keyword sending a question to a second agent end to end."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agents.faq import FaqEntry
 from agents.routes import MessageFacts, Route, RouteTable, choose
 from channels.dingtalk.emulator import EmulatorThread
 from daemon.app import Daemon
-from daemon.config import ConfigurationError, Settings, validate
+from daemon.config import EXIT_CONFIG_ERROR, ConfigurationError, Settings, validate
 from tests.agents_support import fake_llm_fixture
 from tests.dingtalk_support import dingtalk_emulator
 from tests.e2e_support import CHANNEL, FAST_BACKOFF, Stack, settings_for
@@ -185,6 +188,51 @@ def test_config_explains_bad_routes(routes: list[dict[str, Any]], explained: str
     assert explained in str(caught.value)
 
 
+ROUTED_FILE = """
+[agents.default]
+type = "echo"
+
+[agents.strong]
+type = "echo"
+
+[[channels]]
+id = "dingtalk-main"
+type = "dingtalk"
+agent = "default"
+client_id = "ding-id"
+client_secret = "ding-secret"
+
+[[routes]]
+agent = "strong"
+keywords = ["contract"]
+
+[[routes]]
+agent = "strong"
+channels = ["dingtalk-main", "dingtalk-typo"]
+"""
+
+
+def test_check_config_refuses_a_route_to_an_unknown_channel(tmp_path: Path) -> None:
+    path = tmp_path / "channeld.toml"
+
+    def check_config(text: str) -> subprocess.CompletedProcess[str]:
+        path.write_text(text, encoding="utf-8")
+        return subprocess.run(
+            [sys.executable, "-m", "daemon", "check-config", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", "STATE_DIRECTORY": str(tmp_path)},
+            check=False,
+            timeout=60,
+        )
+
+    refused = check_config(ROUTED_FILE)
+    assert refused.returncode == EXIT_CONFIG_ERROR
+    assert "routes.1.channels: unknown channel 'dingtalk-typo'" in refused.stderr
+    accepted = check_config(ROUTED_FILE.replace(', "dingtalk-typo"', ""))
+    assert accepted.returncode == 0, accepted.stderr
+
+
 # -- end to end -----------------------------------------------------------------------------------
 
 STRONG_PROMPT = "You review contracts carefully."
@@ -268,5 +316,56 @@ async def test_reload_replaces_the_routes_and_refuses_an_agent_not_running(
         [request] = fake_llm.requests
         assert request.body["model"] == "strong-model"
         assert routed(daemon, "strong") == 1
+    finally:
+        await stack.stop()
+
+
+async def test_a_picture_routes_by_content_type_not_by_the_note_describing_it(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    # the agent is told "[The user sent an image ...]"; a keyword "image" is not the user's word
+    settings = settings_for(tmp_path, dingtalk_emulator.url, fake_llm)
+    routes = [route("default", keywords=["image"]), route("strong", content_types=["image"])]
+    settings = two_agents(settings, routes)
+    fake_llm.script_reply("A nice picture.")
+    daemon = Daemon(settings, backoff=FAST_BACKOFF)
+    await daemon.start()
+    stack = Stack(daemon, dingtalk_emulator, fake_llm)
+    try:
+        await stack.connected()
+        sent = await stack.say("", msgtype="picture", download_code="pic-1")
+        await stack.wait_bot_items(
+            sent.conversation_id, lambda i: len(cards(i)) == 1 and finished(cards(i)[0])
+        )
+        await stack.idle()
+        [request] = fake_llm.requests
+        assert "image" in request.messages[-1]["content"]  # the note the agent reads
+        assert request.body["model"] == "strong-model"
+        assert routed(daemon, "strong") == 1
+        assert routed(daemon, "default") is None
+    finally:
+        await stack.stop()
+
+
+async def test_the_faq_answers_before_any_route(
+    tmp_path: Path, dingtalk_emulator: EmulatorThread, fake_llm: FakeLLM
+) -> None:
+    settings = settings_for(tmp_path, dingtalk_emulator.url, fake_llm)
+    settings = two_agents(settings, [route("strong", keywords=["contract"])])
+    faq = FaqEntry(patterns=["contract template"], answer="See the Downloads page.")
+    settings = settings.model_copy(update={"faq": [faq]})
+    daemon = Daemon(settings, backoff=FAST_BACKOFF)
+    await daemon.start()
+    stack = Stack(daemon, dingtalk_emulator, fake_llm)
+    try:
+        await stack.connected()
+        sent = await stack.say("Contract template?")
+        items = await stack.wait_bot_items(
+            sent.conversation_id, lambda i: len(cards(i)) == 1 and finished(cards(i)[0])
+        )
+        assert cards(items)[0]["text"] == "See the Downloads page."
+        await stack.idle()
+        assert fake_llm.requests == []
+        assert routed(daemon, "strong") is None
     finally:
         await stack.stop()
