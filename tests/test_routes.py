@@ -241,7 +241,9 @@ STRONG_PROMPT = "You review contracts carefully."
 def two_agents(settings: Settings, routes: list[Route]) -> Settings:
     """The fake LLM behind two OpenAI agents told apart by the model each request names."""
     default = settings.agents["default"]
-    strong = default.model_copy(update={"model": "strong-model", "system_prompt": STRONG_PROMPT})
+    strong = default.model_copy(
+        update={"model": "strong-model", "system_prompt": STRONG_PROMPT, "history_messages": 0}
+    )
     return settings.model_copy(
         update={"agents": {"default": default, "strong": strong}, "routes": routes}
     )
@@ -288,6 +290,18 @@ async def test_a_keyword_routes_the_question_to_the_second_agent(
         assert second.messages[0]["content"] != STRONG_PROMPT
         assert routed(daemon, "strong") == 1
         assert routed(daemon, "default") is None  # the channel's own agent is not "routed"
+        assert len(second.messages) == 4  # the channel's agent sees the first exchange
+
+        await stack.say("One more 合同 question")
+        await stack.wait_bot_items(
+            sent.conversation_id, lambda i: len(cards(i)) == 3 and finished(cards(i)[2])
+        )
+        await stack.idle()
+        third = fake_llm.requests[2]
+        assert third.body["model"] == "strong-model"
+        # the routed agent's own history size (0), not the channel agent's (20)
+        assert [m["role"] for m in third.messages] == ["system", "user"]
+        assert routed(daemon, "strong") == 2
     finally:
         await stack.stop()
 
