@@ -14,7 +14,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy.engine import URL, make_url
+from alembic import command
+from sqlalchemy.engine import URL, Connection, make_url
+
+from storage.engine import WRITE_OPTION, alembic_config, make_engine
 
 # The maintenance database of a server where the test user may CREATE DATABASE.
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -188,3 +191,28 @@ class WriteLock:
         self._release.set()
         if self._thread.ident is not None:
             await asyncio.to_thread(self._thread.join, 10)
+
+
+def _alembic_on(connection: Connection, action: str, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    getattr(command, action)(config, revision)
+
+
+async def _alembic_async(url: str, action: str, revision: str) -> None:
+    engine = make_engine(url)
+    try:
+        async with engine.execution_options(**{WRITE_OPTION: True}).connect() as conn:
+            await conn.run_sync(_alembic_on, action, revision)
+            await conn.commit()
+    finally:
+        await engine.dispose()
+
+
+async def alembic_step(url: str, action: str, revision: str) -> None:
+    """`alembic upgrade|downgrade REVISION` on `url`, the way the daemon migrates (write lock).
+
+    Alembic's Python work between statements would stall the test's loop (as in storage.engine):
+    it runs on a loop of its own in a worker thread.
+    """
+    await asyncio.to_thread(asyncio.run, _alembic_async(url, action, revision))

@@ -12,18 +12,17 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection
 
 from storage import Store
-from storage.engine import WRITE_OPTION, alembic_config, make_engine
+from storage.engine import make_engine
 from storage.models import UtcDateTime, metadata
 from storage.records import IdentityRecord, UserRecord
 from tests.backend_support import backend, database_url, postgres
-from tests.storage_support import FakeClock, PostgresDatabase, sqlite_url
+from tests.storage_support import FakeClock, PostgresDatabase, alembic_step, sqlite_url
 
 __all__ = ["backend", "database_url", "postgres"]
 
@@ -517,27 +516,6 @@ async def empty_url(backend: str, tmp_path: Path, postgres: PostgresDatabase) ->
     return await postgres.empty()
 
 
-def _alembic_on(connection: Connection, action: str, revision: str) -> None:
-    config = alembic_config()
-    config.attributes["connection"] = connection
-    getattr(command, action)(config, revision)
-
-
-async def _alembic_async(url: str, action: str, revision: str) -> None:
-    engine = make_engine(url)
-    try:
-        async with engine.execution_options(**{WRITE_OPTION: True}).connect() as conn:
-            await conn.run_sync(_alembic_on, action, revision)
-            await conn.commit()
-    finally:
-        await engine.dispose()
-
-
-async def _alembic(url: str, action: str, revision: str) -> None:
-    # Alembic's Python work between statements would stall the test's loop (as in storage.engine)
-    await asyncio.to_thread(asyncio.run, _alembic_async(url, action, revision))
-
-
 def _schema(conn: Connection) -> tuple[set[str], list[Any]]:
     columns = {column["name"] for column in inspect(conn).get_columns("user_account")}
     return columns, compare_metadata(MigrationContext.configure(conn), metadata)
@@ -602,7 +580,7 @@ USER_COLUMNS = {
 async def test_the_migration_keeps_existing_users_and_goes_down_and_up_again(
     empty_url: str, clock: FakeClock
 ) -> None:
-    await _alembic(empty_url, "upgrade", "0003")
+    await alembic_step(empty_url, "upgrade", "0003")
     engine = make_engine(empty_url)
     now = clock.now
     try:
@@ -643,7 +621,7 @@ async def test_the_migration_keeps_existing_users_and_goes_down_and_up_again(
     finally:
         await engine.dispose()
 
-    await _alembic(empty_url, "upgrade", "head")
+    await alembic_step(empty_url, "upgrade", "head")
     columns, differences = await _inspect(empty_url)
     assert columns >= USER_COLUMNS
     assert differences == [], "models and migrations disagree"
@@ -671,14 +649,14 @@ async def test_the_migration_keeps_existing_users_and_goes_down_and_up_again(
     finally:
         await store.close()
 
-    await _alembic(empty_url, "downgrade", "0003")
+    await alembic_step(empty_url, "downgrade", "0003")
     columns, _ = await _inspect(empty_url)
     assert not USER_COLUMNS & columns
     assert [
         await _count(empty_url, t) for t in ("user_account", "platform_identity", "conversation")
     ] == [3, 2, 1]
 
-    await _alembic(empty_url, "upgrade", "head")
+    await alembic_step(empty_url, "upgrade", "head")
     columns, differences = await _inspect(empty_url)
     assert columns >= USER_COLUMNS and differences == []
     store = await Store.open(empty_url, migrate=False, clock=clock)

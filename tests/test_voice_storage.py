@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -23,11 +22,11 @@ from sqlalchemy.engine import Connection
 
 from channels import normalize
 from storage import Store
-from storage.engine import WRITE_OPTION, alembic_config, make_engine
+from storage.engine import make_engine
 from storage.models import UtcDateTime, metadata
 from storage.records import TurnSource, VoiceCallRecord
 from tests.backend_support import backend, database_url, postgres
-from tests.storage_support import FakeClock, PostgresDatabase, sqlite_url
+from tests.storage_support import FakeClock, PostgresDatabase, alembic_step, sqlite_url
 
 __all__ = ["backend", "database_url", "postgres"]
 
@@ -507,27 +506,6 @@ async def empty_url(backend: str, tmp_path: Path, postgres: PostgresDatabase) ->
     return await postgres.empty()
 
 
-def _alembic_on(connection: Connection, action: str, revision: str) -> None:
-    config = alembic_config()
-    config.attributes["connection"] = connection
-    getattr(command, action)(config, revision)
-
-
-async def _alembic_async(url: str, action: str, revision: str) -> None:
-    engine = make_engine(url)
-    try:
-        async with engine.execution_options(**{WRITE_OPTION: True}).connect() as conn:
-            await conn.run_sync(_alembic_on, action, revision)
-            await conn.commit()
-    finally:
-        await engine.dispose()
-
-
-async def _alembic(url: str, action: str, revision: str) -> None:
-    # Alembic's Python work between statements would stall the test's loop (as in storage.engine)
-    await asyncio.to_thread(asyncio.run, _alembic_async(url, action, revision))
-
-
 def _schema(conn: Connection) -> tuple[set[str], set[str], list[Any]]:
     inspector = inspect(conn)
     message = {column["name"] for column in inspector.get_columns("message")}
@@ -575,7 +553,7 @@ VOICE_COLUMNS = {"source", "voice_call_id", "voice_round", "interrupted"}
 async def test_the_migration_keeps_existing_turns_and_goes_down_and_up_again(
     empty_url: str, clock: FakeClock
 ) -> None:
-    await _alembic(empty_url, "upgrade", "0002")
+    await alembic_step(empty_url, "upgrade", "0002")
     old = await Store.open(empty_url, migrate=False, clock=clock)
     try:
         entry_id = await old.journal_accept(CHANNEL, "m1", None, "{}")
@@ -618,7 +596,7 @@ async def test_the_migration_keeps_existing_turns_and_goes_down_and_up_again(
     finally:
         await old.close()
 
-    await _alembic(empty_url, "upgrade", "head")
+    await alembic_step(empty_url, "upgrade", "head")
     tables, columns, differences = await _inspect(empty_url)
     assert "voice_call" in tables and columns >= VOICE_COLUMNS
     assert differences == [], "models and migrations disagree"
@@ -644,7 +622,7 @@ async def test_the_migration_keeps_existing_turns_and_goes_down_and_up_again(
     finally:
         await store.close()
 
-    await _alembic(empty_url, "downgrade", "0002")
+    await alembic_step(empty_url, "downgrade", "0002")
     tables, columns, _ = await _inspect(empty_url)
     assert "voice_call" not in tables and not VOICE_COLUMNS & columns
     engine = make_engine(empty_url)
@@ -655,6 +633,6 @@ async def test_the_migration_keeps_existing_turns_and_goes_down_and_up_again(
         await engine.dispose()
     assert [r.content for r in rows] == ["typed before", "answered", "again"]
 
-    await _alembic(empty_url, "upgrade", "head")
+    await alembic_step(empty_url, "upgrade", "head")
     tables, columns, differences = await _inspect(empty_url)
     assert "voice_call" in tables and columns >= VOICE_COLUMNS and differences == []
